@@ -1,0 +1,84 @@
+/**
+ * STK callback benchmark (issue 5), against a real Postgres on 127.0.0.1.
+ *   npm run bench:callbacks          (BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres)
+ *
+ * Genuine success callbacks (right token, CheckoutRequestID and amount, each for its own
+ * pending attempt seeded in SQL) per second through the real app (token check, attempt lock,
+ * paid transition, audit event, two receipts in the outbox with their jobs), as a ratio to a
+ * bare Hono handler doing one INSERT ... ON CONFLICT DO NOTHING, same run, same load.
+ * Writes bench/results/callbacks.json. Traffic goes to 127.0.0.1 only; bounded in time.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import pg from 'pg';
+import { closeAgent, closedLoop, freshDatabase, startServer, stopServer, type BenchRequest } from './lib.js';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
+const SEEDED = Number(process.env.BENCH_ATTEMPTS ?? 5_000);
+
+/** N pending attempts whose tokens are `tok-<i>` (hash stored, as the app does). */
+async function seed(url: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  await client.query(`insert into merchants (phone, business_name) values ('254799000000', 'Bench Shop')`);
+  await client.query(
+    `insert into invoices (merchant_id, number, customer_phone, amount, description, status, due_date)
+     select m.id, i, '2547' || lpad(i::text, 8, '0'), 100, 'bench', 'sent', current_date + 7
+     from merchants m, generate_series(1, $1) as i`,
+    [SEEDED],
+  );
+  await client.query(
+    `insert into payment_attempts (invoice_id, checkout_request_id, merchant_request_id, amount, phone, callback_token_hash, push_started_at)
+     select id, 'ws_CO_bench_' || number, 'mr_' || number, amount, customer_phone, encode(sha256(convert_to('tok-' || number, 'UTF8')), 'hex'), now()
+     from invoices`,
+  );
+  await client.end();
+}
+
+function callbacks(): () => BenchRequest {
+  let i = 0;
+  return () => {
+    i += 1;
+    const body = {
+      Body: {
+        stkCallback: {
+          MerchantRequestID: `mr_${i}`,
+          CheckoutRequestID: `ws_CO_bench_${i}`,
+          ResultCode: 0,
+          ResultDesc: 'The service request is processed successfully.',
+          CallbackMetadata: {
+            Item: [
+              { Name: 'Amount', Value: 100 },
+              { Name: 'MpesaReceiptNumber', Value: `RB${String(i).padStart(8, '0')}` },
+              { Name: 'Balance' },
+              { Name: 'TransactionDate', Value: 20261122121530 },
+              { Name: 'PhoneNumber', Value: Number(`2547${String(i).padStart(8, '0')}`) },
+            ],
+          },
+        },
+      },
+    };
+    return { path: `/payments/stk/callback/tok-${i}`, body: JSON.stringify(body) };
+  };
+}
+
+async function main(): Promise<void> {
+  const results: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, concurrency: CONCURRENCY, seconds: SECONDS };
+  const throughput: Record<string, { rps: number; requests: number; errors: number }> = {};
+  for (const mode of ['baseline', 'app'] as const) {
+    const db = await freshDatabase();
+    await seed(db.url);
+    // The WhatsApp API is unreachable on purpose: receipts stay in the outbox (delivery is not measured here).
+    const { port, child } = await startServer(mode, db.url, 'http://127.0.0.1:9');
+    throughput[mode] = await closedLoop(port, SECONDS, CONCURRENCY, callbacks());
+    await stopServer(child);
+    await db.drop();
+  }
+  results.throughput = { ...throughput, ratio: Math.round((throughput.app!.rps / throughput.baseline!.rps) * 100) / 100, goal: '>= 0.5' };
+  closeAgent();
+  mkdirSync('bench/results', { recursive: true });
+  writeFileSync('bench/results/callbacks.json', `${JSON.stringify(results, null, 2)}\n`);
+  process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+}
+
+await main();

@@ -1,0 +1,71 @@
+/**
+ * The server side of bench/webhook.ts, run as a child process so the load generator does
+ * not share its event loop. Modes:
+ *   app       the real InvoiceIQ app (signature, zod, exactly-once transaction, outbox, eager reply)
+ *   baseline  a bare Hono handler doing one INSERT ... ON CONFLICT DO NOTHING (any POST path)
+ * Prints `READY <port>` when listening; exits on SIGTERM.
+ */
+import { serve } from '@hono/node-server';
+import type { AddressInfo } from 'node:net';
+import { Hono } from 'hono';
+import { createApp } from '../src/app.js';
+import { loadConfig } from '../src/config.js';
+import { openDatabase } from '../src/db/connect.js';
+import { createDeps } from '../src/deps.js';
+import { createLogger } from '../src/logger.js';
+
+const [mode, databaseUrl, graphUrl] = process.argv.slice(2);
+if ((mode !== 'app' && mode !== 'baseline') || databaseUrl === undefined) {
+  process.stderr.write('usage: webhook-server.ts app|baseline <database-url> [graph-url]\n');
+  process.exit(2);
+}
+
+const database = await openDatabase({ kind: 'postgres', url: databaseUrl, poolMax: Number(process.env.BENCH_POOL ?? 10) });
+let fetchHandler: (request: Request) => Response | Promise<Response>;
+let stopJobs = async () => undefined as void;
+
+if (mode === 'baseline') {
+  const app = new Hono();
+  // Any POST: one INSERT ... ON CONFLICT DO NOTHING keyed by the event's own id.
+  app.post('/*', async (c) => {
+    const body = (await c.req.json()) as {
+      entry?: Array<{ changes: Array<{ value: { messages: Array<{ id: string }> } }> }>;
+      Body?: { stkCallback?: { CheckoutRequestID?: string } };
+    };
+    const id = body.entry?.[0]?.changes[0]?.value.messages[0]?.id ?? body.Body?.stkCallback?.CheckoutRequestID ?? 'unknown';
+    await database.pool.query(
+      `insert into inbound_events (source, external_key, payload, status) values ('whatsapp_message', $1, $2, 'processed') on conflict do nothing`,
+      [id, JSON.stringify(body)],
+    );
+    return c.json({ status: 'received' });
+  });
+  fetchHandler = app.fetch;
+} else {
+  const config = loadConfig({
+    APP_ENV: 'development',
+    DATABASE_URL: databaseUrl,
+    WABA_APP_SECRET: 'bench-secret',
+    WABA_TOKEN: 'bench-token',
+    WABA_PHONE_ID: '1000',
+    WABA_API_BASE_URL: graphUrl ?? 'http://127.0.0.1:9',
+    MPESA_CALLBACK_URL: 'https://bench.invalid/payments/stk/callback',
+    STATS_API_TOKEN: 'bench-stats-token-0123456789abcdef0123',
+    LOG_LEVEL: 'warn',
+  });
+  const logger = createLogger({ level: 'warn', format: 'json' });
+  const deps = createDeps({ config, logger, database });
+  await deps.jobs.start(deps.jobDefinitions);
+  stopJobs = () => deps.jobs.stop(2_000);
+  fetchHandler = createApp(deps).fetch;
+}
+
+const server = serve({ fetch: fetchHandler, port: 0, hostname: '127.0.0.1' }, (info: AddressInfo) => {
+  process.stdout.write(`READY ${info.port}\n`);
+});
+process.on('SIGTERM', () => {
+  server.close(async () => {
+    await stopJobs();
+    await database.close();
+    process.exit(0);
+  });
+});

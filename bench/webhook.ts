@@ -1,0 +1,129 @@
+/**
+ * Inbound webhook benchmark (issue 3), against a real Postgres on 127.0.0.1.
+ *   npm run bench:webhook            (BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres)
+ *
+ * 1. Throughput: closed loop, fixed concurrency, signed unique text messages, the real app
+ *    vs a bare Hono handler doing one INSERT ... ON CONFLICT DO NOTHING, same run, same DB.
+ * 2. Ack latency at a fixed 500 req/s (open loop) for the real app: p50/p99.
+ * 3. Reply latency at 100 msg/s: webhook sent -> reply received by a fake Graph API.
+ * Writes bench/results/webhook.json and prints a summary. Traffic goes to 127.0.0.1 only,
+ * every phase is bounded in time and the script stops by itself.
+ */
+import { createHmac, randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { closeAgent, closedLoop, freshDatabase, openLoop, percentile, startServer, stopServer, type BenchRequest } from './lib.js';
+
+const SECRET = 'bench-secret';
+const THROUGHPUT_SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
+
+let seq = 0;
+function signedMessage(from?: string): { body: string; signature: string; from: string } {
+  seq += 1;
+  const phone = from ?? `2547${String(10_000_000 + (seq % 89_999_999)).padStart(8, '0')}`;
+  const payload = {
+    object: 'whatsapp_business_account',
+    entry: [
+      {
+        id: 'WABA',
+        changes: [
+          {
+            field: 'messages',
+            value: {
+              messaging_product: 'whatsapp',
+              metadata: { display_phone_number: '15550001111', phone_number_id: '1000' },
+              contacts: [{ profile: { name: 'Bench' }, wa_id: phone }],
+              messages: [{ from: phone, id: `wamid.bench.${process.pid}.${seq}.${randomBytes(4).toString('hex')}`, timestamp: String(Math.floor(Date.now() / 1000)), type: 'text', text: { body: 'hi' } }],
+            },
+          },
+        ],
+      },
+    ],
+  };
+  const body = JSON.stringify(payload);
+  return { body, signature: `sha256=${createHmac('sha256', SECRET).update(body).digest('hex')}`, from: phone };
+}
+
+
+function webhookRequest(): BenchRequest & { from: string } {
+  const m = signedMessage();
+  return { path: '/whatsapp/webhook', body: m.body, headers: { 'x-hub-signature-256': m.signature }, from: m.from };
+}
+
+/** A fake Graph API that records when each reply arrives, by recipient. */
+async function startGraph(): Promise<{ url: string; arrivals: Map<string, number>; close(): Promise<void> }> {
+  const arrivals = new Map<string, number>();
+  let n = 0;
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const at = performance.now();
+      try {
+        const body = JSON.parse(Buffer.concat(chunks).toString()) as { to: string };
+        if (!arrivals.has(body.to)) arrivals.set(body.to, at);
+      } catch {
+        /* counted as missing */
+      }
+      n += 1;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ messaging_product: 'whatsapp', messages: [{ id: `wamid.reply.${n}` }] }));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    arrivals,
+    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+  };
+}
+
+async function main(): Promise<void> {
+  const graph = await startGraph();
+  const results: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, concurrency: CONCURRENCY, seconds: THROUGHPUT_SECONDS };
+
+  // 1. Throughput: baseline then app, each on its own fresh database, with a warm-up.
+  const throughput: Record<string, { rps: number; requests: number; errors: number }> = {};
+  for (const mode of ['baseline', 'app'] as const) {
+    const db = await freshDatabase();
+    const { port, child } = await startServer(mode, db.url, graph.url);
+    await closedLoop(port, 1, CONCURRENCY, webhookRequest);
+    throughput[mode] = await closedLoop(port, THROUGHPUT_SECONDS, CONCURRENCY, webhookRequest);
+    await stopServer(child);
+    await db.drop();
+  }
+  results.throughput = { ...throughput, ratio: Math.round((throughput.app!.rps / throughput.baseline!.rps) * 100) / 100, goal: '>= 0.5' };
+
+  // 2 and 3: the real app, one fresh database.
+  const db = await freshDatabase();
+  const { port, child } = await startServer('app', db.url, graph.url);
+  await closedLoop(port, 1, 8, webhookRequest);
+  results.ack_latency_500rps = { ...(await openLoop(port, 500, 6, webhookRequest)), goal: 'p99 < 50 ms' };
+
+  const sentAt = new Map<string, number>();
+  graph.arrivals.clear();
+  const ack = await openLoop(port, 100, 6, webhookRequest, (r, at) => sentAt.set((r as ReturnType<typeof webhookRequest>).from, at));
+  await new Promise((resolve) => setTimeout(resolve, 2_000));
+  const replies = [...sentAt].map(([from, at]) => (graph.arrivals.get(from) ?? Number.NaN) - at).filter(Number.isFinite).sort((a, b) => a - b);
+  results.reply_latency_100rps = {
+    p50: percentile(replies, 50),
+    p99: percentile(replies, 99),
+    max: replies.at(-1),
+    replies: replies.length,
+    sent: sentAt.size,
+    ack_p99: ack.p99,
+    goal: 'p50 < 30 ms, p99 < 150 ms',
+  };
+  await stopServer(child);
+  await db.drop();
+  await graph.close();
+  closeAgent();
+
+  mkdirSync('bench/results', { recursive: true });
+  writeFileSync('bench/results/webhook.json', `${JSON.stringify(results, null, 2)}\n`);
+  process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+}
+
+await main();

@@ -1,0 +1,23 @@
+/**
+ * `npm run migrate -- latest | up | down | status | to <name>`
+ * Runs against DATABASE_URL, or the embedded database in DATA_DIR when it is unset.
+ * Used by Fly's release_command in production.
+ */
+import { ConfigError, loadConfig } from '../config.js';
+import { openDatabase } from '../db/connect.js';
+import { runMigrateCommand } from '../db/migrate.js';
+
+async function main(): Promise<void> {
+  const config = loadConfig(process.env);
+  const handle = await openDatabase(config.database);
+  try {
+    await runMigrateCommand(handle.db, process.argv.slice(2), (line) => process.stdout.write(`${line}\n`));
+  } finally {
+    await handle.close();
+  }
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`${error instanceof ConfigError || error instanceof Error ? error.message : String(error)}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,270 @@
+/**
+ * The service's configuration: one zod schema over the environment, parsed once in
+ * main.ts, frozen and passed down. Nothing else reads process.env.
+ *
+ * In development every provider secret is optional so `npm start` works with no
+ * accounts. With APP_ENV=production every secret must be present and well formed;
+ * otherwise start-up stops with one message that names every problem.
+ */
+import { z } from 'zod';
+
+/** Accepts true/false/1/0 (any case, surrounding spaces ignored). */
+const booleanFromEnv = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .pipe(z.enum(['true', 'false', '1', '0'], { error: 'must be one of true, false, 1, 0' }))
+  .transform((value) => value === 'true' || value === '1');
+
+/** An unset variable and an empty one mean the same: not configured. */
+const optionalString = z
+  .string()
+  .trim()
+  .transform((value) => (value === '' ? undefined : value))
+  .optional();
+
+const httpUrl = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' });
+
+const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+const EnvSchema = z.object({
+  PORT: z.coerce.number({ error: 'must be a number' }).int().min(0).max(65535).default(8080),
+  HOST: z.string().trim().min(1).default('0.0.0.0'),
+  APP_ENV: z.enum(['development', 'production']).default('development'),
+  LOG_LEVEL: z.enum(logLevels).default('info'),
+  LOG_FORMAT: z.enum(['json', 'pretty']).default('json'),
+
+  DATABASE_URL: optionalString.pipe(
+    z.string().regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://').optional(),
+  ),
+  DATABASE_POOL_MAX: z.coerce.number({ error: 'must be a number' }).int().min(1).max(100).default(10),
+  DATA_DIR: z.string().trim().min(1).default('./.data'),
+
+  WABA_TOKEN: optionalString,
+  WABA_PHONE_ID: optionalString.pipe(z.string().regex(/^\d+$/, 'must be digits').optional()),
+  WABA_VERIFY_TOKEN: optionalString,
+  WABA_APP_SECRET: optionalString,
+  WABA_API_BASE_URL: httpUrl.default('https://graph.facebook.com'),
+  WABA_API_VERSION: z.string().trim().regex(/^v\d+\.\d+$/, 'must look like v21.0').default('v21.0'),
+  WABA_TIMEOUT_MS: z.coerce.number({ error: 'must be a number' }).int().min(100).max(60_000).default(5_000),
+  WABA_TEMPLATE_INVOICE: optionalString,
+  WABA_TEMPLATE_RECEIPT: optionalString,
+  WABA_TEMPLATE_REMINDER: optionalString,
+  WABA_TEMPLATE_LANGUAGE: z.string().trim().regex(/^[a-z]{2,3}(_[A-Z]{2})?$/, 'must be a language code like en or en_US').default('en'),
+
+  SMS_API_KEY: optionalString,
+  SMS_USERNAME: optionalString,
+  SMS_SENDER_ID: optionalString,
+  SMS_USE_SANDBOX: booleanFromEnv.default(false),
+  SMS_TIMEOUT_MS: z.coerce.number({ error: 'must be a number' }).int().min(100).max(60_000).default(10_000),
+
+  DELIVERY_MAX_ATTEMPTS: z.coerce.number({ error: 'must be a number' }).int().min(1).max(20).default(5),
+  DELIVERY_SAFETY_NET_SECONDS: z.coerce.number({ error: 'must be a number' }).int().min(0).max(3600).default(15),
+  INBOUND_MAX_ATTEMPTS: z.coerce.number({ error: 'must be a number' }).int().min(1).max(50).default(8),
+
+  MPESA_CONSUMER_KEY: optionalString,
+  MPESA_CONSUMER_SECRET: optionalString,
+  MPESA_SHORTCODE: optionalString.pipe(z.string().regex(/^\d{5,7}$/, 'must be 5 to 7 digits').optional()),
+  MPESA_PASSKEY: optionalString,
+  MPESA_CALLBACK_URL: optionalString.pipe(httpUrl.optional()),
+  MPESA_ENVIRONMENT: z.enum(['sandbox', 'production']).default('sandbox'),
+  MPESA_API_BASE_URL: optionalString.pipe(httpUrl.optional()),
+  MPESA_TRANSACTION_TYPE: z.enum(['paybill', 'till']).default('paybill'),
+  MPESA_PARTY_B: optionalString.pipe(z.string().regex(/^\d{5,7}$/, 'must be 5 to 7 digits').optional()),
+  MPESA_TIMEOUT_MS: z.coerce.number({ error: 'must be a number' }).int().min(100).max(60_000).default(10_000),
+  MPESA_CALLBACK_ALLOWED_IPS: z
+    .string()
+    .trim()
+    .default('')
+    .transform((value) => value.split(',').map((ip) => ip.trim()).filter((ip) => ip.length > 0))
+    .pipe(z.array(z.union([z.ipv4(), z.ipv6()], { error: 'must be a comma-separated list of IP addresses' }))),
+
+  STATS_API_TOKEN: optionalString,
+  PUBLIC_BASE_URL: optionalString.pipe(httpUrl.optional()),
+
+  SHUTDOWN_TIMEOUT_MS: z.coerce.number({ error: 'must be a number' }).int().min(100).max(60_000).default(8_000),
+});
+
+/** Variables that must be set (non-empty) when APP_ENV=production. */
+const requiredInProduction = [
+  'DATABASE_URL',
+  'WABA_TOKEN',
+  'WABA_PHONE_ID',
+  'WABA_VERIFY_TOKEN',
+  'WABA_APP_SECRET',
+  'SMS_API_KEY',
+  'SMS_USERNAME',
+  'MPESA_CONSUMER_KEY',
+  'MPESA_CONSUMER_SECRET',
+  'MPESA_SHORTCODE',
+  'MPESA_PASSKEY',
+  'MPESA_CALLBACK_URL',
+  'STATS_API_TOKEN',
+] as const satisfies readonly (keyof z.infer<typeof EnvSchema>)[];
+
+const ProductionRules = EnvSchema.superRefine((env, ctx) => {
+  if (env.APP_ENV !== 'production') return;
+  for (const name of requiredInProduction) {
+    if (env[name] === undefined) {
+      ctx.addIssue({ code: 'custom', path: [name], message: 'is required when APP_ENV=production' });
+    }
+  }
+  if (env.MPESA_CALLBACK_URL !== undefined && !env.MPESA_CALLBACK_URL.startsWith('https://')) {
+    ctx.addIssue({ code: 'custom', path: ['MPESA_CALLBACK_URL'], message: 'must be https in production' });
+  }
+  if (env.STATS_API_TOKEN !== undefined && env.STATS_API_TOKEN.length < 32) {
+    ctx.addIssue({ code: 'custom', path: ['STATS_API_TOKEN'], message: 'must be at least 32 characters in production' });
+  }
+  if (env.MPESA_TRANSACTION_TYPE === 'till' && env.MPESA_PARTY_B === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['MPESA_PARTY_B'], message: 'is required (the till number) when MPESA_TRANSACTION_TYPE=till' });
+  }
+  if (env.SMS_USE_SANDBOX) {
+    ctx.addIssue({ code: 'custom', path: ['SMS_USE_SANDBOX'], message: 'must be false in production' });
+  }
+});
+
+type Env = z.infer<typeof EnvSchema>;
+
+export type Config = Readonly<{
+  port: number;
+  host: string;
+  appEnv: Env['APP_ENV'];
+  logLevel: Env['LOG_LEVEL'];
+  logFormat: Env['LOG_FORMAT'];
+  shutdownTimeoutMs: number;
+  database: Readonly<
+    | { kind: 'postgres'; url: string; poolMax: number }
+    | { kind: 'embedded'; dataDir: string }
+  >;
+  whatsapp: Readonly<{
+    token: string | undefined;
+    phoneId: string | undefined;
+    verifyToken: string | undefined;
+    appSecret: string | undefined;
+    apiBaseUrl: string;
+    apiVersion: string;
+    timeoutMs: number;
+    templates: Readonly<{ invoice: string | undefined; receipt: string | undefined; reminder: string | undefined }>;
+    templateLanguage: string;
+  }>;
+  sms: Readonly<{
+    apiKey: string | undefined;
+    username: string | undefined;
+    senderId: string | undefined;
+    useSandbox: boolean;
+    timeoutMs: number;
+  }>;
+  delivery: Readonly<{ maxAttempts: number; inboundMaxAttempts: number; safetyNetSeconds: number }>;
+  mpesa: Readonly<{
+    consumerKey: string | undefined;
+    consumerSecret: string | undefined;
+    shortcode: string | undefined;
+    passkey: string | undefined;
+    callbackUrl: string | undefined;
+    environment: Env['MPESA_ENVIRONMENT'];
+    apiBaseUrl: string;
+    transactionType: 'CustomerPayBillOnline' | 'CustomerBuyGoodsOnline';
+    partyB: string | undefined;
+    timeoutMs: number;
+    callbackAllowedIps: readonly string[];
+  }>;
+  stats: Readonly<{ apiToken: string | undefined; publicBaseUrl: string | undefined }>;
+}>;
+
+/** Thrown when the environment does not describe a runnable service; `problems` names each one. */
+export class ConfigError extends Error {
+  readonly problems: readonly string[];
+  constructor(problems: readonly string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+const mpesaBaseUrls = {
+  sandbox: 'https://sandbox.safaricom.co.ke',
+  production: 'https://api.safaricom.co.ke',
+} as const;
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object') {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/**
+ * Parses an environment (normally process.env) into a frozen Config.
+ * Never echoes a value back in an error: values may be secrets.
+ */
+export function loadConfig(env: Record<string, string | undefined>): Config {
+  // An unset variable and an empty (or blank) one mean the same everywhere: PORT= must give
+  // the default port, not port 0 (Number('') is 0).
+  const present: Record<string, string> = {};
+  for (const [name, value] of Object.entries(env)) {
+    if (value !== undefined && value.trim() !== '') present[name] = value;
+  }
+  const parsed = ProductionRules.safeParse(present);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => {
+      const name = issue.path.join('.') || '(environment)';
+      // zod 4 does not keep the input on issues (and must not: it may be a secret), so
+      // "missing" is decided by looking at the variable itself.
+      const variable = issue.path[0];
+      const missing = issue.code === 'invalid_type' && typeof variable === 'string' && present[variable] === undefined;
+      return `${name} ${missing ? 'is required' : issue.message}`;
+    });
+    throw new ConfigError([...new Set(problems)].sort());
+  }
+  const e = parsed.data;
+  return deepFreeze<Config>({
+    port: e.PORT,
+    host: e.HOST,
+    appEnv: e.APP_ENV,
+    logLevel: e.LOG_LEVEL,
+    logFormat: e.LOG_FORMAT,
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    database:
+      e.DATABASE_URL === undefined
+        ? { kind: 'embedded', dataDir: e.DATA_DIR }
+        : { kind: 'postgres', url: e.DATABASE_URL, poolMax: e.DATABASE_POOL_MAX },
+    whatsapp: {
+      token: e.WABA_TOKEN,
+      phoneId: e.WABA_PHONE_ID,
+      verifyToken: e.WABA_VERIFY_TOKEN,
+      appSecret: e.WABA_APP_SECRET,
+      apiBaseUrl: e.WABA_API_BASE_URL.replace(/\/+$/, ''),
+      apiVersion: e.WABA_API_VERSION,
+      timeoutMs: e.WABA_TIMEOUT_MS,
+      templates: { invoice: e.WABA_TEMPLATE_INVOICE, receipt: e.WABA_TEMPLATE_RECEIPT, reminder: e.WABA_TEMPLATE_REMINDER },
+      templateLanguage: e.WABA_TEMPLATE_LANGUAGE,
+    },
+    sms: {
+      apiKey: e.SMS_API_KEY,
+      username: e.SMS_USERNAME,
+      senderId: e.SMS_SENDER_ID,
+      useSandbox: e.SMS_USE_SANDBOX,
+      timeoutMs: e.SMS_TIMEOUT_MS,
+    },
+    delivery: {
+      maxAttempts: e.DELIVERY_MAX_ATTEMPTS,
+      inboundMaxAttempts: e.INBOUND_MAX_ATTEMPTS,
+      safetyNetSeconds: e.DELIVERY_SAFETY_NET_SECONDS,
+    },
+    mpesa: {
+      consumerKey: e.MPESA_CONSUMER_KEY,
+      consumerSecret: e.MPESA_CONSUMER_SECRET,
+      shortcode: e.MPESA_SHORTCODE,
+      passkey: e.MPESA_PASSKEY,
+      callbackUrl: e.MPESA_CALLBACK_URL,
+      environment: e.MPESA_ENVIRONMENT,
+      apiBaseUrl: (e.MPESA_API_BASE_URL ?? mpesaBaseUrls[e.MPESA_ENVIRONMENT]).replace(/\/+$/, ''),
+      transactionType: e.MPESA_TRANSACTION_TYPE === 'till' ? 'CustomerBuyGoodsOnline' : 'CustomerPayBillOnline',
+      partyB: e.MPESA_PARTY_B,
+      timeoutMs: e.MPESA_TIMEOUT_MS,
+      callbackAllowedIps: e.MPESA_CALLBACK_ALLOWED_IPS,
+    },
+    stats: { apiToken: e.STATS_API_TOKEN, publicBaseUrl: e.PUBLIC_BASE_URL?.replace(/\/+$/, '') },
+  });
+}

@@ -1,0 +1,330 @@
+/**
+ * The conversation's imperative shell. Inside the inbound event's transaction (the sender's
+ * conversation row already locked by the inbound path): load the state and the facts the
+ * machine needs, run the pure transition, carry out its effects (merchant registration,
+ * invoices with gapless per-merchant numbers, audit events, outbox messages), save the state.
+ */
+import { jsonb } from '../db/json.js';
+import { sql, type Transaction } from 'kysely';
+import { allocateInvoiceNumber } from '../db/repositories/invoices.js';
+import type { Database } from '../db/schema.js';
+import { converse } from '../domain/conversation/machine.js';
+import type { Effect, Language, MachineContext, RecentInvoice } from '../domain/conversation/types.js';
+import { DUPLICATE_WINDOW_MS } from '../domain/conversation/types.js';
+import { decideCancel, decideRemind, dueDateFor, isOverdue, nairobiMidnight, nairobiToday } from '../domain/invoice.js';
+import type { MessageContent, OutboundDraft } from '../domain/outbound.js';
+import { DEFAULT_MAX_AMOUNT, formatAmount, formatInvoiceNumber } from '../domain/parse.js';
+import { texts } from '../domain/texts.js';
+import type { CustomerInvoice, InvoiceDetail, InvoiceLine } from '../domain/texts.types.js';
+import type { Payments } from '../payments/service.js';
+import type { ConversationHandler } from './port.js';
+
+type Trx = Transaction<Database>;
+type MerchantRow = { id: string; phone: string; business_name: string | null; language: Language };
+
+/** A `date` column (or null) as its Nairobi day. */
+const dayOf = (value: Date | null): string | null => (value === null ? null : nairobiToday(value));
+
+async function audit(trx: Trx, invoiceId: string, actor: string, type: string, data: Record<string, unknown> = {}): Promise<void> {
+  await trx.insertInto('invoice_events').values({ invoice_id: invoiceId, actor, type, data: jsonb(data) }).execute();
+}
+
+async function languageOf(trx: Trx, phone: string): Promise<Language> {
+  const row = await trx.selectFrom('conversations').select('language').where('phone', '=', phone).executeTakeFirst();
+  return row?.language ?? 'en';
+}
+
+export type ConversationShellOptions = {
+  now?: () => Date;
+  maxAmount?: number;
+  payments?: Pick<Payments, 'requestPayment'>;
+  /** Creates a single-use dashboard sign-in link for a merchant; absent when the dashboard has no public URL. */
+  dashboardLink?: (trx: Trx, merchantId: string) => Promise<string>;
+};
+
+export function createConversationHandler(options: ConversationShellOptions = {}): ConversationHandler {
+  const now = options.now ?? (() => new Date());
+  const maxAmount = options.maxAmount ?? DEFAULT_MAX_AMOUNT;
+
+  return async (trx, message) => {
+    const phone = message.phone;
+    const at = now();
+    // One round trip for the facts every message needs: the state (its row is already locked
+    // by the inbound path), the merchant (if any), and whether invoices are addressed here.
+    const facts = await trx
+      .selectFrom(sql`(select 1)`.as('one'))
+      .leftJoin('conversations', (join) => join.on('conversations.phone', '=', phone))
+      .leftJoin('merchants', (join) => join.on('merchants.phone', '=', phone))
+      .select([
+        'conversations.state',
+        'conversations.language',
+        'merchants.id as merchant_id',
+        'merchants.business_name',
+        'merchants.language as merchant_language',
+        sql<boolean>`exists (select 1 from invoices where customer_phone = ${phone} and status in ('pending', 'sent', 'failed'))`.as('is_customer'),
+      ])
+      .executeTakeFirstOrThrow();
+    const conversation = facts.language === null ? undefined : { state: facts.state, language: facts.language };
+    let merchant: MerchantRow | undefined =
+      facts.merchant_id === null ? undefined : { id: facts.merchant_id, phone, business_name: facts.business_name, language: facts.merchant_language ?? 'en' };
+    const recent: RecentInvoice[] =
+      merchant === undefined
+        ? []
+        : (
+            await trx
+              .selectFrom('invoices')
+              .select(['number', 'customer_phone', 'amount', 'status', 'created_at'])
+              .where('merchant_id', '=', merchant.id)
+              .where('created_at', '>=', new Date(at.getTime() - DUPLICATE_WINDOW_MS))
+              .execute()
+          ).map((r) => ({ number: r.number, customerPhone: r.customer_phone, amount: Number(r.amount), status: r.status, createdAt: r.created_at }));
+
+    const context: MachineContext = {
+      now: at,
+      language: conversation?.language ?? 'en',
+      isMerchant: merchant?.business_name != null,
+      isCustomer: facts.is_customer,
+      recentInvoices: recent,
+      maxAmount,
+    };
+    const { state, effects } = converse(conversation?.state ?? { version: 0 }, message.input, context);
+
+    const out: OutboundDraft[] = [];
+    let language: Language = context.language;
+    const t = () => texts[language];
+    const toMe = (content: MessageContent) => out.push({ recipient: phone, kind: 'reply', payload: { message: content } });
+
+    async function findInvoice(number: number, lock = false) {
+      if (merchant === undefined) return undefined;
+      let query = trx.selectFrom('invoices').selectAll().where('merchant_id', '=', merchant.id).where('number', '=', number);
+      if (lock) query = query.forUpdate();
+      return query.executeTakeFirst();
+    }
+
+    async function sendInvoiceToCustomer(invoice: { id: string; number: number; customer_phone: string; amount: string; description: string; due_date: Date | null }, kind: 'invoice' | 'reminder') {
+      const customerLanguage = await languageOf(trx, invoice.customer_phone);
+      const ct = texts[customerLanguage];
+      const name = merchant?.business_name ?? '';
+      const amount = Number(invoice.amount);
+      const due = invoice.due_date === null ? nairobiMidnight(dueDateFor(at)) : nairobiMidnight(dayOf(invoice.due_date)!);
+      const content =
+        kind === 'invoice'
+          ? ct.invoiceToCustomer(name, invoice.number, amount, invoice.description, due, invoice.customer_phone)
+          : ct.reminderToCustomer(name, invoice.number, amount, due);
+      out.push({
+        recipient: invoice.customer_phone,
+        kind,
+        invoiceId: invoice.id,
+        payload: {
+          message: content,
+          sms: ct.invoiceToCustomerSms(name, invoice.number, amount, invoice.description, due),
+          template: {
+            // One layout per template kind: the reminder template takes the due date where the invoice takes the description.
+            parameters: [name.slice(0, 60) || 'InvoiceIQ', formatInvoiceNumber(invoice.number), formatAmount(amount), kind === 'invoice' ? invoice.description : nairobiToday(due)],
+            buttonPayload: `pay:${formatInvoiceNumber(invoice.number)}`,
+          },
+        },
+      });
+    }
+
+    async function customerInvoices(number: number | null): Promise<Array<CustomerInvoice & { id: string }>> {
+      let query = trx
+        .selectFrom('invoices')
+        .innerJoin('merchants', 'merchants.id', 'invoices.merchant_id')
+        .select(['invoices.id', 'merchants.business_name', 'invoices.number', 'invoices.amount', 'invoices.description', 'invoices.due_date'])
+        .where('invoices.customer_phone', '=', phone)
+        .where('invoices.status', 'in', ['pending', 'sent', 'failed'])
+        .orderBy('invoices.created_at', 'desc')
+        .limit(10);
+      if (number !== null) query = query.where('invoices.number', '=', number);
+      return (await query.execute()).map((r) => ({
+        id: r.id,
+        merchantName: r.business_name ?? '',
+        number: r.number,
+        amount: Number(r.amount),
+        description: r.description,
+        dueDate: r.due_date === null ? null : nairobiMidnight(dayOf(r.due_date)!),
+      }));
+    }
+
+    const apply = async (effect: Effect): Promise<void> => {
+      switch (effect.type) {
+        case 'reply':
+          toMe(effect.message);
+          return;
+        case 'register_merchant':
+          merchant = (await trx
+            .insertInto('merchants')
+            .values({ phone, business_name: effect.businessName, language })
+            .onConflict((oc) => oc.column('phone').doUpdateSet({ business_name: effect.businessName, updated_at: sql`now()` }))
+            .returning(['id', 'phone', 'business_name', 'language'])
+            .executeTakeFirstOrThrow()) as MerchantRow;
+          return;
+        case 'set_language':
+          language = effect.language;
+          await trx.updateTable('conversations').set({ language }).where('phone', '=', phone).execute();
+          await trx.updateTable('merchants').set({ language, updated_at: sql`now()` }).where('phone', '=', phone).execute();
+          return;
+        case 'create_invoice': {
+          if (merchant === undefined) return;
+          const number = await allocateInvoiceNumber(trx, merchant.id);
+          const invoice = await trx
+            .insertInto('invoices')
+            .values({
+              merchant_id: merchant.id,
+              number,
+              customer_phone: effect.draft.customerPhone,
+              amount: effect.draft.amount,
+              description: effect.draft.description,
+              status: 'sent',
+              // The shell's clock, not the database's: the duplicate guard and due dates agree with it.
+              created_at: at,
+              sent_at: at,
+              due_date: dueDateFor(at),
+            })
+            .returningAll()
+            .executeTakeFirstOrThrow();
+          await audit(trx, invoice.id, `merchant:${phone}`, 'created', { amount: effect.draft.amount, customer: effect.draft.customerPhone });
+          await sendInvoiceToCustomer(invoice, 'invoice');
+          await audit(trx, invoice.id, 'system', 'sent', {});
+          await options.payments?.requestPayment(trx, invoice.id, 'invoice_sent');
+          toMe(t().invoiceCreated(invoice.number, invoice.customer_phone, effect.draft.amount));
+          return;
+        }
+        case 'list_invoices': {
+          if (merchant === undefined) return;
+          const rows = await trx
+            .selectFrom('invoices')
+            .select(['number', 'customer_phone', 'amount', 'status', 'due_date'])
+            .where('merchant_id', '=', merchant.id)
+            .orderBy('number', 'desc')
+            .limit(10)
+            .execute();
+          const lines: InvoiceLine[] = rows.map((r) => ({
+            number: r.number,
+            customerPhone: r.customer_phone,
+            amount: Number(r.amount),
+            status: r.status,
+            overdue: isOverdue(r.status, dayOf(r.due_date), at),
+          }));
+          toMe(t().invoiceList(lines));
+          return;
+        }
+        case 'show_invoice': {
+          const invoice = await findInvoice(effect.number);
+          if (invoice === undefined) return void toMe(t().invoiceNotFound(effect.number));
+          const attempts = await trx
+            .selectFrom('payment_attempts')
+            .select(['created_at', 'status', 'result_desc'])
+            .where('invoice_id', '=', invoice.id)
+            .orderBy('created_at', 'desc')
+            .limit(5)
+            .execute();
+          const detail: InvoiceDetail = {
+            number: invoice.number,
+            customerPhone: invoice.customer_phone,
+            amount: Number(invoice.amount),
+            status: invoice.status,
+            overdue: isOverdue(invoice.status, dayOf(invoice.due_date), at),
+            description: invoice.description,
+            createdAt: invoice.created_at,
+            dueDate: invoice.due_date === null ? null : nairobiMidnight(dayOf(invoice.due_date)!),
+            paidAt: invoice.paid_at,
+            mpesaReceipt: invoice.mpesa_receipt,
+            attempts: attempts.map((a) => ({ at: a.created_at, status: a.status, resultDesc: a.result_desc })),
+          };
+          toMe(t().invoiceDetail(detail));
+          return;
+        }
+        case 'remind_invoice': {
+          const invoice = await findInvoice(effect.number, true);
+          if (invoice === undefined) return void toMe(t().invoiceNotFound(effect.number));
+          const decision = decideRemind(invoice.status);
+          if (!decision.ok) return void toMe(t().cannotRemind(invoice.number, decision.reason));
+          await sendInvoiceToCustomer(invoice, 'reminder');
+          await audit(trx, invoice.id, `merchant:${phone}`, 'reminded');
+          // A new prompt too, unless one is already waiting on the customer's phone.
+          await options.payments?.requestPayment(trx, invoice.id, 'merchant_remind');
+          toMe(t().reminderSent(invoice.number, invoice.customer_phone));
+          return;
+        }
+        case 'cancel_invoice': {
+          const invoice = await findInvoice(effect.number, true);
+          if (invoice === undefined) return void toMe(t().invoiceNotFound(effect.number));
+          const decision = decideCancel(invoice.status);
+          if (!decision.ok) return void toMe(t().cannotCancel(invoice.number, decision.reason));
+          await trx.updateTable('invoices').set({ status: 'cancelled', cancelled_at: at, updated_at: sql`now()` }).where('id', '=', invoice.id).execute();
+          await audit(trx, invoice.id, `merchant:${phone}`, 'cancelled', { previous_status: invoice.status });
+          // A prompt not yet sent must not go out for a cancelled invoice.
+          await trx
+            .updateTable('payment_attempts')
+            .set({ status: 'expired', result_desc: 'invoice cancelled', completed_at: sql`now()`, updated_at: sql`now()` })
+            .where('invoice_id', '=', invoice.id)
+            .where('status', '=', 'pending')
+            .where('push_started_at', 'is', null)
+            .execute();
+          const customerLanguage = await languageOf(trx, invoice.customer_phone);
+          out.push({
+            recipient: invoice.customer_phone,
+            kind: 'notice',
+            invoiceId: invoice.id,
+            payload: { message: texts[customerLanguage].invoiceCancelledToCustomer(merchant?.business_name ?? '', invoice.number) },
+          });
+          toMe(t().invoiceCancelled(invoice.number));
+          return;
+        }
+        case 'show_summary': {
+          if (merchant === undefined) return;
+          const monthStart = `${nairobiToday(at).slice(0, 7)}-01`;
+          const row = await trx
+            .selectFrom('invoices')
+            .select([
+              sql<string>`count(*) filter (where status <> 'cancelled')`.as('sent'),
+              sql<string>`count(*) filter (where status = 'paid')`.as('paid'),
+              sql<string>`coalesce(sum(amount) filter (where status in ('pending', 'sent', 'failed')), 0)`.as('outstanding'),
+              sql<string>`coalesce(sum(amount) filter (where status = 'paid' and paid_at >= ${nairobiMidnight(monthStart)}), 0)`.as('collected'),
+              sql<string>`count(*) filter (where status in ('pending', 'sent', 'failed') and due_date < ${nairobiToday(at)}::date)`.as('overdue'),
+            ])
+            .where('merchant_id', '=', merchant.id)
+            .executeTakeFirstOrThrow();
+          toMe(
+            t().summary({
+              sent: Number(row.sent),
+              paid: Number(row.paid),
+              outstandingAmount: Number(row.outstanding),
+              collectedThisMonth: Number(row.collected),
+              overdue: Number(row.overdue),
+            }),
+          );
+          return;
+        }
+        case 'customer_pay': {
+          const invoices = await customerInvoices(effect.number);
+          const [only] = invoices;
+          if (invoices.length !== 1 || only === undefined) return void toMe(t().customerInvoices(invoices));
+          if (options.payments === undefined) return void toMe(t().customerPayPending(only));
+          const decision = await options.payments.requestPayment(trx, only.id, 'customer');
+          if (decision === 'start') toMe(t().promptSent(only, phone));
+          else if (decision === 'prompt_pending') toMe(t().promptStillPending(only.number));
+          else if (decision === 'already_paid') toMe(t().alreadyPaid(only.number));
+          else toMe(t().customerInvoices([]));
+          return;
+        }
+        case 'dashboard_link': {
+          if (merchant === undefined) return;
+          if (options.dashboardLink === undefined) return void toMe(t().dashboardUnavailable());
+          toMe(t().dashboardLink(await options.dashboardLink(trx, merchant.id)));
+          return;
+        }
+        case 'customer_help':
+          toMe(t().customerInvoices(await customerInvoices(null)));
+          return;
+      }
+    };
+
+    for (const effect of effects) await apply(effect);
+    await trx.updateTable('conversations').set({ state: jsonb(state), updated_at: sql`now()` }).where('phone', '=', phone).execute();
+    return out;
+  };
+}
+

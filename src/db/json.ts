@@ -1,0 +1,19 @@
+/**
+ * JSON for jsonb columns. Postgres refuses U+0000 inside jsonb text, and a provider (or a
+ * person) can send it: strip it at every boundary so one character cannot crash a webhook.
+ */
+export function withoutNul<T>(value: T): T {
+  if (typeof value === 'string') return value.replace(/\u0000/g, '') as T;
+  if (Array.isArray(value)) return value.map((item) => withoutNul(item)) as T;
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [key, inner] of Object.entries(value)) out[key.replace(/\u0000/g, '')] = withoutNul(inner);
+    return out as T;
+  }
+  return value;
+}
+
+/** JSON text for a jsonb column, without U+0000. */
+export function jsonb(value: unknown): string {
+  return JSON.stringify(value, (_key, inner: unknown) => (typeof inner === 'string' ? inner.replace(/\u0000/g, '') : inner));
+}

@@ -1,0 +1,304 @@
+/**
+ * The outbound pipeline. Messages are outbox rows written in the transaction that caused
+ * them, each with a `deliver-message` job as the safety net; the request that wrote them
+ * delivers them right after commit ("eager dispatch"), so the job usually finds them sent.
+ *
+ * Delivery claims a row (queued -> sending) in a short transaction, calls the provider
+ * outside any transaction, and records the outcome in another. A claim is what stops the
+ * eager path and the job from sending one message twice; a claim older than
+ * CLAIM_TIMEOUT_SECONDS (a crashed worker) may be taken again.
+ */
+import { jsonb } from '../db/json.js';
+import { randomInt } from 'node:crypto';
+import { sql, type Kysely, type Transaction } from 'kysely';
+import { z } from 'zod';
+import type { Config } from '../config.js';
+import type { Database } from '../db/schema.js';
+import { afterSmsFailure, afterWhatsAppFailure, chooseRoute, type FailureDecision } from '../domain/delivery.js';
+import { OutboundPayload, smsText, type OutboundDraft, type OutboundKind } from '../domain/outbound.js';
+import type { JobDefinition, JobQueue } from '../jobs/queue.js';
+import type { Logger } from '../logger.js';
+import type { Metrics } from '../metrics.js';
+import { describeDeliveryError, isDeliveryError, type DeliveryError } from '../providers/errors.js';
+import type { SmsClient } from '../providers/sms/client.js';
+import type { WhatsAppClient } from '../providers/whatsapp/client.js';
+
+export const CLAIM_TIMEOUT_SECONDS = 60;
+
+export type DeliveryOutcome = 'sent' | 'retry_scheduled' | 'fell_back' | 'failed' | 'not_pending' | 'busy';
+
+export type Outbox = {
+  /** Writes drafts as outbox rows with their delivery jobs, inside `trx`. Returns the row ids. */
+  enqueue(trx: Transaction<Database>, drafts: readonly OutboundDraft[]): Promise<string[]>;
+  /** Queues an existing row again for SMS (a `failed` status report). At most once per message. */
+  fallBackToSms(trx: Transaction<Database>, messageId: string, reason: string): Promise<boolean>;
+  /** Tries to deliver one message now. Safe to call any number of times, concurrently. */
+  deliver(messageId: string): Promise<DeliveryOutcome>;
+  /** Eager dispatch after commit: delivers in the background (from the next event-loop turn), logging, never throwing. */
+  dispatchSoon(messageIds: readonly string[]): void;
+  /** Resolves when every background dispatch started so far has finished (tests, shutdown). */
+  idle(): Promise<void>;
+  readonly job: JobDefinition<typeof DeliverJobData>;
+};
+
+const DeliverJobData = z.object({ messageId: z.uuid() });
+
+/** Thrown by the job when another worker holds a fresh claim: pg-boss retries it later. */
+class MessageBusyError extends Error {}
+
+export type OutboxDeps = {
+  db: Kysely<Database>;
+  jobs: Pick<JobQueue, 'enqueue'>;
+  whatsapp: WhatsAppClient;
+  sms: SmsClient;
+  config: Pick<Config, 'whatsapp' | 'delivery'>;
+  metrics: Metrics;
+  logger: Logger;
+  now?: () => Date;
+  random?: () => number;
+};
+
+export function createOutbox(deps: OutboxDeps): Outbox {
+  const now = deps.now ?? (() => new Date());
+  const random = deps.random ?? (() => randomInt(0, 1_000_000) / 1_000_000);
+  const { db, metrics, logger } = deps;
+  const inFlight = new Set<Promise<unknown>>();
+
+  const job: JobDefinition<typeof DeliverJobData> = {
+    name: 'deliver-message',
+    schema: DeliverJobData,
+    retryLimit: 20,
+    retryDelaySeconds: 5,
+    retryBackoff: true,
+    batchSize: 10,
+    async handle({ messageId }) {
+      const outcome = await deliver(messageId);
+      if (outcome === 'busy') throw new MessageBusyError('another worker is delivering this message');
+    },
+  };
+
+  async function scheduleJob(trx: Transaction<Database>, messageId: string, delaySeconds: number): Promise<void> {
+    await deps.jobs.enqueue(trx, job, { messageId }, { startAfterSeconds: Math.max(0, Math.ceil(delaySeconds)) });
+  }
+
+  async function claim(messageId: string) {
+    return db
+      .updateTable('outbound_messages')
+      .set({ status: 'sending', updated_at: sql`now()` })
+      .where('id', '=', messageId)
+      .where((eb) =>
+        eb.or([
+          eb('status', '=', 'queued'),
+          eb.and([eb('status', '=', 'sending'), eb('updated_at', '<', sql<Date>`now() - make_interval(secs => ${CLAIM_TIMEOUT_SECONDS})`)]),
+        ]),
+      )
+      .returningAll()
+      // The recipient's window comes back with the claim: one round trip, not two.
+      .returning((eb) =>
+        eb
+          .selectFrom('conversations')
+          .select('conversations.last_inbound_at')
+          .whereRef('conversations.phone', '=', 'outbound_messages.recipient')
+          .as('recipient_last_inbound_at'),
+      )
+      .executeTakeFirst();
+  }
+
+  async function recordFailure(
+    messageId: string,
+    channel: 'whatsapp' | 'sms',
+    error: DeliveryError,
+    decision: FailureDecision,
+  ): Promise<DeliveryOutcome> {
+    const lastError = describeDeliveryError(error);
+    return db.transaction().execute(async (trx) => {
+      switch (decision.action) {
+        case 'retry':
+          metrics.deliveryRetries.inc({ channel });
+          await trx
+            .updateTable('outbound_messages')
+            .set({ status: 'queued', channel, attempts: sql`attempts + 1`, last_error: lastError, updated_at: sql`now()` })
+            .where('id', '=', messageId)
+            .execute();
+          await scheduleJob(trx, messageId, decision.delaySeconds);
+          return 'retry_scheduled';
+        case 'fallback': {
+          const fell = await fallBackToSms(trx, messageId, decision.reason, lastError);
+          return fell ? 'fell_back' : 'failed';
+        }
+        case 'fail':
+          metrics.messagesSent.inc({ channel, outcome: 'failed' });
+          await trx
+            .updateTable('outbound_messages')
+            .set({ status: 'failed', channel, attempts: sql`attempts + 1`, last_error: lastError, updated_at: sql`now()` })
+            .where('id', '=', messageId)
+            .execute();
+          return 'failed';
+      }
+    });
+  }
+
+  /** Marks the row for SMS (once: `fell_back_at is null`) and schedules its delivery. */
+  async function fallBackToSms(trx: Transaction<Database>, messageId: string, reason: string, lastError?: string): Promise<boolean> {
+    const updated = await trx
+      .updateTable('outbound_messages')
+      .set({
+        status: 'queued',
+        channel: 'sms',
+        attempts: 0,
+        fallback_reason: reason,
+        fell_back_at: sql`now()`,
+        updated_at: sql`now()`,
+        ...(lastError === undefined ? {} : { last_error: lastError }),
+      })
+      .where('id', '=', messageId)
+      .where('fell_back_at', 'is', null)
+      .returning('id')
+      .executeTakeFirst();
+    if (updated === undefined) {
+      // Already fell back once: a second WhatsApp failure report changes nothing; an
+      // SMS-side failure ends the message.
+      await trx
+        .updateTable('outbound_messages')
+        .set({ status: 'failed', updated_at: sql`now()`, ...(lastError === undefined ? {} : { last_error: lastError }) })
+        .where('id', '=', messageId)
+        .where('status', 'in', ['queued', 'sending'])
+        .execute();
+      return false;
+    }
+    metrics.fallbacks.inc({ reason: reason.replace(/^whatsapp_error_.*/, 'whatsapp_error').replace(/^status_failed_.*/, 'status_failed') });
+    await scheduleJob(trx, messageId, 0);
+    return true;
+  }
+
+  async function deliver(messageId: string): Promise<DeliveryOutcome> {
+    const message = await claim(messageId);
+    if (message === undefined) {
+      const current = await db.selectFrom('outbound_messages').select('status').where('id', '=', messageId).executeTakeFirst();
+      return current?.status === 'sending' ? 'busy' : 'not_pending';
+    }
+    const payload = OutboundPayload.parse(message.content);
+    const attempt = message.attempts + 1;
+    const route = chooseRoute({
+      kind: message.kind as OutboundKind,
+      channel: message.channel,
+      lastInboundAt: message.recipient_last_inbound_at ?? null,
+      now: now(),
+      templates: deps.config.whatsapp.templates,
+      hasTemplateParameters: payload.template !== undefined,
+    });
+
+    if (route.channel === 'whatsapp') {
+      try {
+        const { wamid } =
+          route.mode === 'freeform'
+            ? await deps.whatsapp.send(message.recipient, payload.message)
+            : await deps.whatsapp.sendTemplate(message.recipient, {
+                name: route.templateName,
+                language: deps.config.whatsapp.templateLanguage,
+                parameters: payload.template?.parameters ?? [],
+                ...(payload.template?.buttonPayload === undefined ? {} : { buttonPayload: payload.template.buttonPayload }),
+              });
+        await db
+          .updateTable('outbound_messages')
+          .set({ status: 'sent', channel: 'whatsapp', provider_message_id: wamid, attempts: attempt, last_error: null, updated_at: sql`now()` })
+          .where('id', '=', messageId)
+          .execute();
+        metrics.messagesSent.inc({ channel: 'whatsapp', outcome: route.mode === 'template' ? 'sent_template' : 'sent' });
+        return 'sent';
+      } catch (error) {
+        if (!isDeliveryError(error)) throw error;
+        logger.warn({ message_id: messageId, attempt, error: describeDeliveryError(error) }, 'whatsapp send failed');
+        metrics.messagesSent.inc({ channel: 'whatsapp', outcome: error.retryable ? 'error_retryable' : 'error_final' });
+        const decision = afterWhatsAppFailure(
+          { retryable: error.retryable, code: 'code' in error ? error.code : undefined, retryAfterSeconds: 'retryAfterSeconds' in error ? error.retryAfterSeconds : undefined },
+          attempt,
+          deps.config.delivery.maxAttempts,
+          random(),
+        );
+        const outcome = await recordFailure(messageId, 'whatsapp', error, decision);
+        // A fallback goes out at once; the job scheduled with it is the safety net.
+        if (outcome !== 'fell_back') return outcome;
+        // Another worker may win the claim on the SMS send; either way the message fell back.
+        return (await deliver(messageId)) === 'failed' ? 'failed' : 'fell_back';
+      }
+    }
+
+    if (message.channel !== 'sms') {
+      // Routed to SMS without a WhatsApp attempt (outside the window, no template): record why, once.
+      await db.transaction().execute(async (trx) => {
+        await trx
+          .updateTable('outbound_messages')
+          .set({ channel: 'sms', fallback_reason: route.reason, fell_back_at: sql`now()` })
+          .where('id', '=', messageId)
+          .where('fell_back_at', 'is', null)
+          .execute();
+      });
+      metrics.fallbacks.inc({ reason: route.reason });
+    }
+    try {
+      const { messageId: smsId } = await deps.sms.send(message.recipient, smsText(payload));
+      await db
+        .updateTable('outbound_messages')
+        .set({ status: 'sent', channel: 'sms', sms_message_id: smsId, attempts: attempt, last_error: null, updated_at: sql`now()` })
+        .where('id', '=', messageId)
+        .execute();
+      metrics.messagesSent.inc({ channel: 'sms', outcome: 'sent' });
+      return 'sent';
+    } catch (error) {
+      if (!isDeliveryError(error)) throw error;
+      logger.warn({ message_id: messageId, attempt, error: describeDeliveryError(error) }, 'sms send failed');
+      const decision = afterSmsFailure(
+        { retryable: error.retryable, code: 'code' in error ? error.code : undefined, retryAfterSeconds: undefined },
+        attempt,
+        deps.config.delivery.maxAttempts,
+        random(),
+      );
+      return recordFailure(messageId, 'sms', error, decision);
+    }
+  }
+
+  return {
+    job,
+    async enqueue(trx, drafts) {
+      const ids: string[] = [];
+      for (const draft of drafts) {
+        const payload = OutboundPayload.parse(draft.payload);
+        const row = await trx
+          .insertInto('outbound_messages')
+          .values({
+            recipient: draft.recipient,
+            kind: draft.kind,
+            content: jsonb(payload),
+            invoice_id: draft.invoiceId ?? null,
+            // Rows written together keep their order (now() is the same for the whole transaction).
+            created_at: sql<Date>`clock_timestamp()`,
+          })
+          .returning('id')
+          .executeTakeFirstOrThrow();
+        // The safety-net job waits a little, so the eager path normally finishes first.
+        await scheduleJob(trx, row.id, deps.config.delivery.safetyNetSeconds);
+        ids.push(row.id);
+      }
+      return ids;
+    },
+    fallBackToSms: (trx, messageId, reason) => fallBackToSms(trx, messageId, reason),
+    deliver,
+    dispatchSoon(messageIds) {
+      if (messageIds.length === 0) return;
+      // Deferred one turn of the event loop (the caller answers its request first), then in
+      // order: several replies to one person arrive in the order they were written.
+      const running = new Promise<void>((resolve) => setImmediate(resolve))
+        .then(async () => {
+          for (const id of messageIds) {
+            await deliver(id).catch((error: unknown) => logger.error({ message_id: id, error }, 'eager delivery failed; the job will retry'));
+          }
+        })
+        .finally(() => inFlight.delete(running));
+      inFlight.add(running);
+    },
+    async idle() {
+      while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+    },
+  };
+}

@@ -1,0 +1,77 @@
+/**
+ * The delivery rules, pure: which route a message takes, what a failure leads to, how
+ * long to wait before trying again, and how out-of-order status reports combine.
+ */
+import type { OutboundStatus } from '../db/schema.js';
+import type { OutboundKind, TemplateKind } from './outbound.js';
+
+/** Meta counts 24 h from the user's last message; keep a margin for clock skew and queueing. */
+export const WINDOW_MS = 24 * 60 * 60 * 1000 - 5 * 60 * 1000;
+
+export type Route =
+  | { channel: 'whatsapp'; mode: 'freeform' }
+  | { channel: 'whatsapp'; mode: 'template'; templateName: string }
+  | { channel: 'sms'; reason: string };
+
+export function insideWindow(lastInboundAt: Date | null, now: Date): boolean {
+  return lastInboundAt !== null && now.getTime() - lastInboundAt.getTime() < WINDOW_MS;
+}
+
+export function chooseRoute(input: {
+  kind: OutboundKind;
+  channel: 'whatsapp' | 'sms' | null;
+  lastInboundAt: Date | null;
+  now: Date;
+  templates: Readonly<Record<TemplateKind, string | undefined>>;
+  hasTemplateParameters: boolean;
+}): Route {
+  if (input.channel === 'sms') return { channel: 'sms', reason: 'fell_back' };
+  if (insideWindow(input.lastInboundAt, input.now)) return { channel: 'whatsapp', mode: 'freeform' };
+  const templateName = input.kind === 'reply' || input.kind === 'notice' ? undefined : input.templates[input.kind];
+  if (templateName !== undefined && input.hasTemplateParameters) return { channel: 'whatsapp', mode: 'template', templateName };
+  return { channel: 'sms', reason: 'outside_window_no_template' };
+}
+
+export type FailureDecision = { action: 'retry'; delaySeconds: number } | { action: 'fallback'; reason: string } | { action: 'fail'; reason: string };
+
+/** Exponential backoff with full jitter; `random` in [0, 1) is passed in to keep this pure. */
+export function backoffSeconds(attempt: number, random: number, baseSeconds = 2, capSeconds = 300): number {
+  const ceiling = Math.min(capSeconds, baseSeconds * 2 ** Math.max(0, attempt - 1));
+  return Math.round((ceiling / 2 + (random * ceiling) / 2) * 10) / 10;
+}
+
+export type FailureFacts = { retryable: boolean; code: string | undefined; retryAfterSeconds: number | undefined };
+
+/** After a WhatsApp send fails: retry what can be retried while attempts remain, otherwise SMS. */
+export function afterWhatsAppFailure(error: FailureFacts, attempt: number, maxAttempts: number, random: number): FailureDecision {
+  if (error.retryable && attempt < maxAttempts) {
+    return { action: 'retry', delaySeconds: Math.max(error.retryAfterSeconds ?? 0, backoffSeconds(attempt, random)) };
+  }
+  return { action: 'fallback', reason: error.retryable ? 'whatsapp_retries_exhausted' : `whatsapp_error_${error.code ?? 'unknown'}` };
+}
+
+/** After an SMS send fails: retry gateway trouble while attempts remain; otherwise the message failed. */
+export function afterSmsFailure(error: FailureFacts, attempt: number, maxAttempts: number, random: number): FailureDecision {
+  if (error.retryable && attempt < maxAttempts) {
+    return { action: 'retry', delaySeconds: Math.max(error.retryAfterSeconds ?? 0, backoffSeconds(attempt, random)) };
+  }
+  return { action: 'fail', reason: `sms_error_${error.code ?? 'unknown'}` };
+}
+
+
+const rank: Record<OutboundStatus, number> = { queued: 0, sending: 0, sent: 1, delivered: 2, read: 3, failed: 1.5 };
+
+/**
+ * Combines a reported status with the stored one. Reports arrive out of order: a late
+ * `delivered` never overwrites `read`; `failed` overrides `sent` (Meta accepted, then could
+ * not deliver) but not `delivered`/`read`; a `delivered`/`read` after `failed` wins.
+ * Returns the new status, or null for no change.
+ */
+export function combineStatus(current: OutboundStatus, reported: 'sent' | 'delivered' | 'read' | 'failed'): OutboundStatus | null {
+  if (current === reported) return null;
+  if (reported === 'failed') return current === 'delivered' || current === 'read' ? null : 'failed';
+  // Meta may report `failed` before a `delivered` it sent earlier: the delivery is the fact.
+  // (A message that fell back to SMS no longer takes WhatsApp reports at all.)
+  if (current === 'failed') return reported === 'sent' ? null : reported;
+  return rank[reported] > rank[current] ? reported : null;
+}

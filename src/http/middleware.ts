@@ -1,0 +1,88 @@
+/**
+ * What every request goes through: a request id (taken from X-Request-Id or
+ * X-Correlation-ID when it is sane, generated otherwise, echoed back), a child logger
+ * carrying it as `correlation_id`, one summary log line, security headers, a body-size
+ * limit, per-route metrics, and JSON errors.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Hono, MiddlewareHandler } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { HTTPException } from 'hono/http-exception';
+import { secureHeaders } from 'hono/secure-headers';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import type { Logger } from '../logger.js';
+import type { Metrics } from '../metrics.js';
+import { ApiError, errorBody } from './errors.js';
+
+export type AppEnv = { Variables: { requestId: string; logger: Logger } };
+
+/** Webhook payloads from Meta can reach about 3 MB; nothing else we accept is large. */
+export const WEBHOOK_BODY_LIMIT = 3 * 1024 * 1024;
+export const DEFAULT_BODY_LIMIT = 64 * 1024;
+const largeBodyPrefixes = ['/whatsapp/'];
+
+const saneRequestId = /^[A-Za-z0-9._:\-]{1,128}$/;
+
+function requestContext(logger: Logger): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const offered = [c.req.header('x-request-id'), c.req.header('x-correlation-id')].find((id) => id !== undefined && saneRequestId.test(id));
+    const requestId = offered ?? randomUUID();
+    const requestLogger = logger.child({ correlation_id: requestId });
+    c.set('requestId', requestId);
+    c.set('logger', requestLogger);
+    const started = performance.now();
+    try {
+      await next();
+    } finally {
+      c.header('X-Request-Id', requestId);
+      const status = c.res.status;
+      const line = {
+        method: c.req.method,
+        route: c.req.routePath,
+        // A route with parameters may carry a secret in them (the STK callback token): log its pattern only.
+        ...(c.req.routePath.includes(':') ? {} : { path: c.req.path }),
+        status,
+        duration_ms: Math.round((performance.now() - started) * 100) / 100,
+      };
+      if (status >= 500) requestLogger.error(line, 'request failed');
+      else requestLogger.info(line, 'request completed');
+    }
+  };
+}
+
+function sizedBodyLimit(): MiddlewareHandler<AppEnv> {
+  const onError: Parameters<typeof bodyLimit>[0]['onError'] = (c) =>
+    c.json(errorBody(c, 'payload_too_large', 'The request body is too large.'), 413);
+  const large = bodyLimit({ maxSize: WEBHOOK_BODY_LIMIT, onError });
+  const small = bodyLimit({ maxSize: DEFAULT_BODY_LIMIT, onError });
+  return (c, next) => (largeBodyPrefixes.some((prefix) => c.req.path.startsWith(prefix)) ? large(c, next) : small(c, next));
+}
+
+/** Installs the common middleware, the JSON 404 and the JSON error handler on `app`. */
+export function applyCommonMiddleware(app: Hono<AppEnv>, deps: { logger: Logger; metrics: Metrics }): void {
+  app.use('*', requestContext(deps.logger));
+  app.use('*', secureHeaders());
+  app.use('*', deps.metrics.httpMiddleware);
+  app.use('*', sizedBodyLimit());
+
+  app.notFound((c) => {
+    deps.metrics.httpErrors.inc({ code: 'not_found' });
+    return c.json(errorBody(c, 'not_found', `No route for ${c.req.method} ${c.req.path}.`), 404);
+  });
+
+  app.onError((error, c) => {
+    if (error instanceof ApiError) {
+      deps.metrics.httpErrors.inc({ code: error.code });
+      return c.json(errorBody(c, error.code, error.message), error.status);
+    }
+    if (error instanceof HTTPException) {
+      const status = error.status as ContentfulStatusCode;
+      const code = status === 413 ? 'payload_too_large' : status < 500 ? 'bad_request' : 'internal_error';
+      deps.metrics.httpErrors.inc({ code });
+      return c.json(errorBody(c, code, status < 500 ? error.message || 'Bad request.' : 'Something went wrong on our side.'), status);
+    }
+    (c.get('logger') ?? deps.logger).error({ error }, 'unhandled error');
+    deps.metrics.httpErrors.inc({ code: 'internal_error' });
+    return c.json(errorBody(c, 'internal_error', 'Something went wrong on our side; it has been logged.'), 500);
+  });
+}

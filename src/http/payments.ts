@@ -1,0 +1,55 @@
+/**
+ * `POST /payments/stk/callback/:token`: Safaricom's STK callback. Callbacks are unsigned, so
+ * the per-attempt token in the URL is the credential: an unknown token, or a token whose
+ * attempt names another CheckoutRequestID, gets a 4xx, a warning and a metric, and changes
+ * nothing. An optional allow-list of source addresses (MPESA_CALLBACK_ALLOWED_IPS) is applied
+ * first, trusting Fly-Client-IP / X-Forwarded-For only from a proxy on a private network.
+ */
+import { withoutNul } from '../db/json.js';
+import { Hono } from 'hono';
+import type { Deps } from '../deps.js';
+import { parseStkCallback } from '../providers/mpesa/schemas.js';
+import { requestAddress } from './client-address.js';
+import { ApiError } from './errors.js';
+import type { AppEnv } from './middleware.js';
+
+export function paymentRoutes(deps: Pick<Deps, 'config' | 'payments' | 'metrics'>): Hono<AppEnv> {
+  const routes = new Hono<AppEnv>();
+  const accepted = { ResultCode: 0, ResultDesc: 'Accepted' };
+
+  routes.post('/payments/stk/callback/:token', async (c) => {
+    const logger = c.get('logger');
+    const allowed = deps.config.mpesa.callbackAllowedIps;
+    if (allowed.length > 0) {
+      const address = requestAddress(c);
+      if (address === undefined || !allowed.includes(address)) {
+        deps.metrics.callbacksRejected.inc({ reason: 'ip_not_allowed' });
+        logger.warn({ reason: 'ip_not_allowed' }, 'stk callback refused');
+        throw new ApiError(403, 'forbidden', 'This address may not send payment callbacks.');
+      }
+    }
+    let body: unknown;
+    try {
+      body = withoutNul(JSON.parse(await c.req.text()) as unknown);
+    } catch {
+      deps.metrics.callbacksRejected.inc({ reason: 'malformed' });
+      throw new ApiError(400, 'malformed_json', 'The request body is not valid JSON.');
+    }
+    const parsed = parseStkCallback(body);
+    if (!parsed.ok) {
+      deps.metrics.callbacksRejected.inc({ reason: 'malformed' });
+      logger.warn({ reason: 'malformed' }, 'stk callback refused');
+      throw new ApiError(422, 'invalid_callback', parsed.error);
+    }
+    const outcome = await deps.payments.handleCallback(c.req.param('token'), parsed.value);
+    if (outcome.status === 'rejected') {
+      deps.metrics.callbacksRejected.inc({ reason: outcome.reason });
+      logger.warn({ reason: outcome.reason }, 'stk callback refused');
+      throw new ApiError(outcome.reason === 'unknown_token' ? 404 : 403, 'unknown_callback', 'No payment attempt matches this callback.');
+    }
+    logger.info({ outcome: outcome.status, result_code: parsed.value.resultCode }, 'stk callback applied');
+    return c.json(accepted, 200);
+  });
+
+  return routes;
+}

@@ -1,0 +1,69 @@
+/**
+ * `GET /whatsapp/webhook`: Meta's subscription check.
+ * `POST /whatsapp/webhook`: signature on the raw bytes first (nothing is stored for a
+ * forged request), then zod, then one transaction per event; answered as soon as the
+ * events are committed. Replies go out after the answer (eager dispatch), never before.
+ */
+import { withoutNul } from '../db/json.js';
+import { Hono } from 'hono';
+import type { Deps } from '../deps.js';
+import { WebhookPayload } from '../providers/whatsapp/schemas.js';
+import { verifySignature } from '../providers/whatsapp/signature.js';
+import { sameSecret } from '../security.js';
+import { describeIssues, errorBody } from './errors.js';
+import type { AppEnv } from './middleware.js';
+
+
+export function whatsappRoutes(deps: Pick<Deps, 'config' | 'inbound' | 'metrics' | 'outbox' | 'jobs'>): Hono<AppEnv> {
+  const routes = new Hono<AppEnv>();
+
+  routes.get('/whatsapp/webhook', (c) => {
+    const mode = c.req.query('hub.mode');
+    const challenge = c.req.query('hub.challenge');
+    const offeredToken = c.req.query('hub.verify_token');
+    const { verifyToken } = deps.config.whatsapp;
+    if (mode === 'subscribe' && challenge !== undefined && verifyToken !== undefined && offeredToken !== undefined && sameSecret(offeredToken, verifyToken)) {
+      return c.text(challenge, 200);
+    }
+    c.get('logger').warn('webhook verification refused');
+    return c.json(errorBody(c, 'forbidden', 'Verification token does not match.'), 403);
+  });
+
+  routes.post('/whatsapp/webhook', async (c) => {
+    const raw = new Uint8Array(await c.req.arrayBuffer());
+    const check = verifySignature(raw, c.req.header('x-hub-signature-256'), deps.config.whatsapp.appSecret);
+    if (!check.ok) {
+      deps.metrics.webhookSignatureFailures.inc({ reason: check.reason });
+      c.get('logger').warn({ reason: check.reason, bytes: raw.byteLength }, 'webhook signature refused');
+      return c.json(errorBody(c, 'invalid_signature', 'The X-Hub-Signature-256 header is missing or does not match the body.'), 401);
+    }
+
+    let json: unknown;
+    try {
+      // U+0000 cannot be stored (jsonb) and means nothing in a chat: gone at the boundary.
+      json = withoutNul(JSON.parse(Buffer.from(raw).toString('utf8')) as unknown);
+    } catch {
+      await deps.inbound.storeRejected(raw, undefined, 'body is not JSON');
+      c.get('logger').warn('signed webhook body is not JSON; stored as rejected');
+      return c.json({ status: 'rejected' }, 200);
+    }
+    const parsed = WebhookPayload.safeParse(json);
+    if (!parsed.success) {
+      const reason = describeIssues(parsed.error);
+      await deps.inbound.storeRejected(raw, json, reason);
+      c.get('logger').warn({ reason }, 'signed webhook payload does not match the schema; stored as rejected');
+      return c.json({ status: 'rejected' }, 200);
+    }
+
+    // Right after start-up the server listens before the job queues exist; a webhook that
+    // arrives in that moment waits for them (before opening any transaction).
+    await deps.jobs.ready;
+    const result = await deps.inbound.handlePayload(parsed.data);
+    c.get('logger').info({ processed: result.processed, duplicates: result.duplicates, retrying: result.retrying }, 'webhook events committed');
+    // Everything is committed: the replies go out after the answer (the jobs are the safety net).
+    deps.outbox.dispatchSoon(result.outboundIds);
+    return c.json({ status: 'received' }, 200);
+  });
+
+  return routes;
+}

@@ -1,0 +1,298 @@
+/**
+ * Inbound WhatsApp events, exactly once. Each message (under its wamid) and each status
+ * (under wamid:status) is inserted into inbound_events in the same transaction as its
+ * effects; a duplicate insert means "already done" and stops there. An event whose
+ * processing fails is stored for a retry job (with backoff) and, after a bounded number
+ * of tries, parked as dead and counted: never lost, never retried forever.
+ */
+import { jsonb } from '../db/json.js';
+import { sql, type Kysely, type Transaction } from 'kysely';
+import { z } from 'zod';
+import type { ConversationHandler, ConversationInput, ConversationMessage } from '../conversation/port.js';
+import type { Database, InboundSource } from '../db/schema.js';
+import { sha256Hex } from '../security.js';
+import { backoffSeconds, combineStatus } from '../domain/delivery.js';
+import type { Outbox } from '../delivery/outbox.js';
+import type { JobDefinition, JobQueue } from '../jobs/queue.js';
+import type { Logger } from '../logger.js';
+import type { Metrics } from '../metrics.js';
+import { InboundMessage, MessageStatus, type WebhookPayload } from '../providers/whatsapp/schemas.js';
+
+/** What one inbound_events row holds for a WhatsApp message. */
+const StoredMessage = z.object({ message: InboundMessage, profileName: z.string().optional() });
+const StoredStatus = z.object({ status: MessageStatus });
+
+/** A status for a message we have not recorded as sent yet (the send's answer is still in flight). */
+class UnknownMessageError extends Error {}
+
+export type InboundResult = { processed: number; duplicates: number; retrying: number; outboundIds: string[] };
+
+export type WhatsAppInbound = {
+  /** Commits every event of a payload; the caller dispatches `outboundIds` after answering. */
+  handlePayload(payload: WebhookPayload): Promise<InboundResult>;
+  /** Stores a signed payload that did not parse: rejected, answered 200, counted. */
+  storeRejected(rawBody: Uint8Array, parsed: unknown, reason: string): Promise<void>;
+  /** Runs a stored event again (the retry job). */
+  retryEvent(eventId: string): Promise<'processed' | 'retrying' | 'dead' | 'not_pending'>;
+  readonly retryJob: JobDefinition<typeof RetryJobData>;
+};
+
+const RetryJobData = z.object({ eventId: z.uuid() });
+
+export type InboundDeps = {
+  db: Kysely<Database>;
+  jobs: Pick<JobQueue, 'enqueue'>;
+  outbox: Outbox;
+  conversation: ConversationHandler;
+  metrics: Metrics;
+  logger: Logger;
+  maxAttempts: number;
+  random?: () => number;
+};
+
+function toInput(message: InboundMessage): ConversationInput {
+  if (message.type === 'text' && 'text' in message) return { kind: 'text', text: (message.text as { body: string }).body };
+  if (message.type === 'interactive' && 'interactive' in message) {
+    const interactive = message.interactive as Record<string, unknown>;
+    const reply = (interactive.button_reply ?? interactive.list_reply) as { id?: unknown; title?: unknown } | undefined;
+    if (reply !== undefined && typeof reply.id === 'string') {
+      return { kind: interactive.type === 'list_reply' ? 'list' : 'button', id: reply.id, title: typeof reply.title === 'string' ? reply.title : '' };
+    }
+  }
+  if (message.type === 'button' && 'button' in message) {
+    const button = message.button as { payload?: string; text?: string };
+    if (button.payload !== undefined) return { kind: 'button', id: button.payload, title: button.text ?? '' };
+    if (button.text !== undefined) return { kind: 'text', text: button.text };
+  }
+  return { kind: 'other', type: message.type };
+}
+
+export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
+  const { db, metrics, logger } = deps;
+  const random = deps.random ?? Math.random;
+
+  const retryJob: JobDefinition<typeof RetryJobData> = {
+    name: 'retry-inbound-event',
+    schema: RetryJobData,
+    retryLimit: 10,
+    retryDelaySeconds: 5,
+    async handle({ eventId }) {
+      await retryEvent(eventId);
+    },
+  };
+
+  /**
+   * Upserts and locks the sender's conversation row (messages from one number apply one at
+   * a time) and moves the 24-hour window forward. With `eventValues`, the inbound event is
+   * inserted in the same statement: no row back means the event was a duplicate.
+   */
+  async function touchConversation(
+    trx: Transaction<Database>,
+    phone: string,
+    sentAt: Date,
+    eventValues?: { source: InboundSource; key: string; payload: unknown },
+  ): Promise<boolean> {
+    const upsert = (from: string) => sql`
+      insert into conversations (phone, state, last_inbound_at)
+      select ${phone}, ${JSON.stringify({ version: 0 })}::jsonb, ${sentAt}::timestamptz ${sql.raw(from)}
+      on conflict (phone) do update
+        set last_inbound_at = greatest(conversations.last_inbound_at, excluded.last_inbound_at), updated_at = now()
+      returning phone`;
+    if (eventValues === undefined) {
+      await upsert('').execute(trx);
+      return true;
+    }
+    const result = await sql`
+      with event as (
+        insert into inbound_events (source, external_key, payload, status, attempts, processed_at)
+        values (${eventValues.source}, ${eventValues.key}, ${jsonb(eventValues.payload)}::jsonb, 'processed', 1, now())
+        on conflict (source, external_key) do nothing
+        returning id
+      )
+      ${upsert('from event')}`.execute(trx);
+    return result.rows.length > 0;
+  }
+
+  /** The effects of one message: contact window, conversation, replies. Returns outbox ids, or null for a duplicate. */
+  async function applyMessage(
+    trx: Transaction<Database>,
+    stored: z.infer<typeof StoredMessage>,
+    eventValues?: { source: InboundSource; key: string; payload: unknown },
+  ): Promise<string[] | null> {
+    const { message } = stored;
+    const sentAt = new Date(Number(message.timestamp) * 1000);
+    if (!(await touchConversation(trx, message.from, sentAt, eventValues))) return null;
+    const input: ConversationMessage = {
+      phone: message.from,
+      messageId: message.id,
+      receivedAt: sentAt,
+      profileName: stored.profileName,
+      input: toInput(message),
+    };
+    const drafts = await deps.conversation(trx, input);
+    return deps.outbox.enqueue(trx, drafts);
+  }
+
+  /** The effects of one status report on its outbox row. Returns outbox ids to dispatch. */
+  async function applyStatus(trx: Transaction<Database>, stored: z.infer<typeof StoredStatus>): Promise<string[]> {
+    const { status } = stored;
+    if (status.status === 'deleted' || status.status === 'warning') return [];
+    const row = await trx
+      .selectFrom('outbound_messages')
+      .select(['id', 'status', 'channel', 'fell_back_at'])
+      .where('provider_message_id', '=', status.id)
+      .forUpdate()
+      .executeTakeFirst();
+    if (row === undefined) throw new UnknownMessageError(`no outbound message with this wamid yet`);
+    if (row.channel === 'sms') return []; // Already went by SMS: WhatsApp's reports no longer decide.
+    const next = combineStatus(row.status, status.status);
+    if (next === null) return [];
+    const code = status.errors?.[0]?.code;
+    // Whatever the code (outside the window, not on WhatsApp, spam limits, a template problem,
+    // a rate limit Meta gave up on), WhatsApp did not deliver it: the person still gets it by SMS.
+    if (next === 'failed' && row.fell_back_at === null) {
+      const fell = await deps.outbox.fallBackToSms(trx, row.id, `status_failed_${code ?? 'unknown'}`);
+      return fell ? [row.id] : [];
+    }
+    await trx
+      .updateTable('outbound_messages')
+      .set({ status: next, updated_at: sql`now()`, ...(next === 'failed' ? { last_error: `whatsapp status failed ${code ?? ''}`.trim() } : {}) })
+      .where('id', '=', row.id)
+      .execute();
+    return [];
+  }
+
+  async function apply(trx: Transaction<Database>, source: InboundSource, payload: unknown): Promise<string[]> {
+    return source === 'whatsapp_message' ? ((await applyMessage(trx, StoredMessage.parse(payload))) ?? []) : applyStatus(trx, StoredStatus.parse(payload));
+  }
+
+  async function scheduleRetry(eventId: string, attempts: number, trx: Transaction<Database>): Promise<void> {
+    await deps.jobs.enqueue(trx, retryJob, { eventId }, { startAfterSeconds: Math.ceil(backoffSeconds(attempts, random(), 2, 600)) });
+  }
+
+  /** First delivery of one event. */
+  async function processEvent(source: InboundSource, key: string, payload: unknown, outboundIds: string[]): Promise<'processed' | 'duplicate' | 'retrying'> {
+    try {
+      const outcome = await db.transaction().execute(async (trx) => {
+        if (source === 'whatsapp_message') {
+          // Event insert and conversation lock in one statement (the hot path).
+          const ids = await applyMessage(trx, StoredMessage.parse(payload), { source, key, payload });
+          return ids === null ? { kind: 'duplicate' as const, ids: [] } : { kind: 'processed' as const, ids };
+        }
+        const inserted = await trx
+          .insertInto('inbound_events')
+          .values({ source, external_key: key, payload: jsonb(payload), status: 'processed', attempts: 1, processed_at: sql`now()` })
+          .onConflict((oc) => oc.columns(['source', 'external_key']).doNothing())
+          .returning('id')
+          .executeTakeFirst();
+        if (inserted === undefined) return { kind: 'duplicate' as const, ids: [] };
+        return { kind: 'processed' as const, ids: await apply(trx, source, payload) };
+      });
+      outboundIds.push(...outcome.ids);
+      metrics.inboundEvents.inc({ source, outcome: outcome.kind });
+      return outcome.kind;
+    } catch (error) {
+      // Keep the event for the retry job. If this insert fails too, the error reaches the
+      // route, which answers 500 so the provider delivers the event again.
+      const lastError = error instanceof Error ? error.message.slice(0, 500) : String(error);
+      const level = error instanceof UnknownMessageError ? 'info' : 'warn';
+      logger[level]({ source, error: lastError }, 'inbound event not applied; stored for retry');
+      const stored = await db.transaction().execute(async (trx) => {
+        const row = await trx
+          .insertInto('inbound_events')
+          .values({ source, external_key: key, payload: jsonb(payload), status: 'retrying', attempts: 1, last_error: lastError })
+          .onConflict((oc) => oc.columns(['source', 'external_key']).doNothing())
+          .returning('id')
+          .executeTakeFirst();
+        if (row !== undefined) await scheduleRetry(row.id, 1, trx);
+        return row;
+      });
+      metrics.inboundEvents.inc({ source, outcome: stored === undefined ? 'duplicate' : 'retrying' });
+      return stored === undefined ? 'duplicate' : 'retrying';
+    }
+  }
+
+  async function retryEvent(eventId: string): Promise<'processed' | 'retrying' | 'dead' | 'not_pending'> {
+    let source: InboundSource | undefined;
+    try {
+      const ids = await db.transaction().execute(async (trx) => {
+        const event = await trx
+          .selectFrom('inbound_events')
+          .select(['id', 'source', 'payload', 'status'])
+          .where('id', '=', eventId)
+          .forUpdate()
+          .executeTakeFirst();
+        if (event === undefined || event.status !== 'retrying') return null;
+        source = event.source;
+        const ids = await apply(trx, event.source, event.payload);
+        await trx
+          .updateTable('inbound_events')
+          .set({ status: 'processed', attempts: sql`attempts + 1`, processed_at: sql`now()`, last_error: null })
+          .where('id', '=', eventId)
+          .execute();
+        return ids;
+      });
+      if (ids === null) return 'not_pending';
+      deps.outbox.dispatchSoon(ids);
+      metrics.inboundEvents.inc({ source: source ?? 'whatsapp_message', outcome: 'processed' });
+      return 'processed';
+    } catch (error) {
+      const lastError = error instanceof Error ? error.message.slice(0, 500) : String(error);
+      return db.transaction().execute(async (trx) => {
+        const event = await trx
+          .updateTable('inbound_events')
+          .set({ attempts: sql`attempts + 1`, last_error: lastError })
+          .where('id', '=', eventId)
+          .where('status', '=', 'retrying')
+          .returning(['attempts', 'source'])
+          .executeTakeFirst();
+        if (event === undefined) return 'not_pending' as const;
+        if (event.attempts >= deps.maxAttempts) {
+          await trx.updateTable('inbound_events').set({ status: 'dead' }).where('id', '=', eventId).execute();
+          metrics.inboundEvents.inc({ source: event.source, outcome: 'dead' });
+          logger.error({ event_id: eventId, source: event.source, attempts: event.attempts, error: lastError }, 'inbound event parked as dead');
+          return 'dead' as const;
+        }
+        await scheduleRetry(eventId, event.attempts, trx);
+        return 'retrying' as const;
+      });
+    }
+  }
+
+  return {
+    retryJob,
+    retryEvent,
+    async handlePayload(payload) {
+      const result: InboundResult = { processed: 0, duplicates: 0, retrying: 0, outboundIds: [] };
+      const count = (outcome: 'processed' | 'duplicate' | 'retrying') => {
+        if (outcome === 'processed') result.processed += 1;
+        else if (outcome === 'duplicate') result.duplicates += 1;
+        else result.retrying += 1;
+      };
+      for (const entry of payload.entry) {
+        for (const change of entry.changes) {
+          const value = change.value;
+          const names = new Map((value.contacts ?? []).map((c) => [c.wa_id, c.profile?.name]));
+          for (const message of value.messages ?? []) {
+            const profileName = names.get(message.from);
+            count(await processEvent('whatsapp_message', message.id, { message, ...(profileName === undefined ? {} : { profileName }) }, result.outboundIds));
+          }
+          for (const status of value.statuses ?? []) {
+            count(await processEvent('whatsapp_status', `${status.id}:${status.status}`, { status }, result.outboundIds));
+          }
+        }
+      }
+      return result;
+    },
+    async storeRejected(rawBody, parsed, reason) {
+      const key = sha256Hex(rawBody);
+      const payload = parsed === undefined ? { raw: Buffer.from(rawBody).toString('utf8').slice(0, 100_000) } : parsed;
+      await db
+        .insertInto('inbound_events')
+        .values({ source: 'whatsapp_payload', external_key: key, payload: jsonb(payload), status: 'rejected', last_error: reason.slice(0, 500) })
+        .onConflict((oc) => oc.columns(['source', 'external_key']).doNothing())
+        .execute();
+      metrics.inboundEvents.inc({ source: 'whatsapp_payload', outcome: 'rejected' });
+    },
+  };
+}

@@ -1,0 +1,142 @@
+/**
+ * The job queue: pg-boss 10 on the application's own pool (so it works on the embedded
+ * single-connection database too) and an `enqueue` that writes the job inside the caller's
+ * Kysely transaction: a true outbox. If the business transaction rolls back, the job was
+ * never there.
+ */
+import { CompiledQuery, type Transaction } from 'kysely';
+import PgBoss from 'pg-boss';
+import type pg from 'pg';
+import type { z } from 'zod';
+import type { Database } from '../db/schema.js';
+import type { Logger } from '../logger.js';
+import type { Metrics } from '../metrics.js';
+
+/** A job kind: its queue name, the zod schema of its data, and what running it does. */
+export type JobDefinition<S extends z.ZodType = z.ZodType> = {
+  readonly name: string;
+  readonly schema: S;
+  readonly retryLimit?: number;
+  readonly retryDelaySeconds?: number;
+  readonly retryBackoff?: boolean;
+  /** Jobs fetched per poll and run concurrently (one fetch and one completion per batch). */
+  readonly batchSize?: number;
+  handle(data: z.infer<S>, context: { logger: Logger; jobId: string; retryCount: number }): Promise<void>;
+};
+
+export type EnqueueOptions = {
+  /** Run no earlier than this many seconds from now. */
+  startAfterSeconds?: number;
+  /** A key that makes a second enqueue of the same work a no-op while the first is queued. */
+  singletonKey?: string;
+};
+
+export type JobQueue = {
+  readonly boss: PgBoss;
+  /** Starts pg-boss and a worker for each job definition. */
+  start(jobs: readonly JobDefinition[]): Promise<void>;
+  /** Resolves once start() has created every queue: enqueueing works from then on. */
+  readonly ready: Promise<void>;
+  stop(timeoutMs: number): Promise<void>;
+  /** Enqueues inside `trx`: the job exists only if the transaction commits. */
+  enqueue<S extends z.ZodType>(trx: Transaction<Database>, job: JobDefinition<S>, data: z.infer<S>, options?: EnqueueOptions): Promise<string | null>;
+};
+
+/** pg-boss's database adapter over a Kysely transaction. */
+function transactionAdapter(trx: Transaction<Database>): PgBoss.Db {
+  return {
+    async executeSql(text: string, values: unknown[]) {
+      const result = await trx.executeQuery(CompiledQuery.raw(text, values));
+      return { rows: [...result.rows] };
+    },
+  };
+}
+
+function poolAdapter(pool: pg.Pool): PgBoss.Db {
+  return {
+    async executeSql(text: string, values: unknown[]) {
+      const result = await pool.query(text, values);
+      return { rows: result.rows };
+    },
+  };
+}
+
+export type JobQueueSettings = {
+  pool: pg.Pool;
+  logger: Logger;
+  metrics: Metrics;
+  /** Seconds between polls for new work (pg-boss minimum 0.5). */
+  pollingIntervalSeconds?: number;
+  /** Run maintenance and cron (one instance at a time takes the lead in pg-boss). */
+  supervise?: boolean;
+};
+
+export function createJobQueue(settings: JobQueueSettings): JobQueue {
+  const { logger, metrics } = settings;
+  const boss = new PgBoss({
+    db: poolAdapter(settings.pool),
+    supervise: settings.supervise ?? true,
+    schedule: settings.supervise ?? true,
+  });
+  boss.on('error', (error: Error) => logger.error({ error }, 'job queue error'));
+
+  let markReady: () => void = () => undefined;
+  const ready = new Promise<void>((resolve) => {
+    markReady = resolve;
+  });
+
+  return {
+    boss,
+    ready,
+    async start(jobs) {
+      await boss.start();
+      for (const job of jobs) {
+        await boss.createQueue(job.name, {
+          name: job.name,
+          retryLimit: job.retryLimit ?? 5,
+          retryDelay: job.retryDelaySeconds ?? 5,
+          retryBackoff: job.retryBackoff ?? true,
+        });
+        const run = async (raw: PgBoss.JobWithMetadata<unknown>): Promise<void> => {
+          const jobLogger = logger.child({ job: job.name, job_id: raw.id });
+          const parsed = job.schema.safeParse(raw.data);
+          if (!parsed.success) {
+            // Retrying cannot fix bad data: record and finish.
+            metrics.jobsProcessed.inc({ queue: job.name, outcome: 'invalid' });
+            jobLogger.error({ issues: parsed.error.issues.length }, 'job data does not match its schema; dropped');
+            return;
+          }
+          try {
+            await job.handle(parsed.data, { logger: jobLogger, jobId: raw.id, retryCount: raw.retryCount });
+            metrics.jobsProcessed.inc({ queue: job.name, outcome: 'completed' });
+          } catch (error) {
+            metrics.jobsProcessed.inc({ queue: job.name, outcome: 'failed' });
+            jobLogger.warn({ error }, 'job failed; pg-boss retries it with backoff');
+            // Fail this job alone; pg-boss completes the rest of the batch when we return.
+            await boss.fail(job.name, raw.id, { message: error instanceof Error ? error.message : String(error) });
+          }
+        };
+        await boss.work(
+          job.name,
+          { batchSize: job.batchSize ?? 1, includeMetadata: true, pollingIntervalSeconds: settings.pollingIntervalSeconds ?? 1 },
+          async (batch) => {
+            await Promise.all(batch.map(run));
+          },
+        );
+      }
+      markReady();
+    },
+    async stop(timeoutMs) {
+      await boss.stop({ graceful: true, wait: true, close: false, timeout: timeoutMs });
+    },
+    async enqueue(trx, job, data, options = {}) {
+      const sendOptions: PgBoss.SendOptions = { db: transactionAdapter(trx) };
+      if (options.startAfterSeconds !== undefined) sendOptions.startAfter = options.startAfterSeconds;
+      if (options.singletonKey !== undefined) sendOptions.singletonKey = options.singletonKey;
+      const id = await boss.send(job.name, job.schema.parse(data) as object, sendOptions);
+      // pg-boss answers null, silently, for a queue that was never created: never lose work that way.
+      if (id === null && options.singletonKey === undefined) throw new Error(`job queue ${job.name} does not exist; was the queue started?`);
+      return id;
+    },
+  };
+}

@@ -1,0 +1,162 @@
+/**
+ * The one pino root logger. Lines are JSON with `timestamp` (ISO 8601), `level` (a word)
+ * and `message`. Secrets are redacted by key wherever they appear, phone numbers are
+ * masked by key and inside free text, so a log line never carries a full MSISDN.
+ */
+import { pino, type Logger, type DestinationStream, type LoggerOptions } from 'pino';
+
+export type { Logger };
+
+/**
+ * Keys whose values are secrets: replaced whole. Keys are compared normalised (lower case,
+ * separators removed), so `apiKey`, `api_key` and `API-KEY` are the same key.
+ */
+const secretKeys = [
+  'authorization',
+  'proxyauthorization',
+  'cookie',
+  'setcookie',
+  'xhubsignature256',
+  'xhubsignature',
+  'apikey',
+  'password',
+  'passkey',
+  'secret',
+  'token',
+  'accesstoken',
+  'refreshtoken',
+  'clientsecret',
+  'consumerkey',
+  'consumersecret',
+  'appsecret',
+  'verifytoken',
+  'hubverifytoken',
+  'securitycredential',
+  'privatekey',
+  'callbackurl',
+];
+
+/** Any key ending in one of these is a secret too (`wabaToken`, `STATS_API_TOKEN`, `webhookSecret`). */
+const secretSuffix = /(token|secret|password|passkey|apikey|credential|credentials)$/;
+
+/** Keys whose values are phone numbers: masked, not removed, so support can still correlate. */
+const phoneKeys = ['phone', 'phonenumber', 'msisdn', 'waid', 'from', 'to', 'recipient', 'recipientid', 'partya', 'customerphone', 'merchantphone'];
+
+const secretSet = new Set(secretKeys);
+const phoneSet = new Set(phoneKeys);
+
+function normaliseKey(key: string): string {
+  return key.toLowerCase().replace(/[^a-z0-9]/g, '');
+}
+
+function isSecretKey(key: string): boolean {
+  const normalised = normaliseKey(key);
+  return secretSet.has(normalised) || secretSuffix.test(normalised);
+}
+
+/**
+ * Kenyan and other E.164-looking numbers: 9 to 15 digits, optional leading +.
+ * A run glued to letters, digits or hyphens is not a phone: that keeps UUIDs (whose last
+ * group can be twelve digits) and other identifiers intact.
+ */
+const phoneInText = /(?<![\dA-Za-z-])\+?\d{9,15}(?![\dA-Za-z-])/g;
+
+/** `254712345678` -> `2547****678`. Short values are masked whole. */
+export function maskPhone(value: string): string {
+  const digits = value.replace(/^\+/, '');
+  if (digits.length < 8) return '****';
+  return `${value.startsWith('+') ? '+' : ''}${digits.slice(0, 4)}****${digits.slice(-3)}`;
+}
+
+/** Masks every phone-looking run of digits inside a free-text string. */
+export function maskPhonesInText(text: string): string {
+  return text.replace(phoneInText, (match) => maskPhone(match));
+}
+
+/**
+ * Walks a log object and returns a copy with secrets redacted and phones masked.
+ * Depth-limited so a cyclic or huge object cannot stall logging.
+ */
+export function scrub(value: unknown, depth = 0): unknown {
+  if (depth > 8) return '[Truncated]';
+  if (typeof value === 'string') return maskPhonesInText(value);
+  if (Array.isArray(value)) return value.map((item) => scrub(item, depth + 1));
+  if (value instanceof Error) {
+    return { type: value.name, message: maskPhonesInText(value.message), stack: value.stack === undefined ? undefined : maskPhonesInText(value.stack) };
+  }
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [key, inner] of Object.entries(value)) {
+      if (isSecretKey(key)) {
+        out[key] = '[REDACTED]';
+      } else if (phoneSet.has(normaliseKey(key)) && (typeof inner === 'string' || typeof inner === 'number')) {
+        out[key] = maskPhone(String(inner));
+      } else {
+        out[key] = scrub(inner, depth + 1);
+      }
+    }
+    return out;
+  }
+  return value;
+}
+
+export type LoggerSettings = {
+  level: string;
+  format: 'json' | 'pretty';
+};
+
+export function createLogger(settings: LoggerSettings, destination?: DestinationStream): Logger {
+  const options: LoggerOptions = {
+    level: settings.level,
+    messageKey: 'message',
+    errorKey: 'error',
+    base: undefined,
+    timestamp: () => `,"timestamp":"${new Date().toISOString()}"`,
+    formatters: {
+      level: (label) => ({ level: label }),
+      log: (object) => scrub(object) as Record<string, unknown>,
+    },
+    serializers: {
+      error: (err: unknown) => scrub(err),
+      err: (err: unknown) => scrub(err),
+    },
+    hooks: {
+      // formatters.log only sees the merging object: mask the message text, the values
+      // interpolated into it, and (pino's `logger.error(err)` form) the error's message,
+      // which pino would otherwise copy into `message` unmasked.
+      logMethod(args, method) {
+        const masked: unknown[] = args.map((arg, index) => {
+          if (typeof arg === 'string') return maskPhonesInText(arg);
+          return index === 0 ? arg : scrub(arg);
+        });
+        const [first] = masked;
+        if (first instanceof Error && typeof masked[1] !== 'string') masked.splice(1, 0, maskPhonesInText(first.message));
+        return method.apply(this, masked as Parameters<typeof method>);
+      },
+    },
+  };
+  if (destination !== undefined) return withScrubbedBindings(pino(options, destination));
+  if (settings.format === 'pretty') {
+    return withScrubbedBindings(
+      pino({
+        ...options,
+        transport: { target: 'pino-pretty', options: { messageKey: 'message', timestampKey: 'timestamp', colorize: true } },
+      }),
+    );
+  }
+  return withScrubbedBindings(pino(options));
+}
+
+/**
+ * pino writes child bindings as they are (formatters.log never sees them, and
+ * formatters.bindings is not applied to children): scrub them on the way in. Children are
+ * created with Object.create(parent), so they inherit this `child` and `this` is the child.
+ */
+function withScrubbedBindings(logger: Logger): Logger {
+  const pinoChild = logger.child;
+  const child = function (this: Logger, bindings: Record<string, unknown>, options?: Parameters<Logger['child']>[1]) {
+    return pinoChild.call(this, scrub(bindings) as Record<string, unknown>, options);
+  };
+  logger.child = child as Logger['child'];
+  return logger;
+}

@@ -1,0 +1,84 @@
+/**
+ * Prometheus metrics: one Registry per app instance (tests build several), the process
+ * metrics, per-route request duration histograms, and the service's own counters.
+ */
+import { prometheus } from '@hono/prometheus';
+import { Counter, Registry } from 'prom-client';
+
+export type Metrics = ReturnType<typeof createMetrics>;
+
+export function createMetrics() {
+  const registry = new Registry();
+  const http = prometheus({ registry, collectDefaultMetrics: true, prefix: 'invoiceiq_' });
+  return {
+    registry,
+    /** Hono middleware recording per-route request duration and counts. */
+    httpMiddleware: http.registerMetrics,
+    jobsProcessed: new Counter({
+      name: 'invoiceiq_jobs_processed_total',
+      help: 'Background jobs finished, by queue and outcome',
+      labelNames: ['queue', 'outcome'] as const,
+      registers: [registry],
+    }),
+    messagesSent: new Counter({
+      name: 'invoiceiq_messages_sent_total',
+      help: 'Outbound send attempts, by channel and outcome',
+      labelNames: ['channel', 'outcome'] as const,
+      registers: [registry],
+    }),
+    fallbacks: new Counter({
+      name: 'invoiceiq_message_fallbacks_total',
+      help: 'Messages routed to SMS instead of WhatsApp, by reason',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
+    deliveryRetries: new Counter({
+      name: 'invoiceiq_delivery_retries_total',
+      help: 'Deliveries scheduled again after a retryable failure, by channel',
+      labelNames: ['channel'] as const,
+      registers: [registry],
+    }),
+    webhookSignatureFailures: new Counter({
+      name: 'invoiceiq_webhook_signature_failures_total',
+      help: 'Webhook requests refused for their signature, by reason',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
+    inboundEvents: new Counter({
+      name: 'invoiceiq_inbound_events_total',
+      help: 'Inbound provider events, by source and outcome (processed, duplicate, rejected, retrying, dead)',
+      labelNames: ['source', 'outcome'] as const,
+      registers: [registry],
+    }),
+    paymentAttempts: new Counter({
+      name: 'invoiceiq_payment_attempts_total',
+      help: 'M-PESA payment attempt events, by outcome (requested, pushed, succeeded, failed, expired, review, push_retry, push_failed)',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    callbacksRejected: new Counter({
+      name: 'invoiceiq_mpesa_callbacks_rejected_total',
+      help: 'STK callbacks refused, by reason (unknown_token, checkout_mismatch, malformed, ip_not_allowed)',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
+    reconciliations: new Counter({
+      name: 'invoiceiq_payment_reconciliations_total',
+      help: 'STK queries made by reconciliation, by outcome',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    reminders: new Counter({
+      name: 'invoiceiq_reminders_sent_total',
+      help: 'Invoice reminders queued, by kind',
+      labelNames: ['kind'] as const,
+      registers: [registry],
+    }),
+    httpErrors: new Counter({
+      name: 'invoiceiq_http_errors_total',
+      help: 'Requests answered with an error, by error code',
+      labelNames: ['code'] as const,
+      registers: [registry],
+    }),
+  };
+}

@@ -1,0 +1,254 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ConfigError, loadConfig, type Config } from '../src/config.js';
+import { runNode } from './helpers/process.js';
+
+
+/** Every secret production insists on, with distinctive values that must never be echoed. */
+const productionSecrets = {
+  DATABASE_URL: 'postgres://invoiceiq:Db-PaSsWoRd-77@db.internal:5432/invoiceiq',
+  WABA_TOKEN: 'EAAG-waba-token-value-1234567890',
+  WABA_PHONE_ID: '109876543210987',
+  WABA_VERIFY_TOKEN: 'verify-token-value-abcdef',
+  WABA_APP_SECRET: 'app-secret-value-0f0f0f0f',
+  SMS_API_KEY: 'atsk-sms-api-key-value-999',
+  SMS_USERNAME: 'invoiceiq-sms-user',
+  MPESA_CONSUMER_KEY: 'mpesa-consumer-key-value-111',
+  MPESA_CONSUMER_SECRET: 'mpesa-consumer-secret-value-222',
+  MPESA_SHORTCODE: '174379',
+  MPESA_PASSKEY: 'bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919',
+  MPESA_CALLBACK_URL: 'https://invoiceiq.example.com/mpesa/callback',
+  STATS_API_TOKEN: 'stats-api-token-value-that-is-long-enough-0123456789',
+} as const;
+
+const requiredInProduction = Object.keys(productionSecrets);
+
+function configError(env: Record<string, string | undefined>): ConfigError {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, `expected a ConfigError, got ${String(error)}`);
+    return error;
+  }
+  assert.fail('loadConfig accepted an invalid environment');
+}
+
+function problemFor(error: ConfigError, name: string): string {
+  const found = error.problems.find((problem) => problem.startsWith(`${name} `));
+  assert.ok(found, `no problem names ${name}; problems: ${JSON.stringify(error.problems)}`);
+  return found;
+}
+
+test('defaults: port 8080, embedded database in ./.data, WhatsApp and M-Pesa sandbox endpoints', () => {
+  const config = loadConfig({});
+  assert.equal(config.port, 8080);
+  assert.equal(config.appEnv, 'development');
+  assert.deepEqual(config.database, { kind: 'embedded', dataDir: './.data' });
+  assert.equal(config.whatsapp.apiBaseUrl, 'https://graph.facebook.com');
+  assert.equal(config.whatsapp.apiVersion, 'v21.0');
+  assert.equal(config.mpesa.environment, 'sandbox');
+  assert.equal(config.mpesa.apiBaseUrl, 'https://sandbox.safaricom.co.ke');
+  assert.equal(config.sms.useSandbox, false);
+});
+
+test('an empty variable means unset: PORT= gives the default port, not port 0', () => {
+  assert.equal(loadConfig({ PORT: '' }).port, 8080);
+  assert.equal(loadConfig({ PORT: '  ' }).port, 8080);
+  assert.deepEqual(loadConfig({ DATABASE_URL: '' }).database, { kind: 'embedded', dataDir: './.data' });
+  assert.equal(loadConfig({ PORT: '0' }).port, 0);
+  assert.equal(loadConfig({ PORT: '3000' }).port, 3000);
+});
+
+test('DATABASE_URL selects Postgres; DATA_DIR moves the embedded database', () => {
+  assert.deepEqual(loadConfig({ DATABASE_URL: 'postgresql://u@h/db', DATABASE_POOL_MAX: '4' }).database, {
+    kind: 'postgres',
+    url: 'postgresql://u@h/db',
+    poolMax: 4,
+  });
+  assert.deepEqual(loadConfig({ DATA_DIR: '/var/lib/invoiceiq' }).database, { kind: 'embedded', dataDir: '/var/lib/invoiceiq' });
+});
+
+test('the M-Pesa base URL follows MPESA_ENVIRONMENT, and MPESA_API_BASE_URL overrides it', () => {
+  assert.equal(loadConfig({ MPESA_ENVIRONMENT: 'sandbox' }).mpesa.apiBaseUrl, 'https://sandbox.safaricom.co.ke');
+  assert.equal(loadConfig({ MPESA_ENVIRONMENT: 'production' }).mpesa.apiBaseUrl, 'https://api.safaricom.co.ke');
+  assert.equal(
+    loadConfig({ MPESA_ENVIRONMENT: 'production', MPESA_API_BASE_URL: 'http://127.0.0.1:9999/daraja/' }).mpesa.apiBaseUrl,
+    'http://127.0.0.1:9999/daraja',
+  );
+  assert.equal(loadConfig({ WABA_API_BASE_URL: 'http://localhost:4010/' }).whatsapp.apiBaseUrl, 'http://localhost:4010');
+  problemFor(configError({ MPESA_ENVIRONMENT: 'staging' }), 'MPESA_ENVIRONMENT');
+  problemFor(configError({ MPESA_API_BASE_URL: 'ftp://example.com' }), 'MPESA_API_BASE_URL');
+});
+
+test('booleans accept true/false/1/0 in any case and reject anything else', () => {
+  const accepted: [string, boolean][] = [
+    ['true', true],
+    ['TRUE', true],
+    ['True', true],
+    ['1', true],
+    [' true ', true],
+    ['false', false],
+    ['FALSE', false],
+    ['False', false],
+    ['0', false],
+  ];
+  for (const [raw, expected] of accepted) {
+    assert.equal(loadConfig({ SMS_USE_SANDBOX: raw }).sms.useSandbox, expected, `SMS_USE_SANDBOX=${JSON.stringify(raw)}`);
+  }
+  for (const raw of ['yes', 'no', 'on', 'off', '2', 't', 'truee', '-1']) {
+    const error = configError({ SMS_USE_SANDBOX: raw });
+    assert.match(problemFor(error, 'SMS_USE_SANDBOX'), /true, false, 1, 0/);
+  }
+});
+
+test('the config object is deeply frozen', () => {
+  const config = loadConfig({ DATABASE_URL: 'postgres://u@h/db' });
+  const nested: readonly object[] = [config, config.database, config.whatsapp, config.sms, config.mpesa, config.stats];
+  for (const value of nested) assert.ok(Object.isFrozen(value));
+  const writable = config as unknown as { port: number; mpesa: { apiBaseUrl: string }; database: { url: string } };
+  assert.throws(() => {
+    writable.port = 1;
+  }, TypeError);
+  assert.throws(() => {
+    writable.mpesa.apiBaseUrl = 'https://evil.example.com';
+  }, TypeError);
+  assert.throws(() => {
+    writable.database.url = 'postgres://evil/db';
+  }, TypeError);
+  assert.equal(config.port, 8080);
+  assert.equal(config.mpesa.apiBaseUrl, 'https://sandbox.safaricom.co.ke');
+  // Every nested object, however deep, is frozen (not only the ones listed above).
+  const unfrozen: string[] = [];
+  const walk = (value: unknown, path: string): void => {
+    if (value === null || typeof value !== 'object') return;
+    if (!Object.isFrozen(value)) unfrozen.push(path);
+    for (const [key, inner] of Object.entries(value)) walk(inner, `${path}.${key}`);
+  };
+  walk(config, 'config');
+  assert.deepEqual(unfrozen, []);
+});
+
+test('APP_ENV=production with nothing set names every missing secret in one error', () => {
+  const error = configError({ APP_ENV: 'production' });
+  for (const name of requiredInProduction) {
+    assert.match(problemFor(error, name), /required/, name);
+    assert.match(error.message, new RegExp(`\\b${name}\\b`));
+  }
+  assert.equal(error.name, 'ConfigError');
+  // Only missing variables are reported: nothing about variables that have defaults.
+  for (const problem of error.problems) assert.match(problem, /^[A-Z0-9_]+ is required/, problem);
+});
+
+test('APP_ENV=production with blank secrets treats them as missing', () => {
+  const blanks = Object.fromEntries(requiredInProduction.map((name) => [name, '   ']));
+  const error = configError({ APP_ENV: 'production', ...blanks });
+  for (const name of requiredInProduction) assert.match(problemFor(error, name), /required/);
+});
+
+test('malformed values are each named, and a wrong value is not reported as missing', () => {
+  const error = configError({ PORT: 'abc', MPESA_SHORTCODE: '12', DATABASE_URL: 'mysql://x', WABA_API_VERSION: '21' });
+  for (const name of ['PORT', 'MPESA_SHORTCODE', 'DATABASE_URL', 'WABA_API_VERSION']) {
+    assert.doesNotMatch(problemFor(error, name), /required/, `${name} is set, so it is malformed, not missing`);
+  }
+  assert.match(problemFor(error, 'MPESA_SHORTCODE'), /5 to 7 digits/);
+  assert.match(problemFor(error, 'DATABASE_URL'), /postgres/);
+  assert.match(problemFor(error, 'WABA_API_VERSION'), /v21\.0/);
+  assert.equal(error.problems.length, 4, JSON.stringify(error.problems));
+  problemFor(configError({ PORT: '70000' }), 'PORT');
+  problemFor(configError({ PORT: '80.5' }), 'PORT');
+  problemFor(configError({ WABA_PHONE_ID: 'abc' }), 'WABA_PHONE_ID');
+  problemFor(configError({ LOG_LEVEL: 'loud' }), 'LOG_LEVEL');
+});
+
+test('production rules: https callback, long stats token, no SMS sandbox', () => {
+  const error = configError({
+    ...productionSecrets,
+    APP_ENV: 'production',
+    MPESA_CALLBACK_URL: 'http://invoiceiq.example.com/mpesa/callback',
+    STATS_API_TOKEN: 'short-token',
+    SMS_USE_SANDBOX: 'true',
+  });
+  assert.match(problemFor(error, 'MPESA_CALLBACK_URL'), /https/);
+  assert.match(problemFor(error, 'STATS_API_TOKEN'), /32/);
+  assert.match(problemFor(error, 'SMS_USE_SANDBOX'), /false/);
+  const others = error.problems.filter((problem) => !/^(MPESA_CALLBACK_URL|STATS_API_TOKEN|SMS_USE_SANDBOX) /.test(problem));
+  assert.deepEqual(others, [], 'nothing else is wrong with this environment');
+});
+
+test('secret values never appear in the error, even when they are the malformed ones', () => {
+  const secretValues = {
+    ...productionSecrets,
+    DATABASE_URL: 'mysql://root:Hunter2-Db-Secret@db/x',
+    WABA_PHONE_ID: 'phone-id-Secret-77',
+    MPESA_SHORTCODE: 'Shortcode-Secret-99',
+    MPESA_CALLBACK_URL: 'http://callback.example.com/Callback-Secret-55',
+    STATS_API_TOKEN: 'Tiny-Secret-3',
+    WABA_API_BASE_URL: 'not a url Base-Secret-11',
+  };
+  const error = configError({ APP_ENV: 'production', ...secretValues });
+  assert.ok(error.problems.length >= 6, JSON.stringify(error.problems));
+  const everything = `${error.message}\n${error.problems.join('\n')}\n${error.stack ?? ''}`;
+  for (const [name, value] of Object.entries(secretValues)) {
+    assert.ok(!everything.includes(value), `${name}'s value leaked into the error`);
+  }
+  for (const marker of ['Hunter2', 'Secret-']) assert.ok(!everything.includes(marker), `${marker} leaked`);
+});
+
+test('a full, valid production environment parses', () => {
+  const config: Config = loadConfig({ APP_ENV: 'production', MPESA_ENVIRONMENT: 'production', LOG_LEVEL: 'warn', ...productionSecrets });
+  assert.equal(config.appEnv, 'production');
+  assert.equal(config.logLevel, 'warn');
+  assert.deepEqual(config.database, { kind: 'postgres', url: productionSecrets.DATABASE_URL, poolMax: 10 });
+  assert.equal(config.whatsapp.token, productionSecrets.WABA_TOKEN);
+  assert.equal(config.whatsapp.phoneId, productionSecrets.WABA_PHONE_ID);
+  assert.equal(config.whatsapp.verifyToken, productionSecrets.WABA_VERIFY_TOKEN);
+  assert.equal(config.whatsapp.appSecret, productionSecrets.WABA_APP_SECRET);
+  assert.equal(config.sms.apiKey, productionSecrets.SMS_API_KEY);
+  assert.equal(config.sms.username, productionSecrets.SMS_USERNAME);
+  assert.equal(config.sms.useSandbox, false);
+  assert.equal(config.mpesa.consumerKey, productionSecrets.MPESA_CONSUMER_KEY);
+  assert.equal(config.mpesa.consumerSecret, productionSecrets.MPESA_CONSUMER_SECRET);
+  assert.equal(config.mpesa.shortcode, productionSecrets.MPESA_SHORTCODE);
+  assert.equal(config.mpesa.passkey, productionSecrets.MPESA_PASSKEY);
+  assert.equal(config.mpesa.callbackUrl, productionSecrets.MPESA_CALLBACK_URL);
+  assert.equal(config.mpesa.apiBaseUrl, 'https://api.safaricom.co.ke');
+  assert.equal(config.stats.apiToken, productionSecrets.STATS_API_TOKEN);
+});
+
+test('main.ts with APP_ENV=production and nothing else exits 1 quickly, naming the problems without a stack trace', async () => {
+  // Only what node needs to run: none of the service's variables leak in from this process.
+  const env: NodeJS.ProcessEnv = { APP_ENV: 'production' };
+  for (const name of ['PATH', 'HOME', 'TMPDIR', 'SYSTEMROOT']) {
+    const value = process.env[name];
+    if (value !== undefined) env[name] = value;
+  }
+  const started = Date.now();
+  const { code, stdout, stderr } = await runNode(['--import', 'tsx', 'src/main.ts'], env, 15_000);
+  assert.equal(code, 1, `exit code; stderr:\n${stderr}`);
+  // Generous: start-up of node + tsx alone takes a second or two on a slow machine.
+  assert.ok(Date.now() - started < 10_000, 'exits within a few seconds, without waiting on any connection');
+  for (const name of requiredInProduction) assert.match(stderr, new RegExp(`\\b${name}\\b`), `stderr names ${name}`);
+  assert.doesNotMatch(stderr, /^\s{4}at /m, 'no stack trace');
+  assert.doesNotMatch(stdout, /listening/);
+});
+
+test('a till needs its till number (MPESA_PARTY_B) in production', async () => {
+  const production = {
+    APP_ENV: 'production',
+    DATABASE_URL: 'postgres://u@h/db',
+    WABA_TOKEN: 't',
+    WABA_PHONE_ID: '123',
+    WABA_VERIFY_TOKEN: 'v',
+    WABA_APP_SECRET: 's',
+    SMS_API_KEY: 'k',
+    SMS_USERNAME: 'u',
+    MPESA_CONSUMER_KEY: 'k',
+    MPESA_CONSUMER_SECRET: 's',
+    MPESA_SHORTCODE: '174379',
+    MPESA_PASSKEY: 'p',
+    MPESA_CALLBACK_URL: 'https://example.com/payments/stk/callback',
+    STATS_API_TOKEN: 'x'.repeat(32),
+  };
+  assert.equal(loadConfig({ ...production, MPESA_TRANSACTION_TYPE: 'till', MPESA_PARTY_B: '5123456' }).mpesa.transactionType, 'CustomerBuyGoodsOnline');
+  assert.throws(() => loadConfig({ ...production, MPESA_TRANSACTION_TYPE: 'till' }), (error: unknown) => error instanceof ConfigError && error.problems.some((p) => p.startsWith('MPESA_PARTY_B')));
+});

@@ -1,0 +1,306 @@
+/**
+ * The pure conversation machine: every state x every kind of input, the flows, expiry,
+ * resets, the duplicate guard, languages, and random sequences (fast-check).
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import fc from 'fast-check';
+import { ConversationStateSchema, converse, IDLE } from '../src/domain/conversation/machine.js';
+import type { ConversationState, Effect, MachineContext, MachineInput } from '../src/domain/conversation/types.js';
+import { DRAFT_TTL_MS } from '../src/domain/conversation/types.js';
+import { MessageContent } from '../src/domain/outbound.js';
+
+const NOW = new Date('2026-11-22T09:00:00.000Z');
+const touchedAt = new Date(NOW.getTime() - 60_000).toISOString();
+
+const states: Record<ConversationState['step'], ConversationState> = {
+  idle: IDLE,
+  awaiting_business_name: { version: 1, step: 'awaiting_business_name' },
+  awaiting_customer: { version: 1, step: 'awaiting_customer', draft: {}, touchedAt },
+  awaiting_amount: { version: 1, step: 'awaiting_amount', draft: { customerPhone: '254712345678' }, touchedAt },
+  awaiting_description: { version: 1, step: 'awaiting_description', draft: { customerPhone: '254712345678', amount: 1500 }, touchedAt },
+  awaiting_confirmation: {
+    version: 1,
+    step: 'awaiting_confirmation',
+    draft: { customerPhone: '254712345678', amount: 1500, description: '2 bags of flour' },
+    duplicateOf: null,
+    touchedAt,
+  },
+};
+
+function context(overrides: Partial<MachineContext> = {}): MachineContext {
+  return { now: NOW, language: 'en', isMerchant: true, isCustomer: false, recentInvoices: [], maxAmount: 250_000, ...overrides };
+}
+
+const text = (t: string): MachineInput => ({ kind: 'text', text: t });
+const button = (id: string, title = id): MachineInput => ({ kind: 'button', id, title });
+
+const inputs: Record<string, MachineInput> = {
+  'empty text': text(''),
+  'a phone': text('0712 345 678'),
+  'an amount': text('KES 1,500'),
+  'a decimal amount': text('1500.50'),
+  'a description': text('2 bags of flour'),
+  '5,000 characters': text('x'.repeat(5_000)),
+  'emoji only': text('😀🎉'),
+  'help': text('help'),
+  'msaada': text('MSAADA'),
+  'new': text('new'),
+  'one-line invoice': text('invoice 0712345678 1500 flour'),
+  'one-line invoice, bad phone': text('invoice 12345 1500 flour'),
+  'list': text('list'),
+  'status 7': text('status 7'),
+  'status x': text('status x'),
+  'remind inv-0007': text('remind inv-0007'),
+  'cancel INV-0007': text('cancel INV-0007'),
+  'cancel': text('cancel'),
+  'stop': text('stop'),
+  'summary': text('summary'),
+  'language sw': text('language sw'),
+  'lugha en': text('lugha en'),
+  'yes': text('yes'),
+  'ndio': text('ndio'),
+  'no': text('no'),
+  'hapana': text('hapana'),
+  'pay': text('pay'),
+  'unknown words': text('what is this'),
+  'button confirm_send': button('confirm_send', 'Send'),
+  'button cancel_draft': button('cancel_draft', 'Cancel'),
+  'button new_invoice': button('new_invoice'),
+  'button list': button('list'),
+  'button help': button('help'),
+  'button lang:sw': button('lang:sw'),
+  'button pay:INV-0007': button('pay:INV-0007', 'Pay now'),
+  'button from an old message': button('something_old_42'),
+  'list reply pay:INV-0002': { kind: 'list', id: 'pay:INV-0002', title: 'INV-0002' },
+  'image': { kind: 'other', type: 'image' },
+  'sticker': { kind: 'other', type: 'sticker' },
+  'location': { kind: 'other', type: 'location' },
+  'reaction': { kind: 'other', type: 'reaction' },
+};
+
+function replies(effects: readonly Effect[]): MessageContent[] {
+  return effects.flatMap((e) => (e.type === 'reply' ? [e.message] : []));
+}
+
+function checkTransition(state: ConversationState | unknown, input: MachineInput, ctx: MachineContext) {
+  const result = converse(state, input, ctx);
+  assert.ok(ConversationStateSchema.safeParse(result.state).success, `valid state: ${JSON.stringify(result.state)}`);
+  assert.ok(result.effects.length > 0, 'every message gets an answer (a reply or an effect that replies)');
+  for (const message of replies(result.effects)) assert.ok(MessageContent.safeParse(message).success, `reply within WhatsApp limits: ${JSON.stringify(message).slice(0, 200)}`);
+  assert.deepEqual(structuredClone(result.state), result.state);
+  assert.deepEqual(JSON.parse(JSON.stringify(result.state)), result.state);
+  return result;
+}
+
+describe('every state x every kind of input keeps a valid state and answers', () => {
+  for (const role of ['merchant', 'newcomer', 'customer'] as const) {
+    for (const [stepName, state] of Object.entries(states)) {
+      for (const [inputName, input] of Object.entries(inputs)) {
+        for (const language of ['en', 'sw'] as const) {
+          test(`${role} / ${stepName} / ${inputName} / ${language}`, () => {
+            checkTransition(state, input, context({ language, isMerchant: role === 'merchant', isCustomer: role === 'customer' }));
+          });
+        }
+      }
+    }
+  }
+});
+
+describe('onboarding', () => {
+  test('a new number is asked for its business name, then registered', () => {
+    const first = converse({ version: 0 }, text('hi'), context({ isMerchant: false }));
+    assert.equal(first.state.step, 'awaiting_business_name');
+    const second = converse(first.state, text('  Mama   Mboga  Shop '), context({ isMerchant: false }));
+    assert.equal(second.state.step, 'idle');
+    assert.deepEqual(second.effects[0], { type: 'register_merchant', businessName: 'Mama Mboga Shop' });
+  });
+
+  test('a business name over 60 characters is refused and asked again', () => {
+    const result = converse(states.awaiting_business_name, text('x'.repeat(61)), context({ isMerchant: false }));
+    assert.equal(result.state.step, 'awaiting_business_name');
+    assert.ok(!result.effects.some((e) => e.type === 'register_merchant'));
+  });
+
+  test('a customer who writes pay is routed to the customer side, not onboarded', () => {
+    for (const input of [text('pay'), text('LIPA'), button('pay:INV-0007')]) {
+      const result = converse({ version: 0 }, input, context({ isMerchant: false, isCustomer: true }));
+      assert.equal(result.state.step, 'idle');
+      assert.equal(result.effects[0]?.type, 'customer_pay');
+    }
+    const plain = converse({ version: 0 }, text('hello'), context({ isMerchant: false, isCustomer: true }));
+    assert.deepEqual(plain.effects, [{ type: 'customer_help' }]);
+  });
+
+  test('pay:INV-0007 carries the invoice number', () => {
+    const result = converse(IDLE, button('pay:INV-0007'), context({ isMerchant: false, isCustomer: true }));
+    assert.deepEqual(result.effects, [{ type: 'customer_pay', number: 7 }]);
+  });
+});
+
+describe('the guided flow', () => {
+  test('phone -> amount -> description -> confirm -> create_invoice', () => {
+    let state: unknown = IDLE;
+    for (const [input, step] of [
+      [text('new'), 'awaiting_customer'],
+      [text('0712 345 678'), 'awaiting_amount'],
+      [text('Ksh1,500'), 'awaiting_description'],
+      [text('2 bags of flour'), 'awaiting_confirmation'],
+    ] as const) {
+      const result = converse(state, input, context());
+      assert.equal(result.state.step, step);
+      state = result.state;
+    }
+    const confirmed = converse(state, button('confirm_send'), context());
+    assert.deepEqual(confirmed.effects, [{ type: 'create_invoice', draft: { customerPhone: '254712345678', amount: 1500, description: '2 bags of flour' } }]);
+    assert.equal(confirmed.state.step, 'idle');
+  });
+
+  test('each step re-asks with a hint and keeps the draft on a bad answer', () => {
+    for (const [step, bad] of [
+      ['awaiting_customer', '12345'],
+      ['awaiting_amount', '1500.50'],
+      ['awaiting_amount', '0'],
+      ['awaiting_amount', '300000'],
+      ['awaiting_description', 'x'.repeat(101)],
+    ] as const) {
+      const result = converse(states[step], text(bad), context());
+      assert.equal(result.state.step, step, `${step} / ${bad}`);
+      assert.deepEqual((result.state as { draft: unknown }).draft, (states[step] as { draft: unknown }).draft);
+      assert.equal(replies(result.effects).length, 1);
+    }
+  });
+
+  test('yes/ndio/send confirm; no/hapana/cancel and the cancel button drop the draft', () => {
+    for (const word of ['yes', 'ndio', 'send', 'SAWA']) {
+      assert.equal(converse(states.awaiting_confirmation, text(word), context()).effects[0]?.type, 'create_invoice', word);
+    }
+    for (const input of [text('no'), text('hapana'), text('cancel'), text('stop'), button('cancel_draft')]) {
+      const result = converse(states.awaiting_confirmation, input, context());
+      assert.equal(result.state.step, 'idle');
+      assert.ok(!result.effects.some((e) => e.type === 'create_invoice'));
+    }
+  });
+
+  test('cancel or stop inside any step of the flow returns to the menu', () => {
+    for (const step of ['awaiting_customer', 'awaiting_amount', 'awaiting_description'] as const) {
+      assert.equal(converse(states[step], text('stop'), context()).state.step, 'idle');
+    }
+  });
+
+  test('the one-line command goes straight to confirmation', () => {
+    const result = converse(IDLE, text('invoice 0712 345 678 KES 1,500 two bags of flour'), context());
+    assert.equal(result.state.step, 'awaiting_confirmation');
+    assert.deepEqual((result.state as { draft: unknown }).draft, { customerPhone: '254712345678', amount: 1500, description: 'two bags of flour' });
+  });
+
+  test('a confirm button from an old message, with no draft, changes nothing', () => {
+    const result = converse(IDLE, button('confirm_send'), context());
+    assert.equal(result.state.step, 'idle');
+    assert.ok(!result.effects.some((e) => e.type === 'create_invoice'));
+  });
+});
+
+describe('duplicate guard', () => {
+  const draftInput = text('invoice 0712345678 1500 flour');
+  test('an unpaid invoice with the same customer and amount in the last 10 minutes is named', () => {
+    const recent = [{ number: 7, customerPhone: '254712345678', amount: 1500, status: 'sent' as const, createdAt: new Date(NOW.getTime() - 5 * 60_000) }];
+    const result = converse(IDLE, draftInput, context({ recentInvoices: recent }));
+    assert.equal((result.state as { duplicateOf: number | null }).duplicateOf, 7);
+    const confirmed = converse(result.state, text('yes'), context({ recentInvoices: recent }));
+    assert.equal(confirmed.effects[0]?.type, 'create_invoice', 'confirming sends a second one on purpose');
+  });
+  test('older, paid, or different ones do not trigger it', () => {
+    for (const recent of [
+      { number: 7, customerPhone: '254712345678', amount: 1500, status: 'sent' as const, createdAt: new Date(NOW.getTime() - 11 * 60_000) },
+      { number: 7, customerPhone: '254712345678', amount: 1500, status: 'paid' as const, createdAt: new Date(NOW.getTime() - 60_000) },
+      { number: 7, customerPhone: '254712345678', amount: 1501, status: 'sent' as const, createdAt: new Date(NOW.getTime() - 60_000) },
+      { number: 7, customerPhone: '254712345679', amount: 1500, status: 'sent' as const, createdAt: new Date(NOW.getTime() - 60_000) },
+    ]) {
+      const result = converse(IDLE, draftInput, context({ recentInvoices: [recent] }));
+      assert.equal((result.state as { duplicateOf: number | null }).duplicateOf, null);
+    }
+  });
+});
+
+describe('commands', () => {
+  test('status, remind and cancel name the same invoice however it is spelled', () => {
+    for (const ref of ['7', 'inv-0007', 'INV-0007']) {
+      assert.deepEqual(converse(IDLE, text(`status ${ref}`), context()).effects, [{ type: 'show_invoice', number: 7 }]);
+      assert.deepEqual(converse(IDLE, text(`remind ${ref}`), context()).effects, [{ type: 'remind_invoice', number: 7 }]);
+      assert.deepEqual(converse(IDLE, text(`cancel ${ref}`), context()).effects, [{ type: 'cancel_invoice', number: 7 }]);
+    }
+  });
+  test('list and summary', () => {
+    assert.deepEqual(converse(IDLE, text('list'), context()).effects, [{ type: 'list_invoices' }]);
+    assert.deepEqual(converse(IDLE, text('summary'), context()).effects, [{ type: 'show_summary' }]);
+  });
+  test('language switches and the answer is already in the new language', () => {
+    const result = converse(IDLE, text('lugha sw'), context());
+    assert.deepEqual(result.effects[0], { type: 'set_language', language: 'sw' });
+    const english = converse(IDLE, text('language en'), context({ language: 'sw' }));
+    const swahili = converse(IDLE, text('lugha sw'), context({ language: 'en' }));
+    assert.notDeepEqual(replies(english.effects)[0], replies(swahili.effects)[0]);
+  });
+  test('help inside a draft answers and keeps the draft', () => {
+    const result = converse(states.awaiting_amount, text('help'), context());
+    assert.equal(result.state.step, 'awaiting_amount');
+  });
+});
+
+describe('stored state', () => {
+  test('an unknown version or a corrupt state resets to the menu with an apology', () => {
+    for (const stored of [{ version: 99, step: 'idle' }, { version: 1, step: 'flying' }, 'garbage', null, 42, { version: 1, step: 'awaiting_amount', draft: {} }]) {
+      const result = converse(stored, text('list'), context());
+      assert.ok(ConversationStateSchema.safeParse(result.state).success);
+      assert.equal(result.effects[0]?.type, 'reply', `apology first for ${JSON.stringify(stored)}`);
+    }
+  });
+  test('a brand-new row ({version: 0}) is not apologised for', () => {
+    const result = converse({ version: 0 }, text('list'), context());
+    assert.deepEqual(result.effects, [{ type: 'list_invoices' }]);
+  });
+  test('a draft silent for 30 minutes expires; the message is handled from the menu', () => {
+    const old = { ...states.awaiting_amount, touchedAt: new Date(NOW.getTime() - DRAFT_TTL_MS - 1_000).toISOString() };
+    const result = converse(old, text('list'), context());
+    assert.equal(result.effects[0]?.type, 'reply', 'says the draft expired');
+    assert.deepEqual(result.effects.slice(1), [{ type: 'list_invoices' }]);
+    const fresh = { ...states.awaiting_amount, touchedAt: new Date(NOW.getTime() - DRAFT_TTL_MS + 1_000).toISOString() };
+    assert.equal(converse(fresh, text('1500'), context()).state.step, 'awaiting_description');
+  });
+  test('every state survives a JSON and a structuredClone round trip unchanged', () => {
+    for (const state of Object.values(states)) {
+      assert.deepEqual(JSON.parse(JSON.stringify(state)), state);
+      assert.deepEqual(structuredClone(state), state);
+      assert.ok(ConversationStateSchema.safeParse(JSON.parse(JSON.stringify(state))).success);
+    }
+  });
+});
+
+describe('random sequences (fast-check)', () => {
+  const anyInput: fc.Arbitrary<MachineInput> = fc.oneof(
+    fc.constantFrom(...Object.values(inputs)),
+    fc.string({ maxLength: 200 }).map(text),
+    fc.string({ maxLength: 40 }).map((id) => button(id)),
+    fc.constantFrom('image', 'audio', 'unsupported').map((type): MachineInput => ({ kind: 'other', type })),
+  );
+  test('never an invalid state, never an unanswered message', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(anyInput, fc.integer({ min: 0, max: 40 * 60_000 })), { minLength: 1, maxLength: 25 }),
+        fc.boolean(),
+        fc.boolean(),
+        (steps, isMerchant, isCustomer) => {
+          let state: unknown = { version: 0 };
+          let clock = NOW.getTime();
+          for (const [input, gap] of steps) {
+            clock += gap;
+            const result = checkTransition(state, input, context({ now: new Date(clock), isMerchant, isCustomer }));
+            state = JSON.parse(JSON.stringify(result.state));
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});

@@ -1,0 +1,62 @@
+/**
+ * Builds the real app and its dependencies over a test database, with a logger whose
+ * lines are captured (parsed JSON) so tests can assert on what would reach the logs.
+ */
+import { Writable } from 'node:stream';
+import { createApp } from '../../src/app.js';
+import { loadConfig, type Config } from '../../src/config.js';
+import type { ConversationHandler } from '../../src/conversation/port.js';
+import { createDeps, type Deps } from '../../src/deps.js';
+import type { JobDefinition } from '../../src/jobs/queue.js';
+import { createLogger, type Logger } from '../../src/logger.js';
+import type { TestDatabase } from './database.js';
+
+export type LogLine = Record<string, unknown> & { level: string; message: string; timestamp: string };
+
+export type LogCapture = { logger: Logger; lines: LogLine[]; text(): string };
+
+export function captureLogs(level = 'debug'): LogCapture {
+  const raw: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      raw.push(...chunk.toString('utf8').split('\n').filter((line) => line.length > 0));
+      done();
+    },
+  });
+  const logger = createLogger({ level, format: 'json' }, stream);
+  return {
+    logger,
+    get lines() {
+      return raw.map((line) => JSON.parse(line) as LogLine);
+    },
+    text: () => raw.join('\n'),
+  };
+}
+
+export function testConfig(env: Record<string, string> = {}): Config {
+  return loadConfig({ APP_ENV: 'development', LOG_LEVEL: 'debug', ...env });
+}
+
+export type TestApp = {
+  deps: Deps;
+  app: ReturnType<typeof createApp>;
+  logs: LogCapture;
+};
+
+export function buildTestApp(
+  database: TestDatabase,
+  options: { env?: Record<string, string>; jobs?: JobDefinition[]; conversation?: ConversationHandler; now?: () => Date } = {},
+): TestApp {
+  const logs = captureLogs();
+  const deps = createDeps({
+    config: testConfig(options.env),
+    logger: logs.logger,
+    database: database.handle,
+    ...(options.jobs === undefined ? {} : { extraJobs: options.jobs }),
+    ...(options.conversation === undefined ? {} : { conversation: options.conversation }),
+    ...(options.now === undefined ? {} : { now: options.now }),
+    pollingIntervalSeconds: 0.5,
+    supervise: false,
+  });
+  return { deps, app: createApp(deps), logs };
+}

@@ -1,0 +1,120 @@
+/**
+ * Shared set-up for WhatsApp/SMS channel tests: a test database, the real app configured
+ * against a fake Graph server on 127.0.0.1, and Africa's Talking intercepted with nock
+ * (the SDK hard-codes its host).
+ */
+import nock from 'nock';
+import type { ConversationHandler } from '../../src/conversation/port.js';
+import type { JobDefinition } from '../../src/jobs/queue.js';
+import { startFakeGraph, type FakeGraph } from '../fakes/graph.js';
+import { APP_SECRET, PHONE_ID, signed } from '../fixtures/whatsapp.js';
+import { buildTestApp, type TestApp } from './app.js';
+import { createTestDatabase, type TestDatabase } from './database.js';
+
+export const AT_HOST = 'https://api.africastalking.com';
+export const VERIFY_TOKEN = 'verify-me-please';
+
+export type SmsRecord = { to: string; message: string; from: string | undefined; username: string | undefined };
+
+export type ChannelFixture = TestApp & {
+  database: TestDatabase;
+  graph: FakeGraph;
+  /** SMS requests that reached the intercepted Africa's Talking API. */
+  sms: SmsRecord[];
+  /** Next SMS answers (statusCode per recipient, or an HTTP status); default 101 Success. */
+  smsAnswers: Array<{ statusCode: number } | { httpStatus: number }>;
+  post(payload: unknown, headers?: Record<string, string>): Promise<Response>;
+  count(table: 'inbound_events' | 'outbound_messages' | 'conversations'): Promise<number>;
+  close(): Promise<void>;
+};
+
+let smsCounter = 0;
+
+export async function startChannelFixture(
+  options: { env?: Record<string, string>; conversation?: ConversationHandler; jobs?: JobDefinition[]; now?: () => Date } = {},
+): Promise<ChannelFixture> {
+  const database = await createTestDatabase();
+  const graph = await startFakeGraph();
+  const sms: SmsRecord[] = [];
+  const smsAnswers: ChannelFixture['smsAnswers'] = [];
+
+  nock.disableNetConnect();
+  nock.enableNetConnect((host) => host.startsWith('127.0.0.1'));
+  nock(AT_HOST)
+    .persist()
+    .post('/version1/messaging')
+    .reply(function (_uri, body) {
+      const form = new URLSearchParams(typeof body === 'string' ? body : '');
+      sms.push({ to: form.get('to') ?? '', message: form.get('message') ?? '', from: form.get('from') ?? undefined, username: form.get('username') ?? undefined });
+      const answer = smsAnswers.shift() ?? { statusCode: 101 };
+      if ('httpStatus' in answer) return [answer.httpStatus, 'gateway trouble'];
+      smsCounter += 1;
+      const ok = answer.statusCode < 200;
+      return [
+        201,
+        {
+          SMSMessageData: {
+            Message: ok ? 'Sent to 1/1 Total Cost: KES 0.8000' : 'Sent to 0/1',
+            Recipients: [
+              { statusCode: answer.statusCode, number: form.get('to'), status: ok ? 'Success' : 'Failed', cost: 'KES 0.8000', messageId: ok ? `ATXid_${process.pid}_${smsCounter}` : 'None' },
+            ],
+          },
+        },
+      ];
+    });
+
+  const t = buildTestApp(database, {
+    env: {
+      WABA_APP_SECRET: APP_SECRET,
+      WABA_VERIFY_TOKEN: VERIFY_TOKEN,
+      WABA_TOKEN: 'graph-token-secret',
+      WABA_PHONE_ID: PHONE_ID,
+      WABA_API_BASE_URL: graph.baseUrl,
+      WABA_TIMEOUT_MS: '2000',
+      SMS_API_KEY: 'at-api-key-secret',
+      SMS_USERNAME: 'invoiceiq',
+      SMS_SENDER_ID: 'INVOICEIQ',
+      SMS_TIMEOUT_MS: '1000',
+      DELIVERY_SAFETY_NET_SECONDS: '0',
+      ...options.env,
+    },
+    ...(options.conversation === undefined ? {} : { conversation: options.conversation }),
+    ...(options.jobs === undefined ? {} : { jobs: options.jobs }),
+    ...(options.now === undefined ? {} : { now: options.now }),
+  });
+
+  await t.deps.jobs.start(t.deps.jobDefinitions);
+
+  return {
+    ...t,
+    database,
+    graph,
+    sms,
+    smsAnswers,
+    post(payload, headers) {
+      const s = signed(payload);
+      return Promise.resolve(t.app.request('/whatsapp/webhook', { method: 'POST', body: s.body, headers: { ...s.headers, ...headers } }));
+    },
+    async count(table) {
+      const row = await database.handle.db.selectFrom(table).select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+      return Number(row.n);
+    },
+    async close() {
+      await t.deps.outbox.idle();
+      await t.deps.jobs.stop(2_000).catch(() => undefined);
+      await graph.close();
+      nock.cleanAll();
+      nock.enableNetConnect();
+      await database.dispose();
+    },
+  };
+}
+
+export async function waitFor(predicate: () => boolean | Promise<boolean>, timeoutMs = 10_000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await predicate()) return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`${what} not met within ${timeoutMs} ms`);
+}

@@ -1,0 +1,70 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { z } from 'zod';
+import type { JobDefinition } from '../src/jobs/queue.js';
+import { buildTestApp, type TestApp } from './helpers/app.js';
+import { createTestDatabase, type TestDatabase } from './helpers/database.js';
+
+const ran: string[] = [];
+const markerJob: JobDefinition<z.ZodObject<{ marker: z.ZodString }>> = {
+  name: 'test-marker',
+  schema: z.object({ marker: z.string() }),
+  retryLimit: 0,
+  async handle(data) {
+    ran.push(data.marker);
+  },
+};
+
+let database: TestDatabase;
+let t: TestApp;
+
+before(async () => {
+  database = await createTestDatabase();
+  t = buildTestApp(database, { jobs: [markerJob] });
+  await t.deps.jobs.start(t.deps.jobDefinitions);
+});
+
+after(async () => {
+  await t.deps.jobs.stop(2_000);
+  await database.dispose();
+});
+
+async function waitFor(predicate: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await predicate()) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error('condition not met in time');
+}
+
+test('a job enqueued in a committed transaction runs', async () => {
+  const id = await database.handle.db.transaction().execute((trx) => t.deps.jobs.enqueue(trx, markerJob, { marker: 'committed' }));
+  assert.ok(id);
+  await waitFor(() => ran.includes('committed'));
+  await waitFor(async () => (await t.deps.jobs.boss.getJobById(markerJob.name, id))?.state === 'completed');
+});
+
+test('a job enqueued in a rolled-back transaction never exists and never runs', async () => {
+  let id: string | null = null;
+  await assert.rejects(
+    database.handle.db.transaction().execute(async (trx) => {
+      id = await t.deps.jobs.enqueue(trx, markerJob, { marker: 'rolled-back' });
+      throw new Error('business rule failed');
+    }),
+    /business rule failed/,
+  );
+  assert.ok(id, 'the job was written inside the transaction');
+  assert.equal(await t.deps.jobs.boss.getJobById(markerJob.name, id), null);
+  // Give the worker several polling rounds to (wrongly) find it, with a committed job as a fence.
+  await database.handle.db.transaction().execute((trx) => t.deps.jobs.enqueue(trx, markerJob, { marker: 'fence' }));
+  await waitFor(() => ran.includes('fence'));
+  await new Promise((resolve) => setTimeout(resolve, 1_200));
+  assert.ok(!ran.includes('rolled-back'));
+});
+
+test('job data that does not match the schema is refused at enqueue', async () => {
+  await assert.rejects(
+    database.handle.db.transaction().execute((trx) => t.deps.jobs.enqueue(trx, markerJob, { marker: 42 } as unknown as { marker: string })),
+  );
+});

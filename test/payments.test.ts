@@ -1,0 +1,434 @@
+/**
+ * M-PESA payments end to end, on both databases: invoice -> STK push to a fake Daraja on
+ * 127.0.0.1 -> Safaricom-shaped callbacks to the real route -> paid once, receipts once;
+ * forged and doubled callbacks, amount mismatches, failures, the 2-minute rule,
+ * reconciliation and once-only reminders.
+ */
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, describe, test } from 'node:test';
+import type { AddressInfo } from 'node:net';
+import { serve } from '@hono/node-server';
+import { texts } from '../src/domain/texts.js';
+import { clientAddress } from '../src/http/client-address.js';
+import { callbackBody, startFakeDaraja, type FakeDaraja } from './fakes/daraja.js';
+import { envelope, wamid } from './fixtures/whatsapp.js';
+import { buildTestApp } from './helpers/app.js';
+import { startChannelFixture, waitFor, type ChannelFixture } from './helpers/channel.js';
+
+const KEY = 'consumer-key-test';
+const SECRET = 'consumer-secret-test';
+const SHORTCODE = '174379';
+const PASSKEY = 'bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919';
+const CALLBACK_BASE = 'https://invoiceiq.example/payments/stk/callback';
+
+let clock = new Date('2026-11-22T07:00:00.000Z').getTime();
+const now = () => new Date(clock);
+
+let f: ChannelFixture;
+let daraja: FakeDaraja;
+before(async () => {
+  daraja = await startFakeDaraja({ consumerKey: KEY, consumerSecret: SECRET });
+  f = await startChannelFixture({
+    now,
+    env: {
+      DELIVERY_SAFETY_NET_SECONDS: '3600',
+      MPESA_CONSUMER_KEY: KEY,
+      MPESA_CONSUMER_SECRET: SECRET,
+      MPESA_SHORTCODE: SHORTCODE,
+      MPESA_PASSKEY: PASSKEY,
+      MPESA_CALLBACK_URL: CALLBACK_BASE,
+      MPESA_API_BASE_URL: daraja.baseUrl,
+      MPESA_TIMEOUT_MS: '2000',
+    },
+  });
+});
+after(async () => {
+  await f.close();
+  await daraja.close();
+});
+beforeEach(() => {
+  daraja.reset();
+});
+
+let phoneSeq = 0;
+function phones() {
+  phoneSeq += 1;
+  return { merchant: `2547220100${String(phoneSeq).padStart(2, '0')}`, customer: `2547330100${String(phoneSeq).padStart(2, '0')}` };
+}
+function say(from: string, body: string) {
+  return f.post(envelope({ messages: [{ from, id: wamid(), timestamp: String(Math.floor(clock / 1000)), type: 'text', text: { body } }] }));
+}
+function callback(token: string, body: unknown) {
+  return f.app.request(`/payments/stk/callback/${token}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+}
+
+/** A new merchant sends one invoice on WhatsApp (its STK push is then on its way). */
+async function sendInvoice(amount = 1500) {
+  const p = phones();
+  await say(p.merchant, 'hi');
+  await say(p.merchant, 'Duka');
+  await say(p.merchant, `invoice ${p.customer} ${amount} flour`);
+  await say(p.merchant, 'yes');
+  const invoice = await f.database.handle.db
+    .selectFrom('invoices')
+    .innerJoin('merchants', 'merchants.id', 'invoices.merchant_id')
+    .select(['invoices.id', 'invoices.number'])
+    .where('merchants.phone', '=', p.merchant)
+    .executeTakeFirstOrThrow();
+  return { ...p, invoice };
+}
+
+/** The callback token Daraja was given in a recorded push's CallBackURL. */
+const tokenOf = (push: { body: Record<string, unknown> }) => String(push.body.CallBackURL).slice(CALLBACK_BASE.length + 1);
+
+/** A registered merchant with one sent invoice whose STK push reached the fake Daraja. */
+async function invoiceWithPush(amount = 1500) {
+  const { invoice, ...p } = await sendInvoice(amount);
+  await waitFor(() => daraja.pushes().some((r) => r.body.PhoneNumber === p.customer), 10_000, 'stk push');
+  const pushRequest = daraja.pushes().find((r) => r.body.PhoneNumber === p.customer)!;
+  const token = tokenOf(pushRequest);
+  await waitFor(async () => (await attemptsOf(invoice.id)).some((a) => a.checkout_request_id !== null), 5_000, 'checkout id stored');
+  const [attempt] = await attemptsOf(invoice.id);
+  return { ...p, invoice, token, push: pushRequest, checkoutRequestId: attempt!.checkout_request_id!, merchantRequestId: attempt!.merchant_request_id! };
+}
+async function attemptsOf(invoiceId: string) {
+  return f.database.handle.db.selectFrom('payment_attempts').selectAll().where('invoice_id', '=', invoiceId).orderBy('created_at').execute();
+}
+async function invoiceRow(id: string) {
+  return f.database.handle.db.selectFrom('invoices').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+}
+async function kindsTo(phone: string) {
+  return (await f.database.handle.db.selectFrom('outbound_messages').select('kind').where('recipient', '=', phone).orderBy('created_at').execute()).map((r) => r.kind);
+}
+async function events(invoiceId: string, type: string) {
+  return (await f.database.handle.db.selectFrom('invoice_events').select('type').where('invoice_id', '=', invoiceId).where('type', '=', type).execute()).length;
+}
+const success = (s: { checkoutRequestId: string; merchantRequestId: string; customer: string }, amount = 1500, receipt = 'NLJ7RT61SV') =>
+  callbackBody({ checkoutRequestId: s.checkoutRequestId, merchantRequestId: s.merchantRequestId, resultCode: 0, resultDesc: 'The service request is processed successfully.', amount, receipt, phone: s.customer });
+
+describe('the STK push', () => {
+  test('sending an invoice pushes a prompt with the right fields and an unguessable callback token', async () => {
+    const s = await invoiceWithPush();
+    const body = s.push.body;
+    assert.equal(body.BusinessShortCode, SHORTCODE);
+    assert.equal(body.TransactionType, 'CustomerPayBillOnline');
+    assert.equal(body.Amount, 1500);
+    assert.equal(body.PartyA, s.customer);
+    assert.equal(body.PartyB, SHORTCODE);
+    assert.equal(body.AccountReference, 'INV-0001');
+    assert.ok(String(body.TransactionDesc).length <= 13);
+    assert.equal(Buffer.from(String(body.Password), 'base64').toString(), `${SHORTCODE}${PASSKEY}${String(body.Timestamp)}`);
+    assert.match(s.token, /^[A-Za-z0-9_-]{40,}$/);
+    const [attempt] = await attemptsOf(s.invoice.id);
+    assert.notEqual(attempt!.callback_token_hash, s.token, 'only a hash of the token is stored');
+    assert.equal(attempt!.status, 'pending');
+    assert.ok(!JSON.stringify(await f.database.handle.db.selectFrom('payment_attempts').selectAll().execute()).includes(s.token));
+  });
+});
+
+describe('callbacks', () => {
+  test('a genuine success marks the invoice paid and sends one receipt to each side', async () => {
+    const s = await invoiceWithPush();
+    const res = await callback(s.token, success(s));
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { ResultCode: 0, ResultDesc: 'Accepted' });
+    const invoice = await invoiceRow(s.invoice.id);
+    assert.equal(invoice.status, 'paid');
+    assert.equal(invoice.mpesa_receipt, 'NLJ7RT61SV');
+    assert.deepEqual((await kindsTo(s.customer)).filter((k) => k === 'receipt'), ['receipt']);
+    assert.deepEqual((await kindsTo(s.merchant)).filter((k) => k === 'receipt'), ['receipt']);
+  });
+
+  test('the same callback twice, then twenty times at once: one paid transition, one receipt each', async () => {
+    const s = await invoiceWithPush();
+    await callback(s.token, success(s, 1500, 'RCPTDUP001'));
+    await callback(s.token, success(s, 1500, 'RCPTDUP001'));
+    const answers = await Promise.all(Array.from({ length: 20 }, () => callback(s.token, success(s, 1500, 'RCPTDUP001'))));
+    assert.ok(answers.every((r) => r.status === 200));
+    assert.equal(await events(s.invoice.id, 'paid'), 1);
+    assert.equal((await kindsTo(s.customer)).filter((k) => k === 'receipt').length, 1);
+    assert.equal((await kindsTo(s.merchant)).filter((k) => k === 'receipt').length, 1);
+  });
+
+  test('a forged callback (unknown token, or another CheckoutRequestID) gets a 4xx and changes nothing', async () => {
+    const s = await invoiceWithPush();
+    const forged = await callback('not-the-token-at-all-0000000000000000000000', success(s));
+    assert.equal(forged.status, 404);
+    const mismatch = await callback(s.token, success({ ...s, checkoutRequestId: 'ws_CO_someone_else' }));
+    assert.equal(mismatch.status, 403);
+    const malformed = await callback(s.token, { Body: {} });
+    assert.equal(malformed.status, 422);
+    assert.equal((await invoiceRow(s.invoice.id)).status, 'sent');
+    assert.equal((await attemptsOf(s.invoice.id))[0]!.status, 'pending');
+    const metrics = await f.deps.metrics.registry.metrics();
+    assert.match(metrics, /invoiceiq_mpesa_callbacks_rejected_total\{reason="unknown_token"\} [1-9]/);
+    assert.match(metrics, /invoiceiq_mpesa_callbacks_rejected_total\{reason="checkout_mismatch"\} [1-9]/);
+  });
+
+  test('a success for another amount is recorded for review, the merchant told, the invoice not paid', async () => {
+    const s = await invoiceWithPush();
+    const res = await callback(s.token, success(s, 15));
+    assert.equal(res.status, 200);
+    assert.equal((await invoiceRow(s.invoice.id)).status, 'sent');
+    const [attempt] = await attemptsOf(s.invoice.id);
+    assert.match(attempt!.review_reason ?? '', /amount_mismatch/);
+    assert.equal(await events(s.invoice.id, 'payment_needs_review'), 1);
+    assert.ok((await kindsTo(s.merchant)).includes('notice'));
+  });
+
+  test('a failure (1032) ends the attempt and tells both sides; a late failure never overwrites a success', async () => {
+    const s = await invoiceWithPush();
+    const failed = callbackBody({ checkoutRequestId: s.checkoutRequestId, merchantRequestId: s.merchantRequestId, resultCode: 1032, resultDesc: 'Request cancelled by user' });
+    assert.equal((await callback(s.token, failed)).status, 200);
+    const [attempt] = await attemptsOf(s.invoice.id);
+    assert.equal(attempt!.status, 'failed');
+    assert.equal(attempt!.result_code, 1032);
+    assert.ok((await kindsTo(s.customer)).includes('notice'));
+    assert.ok((await kindsTo(s.merchant)).includes('notice'));
+
+    // The money moved after all (a success for the same attempt): it counts.
+    assert.equal((await callback(s.token, success(s, 1500, 'RCPTLATE01'))).status, 200);
+    assert.equal((await invoiceRow(s.invoice.id)).status, 'paid');
+    // A late failure now changes nothing.
+    await callback(s.token, failed);
+    assert.equal((await attemptsOf(s.invoice.id))[0]!.status, 'succeeded');
+    assert.equal((await invoiceRow(s.invoice.id)).status, 'paid');
+  });
+});
+
+describe('every result code', () => {
+  const codes: Array<[number, string]> = [
+    [1, 'insufficient_funds'],
+    [2, 'limit'],
+    [3, 'limit'],
+    [4, 'limit'],
+    [8, 'limit'],
+    [17, 'other'],
+    [1019, 'expired'],
+    [1025, 'other'],
+    [1032, 'cancelled'],
+    [1037, 'unreachable'],
+    [2001, 'wrong_pin'],
+  ];
+  test('each failure code fails the attempt, keeps the invoice unpaid and gives the merchant its reason', async () => {
+    for (const [code, reason] of codes) {
+      const s = await invoiceWithPush();
+      const body = callbackBody({ checkoutRequestId: s.checkoutRequestId, merchantRequestId: s.merchantRequestId, resultCode: code, resultDesc: `code ${code}` });
+      assert.equal((await callback(s.token, body)).status, 200, `code ${code}`);
+      const [attempt] = await attemptsOf(s.invoice.id);
+      assert.equal(attempt!.status, 'failed');
+      assert.equal(attempt!.result_code, code);
+      assert.equal((await invoiceRow(s.invoice.id)).status, 'sent');
+      const toMerchant = await f.database.handle.db
+        .selectFrom('outbound_messages')
+        .select('content')
+        .where('recipient', '=', s.merchant)
+        .where('kind', '=', 'notice')
+        .executeTakeFirstOrThrow();
+      const expected = texts.en.paymentFailedToMerchant(s.invoice.number, reason as Parameters<typeof texts.en.paymentFailedToMerchant>[1]);
+      assert.deepEqual((toMerchant.content as { message: unknown }).message, expected, `reason for ${code}`);
+    }
+  });
+
+  test('a callback without a token in the URL is a 404', async () => {
+    const res = await f.app.request('/payments/stk/callback', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    assert.equal(res.status, 404);
+  });
+});
+
+describe('the whole story', () => {
+  test('invoice on WhatsApp -> STK push -> callback -> receipts to both -> status shows paid', async () => {
+    const s = await invoiceWithPush(2500);
+    assert.deepEqual((await kindsTo(s.customer)).slice(0, 1), ['invoice']);
+    assert.equal((await callback(s.token, success(s, 2500, 'RCPTSTORY1'))).status, 200);
+    assert.ok((await kindsTo(s.customer)).includes('receipt'));
+    assert.ok((await kindsTo(s.merchant)).includes('receipt'));
+    await say(s.merchant, `status ${s.invoice.number}`);
+    const last = await f.database.handle.db
+      .selectFrom('outbound_messages')
+      .select('content')
+      .where('recipient', '=', s.merchant)
+      .orderBy('created_at', 'desc')
+      .limit(1)
+      .executeTakeFirstOrThrow();
+    const body = JSON.stringify(last.content);
+    assert.match(body, /RCPTSTORY1/);
+    assert.match(body, /[Pp]aid/);
+    await f.deps.outbox.idle();
+    assert.ok(f.sms.some((m) => m.to === `+${s.customer}` && /RCPTSTORY1/.test(m.message)), 'the customer (never wrote on WhatsApp) gets the receipt by SMS');
+  });
+});
+
+describe('review findings', () => {
+  test('a bare 5xx on the push keeps the token: the callback of a prompt that did reach the phone still pays', async () => {
+    daraja.queuePush({ kind: 'raw', status: 502, body: 'Bad gateway' });
+    const { invoice, ...p } = await sendInvoice();
+    await waitFor(async () => (await attemptsOf(invoice.id))[0]?.status === 'failed', 10_000, 'push ended');
+    assert.equal(daraja.pushes().filter((r) => r.body.PhoneNumber === p.customer).length, 1, 'not pushed again');
+    const token = tokenOf(daraja.pushes().find((r) => r.body.PhoneNumber === p.customer)!);
+    const res = await callback(token, success({ checkoutRequestId: 'ws_CO_reached_anyway', merchantRequestId: 'mr', customer: p.customer }, 1500, 'RCPT502OK1'));
+    assert.equal(res.status, 200);
+    assert.equal((await invoiceRow(invoice.id)).status, 'paid');
+  });
+
+  test('a push waiting for a retry is not sent once the invoice is cancelled', async () => {
+    daraja.queuePush({ kind: 'error', status: 500, code: '500.003.02', message: 'Spike arrest' });
+    const { invoice, ...p } = await sendInvoice();
+    await waitFor(() => daraja.pushes().some((r) => r.body.PhoneNumber === p.customer), 10_000, 'first push refused');
+    await waitFor(async () => (await attemptsOf(invoice.id))[0]?.push_started_at === null, 5_000, 'released for a retry');
+    await say(p.merchant, `cancel ${invoice.number}`);
+    const [attempt] = await attemptsOf(invoice.id);
+    assert.equal(attempt!.status, 'expired');
+    assert.equal(await f.deps.payments.push(attempt!.id), 'not_pending');
+    assert.equal(daraja.pushes().filter((r) => r.body.PhoneNumber === p.customer).length, 1);
+  });
+
+  test('a success callback without an Amount is not trusted: review, not paid', async () => {
+    const s = await invoiceWithPush();
+    const body = callbackBody({ checkoutRequestId: s.checkoutRequestId, merchantRequestId: s.merchantRequestId, resultCode: 1032, resultDesc: 'x' });
+    body.Body.stkCallback.ResultCode = 0;
+    assert.equal((await callback(s.token, body)).status, 200);
+    assert.equal((await invoiceRow(s.invoice.id)).status, 'sent');
+    assert.match((await attemptsOf(s.invoice.id))[0]!.review_reason ?? '', /amount_missing/);
+  });
+
+  test('the same mismatched callback three times: one review, one notice', async () => {
+    const s = await invoiceWithPush();
+    for (let i = 0; i < 3; i += 1) await callback(s.token, success(s, 15, 'RCPTMISM01'));
+    assert.equal(await events(s.invoice.id, 'payment_needs_review'), 1);
+    assert.equal((await kindsTo(s.merchant)).filter((k) => k === 'notice').length, 1);
+  });
+
+  test('the callback token never reaches the logs', async () => {
+    const s = await invoiceWithPush();
+    await callback(s.token, success(s, 1500, 'RCPTLOGS01'));
+    assert.ok(!f.logs.text().includes(s.token));
+  });
+});
+
+describe('new prompts', () => {
+  test('pay is refused while a prompt is under 2 minutes old and pending, then starts a new attempt', async () => {
+    const s = await invoiceWithPush();
+    await say(s.customer, 'pay');
+    assert.equal((await attemptsOf(s.invoice.id)).length, 1, 'refused: the first prompt is still pending');
+    clock += 2 * 60_000 + 1_000;
+    await say(s.customer, 'pay');
+    await waitFor(async () => (await attemptsOf(s.invoice.id)).length === 2);
+    await waitFor(() => daraja.pushes().filter((r) => r.body.PhoneNumber === s.customer).length === 2, 10_000, 'second push');
+  });
+
+  test('a success after a failure of another attempt leaves exactly one paid transition', async () => {
+    const s = await invoiceWithPush();
+    const failed = callbackBody({ checkoutRequestId: s.checkoutRequestId, merchantRequestId: s.merchantRequestId, resultCode: 2001, resultDesc: 'wrong PIN' });
+    await callback(s.token, failed);
+    await say(s.merchant, `remind ${s.invoice.number}`);
+    await waitFor(() => daraja.pushes().filter((r) => r.body.PhoneNumber === s.customer).length === 2, 10_000, 'second push');
+    const second = daraja.pushes().filter((r) => r.body.PhoneNumber === s.customer)[1]!;
+    const token2 = tokenOf(second);
+    await waitFor(async () => (await attemptsOf(s.invoice.id))[1]?.checkout_request_id != null);
+    const attempt2 = (await attemptsOf(s.invoice.id))[1]!;
+    await callback(token2, success({ checkoutRequestId: attempt2.checkout_request_id!, merchantRequestId: attempt2.merchant_request_id!, customer: s.customer }, 1500, 'RCPTSECOND'));
+    await callback(s.token, failed);
+    assert.equal((await invoiceRow(s.invoice.id)).status, 'paid');
+    assert.equal(await events(s.invoice.id, 'paid'), 1);
+  });
+});
+
+describe('reconciliation', () => {
+  /** The fake answers queries in order, whoever asks: leave only this test's attempt pending. */
+  async function onlyPending(invoiceId: string) {
+    await f.database.handle.db.updateTable('payment_attempts').set({ status: 'failed' }).where('status', '=', 'pending').where('invoice_id', '<>', invoiceId).execute();
+  }
+
+  test('a lost callback is healed by the STK query through the same path; still-processing stays pending', async () => {
+    const s = await invoiceWithPush();
+    await onlyPending(s.invoice.id);
+    clock += 4 * 60_000;
+    daraja.queueQuery({ kind: 'pending' });
+    await f.deps.payments.reconcile();
+    assert.equal((await attemptsOf(s.invoice.id))[0]!.status, 'pending');
+    daraja.queueQuery({ kind: 'result', resultCode: '0', resultDesc: 'The service request is processed successfully.' });
+    const result = await f.deps.payments.reconcile();
+    assert.ok(result.applied >= 1);
+    assert.equal((await invoiceRow(s.invoice.id)).status, 'paid');
+    assert.equal(await events(s.invoice.id, 'paid'), 1);
+  });
+
+  test('no answer for long enough expires the attempt; a query never overwrites a recorded success', async () => {
+    const s = await invoiceWithPush();
+    clock += 31 * 60_000;
+    await f.deps.payments.reconcile();
+    assert.equal((await attemptsOf(s.invoice.id))[0]!.status, 'expired');
+
+    const t = await invoiceWithPush();
+    await callback(t.token, success(t, 1500, 'RCPTKEEP01'));
+    await onlyPending(t.invoice.id);
+    clock += 4 * 60_000;
+    daraja.queueQuery({ kind: 'result', resultCode: '1032', resultDesc: 'cancelled' });
+    await f.deps.payments.reconcile();
+    assert.equal((await attemptsOf(t.invoice.id))[0]!.status, 'succeeded');
+    assert.equal((await invoiceRow(t.invoice.id)).status, 'paid');
+  });
+});
+
+describe('reminders', () => {
+  test('due tomorrow and due today: each reminder once, even when run concurrently', async () => {
+    const s = await invoiceWithPush();
+    const day = (offsetDays: number) => new Date(clock + 3 * 3600_000 + offsetDays * 86_400_000).toISOString().slice(0, 10);
+    await f.database.handle.db.updateTable('invoices').set({ due_date: day(1) }).where('id', '=', s.invoice.id).execute();
+    await Promise.all([f.deps.payments.sendReminders(), f.deps.payments.sendReminders(), f.deps.payments.sendReminders()]);
+    await f.deps.payments.sendReminders();
+    await f.database.handle.db.updateTable('invoices').set({ due_date: day(0) }).where('id', '=', s.invoice.id).execute();
+    await f.deps.payments.sendReminders();
+    await f.deps.payments.sendReminders();
+    const sent = await f.database.handle.db.selectFrom('invoice_reminders').select('kind').where('invoice_id', '=', s.invoice.id).orderBy('kind').execute();
+    assert.deepEqual(sent.map((r) => r.kind), ['due_today', 'due_tomorrow']);
+    assert.equal((await kindsTo(s.customer)).filter((k) => k === 'reminder').length, 2);
+  });
+
+  test('two workers (two app instances on one database) send each reminder once', async () => {
+    const s = await invoiceWithPush();
+    const tomorrow = new Date(clock + 3 * 3600_000 + 86_400_000).toISOString().slice(0, 10);
+    await f.database.handle.db.updateTable('invoices').set({ due_date: tomorrow }).where('id', '=', s.invoice.id).execute();
+    const second = buildTestApp(f.database, { now });
+    await Promise.all([f.deps.payments.sendReminders(), second.deps.payments.sendReminders(), f.deps.payments.sendReminders(), second.deps.payments.sendReminders()]);
+    assert.equal((await kindsTo(s.customer)).filter((k) => k === 'reminder').length, 1);
+  });
+
+  test('paid invoices get no reminder', async () => {
+    const s = await invoiceWithPush();
+    await callback(s.token, success(s, 1500, 'RCPTNOREM1'));
+    const tomorrow = new Date(clock + 3 * 3600_000 + 86_400_000).toISOString().slice(0, 10);
+    await f.database.handle.db.updateTable('invoices').set({ due_date: tomorrow }).where('id', '=', s.invoice.id).execute();
+    await f.deps.payments.sendReminders();
+    assert.equal((await kindsTo(s.customer)).filter((k) => k === 'reminder').length, 0);
+  });
+});
+
+describe('source allow-list', () => {
+  test('with MPESA_CALLBACK_ALLOWED_IPS set, only listed addresses reach the callback (real HTTP)', async () => {
+    const guarded = buildTestApp(f.database, { env: { MPESA_CALLBACK_ALLOWED_IPS: '196.201.214.200, 196.201.214.206' } });
+    const server = serve({ fetch: guarded.app.fetch, port: 0, hostname: '127.0.0.1' });
+    await new Promise<void>((resolve) => server.once('listening', () => resolve()));
+    const { port } = server.address() as AddressInfo;
+    try {
+      const post = (headers: Record<string, string>) =>
+        fetch(`http://127.0.0.1:${port}/payments/stk/callback/some-token`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: '{}' });
+      assert.equal((await post({})).status, 403, '127.0.0.1 is not on the list');
+      assert.equal((await post({ 'fly-client-ip': '203.0.113.7' })).status, 403);
+      assert.equal((await post({ 'fly-client-ip': '196.201.214.206' })).status, 422, 'allowed through to the body check');
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+
+  test('the caller address comes from the proxy header only when the socket is a private proxy', () => {
+    assert.equal(clientAddress('172.16.5.4', { fly: '196.201.214.200' }), '196.201.214.200');
+    assert.equal(clientAddress('fdaa:0:1::3', { forwarded: '6.6.6.6, 196.201.214.200' }), '196.201.214.200', 'only the entry our proxy appended');
+    assert.equal(clientAddress('10.0.0.5', { forwarded: '196.201.214.200, 203.0.113.9' }), '203.0.113.9', 'what the client wrote first is not believed');
+    assert.equal(clientAddress('::ffff:172.18.0.3', { fly: '196.201.214.200' }), '196.201.214.200', 'an IPv4-mapped private proxy');
+    assert.equal(clientAddress('203.0.113.9', { fly: '196.201.214.200' }), '203.0.113.9', 'a public caller cannot claim another address');
+    assert.equal(clientAddress('::ffff:203.0.113.9', {}), '203.0.113.9');
+  });
+});
+
