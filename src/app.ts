@@ -7,6 +7,7 @@ import { healthRoutes } from './http/health.js';
 import { dashboardRoutes } from './http/dashboard.js';
 import { applyCommonMiddleware, type AppEnv } from './http/middleware.js';
 import { paymentRoutes } from './http/payments.js';
+import { simulatorRoutes } from './http/simulator.js';
 import { smsRoutes } from './http/sms.js';
 import { statsRoutes } from './http/stats.js';
 import { whatsappRoutes } from './http/whatsapp.js';
@@ -20,5 +21,6 @@ export function createApp(deps: Deps): Hono<AppEnv> {
   app.route('/', paymentRoutes(deps));
   app.route('/', statsRoutes(deps));
   app.route('/', dashboardRoutes(deps));
+  if (deps.simulator !== undefined) app.route('/', simulatorRoutes(deps, deps.simulator));
   return app;
 }

@@ -82,6 +82,8 @@ const EnvSchema = z.object({
   STATS_API_TOKEN: optionalString,
   PUBLIC_BASE_URL: optionalString.pipe(httpUrl.optional()),
 
+  SIMULATOR: z.enum(['auto', 'off'], { error: 'must be auto or off' }).default('auto'),
+
   SHUTDOWN_TIMEOUT_MS: z.coerce.number({ error: 'must be a number' }).int().min(100).max(60_000).default(8_000),
 });
 
@@ -100,6 +102,20 @@ const requiredInProduction = [
   'MPESA_PASSKEY',
   'MPESA_CALLBACK_URL',
   'STATS_API_TOKEN',
+] as const satisfies readonly (keyof z.infer<typeof EnvSchema>)[];
+
+/** Any of these set means real provider accounts: the simulator stays off. */
+const providerCredentials = [
+  'WABA_TOKEN',
+  'WABA_PHONE_ID',
+  'WABA_APP_SECRET',
+  'WABA_VERIFY_TOKEN',
+  'SMS_API_KEY',
+  'SMS_USERNAME',
+  'MPESA_CONSUMER_KEY',
+  'MPESA_CONSUMER_SECRET',
+  'MPESA_PASSKEY',
+  'MPESA_SHORTCODE',
 ] as const satisfies readonly (keyof z.infer<typeof EnvSchema>)[];
 
 const ProductionRules = EnvSchema.superRefine((env, ctx) => {
@@ -169,6 +185,11 @@ export type Config = Readonly<{
     callbackAllowedIps: readonly string[];
   }>;
   stats: Readonly<{ apiToken: string | undefined; publicBaseUrl: string | undefined }>;
+  /**
+   * Simulator mode (src/simulator): development with no WhatsApp, M-PESA or SMS credential
+   * at all, unless SIMULATOR=off. Never in production.
+   */
+  simulator: boolean;
 }>;
 
 /** Thrown when the environment does not describe a runnable service; `problems` names each one. */
@@ -266,5 +287,6 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       callbackAllowedIps: e.MPESA_CALLBACK_ALLOWED_IPS,
     },
     stats: { apiToken: e.STATS_API_TOKEN, publicBaseUrl: e.PUBLIC_BASE_URL?.replace(/\/+$/, '') },
+    simulator: e.APP_ENV === 'development' && e.SIMULATOR === 'auto' && providerCredentials.every((name) => e[name] === undefined),
   });
 }

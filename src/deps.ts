@@ -19,6 +19,7 @@ import { createPayments, type Payments } from './payments/service.js';
 import { createDarajaClient, type DarajaClient } from './providers/mpesa/client.js';
 import { createSmsClient, type SmsClient } from './providers/sms/client.js';
 import { createWhatsAppClient, type WhatsAppClient } from './providers/whatsapp/client.js';
+import type { Simulator } from './simulator/index.js';
 
 export type Deps = {
   readonly config: Config;
@@ -37,6 +38,8 @@ export type Deps = {
   readonly now: () => Date;
   /** Every job kind the workers run. */
   readonly jobDefinitions: readonly JobDefinition[];
+  /** Simulator mode only: the sandbox standing in for the providers. */
+  readonly simulator: Simulator | undefined;
 };
 
 export type DepsOptions = {
@@ -51,6 +54,8 @@ export type DepsOptions = {
   supervise?: boolean;
   /** The clock of the conversation and payments (tests move it). */
   now?: () => Date;
+  /** Simulator mode: the sandbox, whose inbox replaces Africa's Talking. */
+  simulator?: Simulator;
 };
 
 export function createDeps(options: DepsOptions): Deps {
@@ -70,7 +75,7 @@ export function createDeps(options: DepsOptions): Deps {
     token: config.whatsapp.token,
     timeoutMs: config.whatsapp.timeoutMs,
   });
-  const sms = createSmsClient({
+  const sms = options.simulator?.sandbox.sms ?? createSmsClient({
     apiKey: config.sms.apiKey,
     username: config.sms.username,
     senderId: config.sms.senderId,
@@ -129,6 +134,7 @@ export function createDeps(options: DepsOptions): Deps {
     inbound,
     daraja,
     payments,
+    simulator: options.simulator,
     jobDefinitions: [heartbeatJob, outbox.job, inbound.retryJob, ...payments.jobs, ...(options.extraJobs ?? [])],
   };
 }

@@ -10,6 +10,7 @@ import { openDatabase } from './db/connect.js';
 import { migrateToLatest, pendingMigrations } from './db/migrate.js';
 import type { Deps } from './deps.js';
 import type { Logger } from './logger.js';
+import { startSimulator, type SimulatorOptions } from './simulator/index.js';
 
 /** How long the embedded database leaves its first moments to the HTTP server. */
 const EMBEDDED_JOBS_DELAY_MS = 500;
@@ -55,11 +56,22 @@ function drainOnStop(server: HttpServer): () => void {
   };
 }
 
-export async function startService(config: Config, logger: Logger): Promise<RunningService> {
+export type ServiceOptions = {
+  /** Simulator mode: prompt timeout and status delays (tests shorten them). */
+  simulator?: SimulatorOptions;
+};
+
+export async function startService(givenConfig: Config, logger: Logger, options: ServiceOptions = {}): Promise<RunningService> {
+  // Simulator mode: the sandbox starts first, and the bot runs on the config that points at it.
+  const simulated = givenConfig.simulator ? await startSimulator(givenConfig, logger, options.simulator) : undefined;
+  const config = simulated?.config ?? givenConfig;
   // The database opens (PGlite compiles its WebAssembly off the main thread) while the rest
   // of the app's modules load: a shorter cold start.
   const [database, { createDeps }, { createApp }, { serve }, { heartbeatJob }] = await Promise.all([
-    openDatabase(config.database),
+    openDatabase(config.database).catch(async (error: unknown) => {
+      await simulated?.simulator.close();
+      throw error;
+    }),
     import('./deps.js'),
     import('./app.js'),
     import('@hono/node-server'),
@@ -71,7 +83,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
       const result = await migrateToLatest(database.db);
       for (const r of result.results ?? []) logger.info({ migration: r.migrationName }, 'migration applied');
     }
-    const deps = createDeps({ config, logger, database });
+    const deps = createDeps({ config, logger, database, ...(simulated === undefined ? {} : { simulator: simulated.simulator }) });
     const { jobs } = deps;
     const app = createApp(deps);
     const server = serve({ fetch: app.fetch, port: config.port, hostname: config.host });
@@ -104,6 +116,11 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
       }
     }
     logger.info({ port, database: database.kind }, `InvoiceIQ listening on http://localhost:${port}`);
+    if (simulated !== undefined) {
+      const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+      simulated.simulator.sandbox.setAppUrl(`http://${host.includes(':') ? `[${host}]` : host}:${port}`);
+      logger.info({ simulator: true }, `Simulator mode (no WhatsApp, M-PESA or SMS accounts configured): open http://localhost:${port}/simulator`);
+    }
 
     let stopping: Promise<void> | undefined;
     const stop = () =>
@@ -118,11 +135,13 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
         await jobsStarted.catch(() => undefined);
         await jobs.stop(config.shutdownTimeoutMs / 2);
         await deps.outbox.idle();
+        await simulated?.simulator.close();
         await database.close();
         logger.info('InvoiceIQ stopped');
       })());
     return { deps, port, stop };
   } catch (error) {
+    await simulated?.simulator.close();
     await database.close();
     throw error;
   }

@@ -14,57 +14,31 @@
  *
  * No CDN and no web fonts: everything the page loads comes from this app.
  */
-import { readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { gzipSync } from 'node:zlib';
 import { Hono, type Context } from 'hono';
 import { html } from 'hono/html';
 import type { Deps } from '../deps.js';
 import { formatPhone } from '../domain/parse.js';
-import { sha256Hex } from '../security.js';
+import { createAssetStore, CSS, JS, type AssetEntry } from './assets.js';
 import { callerKey, LINK_TTL_MS, type Viewer } from './auth.js';
 import type { AppEnv } from './middleware.js';
 
 /** The page's own files: next to this module as src/http/dashboard/assets (tsx) or dist/src/http/dashboard/assets (compiled, copied by `npm run postbuild`). */
 const OWN_ASSETS = new URL('./dashboard/assets/', import.meta.url);
 
-const JS = 'text/javascript; charset=utf-8';
-const CSS = 'text/css; charset=utf-8';
-
 /** Chart.js's UMD build, wherever npm installed the package (its `exports` hide dist/, so go through the main entry). */
 function chartJsUmd(): string {
   return join(dirname(createRequire(import.meta.url).resolve('chart.js')), 'chart.umd.js');
 }
 
-/** Every file /dashboard/assets/ serves; nothing else is ever read from disk. */
-const ALLOW_LIST: Readonly<Record<string, { path: () => string; contentType: string }>> = {
+/** Every file /dashboard/assets/ serves. */
+const ALLOW_LIST: Readonly<Record<string, AssetEntry>> = {
   'dashboard.js': { path: () => fileURLToPath(new URL('dashboard.js', OWN_ASSETS)), contentType: JS },
   'dashboard.css': { path: () => fileURLToPath(new URL('dashboard.css', OWN_ASSETS)), contentType: CSS },
   'chart.umd.js': { path: chartJsUmd, contentType: JS },
 };
-
-type Asset = { body: Uint8Array<ArrayBuffer>; gzip: Uint8Array<ArrayBuffer>; contentType: string; version: string };
-
-let loaded: ReadonlyMap<string, Asset> | undefined;
-
-/** Reads and gzips every allowed asset, once per process, on the first page or asset request. */
-function loadAssets(): ReadonlyMap<string, Asset> {
-  if (loaded !== undefined) return loaded;
-  const assets = new Map<string, Asset>();
-  for (const [name, entry] of Object.entries(ALLOW_LIST)) {
-    const body = new Uint8Array(readFileSync(entry.path()));
-    assets.set(name, {
-      body,
-      gzip: new Uint8Array(gzipSync(body, { level: 9 })),
-      contentType: entry.contentType,
-      version: sha256Hex(body).slice(0, 16),
-    });
-  }
-  loaded = assets;
-  return assets;
-}
 
 /** Pages: same-origin everything, no inline script or style, no framing. */
 const PAGE_CSP = [
@@ -84,10 +58,9 @@ const PREVIEW_FETCHER = /^(WhatsApp\/|facebookexternalhit\/|Facebot|meta-externa
 
 export function dashboardRoutes(deps: Pick<Deps, 'auth' | 'config'>): Hono<AppEnv> {
   const routes = new Hono<AppEnv>();
-  // A missing file still stops start-up (a cheap check); reading and gzipping wait for the first request.
-  for (const entry of Object.values(ALLOW_LIST)) statSync(entry.path());
+  const assets = createAssetStore('/dashboard/assets/', ALLOW_LIST);
   const { limiter } = deps.auth;
-  const assetUrl = (name: string) => `/dashboard/assets/${name}?v=${loadAssets().get(name)!.version}`;
+  const assetUrl = assets.url;
   const adminConfigured = deps.config.stats.apiToken !== undefined;
 
   function layout(title: string, body: unknown, options: { bodyAttributes?: unknown; scripts?: boolean } = {}) {
@@ -290,20 +263,7 @@ ${status('cancelled', 'Cancelled')}
     return c.redirect('/dashboard', 303);
   });
 
-  routes.get('/dashboard/assets/:name', (c) => {
-    const asset = loadAssets().get(c.req.param('name'));
-    if (asset === undefined) return c.notFound();
-    c.header('Cache-Control', 'public, max-age=31536000, immutable');
-    c.header('ETag', `"${asset.version}"`);
-    c.header('Vary', 'Accept-Encoding');
-    c.header('Content-Type', asset.contentType);
-    if (c.req.header('if-none-match') === `"${asset.version}"`) return c.body(null, 304);
-    if (/\bgzip\b/i.test(c.req.header('accept-encoding') ?? '')) {
-      c.header('Content-Encoding', 'gzip');
-      return c.body(asset.gzip);
-    }
-    return c.body(asset.body);
-  });
+  routes.get('/dashboard/assets/:name', (c) => assets.serve(c, c.req.param('name')));
 
   return routes;
 }

@@ -45,7 +45,8 @@ export type Payments = {
   /** A callback whose token (from the URL) and body were read: applies it, or says why not. */
   handleCallback(token: string, result: PaymentResult): Promise<CallbackOutcome>;
   /** Asks Daraja about attempts still pending; expires those with no answer. */
-  reconcile(): Promise<{ queried: number; applied: number; expired: number }>;
+  /** Asks M-PESA about attempts still pending after `olderThanMs` (default: 3 minutes; the simulator's "ask now" passes 0). */
+  reconcile(options?: { olderThanMs?: number }): Promise<{ queried: number; applied: number; expired: number }>;
   /** Queues the due-tomorrow and due-today reminders not sent yet. */
   sendReminders(): Promise<number>;
   readonly jobs: readonly JobDefinition[];
@@ -375,7 +376,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
     return { status: outcome.status };
   }
 
-  async function reconcile(): Promise<{ queried: number; applied: number; expired: number }> {
+  async function reconcile(options: { olderThanMs?: number } = {}): Promise<{ queried: number; applied: number; expired: number }> {
     const at = now();
     let queried = 0;
     let applied = 0;
@@ -384,7 +385,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
       .selectFrom('payment_attempts')
       .select(['id', 'checkout_request_id', 'created_at', 'push_started_at'])
       .where('status', '=', 'pending')
-      .where('created_at', '<', new Date(at.getTime() - RECONCILE_AFTER_MS))
+      .where('created_at', '<', new Date(at.getTime() - (options.olderThanMs ?? RECONCILE_AFTER_MS)))
       .orderBy('created_at')
       .limit(50)
       .execute();
