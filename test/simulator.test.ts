@@ -10,7 +10,8 @@ import { sql } from 'kysely';
 import { loadConfig } from '../src/config.js';
 import { createApp } from '../src/app.js';
 import type { SimulatorState } from '../src/simulator/contract.js';
-import { buildTestApp } from './helpers/app.js';
+import { startSimulator } from '../src/simulator/index.js';
+import { buildTestApp, captureLogs } from './helpers/app.js';
 import { createTestDatabase } from './helpers/database.js';
 import { botMessage, CUSTOMER, MERCHANT, startSimulatorService, textOf, type SimulatorRun } from './helpers/simulator.js';
 
@@ -47,7 +48,8 @@ const waitingPrompt = (s: SimulatorState, reference: string) => s.prompts.find((
 describe('simulator mode: the whole story with no accounts', () => {
   let sim: SimulatorRun;
   before(async () => {
-    sim = await startSimulatorService();
+    // Two tries per channel: "WhatsApp down" reaches SMS after one retry, not four.
+    sim = await startSimulatorService({ DELIVERY_MAX_ATTEMPTS: '2' });
   });
   after(async () => {
     await sim.stop();
@@ -212,18 +214,35 @@ describe('simulator mode: the whole story with no accounts', () => {
     }
   });
 
-  test('outside the 24-hour window: free-form messages fail with 131047 and fall back to SMS; the customer writing reopens it', async () => {
-    // The customer has written before (tests above), so the bot thinks the window is open.
-    const switches = await sim.switches({ outsideWindow: true });
-    assert.equal(switches.outsideWindow, true);
-    const number = await invoiceAndConfirm(sim, 1200, 'Eggs');
-    // The bot's own clock now says outside: the invoice goes as a template.
-    await sim.waitFor('the invoice template', (s) => s.chats.customer.find((m) => m.content.type === 'template' && m.content.body.includes(number) && m.status !== 'failed'));
-    assert.equal((await sim.send('customer', { text: 'hello' })).status, 200);
-    const state = await sim.state();
-    assert.equal(state.switches.outsideWindow, false, 'the customer writing reopened the window');
-    await sim.waitFor('the prompt', (s) => waitingPrompt(s, number));
-    await settlePrompts(sim);
+  test('outside the 24-hour window: the invoice goes as a template; turning it off restores the window; the customer writing reopens it', async () => {
+    const { db } = sim.service.deps.database;
+    const lastInbound = async () =>
+      (await db.selectFrom('conversations').select('last_inbound_at').where('phone', '=', CUSTOMER).executeTakeFirstOrThrow()).last_inbound_at;
+    // The customer has written before (tests above), so the bot knows an open window.
+    const before = await lastInbound();
+    assert.ok(before !== null && Date.now() - before.getTime() < 3_600_000);
+    try {
+      assert.equal((await sim.switches({ outsideWindow: true })).outsideWindow, true);
+      assert.ok(Date.now() - (await lastInbound())!.getTime() > 24 * 3_600_000, 'the bot now believes the customer wrote 25 hours ago');
+      const number = await invoiceAndConfirm(sim, 1200, 'Eggs');
+      await sim.waitFor('the invoice template', (s) =>
+        s.chats.customer.find((m) => m.content.type === 'template' && m.content.body.includes(number) && m.status === 'read'),
+      );
+      await sim.waitFor('the prompt', (s) => waitingPrompt(s, number));
+      await settlePrompts(sim);
+
+      // Off again: the bot's record comes back as it was.
+      assert.equal((await sim.switches({ outsideWindow: false })).outsideWindow, false);
+      assert.equal((await lastInbound())?.getTime(), before.getTime());
+
+      // On, then the customer writes: that opens the window for real and clears the switch.
+      await sim.switches({ outsideWindow: true });
+      assert.equal((await sim.send('customer', { text: 'hello' })).status, 200);
+      assert.equal((await sim.state()).switches.outsideWindow, false, 'the customer writing reopened the window');
+      assert.ok(Date.now() - (await lastInbound())!.getTime() < 60_000);
+    } finally {
+      await sim.switches({ outsideWindow: false });
+    }
   });
 
   test('WhatsApp down: sends get 503, retried with backoff, and the reply reaches the merchant by SMS', async () => {
@@ -248,6 +267,12 @@ describe('simulator mode: the whole story with no accounts', () => {
     assert.equal((await sim.post('/simulator/api/prompts/ws_CO_unknown', { action: 'pin', pin: 'abc' })).status, 400);
     assert.equal((await sim.post('/simulator/api/switches', { wifi: true }, 'PUT')).status, 400);
     assert.equal((await sim.post('/simulator/api/phones/merchant/send', 'not json', 'POST')).status, 400);
+    // Only JSON, and never from another site: no other page can drive the simulator.
+    const plain = await fetch(`${sim.baseUrl}/simulator/api/reset`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: '{}' });
+    assert.equal(plain.status, 415);
+    const crossSite = await fetch(`${sim.baseUrl}/simulator/api/reset`, { method: 'POST', headers: { 'content-type': 'application/json', 'sec-fetch-site': 'cross-site' }, body: '{}' });
+    assert.equal(crossSite.status, 403);
+    assert.ok((await sim.state()).chats.merchant.length > 0, 'nothing was reset');
   });
 
   test('the sandbox answers like the providers: wrong credentials are refused', async () => {
@@ -283,13 +308,34 @@ describe('simulator mode: the whole story with no accounts', () => {
 });
 
 describe('simulator mode is off when it must be', () => {
-  test('any provider credential, SIMULATOR=off, or production turns it off', () => {
+  test('any provider credential, SIMULATOR=off, or production turns it off', async () => {
     assert.equal(loadConfig({}).simulator, true);
     assert.equal(loadConfig({ WABA_TOKEN: 'EAAG-token' }).simulator, false);
     assert.equal(loadConfig({ MPESA_CONSUMER_KEY: 'key' }).simulator, false);
     assert.equal(loadConfig({ SMS_API_KEY: 'key' }).simulator, false);
     assert.equal(loadConfig({ SIMULATOR: 'off' }).simulator, false);
     assert.throws(() => loadConfig({ SIMULATOR: 'on' }), /SIMULATOR must be auto or off/);
+    // Production without credentials does not start at all; with them the simulator is off.
+    assert.throws(() => loadConfig({ APP_ENV: 'production' }), /WABA_TOKEN is required/);
+    const production = loadConfig({
+      APP_ENV: 'production',
+      DATABASE_URL: 'postgres://u@db/x',
+      WABA_TOKEN: 't',
+      WABA_PHONE_ID: '1',
+      WABA_VERIFY_TOKEN: 'v',
+      WABA_APP_SECRET: 's',
+      SMS_API_KEY: 'k',
+      SMS_USERNAME: 'u',
+      MPESA_CONSUMER_KEY: 'k',
+      MPESA_CONSUMER_SECRET: 's',
+      MPESA_SHORTCODE: '174379',
+      MPESA_PASSKEY: 'p',
+      MPESA_CALLBACK_URL: 'https://x.example/cb',
+      STATS_API_TOKEN: 'x'.repeat(32),
+    });
+    assert.equal(production.simulator, false);
+    // Even a hand-made config cannot start it in production.
+    await assert.rejects(startSimulator({ ...production, simulator: true }, captureLogs().logger), /only in development/);
   });
 
   test('with credentials the simulator routes do not exist', async () => {

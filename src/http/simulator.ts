@@ -82,6 +82,16 @@ export function simulatorRoutes(deps: Pick<Deps, 'database' | 'payments'>, simul
   routes.get('/simulator/', (c) => c.redirect('/simulator', 301));
   routes.get('/simulator/assets/:name', (c) => assets.serve(c, c.req.param('name')));
 
+  // The API changes things (and reset deletes rows): only JSON, and never from another site,
+  // so no other page open in the browser can drive it (a form or a text/plain fetch cannot).
+  routes.use('/simulator/api/*', async (c, next) => {
+    if (c.req.header('sec-fetch-site') === 'cross-site') throw new ApiError(403, 'forbidden', 'The simulator is driven from its own page only.');
+    if (c.req.method !== 'GET' && !/^application\/json\b/i.test(c.req.header('content-type') ?? '')) {
+      throw new ApiError(415, 'unsupported_media_type', 'Send JSON (Content-Type: application/json).');
+    }
+    await next();
+  });
+
   routes.get('/simulator/api/state', (c) => {
     c.header('Cache-Control', 'no-store');
     return c.json(sandbox.state());

@@ -82,23 +82,38 @@ export async function startSimulator(config: Config, logger: Logger, options: Si
     stats: Object.freeze({ ...config.stats, publicBaseUrl: config.stats.publicBaseUrl ?? (config.port === 0 ? undefined : `http://localhost:${config.port}`) }),
   });
   const phones = Object.values(SIMULATOR_PHONES);
+  /** The customer's real last-inbound time while "outside the window" pretends otherwise. */
+  let savedLastInbound: Date | null | undefined;
   return {
     config: simulated,
     simulator: {
       sandbox,
       phones: SIMULATOR_PHONES,
       async setSwitches(db, change) {
-        if (change.outsideWindow === true) {
+        const wasOutside = sandbox.state().switches.outsideWindow;
+        if (change.outsideWindow === true && !wasOutside) {
+          // The bot's own record of the customer's last message goes 25 hours back, and comes
+          // back when the switch is turned off (unless the customer wrote since).
+          const before = await db.selectFrom('conversations').select('last_inbound_at').where('phone', '=', SIMULATOR_PHONES.customer).executeTakeFirst();
+          savedLastInbound = before?.last_inbound_at ?? null;
           await db
             .updateTable('conversations')
             .set({ last_inbound_at: sql<Date>`now() - interval '25 hours'`, updated_at: sql<Date>`now()` })
             .where('phone', '=', SIMULATOR_PHONES.customer)
             .execute();
         }
+        if (change.outsideWindow === false && wasOutside && savedLastInbound !== undefined) {
+          await db
+            .updateTable('conversations')
+            .set({ last_inbound_at: savedLastInbound, updated_at: sql<Date>`now()` })
+            .where('phone', '=', SIMULATOR_PHONES.customer)
+            .execute();
+          savedLastInbound = undefined;
+        }
         return sandbox.setSwitches(change);
       },
       async reset(db) {
-        sandbox.reset();
+        savedLastInbound = undefined;
         await db.transaction().execute(async (trx) => {
           const merchantIds = trx.selectFrom('merchants').select('id').where('phone', 'in', phones);
           const invoiceIds = trx
@@ -110,10 +125,15 @@ export async function startSimulator(config: Config, logger: Logger, options: Si
           await trx.deleteFrom('invoices').where('id', 'in', invoiceIds).execute();
           await trx.deleteFrom('merchants').where('phone', 'in', phones).execute();
           await trx.deleteFrom('conversations').where('phone', 'in', phones).execute();
+          // The raw events the two numbers sent (messages), or that were about them (statuses,
+          // SMS reports, M-PESA callbacks): the number appears in the stored payload.
           for (const phone of phones) {
             await trx.deleteFrom('inbound_events').where(sql<boolean>`payload::text like ${`%${phone}%`}`).execute();
           }
         });
+        // After the database: a failed reset leaves both as they were. (A delivery already in
+        // flight may still add a bubble just after.)
+        sandbox.reset();
       },
       close: () => sandbox.close(),
     },

@@ -7,9 +7,9 @@
  *
  * What the switches do, as the real providers would:
  * - notOnWhatsApp: sends to the customer are accepted, then a `failed` status with 131026.
- * - outsideWindow: the customer last wrote 25 hours ago. As Meta does for anyone who has not
- *   written in 24 hours, free-form sends are accepted, then `failed` with 131047; templates
- *   go through. The customer's next message opens the window again (and clears the switch).
+ * - outsideWindow: the customer last wrote 25 hours ago. As Meta does then, free-form sends to
+ *   the customer are accepted, then `failed` with 131047; templates go through. The
+ *   customer's next message opens the window again (and clears the switch).
  * - whatsappDown: every send answers HTTP 503.
  * - callbackLost: Safaricom never posts the callback; the STK query still tells the truth.
  */
@@ -58,6 +58,8 @@ export type Sandbox = {
   answerPrompt(checkoutRequestId: string, action: PromptAction): Promise<PromptState | undefined>;
   setSwitches(change: Partial<Switches>): Switches;
   reset(): void;
+  /** Stops sending status webhooks and timing out prompts (the app is stopping). */
+  pause(): void;
   close(): Promise<void>;
 };
 
@@ -69,6 +71,7 @@ export const SIMULATOR_TEMPLATES = {
 } as const;
 
 const LOG_LIMIT = 60;
+const tickRank: Record<ChatItem['status'], number> = { pending: 0, failed: 1, sent: 1, delivered: 2, read: 3 };
 const CHAT_LIMIT = 300;
 
 // ---- Request bodies the sandbox reads (what our clients send, checked as Meta / Safaricom would).
@@ -157,12 +160,6 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
   let prompts: StoredPrompt[] = [];
   let log: LogItem[] = [];
   const tokens = new Set<string>();
-  /** When each phone last wrote to the business (Meta's 24-hour customer-service window). */
-  let lastInbound: Record<Who, number | undefined> = { merchant: undefined, customer: undefined };
-  const insideWindow = (who: Who) => {
-    const last = lastInbound[who];
-    return last !== undefined && Date.now() - last < 24 * 60 * 60 * 1000;
-  };
   const timers = new Set<NodeJS.Timeout>();
   let generation = 0;
   let counter = 0;
@@ -184,9 +181,9 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
   const addChat = (who: Who, item: StoredChat) => {
     chats = { ...chats, [who]: [...chats[who], item].slice(-CHAT_LIMIT) };
   };
-  const updateChat = (id: string, change: Partial<StoredChat>) => {
+  const updateChat = (id: string, change: Partial<StoredChat>, when: (current: ChatItem['status']) => boolean = () => true) => {
     for (const who of ['merchant', 'customer'] as const) {
-      chats = { ...chats, [who]: chats[who].map((item) => (item.id === id ? { ...item, ...change } : item)) };
+      chats = { ...chats, [who]: chats[who].map((item) => (item.id === id && when(item.status) ? { ...item, ...change } : item)) };
     }
   };
 
@@ -290,7 +287,8 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
         ],
       }),
     );
-    if (answered === 200) updateChat(itemId, { status });
+    // Status webhooks may be answered out of order: a bubble's ticks only move forward.
+    if (answered === 200) updateChat(itemId, { status }, (current) => status === 'failed' || tickRank[status] > tickRank[current]);
   }
 
   function graphError(c: Context, status: number, code: number, message: string) {
@@ -320,7 +318,8 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
     if (who !== undefined) {
       const id = nextId('m');
       addChat(who, { id, wamid, from: 'bot', at: new Date().toISOString(), content: rendered.content, status: 'pending' });
-      const failure = who === 'customer' && switches.notOnWhatsApp ? 131026 : send.type !== 'template' && !insideWindow(who) ? 131047 : undefined;
+      const failure =
+        who === 'customer' && switches.notOnWhatsApp ? 131026 : who === 'customer' && switches.outsideWindow && send.type !== 'template' ? 131047 : undefined;
       if (failure === undefined && send.type === 'template') note(`Template ${send.template?.name ?? ''} sent: ${who} is outside the 24-hour window`);
       if (failure !== undefined) {
         note(failure === 131026 ? 'Customer not on WhatsApp: Meta reports 131026 (undeliverable)' : 'Outside the 24-hour window: Meta reports 131047 for a free-form message');
@@ -435,7 +434,10 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
     const state: Exclude<PromptState, 'waiting'> =
       action.action === 'cancel' ? 'cancelled' : action.action === 'timeout' ? 'timed_out' : action.pin === options.demoPin ? 'paid' : 'wrong_pin';
     const result = resultTexts[state];
-    if (prompt.timer !== undefined) clearTimeout(prompt.timer);
+    if (prompt.timer !== undefined) {
+      clearTimeout(prompt.timer);
+      timers.delete(prompt.timer);
+    }
     prompt.timer = undefined;
     prompt.state = state;
     prompt.resultCode = result.code;
@@ -493,7 +495,6 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
       message = { ...base, type: 'button', button: { payload: request.templateButton.payload, text: request.templateButton.title } };
       content = { type: 'tap', title: request.templateButton.title };
     }
-    lastInbound = { ...lastInbound, [who]: Date.now() };
     if (who === 'customer' && switches.outsideWindow) {
       switches = { ...switches, outsideWindow: false };
       note('The customer wrote: the 24-hour window is open again');
@@ -541,8 +542,6 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
     send,
     answerPrompt,
     setSwitches(change) {
-      if (change.outsideWindow === true) lastInbound = { ...lastInbound, customer: Date.now() - 25 * 60 * 60 * 1000 };
-      if (change.outsideWindow === false && switches.outsideWindow) lastInbound = { ...lastInbound, customer: Date.now() };
       switches = { ...switches, ...change };
       note(`Switches: ${Object.entries(switches).filter(([, on]) => on).map(([name]) => name).join(', ') || 'all off'}`);
       return switches;
@@ -555,9 +554,13 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
       inbox = { merchant: [], customer: [] };
       prompts = [];
       log = [];
-      lastInbound = { merchant: undefined, customer: undefined };
       switches = { notOnWhatsApp: false, outsideWindow: false, callbackLost: false, whatsappDown: false };
       note('Simulator reset');
+    },
+    pause() {
+      generation += 1;
+      for (const timer of timers) clearTimeout(timer);
+      timers.clear();
     },
     async close() {
       for (const timer of timers) clearTimeout(timer);

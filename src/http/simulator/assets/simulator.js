@@ -617,7 +617,7 @@
     ui.reconcileBtn.disabled = true;
     panelError('');
     ui.note.textContent = '';
-    api('POST', '/simulator/api/reconcile').then(function (r) {
+    api('POST', '/simulator/api/reconcile', {}).then(function (r) {
       r = r || {};
       ui.note.textContent = t('reconciled', { q: r.queried || 0, a: r.applied || 0, e: r.expired || 0 });
     }, function (e) {
@@ -632,7 +632,7 @@
     ui.resetBtn.disabled = true;
     panelError('');
     ui.note.textContent = '';
-    api('POST', '/simulator/api/reset').then(function () {
+    api('POST', '/simulator/api/reset', {}).then(function () {
       openLists.clear();
       seenWaiting.clear();
       finishedAt.clear();
