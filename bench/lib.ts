@@ -78,6 +78,20 @@ export function post(port: number, r: BenchRequest): Promise<{ status: number; m
   });
 }
 
+/** GET over the same keep-alive agent; resolves with the status and the body. */
+export function get(port: number, path: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, method: 'GET', agent, headers }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.setTimeout(10_000, () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 /** Fixed concurrency for `seconds`; counts 200s as done, anything else as errors. */
 export async function closedLoop(port: number, seconds: number, concurrency: number, next: () => BenchRequest): Promise<{ rps: number; requests: number; errors: number }> {
   const deadline = performance.now() + seconds * 1000;

@@ -9,6 +9,7 @@ import { createConversationHandler } from './conversation/handler.js';
 import type { ConversationHandler } from './conversation/port.js';
 import type { DatabaseHandle } from './db/connect.js';
 import { createOutbox, type Outbox } from './delivery/outbox.js';
+import { statsFoldJob } from './stats/summary.js';
 import { createWhatsAppInbound, type WhatsAppInbound } from './inbound/whatsapp.js';
 import { heartbeatJob } from './jobs/heartbeat.js';
 import { createJobQueue, type JobDefinition, type JobQueue } from './jobs/queue.js';
@@ -135,6 +136,6 @@ export function createDeps(options: DepsOptions): Deps {
     daraja,
     payments,
     simulator: options.simulator,
-    jobDefinitions: [heartbeatJob, outbox.job, inbound.retryJob, ...payments.jobs, ...(options.extraJobs ?? [])],
+    jobDefinitions: [heartbeatJob, outbox.job, inbound.retryJob, ...payments.jobs, statsFoldJob(database.db), ...(options.extraJobs ?? [])],
   };
 }

@@ -98,6 +98,7 @@ export async function startService(givenConfig: Config, logger: Logger, options:
       // pg-boss runs each cron once across all instances.
       await jobs.boss.schedule('payments-reconcile', '* * * * *', {}, { tz: 'Africa/Nairobi' });
       await jobs.boss.schedule('invoice-reminders', '0 9 * * *', {}, { tz: 'Africa/Nairobi' });
+      await jobs.boss.schedule('stats-fold', '* * * * *', {}, { tz: 'Africa/Nairobi' });
     };
     let jobsStarted: Promise<void>;
     if (database.kind === 'embedded') {
@@ -118,13 +119,18 @@ export async function startService(givenConfig: Config, logger: Logger, options:
     logger.info({ port, database: database.kind }, `InvoiceIQ listening on http://localhost:${port}`);
     if (simulated !== undefined) {
       const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
-      simulated.simulator.sandbox.setAppUrl(`http://${host.includes(':') ? `[${host}]` : host}:${port}`);
-      logger.info({ simulator: true }, `Simulator mode (no WhatsApp, M-PESA or SMS accounts configured): open http://localhost:${port}/simulator`);
+      const origin = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+      simulated.simulator.sandbox.setAppUrl(origin);
+      const shown = host === '127.0.0.1' ? `http://localhost:${port}` : origin;
+      logger.info({ simulator: true }, `Simulator mode (no WhatsApp, M-PESA or SMS accounts configured): open ${shown}/simulator`);
     }
 
     let stopping: Promise<void> | undefined;
     const stop = () =>
       (stopping ??= (async () => {
+        // No more status webhooks or prompt time-outs from the sandbox; it keeps answering the
+        // deliveries still in flight until the end.
+        simulated?.simulator.sandbox.pause();
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         // In-flight requests get until the deadline; then their sockets are cut.
         const deadline = setTimeout(() => (server as { closeAllConnections?: () => void }).closeAllConnections?.(), config.shutdownTimeoutMs / 2);

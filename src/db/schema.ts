@@ -140,6 +140,19 @@ export interface InvoiceEventsTable {
   created_at: Generated<Date>;
 }
 
+/** Figures of invoices summed per Nairobi day of creation, status and due date ('infinity': none). */
+export interface InvoiceStatsTable {
+  day: ColumnType<Date, string, string>;
+  status: InvoiceStatus;
+  due_date: ColumnType<Date, string, string>;
+  invoices: ColumnType<string, number, number>;
+  amount: ColumnType<string, number, number>;
+  ever_sent: ColumnType<string, number, number>;
+  paid_after_sent: ColumnType<string, number, number>;
+  pay_seconds: ColumnType<string, number, number>;
+  pay_count: ColumnType<string, number, number>;
+}
+
 export interface Database {
   merchants: MerchantsTable;
   conversations: ConversationsTable;
@@ -151,6 +164,8 @@ export interface Database {
   invoice_reminders: InvoiceRemindersTable;
   dashboard_links: DashboardLinksTable;
   dashboard_sessions: DashboardSessionsTable;
+  invoice_stats_daily: InvoiceStatsTable;
+  invoice_stats_delta: InvoiceStatsTable;
 }
 
 export type Merchant = Selectable<MerchantsTable>;

@@ -7,7 +7,7 @@ import { Hono, type Context } from 'hono';
 import { z } from 'zod';
 import type { Deps } from '../deps.js';
 import { parsePhone } from '../domain/parse.js';
-import { daily, defaultPeriod, summary, type Period } from '../stats/summary.js';
+import { daily, defaultPeriod, summary, type MerchantScope, type Period } from '../stats/summary.js';
 import type { Viewer } from './auth.js';
 import { ApiError } from './errors.js';
 import type { AppEnv } from './middleware.js';
@@ -16,7 +16,7 @@ const isoDay = z.string().regex(/^\d{4}-\d{2}-\d{2}$/).refine((d) => !Number.isN
 const MAX_DAYS = 366 * 3;
 
 /** Reads `from`, `to` and `merchant`; 400 naming the parameter that is wrong. */
-async function readScope(c: Context<AppEnv>, deps: Pick<Deps, 'database'>, viewer: Viewer, now: Date): Promise<{ period: Period; merchantId: string | null }> {
+function readScope(c: Context<AppEnv>, viewer: Viewer, now: Date): { period: Period; merchant: MerchantScope } {
   const fallback = defaultPeriod(now);
   const from = c.req.query('from') ?? fallback.from;
   const to = c.req.query('to') ?? fallback.to;
@@ -34,12 +34,10 @@ async function readScope(c: Context<AppEnv>, deps: Pick<Deps, 'database'>, viewe
   }
   if (viewer.kind === 'merchant') {
     if (merchantPhone !== null && merchantPhone !== viewer.phone) throw new ApiError(403, 'forbidden', 'A merchant session shows that merchant only.');
-    return { period: { from, to }, merchantId: viewer.merchantId };
+    return { period: { from, to }, merchant: { id: viewer.merchantId } };
   }
-  if (merchantPhone === null) return { period: { from, to }, merchantId: null };
-  const merchant = await deps.database.db.selectFrom('merchants').select('id').where('phone', '=', merchantPhone).executeTakeFirst();
   // An unknown merchant has, truthfully, nothing: zeros, not an error that reveals who exists.
-  return { period: { from, to }, merchantId: merchant?.id ?? '00000000-0000-0000-0000-000000000000' };
+  return { period: { from, to }, merchant: merchantPhone === null ? null : { phone: merchantPhone } };
 }
 
 export function statsRoutes(deps: Pick<Deps, 'database' | 'auth' | 'now'>): Hono<AppEnv> {
@@ -49,16 +47,16 @@ export function statsRoutes(deps: Pick<Deps, 'database' | 'auth' | 'now'>): Hono
   routes.get('/stats/summary', async (c) => {
     const viewer = await deps.auth.require(c);
     const at = now();
-    const scope = await readScope(c, deps, viewer, at);
+    const scope = readScope(c, viewer, at);
     c.header('Cache-Control', 'no-store');
-    return c.json(await summary(deps.database.db, scope.period, scope.merchantId, at));
+    return c.json(await summary(deps.database.db, scope.period, scope.merchant, at));
   });
 
   routes.get('/stats/daily', async (c) => {
     const viewer = await deps.auth.require(c);
-    const scope = await readScope(c, deps, viewer, now());
+    const scope = readScope(c, viewer, now());
     c.header('Cache-Control', 'no-store');
-    return c.json({ period: scope.period, days: await daily(deps.database.db, scope.period, scope.merchantId) });
+    return c.json({ period: scope.period, days: await daily(deps.database.db, scope.period, scope.merchant) });
   });
 
   routes.get('/stats/merchants', async (c) => {

@@ -2,10 +2,20 @@
  * The figures behind /stats/summary and the dashboard, computed in SQL: one aggregate query
  * for the summary (FILTER clauses, not one query per status), two for the daily series.
  * Periods are Africa/Nairobi calendar days (UTC+3 all year), `to` inclusive.
+ *
+ * One merchant's summary reads that merchant's invoices (a covering index by merchant and
+ * creation time). The all-merchant summary reads the per-day rollups instead
+ * (migrations/2026_11_30_0004_stats_rollup.ts): the folded daily rows plus the deltas not yet
+ * folded, in one statement, so it is exact at every moment and reads a few rows per day
+ * instead of every invoice.
  */
 import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/schema.js';
+import { z } from 'zod';
 import { addDays, nairobiMidnight, nairobiToday } from '../domain/invoice.js';
+import type { JobDefinition } from '../jobs/queue.js';
+
+const NoData = z.object({}).loose();
 
 export type Period = { from: string; to: string };
 
@@ -20,6 +30,16 @@ export type Summary = {
 
 export type DailyPoint = { day: string; sent: number; paid: number; collected: number };
 
+/**
+ * Whose figures: every merchant (null), one merchant by id, or one by phone (resolved inside
+ * the same query, so a summary by phone is one round trip; an unknown phone has nothing).
+ */
+export type MerchantScope = null | { id: string } | { phone: string };
+
+function merchantFilter(scope: Exclude<MerchantScope, null>) {
+  return 'id' in scope ? sql<boolean>`merchant_id = ${scope.id}` : sql<boolean>`merchant_id = (select id from merchants where phone = ${scope.phone})`;
+}
+
 const nextDay = (day: string) => nairobiMidnight(addDays(day, 1));
 
 export function defaultPeriod(now: Date, days = 30): Period {
@@ -27,9 +47,31 @@ export function defaultPeriod(now: Date, days = 30): Period {
   return { from: addDays(to, -(days - 1)), to };
 }
 
-export async function summary(db: Kysely<Database>, period: Period, merchantId: string | null, now: Date): Promise<Summary> {
+type SummaryRow = {
+  total: string | null;
+  pending: string | null;
+  sent: string | null;
+  paid: string | null;
+  failed: string | null;
+  cancelled: string | null;
+  overdue: string | null;
+  ever_sent: string | null;
+  paid_after_sent: string | null;
+  average_payment: string | null;
+  invoiced: string | null;
+  collected: string | null;
+  outstanding: string | null;
+};
+
+export async function summary(db: Kysely<Database>, period: Period, merchant: MerchantScope, now: Date): Promise<Summary> {
+  const row = merchant === null ? await fromRollups(db, period, now) : await fromInvoices(db, period, merchant, now);
+  return present(row, period, now);
+}
+
+/** The summary computed from the invoices themselves (one merchant; or, for checks, all). */
+export async function fromInvoices(db: Kysely<Database>, period: Period, merchant: MerchantScope, now: Date): Promise<SummaryRow> {
   const today = nairobiToday(now);
-  const row = await db
+  return db
     .selectFrom('invoices')
     .select([
       sql<string>`count(*)`.as('total'),
@@ -48,29 +90,87 @@ export async function summary(db: Kysely<Database>, period: Period, merchantId: 
     ])
     .where('created_at', '>=', nairobiMidnight(period.from))
     .where('created_at', '<', nextDay(period.to))
-    .$if(merchantId !== null, (q) => q.where('merchant_id', '=', merchantId!))
+    .$if(merchant !== null, (q) => q.where(merchantFilter(merchant!)))
     .executeTakeFirstOrThrow();
-  const everSent = Number(row.ever_sent);
+}
+
+/** All merchants, from the daily rollups and the deltas not yet folded into them. */
+async function fromRollups(db: Kysely<Database>, period: Period, now: Date): Promise<SummaryRow> {
+  const today = nairobiToday(now);
+  const result = await sql<SummaryRow>`
+    select
+      sum(invoices) as total,
+      sum(invoices) filter (where status = 'pending') as pending,
+      sum(invoices) filter (where status = 'sent') as sent,
+      sum(invoices) filter (where status = 'paid') as paid,
+      sum(invoices) filter (where status = 'failed') as failed,
+      sum(invoices) filter (where status = 'cancelled') as cancelled,
+      sum(invoices) filter (where status in ('pending', 'sent', 'failed') and due_date < ${today}::date) as overdue,
+      sum(ever_sent) as ever_sent,
+      sum(paid_after_sent) as paid_after_sent,
+      sum(pay_seconds) / nullif(sum(pay_count), 0) as average_payment,
+      sum(amount) filter (where status <> 'cancelled') as invoiced,
+      sum(amount) filter (where status = 'paid') as collected,
+      sum(amount) filter (where status in ('pending', 'sent', 'failed')) as outstanding
+    from (
+      select status, due_date, invoices, amount, ever_sent, paid_after_sent, pay_seconds, pay_count
+        from invoice_stats_daily where day between ${period.from}::date and ${period.to}::date
+      union all
+      select status, due_date, invoices, amount, ever_sent, paid_after_sent, pay_seconds, pay_count
+        from invoice_stats_delta where day between ${period.from}::date and ${period.to}::date
+    ) as figures`.execute(db);
+  return result.rows[0]!;
+}
+
+/** Folds the deltas written since the last run into the daily rollups (one statement: atomic). */
+export async function foldStatsDeltas(db: Kysely<Database>): Promise<number> {
+  const result = await sql<{ folded: string }>`
+    with moved as (
+      delete from invoice_stats_delta returning *
+    ), grouped as (
+      select day, status, due_date, sum(invoices) as invoices, sum(amount) as amount, sum(ever_sent) as ever_sent,
+        sum(paid_after_sent) as paid_after_sent, sum(pay_seconds) as pay_seconds, sum(pay_count) as pay_count, count(*) as n
+      from moved group by day, status, due_date
+    ), upserted as (
+      insert into invoice_stats_daily (day, status, due_date, invoices, amount, ever_sent, paid_after_sent, pay_seconds, pay_count)
+      select day, status, due_date, invoices, amount, ever_sent, paid_after_sent, pay_seconds, pay_count from grouped
+      on conflict (day, status, due_date) do update set
+        invoices = invoice_stats_daily.invoices + excluded.invoices,
+        amount = invoice_stats_daily.amount + excluded.amount,
+        ever_sent = invoice_stats_daily.ever_sent + excluded.ever_sent,
+        paid_after_sent = invoice_stats_daily.paid_after_sent + excluded.paid_after_sent,
+        pay_seconds = invoice_stats_daily.pay_seconds + excluded.pay_seconds,
+        pay_count = invoice_stats_daily.pay_count + excluded.pay_count
+    )
+    select coalesce(sum(n), 0) as folded from grouped`.execute(db);
+  // Rows whose invoices all moved elsewhere (status changes) count nothing: drop them.
+  await sql`delete from invoice_stats_daily where invoices = 0 and amount = 0 and ever_sent = 0 and pay_count = 0`.execute(db);
+  return Number(result.rows[0]?.folded ?? 0);
+}
+
+function present(row: SummaryRow, period: Period, now: Date): Summary {
+  const n = (value: string | null) => (value === null ? 0 : Number(value));
+  const everSent = n(row.ever_sent);
   return {
     invoice_stats: {
-      total: Number(row.total),
-      pending: Number(row.pending),
-      sent: Number(row.sent),
-      paid: Number(row.paid),
-      failed: Number(row.failed),
-      cancelled: Number(row.cancelled),
-      overdue: Number(row.overdue),
+      total: n(row.total),
+      pending: n(row.pending),
+      sent: n(row.sent),
+      paid: n(row.paid),
+      failed: n(row.failed),
+      cancelled: n(row.cancelled),
+      overdue: n(row.overdue),
     },
-    conversion_rate: everSent === 0 ? 0 : Math.round((Number(row.paid_after_sent) / everSent) * 1000) / 10,
+    conversion_rate: everSent === 0 ? 0 : Math.round((n(row.paid_after_sent) / everSent) * 1000) / 10,
     average_payment_time_seconds: row.average_payment === null ? null : Math.round(Number(row.average_payment)),
-    amounts: { currency: 'KES', invoiced: Number(row.invoiced), collected: Number(row.collected), outstanding: Number(row.outstanding) },
+    amounts: { currency: 'KES', invoiced: n(row.invoiced), collected: n(row.collected), outstanding: n(row.outstanding) },
     period,
     generated_at: now.toISOString(),
   };
 }
 
 /** Per Nairobi day: invoices sent (by sending day), paid and collected (by paying day). */
-export async function daily(db: Kysely<Database>, period: Period, merchantId: string | null): Promise<DailyPoint[]> {
+export async function daily(db: Kysely<Database>, period: Period, merchant: MerchantScope): Promise<DailyPoint[]> {
   const start = nairobiMidnight(period.from);
   const end = nextDay(period.to);
   const day = (column: 'sent_at' | 'paid_at') => sql<string>`to_char(${sql.ref(column)} + interval '3 hours', 'YYYY-MM-DD')`;
@@ -79,7 +179,7 @@ export async function daily(db: Kysely<Database>, period: Period, merchantId: st
     .select([day('sent_at').as('day'), sql<string>`count(*)`.as('n')])
     .where('sent_at', '>=', start)
     .where('sent_at', '<', end)
-    .$if(merchantId !== null, (q) => q.where('merchant_id', '=', merchantId!))
+    .$if(merchant !== null, (q) => q.where(merchantFilter(merchant!)))
     .groupBy(sql`1`)
     .execute();
   const paid = await db
@@ -88,7 +188,7 @@ export async function daily(db: Kysely<Database>, period: Period, merchantId: st
     .where('status', '=', 'paid')
     .where('paid_at', '>=', start)
     .where('paid_at', '<', end)
-    .$if(merchantId !== null, (q) => q.where('merchant_id', '=', merchantId!))
+    .$if(merchant !== null, (q) => q.where(merchantFilter(merchant!)))
     .groupBy(sql`1`)
     .execute();
   const points = new Map<string, DailyPoint>();
@@ -100,4 +200,17 @@ export async function daily(db: Kysely<Database>, period: Period, merchantId: st
     p.collected = Number(r.amount);
   }
   return [...points.values()];
+}
+
+/** Folds the stats deltas into the daily rollups; scheduled every minute (once across instances). */
+export function statsFoldJob(db: Kysely<Database>): JobDefinition<typeof NoData> {
+  return {
+    name: 'stats-fold',
+    schema: NoData,
+    retryLimit: 0,
+    async handle(_data, { logger }) {
+      const folded = await foldStatsDeltas(db);
+      if (folded > 0) logger.debug({ folded }, 'stats deltas folded');
+    },
+  };
 }
