@@ -12,6 +12,11 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import pg from 'pg';
+import { createApp } from '../src/app.js';
+import { loadConfig } from '../src/config.js';
+import { openDatabase } from '../src/db/connect.js';
+import { createDeps } from '../src/deps.js';
+import { createLogger } from '../src/logger.js';
 import { freshDatabase, get, percentile, startServer, stopServer } from './lib.js';
 
 const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
@@ -129,6 +134,23 @@ async function main(): Promise<void> {
   });
   const httpAll = await timeIt(RUNS, () => fetchSummary(`from=${FROM}&to=${TO}`));
   const httpOne = await timeIt(RUNS, () => fetchSummary(`from=${FROM}&to=${TO}&merchant=${merchant.phone}`));
+  // The same endpoint in this process through app.request(): routing, middleware, auth and SQL
+  // without the socket, to separate the app's own cost from the HTTP floor.
+  const inProcess = await openDatabase({ kind: 'postgres', url: db.url, poolMax: 4 });
+  const deps = createDeps({
+    config: loadConfig({ APP_ENV: 'development', DATABASE_URL: db.url, STATS_API_TOKEN: TOKEN, LOG_LEVEL: 'warn', SIMULATOR: 'off' }),
+    logger: createLogger({ level: 'warn', format: 'json' }),
+    database: inProcess,
+  });
+  const app = createApp(deps);
+  const request = async (query: string) => {
+    const res = await app.request(`/stats/summary?${query}`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    if (res.status !== 200) throw new Error(`status ${res.status}`);
+    return res.json();
+  };
+  const appAll = await timeIt(RUNS, () => request(`from=${FROM}&to=${TO}`));
+  const appOne = await timeIt(RUNS, () => request(`from=${FROM}&to=${TO}&merchant=${merchant.phone}`));
+  await inProcess.close();
   const total = ((await fetchSummary(`from=${FROM}&to=${TO}`)) as { invoice_stats: { total: number } }).invoice_stats.total;
   // The endpoint's figures equal the hand-written aggregate over the invoices.
   const fromEndpoint = (await fetchSummary(`from=${FROM}&to=${TO}`)) as { invoice_stats: { paid: number }; amounts: { collected: number } };
@@ -161,12 +183,16 @@ async function main(): Promise<void> {
       hand_written_sql_over_rollups_ms: sqlAllRollups,
       ratio_p50_vs_rollups: ratio(httpAll.p50, sqlAllRollups.p50),
       ratio_p50_vs_rollups_plus_http_floor: ratio(httpAll.p50, sqlAllRollups.p50 + floor.p50),
+      in_process_ms: appAll,
+      in_process_ratio_p50_vs_rollups: ratio(appAll.p50, sqlAllRollups.p50),
     },
     one_merchant: {
       endpoint_ms: httpOne,
       hand_written_sql_ms: sqlOne,
       ratio_p50: ratio(httpOne.p50, sqlOne.p50),
       ratio_p50_vs_sql_plus_http_floor: ratio(httpOne.p50, sqlOne.p50 + floor.p50),
+      in_process_ms: appOne,
+      in_process_ratio_p50: ratio(appOne.p50, sqlOne.p50),
     },
     goals: { p50_ms: 150, ratio_p50: 1.5 },
   };

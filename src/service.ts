@@ -10,7 +10,7 @@ import { openDatabase } from './db/connect.js';
 import { migrateToLatest, pendingMigrations } from './db/migrate.js';
 import type { Deps } from './deps.js';
 import type { Logger } from './logger.js';
-import { startSimulator, type SimulatorOptions } from './simulator/index.js';
+import type { SimulatorOptions } from './simulator/index.js';
 
 /** How long the embedded database leaves its first moments to the HTTP server. */
 const EMBEDDED_JOBS_DELAY_MS = 500;
@@ -62,21 +62,37 @@ export type ServiceOptions = {
 };
 
 export async function startService(givenConfig: Config, logger: Logger, options: ServiceOptions = {}): Promise<RunningService> {
-  // Simulator mode: the sandbox starts first, and the bot runs on the config that points at it.
-  const simulated = givenConfig.simulator ? await startSimulator(givenConfig, logger, options.simulator) : undefined;
-  const config = simulated?.config ?? givenConfig;
   // The database opens (PGlite compiles its WebAssembly off the main thread) while the rest
-  // of the app's modules load: a shorter cold start.
-  const [database, { createDeps }, { createApp }, { serve }, { heartbeatJob }] = await Promise.all([
-    openDatabase(config.database).catch(async (error: unknown) => {
-      await simulated?.simulator.close();
-      throw error;
-    }),
+  // of the app's modules load and, in simulator mode, the sandbox starts: a shorter cold start.
+  const settled = await Promise.allSettled([
+    openDatabase(givenConfig.database),
+    givenConfig.simulator ? import('./simulator/index.js').then((m) => m.startSimulator(givenConfig, logger, options.simulator)) : Promise.resolve(undefined),
     import('./deps.js'),
     import('./app.js'),
     import('@hono/node-server'),
     import('./jobs/heartbeat.js'),
   ]);
+  const [openedDatabase, startedSimulator, deps_, app_, server_, heartbeat_] = settled;
+  if (
+    openedDatabase.status === 'rejected' ||
+    startedSimulator.status === 'rejected' ||
+    deps_.status === 'rejected' ||
+    app_.status === 'rejected' ||
+    server_.status === 'rejected' ||
+    heartbeat_.status === 'rejected'
+  ) {
+    if (openedDatabase.status === 'fulfilled') await openedDatabase.value.close();
+    if (startedSimulator.status === 'fulfilled') await startedSimulator.value?.simulator.close();
+    throw settled.find((result): result is PromiseRejectedResult => result.status === 'rejected')?.reason;
+  }
+  const database = openedDatabase.value;
+  // Simulator mode: the bot runs on the config that points at the sandbox.
+  const simulated = startedSimulator.value;
+  const config = simulated?.config ?? givenConfig;
+  const { createDeps } = deps_.value;
+  const { createApp } = app_.value;
+  const { serve } = server_.value;
+  const { heartbeatJob } = heartbeat_.value;
   try {
     // Production migrates in Fly's release command, once, before machines start.
     if ((database.kind === 'embedded' || config.appEnv === 'development') && (await pendingMigrations(database.db)).length > 0) {
