@@ -75,8 +75,12 @@ async function main(): Promise<void> {
       node: process.version,
       runs: RUNS,
       baseline_bare_node_http: await series('baseline (bare node:http server)', ['-e', bareServer], base, '/'),
-      postgres: await series('postgres (dist)', ['dist/src/main.js'], { ...base, DATABASE_URL: url.toString() }),
-      embedded_existing: await series('embedded, existing data dir (dist)', ['dist/src/main.js'], { ...base, DATA_DIR: dataDir }),
+      // A deployment (Postgres, provider accounts configured) never runs the simulator.
+      postgres: await series('postgres (dist)', ['dist/src/main.js'], { ...base, DATABASE_URL: url.toString(), SIMULATOR: 'off' }),
+      postgres_simulator: await series('postgres, simulator mode (dist)', ['dist/src/main.js'], { ...base, DATABASE_URL: url.toString() }),
+      // `npm start` with no accounts: simulator mode on the embedded database.
+      embedded_existing: await series('embedded, existing data dir, simulator mode (dist)', ['dist/src/main.js'], { ...base, DATA_DIR: dataDir }),
+      embedded_existing_no_simulator: await series('embedded, existing data dir, SIMULATOR=off (dist)', ['dist/src/main.js'], { ...base, DATA_DIR: dataDir, SIMULATOR: 'off' }),
       embedded_existing_tsx: await series('embedded, existing data dir (npm start / tsx)', ['--import', 'tsx', 'src/main.ts'], { ...base, DATA_DIR: dataDir }),
       goals: { postgres_ms: 1000, embedded_existing_ms: 2000 },
     };
