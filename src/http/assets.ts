@@ -9,6 +9,20 @@ import type { Context } from 'hono';
 import { sha256Hex } from '../security.js';
 import type { AppEnv } from './middleware.js';
 
+/** A page's CSP: same-origin everything, no inline script or style, no framing. */
+export function pageCsp(formAction: "'self'" | "'none'"): string {
+  return [
+    "default-src 'none'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data:",
+    "connect-src 'self'",
+    `form-action ${formAction}`,
+    "base-uri 'none'",
+    "frame-ancestors 'none'",
+  ].join('; ');
+}
+
 export const JS = 'text/javascript; charset=utf-8';
 export const CSS = 'text/css; charset=utf-8';
 

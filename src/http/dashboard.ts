@@ -21,7 +21,7 @@ import { Hono, type Context } from 'hono';
 import { html } from 'hono/html';
 import type { Deps } from '../deps.js';
 import { formatPhone } from '../domain/parse.js';
-import { createAssetStore, CSS, JS, type AssetEntry } from './assets.js';
+import { createAssetStore, CSS, JS, pageCsp, type AssetEntry } from './assets.js';
 import { callerKey, LINK_TTL_MS, type Viewer } from './auth.js';
 import type { AppEnv } from './middleware.js';
 
@@ -41,16 +41,7 @@ const ALLOW_LIST: Readonly<Record<string, AssetEntry>> = {
 };
 
 /** Pages: same-origin everything, no inline script or style, no framing. */
-const PAGE_CSP = [
-  "default-src 'none'",
-  "script-src 'self'",
-  "style-src 'self'",
-  "img-src 'self' data:",
-  "connect-src 'self'",
-  "form-action 'self'",
-  "base-uri 'none'",
-  "frame-ancestors 'none'",
-].join('; ');
+const PAGE_CSP = pageCsp("'self'");
 
 /** Link-preview fetchers (WhatsApp's own among them) must not use up a single-use link. */
 const PREVIEW_FETCHER = /^(WhatsApp\/|facebookexternalhit\/|Facebot|meta-externalagent\/|TelegramBot|Twitterbot\/|Slackbot|LinkedInBot\/|Discordbot\/|SkypeUriPreview)/i;

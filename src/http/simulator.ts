@@ -16,22 +16,13 @@ import type { z } from 'zod';
 import type { Deps } from '../deps.js';
 import { PromptAction, SendRequest, Switches, Who } from '../simulator/contract.js';
 import type { Simulator } from '../simulator/index.js';
-import { createAssetStore, CSS, JS } from './assets.js';
+import { createAssetStore, CSS, JS, pageCsp } from './assets.js';
 import { ApiError } from './errors.js';
 import type { AppEnv } from './middleware.js';
 
 const OWN_ASSETS = new URL('./simulator/assets/', import.meta.url);
 
-const PAGE_CSP = [
-  "default-src 'none'",
-  "script-src 'self'",
-  "style-src 'self'",
-  "img-src 'self' data:",
-  "connect-src 'self'",
-  "base-uri 'none'",
-  "form-action 'none'",
-  "frame-ancestors 'none'",
-].join('; ');
+const PAGE_CSP = pageCsp("'none'");
 
 /** Parses a JSON body with a schema; a bad body is a 400 naming the problem. */
 async function body<T>(c: Context<AppEnv>, schema: z.ZodType<T>): Promise<T> {
