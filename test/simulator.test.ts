@@ -10,7 +10,12 @@ import { sql } from 'kysely';
 import { loadConfig } from '../src/config.js';
 import { createApp } from '../src/app.js';
 import type { SimulatorState } from '../src/simulator/contract.js';
+import type { AddressInfo } from 'node:net';
+import { serve } from '@hono/node-server';
+import { ProviderError } from '../src/providers/errors.js';
+import { createDarajaClient } from '../src/providers/mpesa/client.js';
 import { startSimulator } from '../src/simulator/index.js';
+import { startSandbox } from '../src/simulator/sandbox.js';
 import { buildTestApp, captureLogs } from './helpers/app.js';
 import { createTestDatabase } from './helpers/database.js';
 import { botMessage, CUSTOMER, MERCHANT, startSimulatorService, textOf, type SimulatorRun } from './helpers/simulator.js';
@@ -258,6 +263,20 @@ describe('simulator mode: the whole story with no accounts', () => {
     }
   });
 
+  test('a customer with several unpaid invoices who writes pay gets a list; tapping a row starts that prompt', async () => {
+    await settlePrompts(sim);
+    assert.equal((await sim.send('customer', { text: 'pay' })).status, 200);
+    const list = await sim.waitFor('the list of unpaid invoices', (s) => s.chats.customer.filter((m) => m.from === 'bot' && m.content.type === 'list').at(-1));
+    assert.equal(list.content.type, 'list');
+    const rows = list.content.type === 'list' ? list.content.sections.flatMap((section) => section.rows) : [];
+    assert.ok(rows.length >= 2, JSON.stringify(rows));
+    const row = rows.find((r) => r.id === 'pay:INV-0003');
+    assert.ok(row, JSON.stringify(rows));
+    assert.equal((await sim.send('customer', { listReply: { id: row.id, title: row.title } })).status, 200);
+    await sim.waitFor('the prompt for INV-0003', (s) => waitingPrompt(s, 'INV-0003'));
+    await settlePrompts(sim);
+  });
+
   test('bad requests get a clear 4xx and change nothing', async () => {
     const empty = await sim.send('merchant', {} as never);
     assert.equal(empty.status, 400);
@@ -304,6 +323,53 @@ describe('simulator mode: the whole story with no accounts', () => {
     assert.deepEqual(counts.rows[0], { merchants: 0, invoices: 0, conversations: 0 });
     // A fresh start: the merchant is onboarded again.
     await onboard(sim, 'Duka la Juma');
+  });
+});
+
+describe('the sandbox answers the real Daraja client as Safaricom would', () => {
+  test('OAuth, STK push with its password, a second push while one waits, query while waiting, and the prompt timing out by itself (1037)', async () => {
+    const callbacks: unknown[] = [];
+    const app = serve({
+      port: 0,
+      hostname: '127.0.0.1',
+      fetch: async (request: Request) => {
+        callbacks.push({ path: new URL(request.url).pathname, body: await request.json() });
+        return Response.json({ ResultCode: 0, ResultDesc: 'Accepted' });
+      },
+    });
+    await new Promise((resolve) => app.once('listening', resolve));
+    const credentials = { whatsappToken: 'w', phoneId: '1', appSecret: 'a', consumerKey: 'ck', consumerSecret: 'cs', shortcode: '174379', passkey: 'pk' };
+    const sandbox = await startSandbox({ credentials, phones: { merchant: MERCHANT, customer: CUSTOMER }, demoPin: '1234', promptTimeoutMs: 300, logger: captureLogs().logger });
+    sandbox.setAppUrl(`http://127.0.0.1:${(app.address() as AddressInfo).port}`);
+    try {
+      const daraja = createDarajaClient({ baseUrl: `${sandbox.baseUrl}/daraja`, ...credentials, transactionType: 'CustomerPayBillOnline', partyB: undefined, timeoutMs: 5_000 });
+      const push = { amount: 1500, phone: CUSTOMER, accountReference: 'INV-0001', description: 'Website', callbackUrl: 'http://127.0.0.1:1/payments/stk/callback/token123' };
+      const accepted = await daraja.stkPush(push);
+      assert.match(accepted.checkoutRequestId, /^ws_CO_\d{14}/);
+      // M-PESA holds one prompt per phone at a time.
+      await assert.rejects(daraja.stkPush(push), (error: unknown) => error instanceof ProviderError && error.code === '500.001.1001' && error.retryable);
+      assert.deepEqual(await daraja.stkQuery(accepted.checkoutRequestId), { state: 'pending' });
+
+      // Nobody answers: the prompt times out by itself, and the callback says 1037.
+      const deadline = Date.now() + 5_000;
+      while (callbacks.length === 0) {
+        assert.ok(Date.now() < deadline, 'a callback came');
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      assert.deepEqual(callbacks[0], {
+        path: '/payments/stk/callback/token123',
+        body: { Body: { stkCallback: { MerchantRequestID: (callbacks[0] as { body: { Body: { stkCallback: { MerchantRequestID: string } } } }).body.Body.stkCallback.MerchantRequestID, CheckoutRequestID: accepted.checkoutRequestId, ResultCode: 1037, ResultDesc: 'DS timeout user cannot be reached' } } },
+      });
+      assert.deepEqual(await daraja.stkQuery(accepted.checkoutRequestId), { state: 'completed', resultCode: 1037, resultDesc: 'DS timeout user cannot be reached' });
+      assert.equal(sandbox.state().prompts[0]?.state, 'timed_out');
+
+      // A wrong passkey is refused like Daraja refuses it.
+      const wrong = createDarajaClient({ baseUrl: `${sandbox.baseUrl}/daraja`, ...credentials, passkey: 'other', transactionType: 'CustomerPayBillOnline', partyB: undefined, timeoutMs: 5_000 });
+      await assert.rejects(wrong.stkPush({ ...push, phone: MERCHANT }), (error: unknown) => error instanceof ProviderError && error.code === '400.002.02' && !error.retryable);
+    } finally {
+      await sandbox.close();
+      await new Promise<void>((resolve) => app.close(() => resolve()));
+    }
   });
 });
 
