@@ -17,10 +17,20 @@ import { DEFAULT_MAX_AMOUNT, formatAmount, formatInvoiceNumber } from '../domain
 import { texts } from '../domain/texts.js';
 import type { CustomerInvoice, InvoiceDetail, InvoiceLine } from '../domain/texts.types.js';
 import type { Payments } from '../payments/service.js';
-import type { ConversationHandler } from './port.js';
+import type { ConversationBatch, ConversationHandler, ConversationMessage } from './port.js';
 
 type Trx = Transaction<Database>;
 type MerchantRow = { id: string; phone: string; business_name: string | null; language: Language };
+/** What a turn reads before the machine runs (`language` is null when there is no conversation row). */
+type Facts = {
+  state: unknown;
+  language: Language | null;
+  merchant_id: string | null;
+  business_name: string | null;
+  merchant_language: Language | null;
+  is_customer: boolean;
+};
+const noFacts: Facts = { state: null, language: null, merchant_id: null, business_name: null, merchant_language: null, is_customer: false };
 
 /** A `date` column (or null) as its Nairobi day. */
 const dayOf = (value: Date | null): string | null => (value === null ? null : nairobiToday(value));
@@ -46,24 +56,25 @@ export function createConversationHandler(options: ConversationShellOptions = {}
   const now = options.now ?? (() => new Date());
   const maxAmount = options.maxAmount ?? DEFAULT_MAX_AMOUNT;
 
-  return async (trx, message) => {
+  /**
+   * One round trip for the facts every turn needs, for every sender at once: the state (the
+   * rows are already locked by the inbound path), the merchant (if any), and whether
+   * invoices are addressed to the number.
+   */
+  async function loadFacts(trx: Trx, phones: readonly string[]): Promise<Map<string, Facts>> {
+    const { rows } = await sql<Facts & { phone: string }>`
+      select p.phone, c.state, c.language, m.id as merchant_id, m.business_name, m.language as merchant_language,
+        exists (select 1 from invoices i where i.customer_phone = p.phone and i.status in ('pending', 'sent', 'failed')) as is_customer
+      from jsonb_array_elements_text(${JSON.stringify(phones)}::jsonb) as p(phone)
+      left join conversations c on c.phone = p.phone
+      left join merchants m on m.phone = p.phone`.execute(trx);
+    return new Map(rows.map((row) => [row.phone, row]));
+  }
+
+  /** One turn: the pure transition and its effects. The new state is returned, not saved. */
+  async function turn(trx: Trx, message: ConversationMessage, facts: Facts): Promise<{ drafts: OutboundDraft[]; state: unknown }> {
     const phone = message.phone;
     const at = now();
-    // One round trip for the facts every message needs: the state (its row is already locked
-    // by the inbound path), the merchant (if any), and whether invoices are addressed here.
-    const facts = await trx
-      .selectFrom(sql`(select 1)`.as('one'))
-      .leftJoin('conversations', (join) => join.on('conversations.phone', '=', phone))
-      .leftJoin('merchants', (join) => join.on('merchants.phone', '=', phone))
-      .select([
-        'conversations.state',
-        'conversations.language',
-        'merchants.id as merchant_id',
-        'merchants.business_name',
-        'merchants.language as merchant_language',
-        sql<boolean>`exists (select 1 from invoices where customer_phone = ${phone} and status in ('pending', 'sent', 'failed'))`.as('is_customer'),
-      ])
-      .executeTakeFirstOrThrow();
     const conversation = facts.language === null ? undefined : { state: facts.state, language: facts.language };
     let merchant: MerchantRow | undefined =
       facts.merchant_id === null ? undefined : { id: facts.merchant_id, phone, business_name: facts.business_name, language: facts.merchant_language ?? 'en' };
@@ -323,8 +334,38 @@ export function createConversationHandler(options: ConversationShellOptions = {}
     };
 
     for (const effect of effects) await apply(effect);
-    await trx.updateTable('conversations').set({ state: jsonb(state), updated_at: sql`now()` }).where('phone', '=', phone).execute();
-    return out;
+    return { drafts: out, state };
+  }
+
+  /**
+   * Several senders in one transaction. A turn reads the facts as they were when the batch
+   * began (as if it ran before the others' turns); its own effects' reads see everything.
+   */
+  async function prepare(trx: Trx, phones: readonly string[]): Promise<ConversationBatch> {
+    const facts = await loadFacts(trx, phones);
+    const states: Array<{ phone: string; state: unknown }> = [];
+    return {
+      async run(message) {
+        const result = await turn(trx, message, facts.get(message.phone) ?? noFacts);
+        states.push({ phone: message.phone, state: result.state });
+        return result.drafts;
+      },
+      async save() {
+        if (states.length === 0) return;
+        await sql`
+          update conversations c set state = v.state, updated_at = now()
+          from jsonb_to_recordset(${jsonb(states)}::jsonb) as v(phone text, state jsonb)
+          where c.phone = v.phone`.execute(trx);
+      },
+    };
+  }
+
+  const one = async (trx: Trx, message: ConversationMessage): Promise<OutboundDraft[]> => {
+    const batch = await prepare(trx, [message.phone]);
+    const drafts = await batch.run(message);
+    await batch.save();
+    return drafts;
   };
+  return Object.assign(one, { prepare });
 }
 

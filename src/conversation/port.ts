@@ -1,7 +1,9 @@
 /**
  * The seam between the inbound path and the conversation: one inbound message in, the
  * replies (outbox drafts) out, inside the inbound event's transaction with the sender's
- * conversation row locked.
+ * conversation row locked. A handler may also take many senders' messages in one
+ * transaction (`prepare`): what the turns read comes in one round trip, what they save
+ * goes out in one, which is what lets the inbound path commit a burst of webhooks together.
  */
 import type { Transaction } from 'kysely';
 import type { Database } from '../db/schema.js';
@@ -22,4 +24,15 @@ export type ConversationMessage = {
   input: ConversationInput;
 };
 
-export type ConversationHandler = (trx: Transaction<Database>, message: ConversationMessage) => Promise<OutboundDraft[]>;
+/** Turns for several senders (one message each) sharing one transaction. */
+export type ConversationBatch = {
+  /** One sender's turn; nothing is saved until `save`. */
+  run(message: ConversationMessage): Promise<OutboundDraft[]>;
+  /** Writes every state the turns changed, in one statement. */
+  save(): Promise<void>;
+};
+
+export type ConversationHandler = ((trx: Transaction<Database>, message: ConversationMessage) => Promise<OutboundDraft[]>) & {
+  /** Loads what the turns of these senders need (their rows already locked), in one round trip. */
+  prepare?: (trx: Transaction<Database>, phones: readonly string[]) => Promise<ConversationBatch>;
+};

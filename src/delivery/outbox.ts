@@ -9,7 +9,7 @@
  * CLAIM_TIMEOUT_SECONDS (a crashed worker) may be taken again.
  */
 import { jsonb } from '../db/json.js';
-import { randomInt } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { z } from 'zod';
 import type { Config } from '../config.js';
@@ -48,7 +48,7 @@ class MessageBusyError extends Error {}
 
 export type OutboxDeps = {
   db: Kysely<Database>;
-  jobs: Pick<JobQueue, 'enqueue'>;
+  jobs: Pick<JobQueue, 'enqueue' | 'enqueueMany'>;
   whatsapp: WhatsAppClient;
   sms: SmsClient;
   config: Pick<Config, 'whatsapp' | 'delivery'>;
@@ -261,26 +261,25 @@ export function createOutbox(deps: OutboxDeps): Outbox {
   return {
     job,
     async enqueue(trx, drafts) {
-      const ids: string[] = [];
-      for (const draft of drafts) {
-        const payload = OutboundPayload.parse(draft.payload);
-        const row = await trx
-          .insertInto('outbound_messages')
-          .values({
-            recipient: draft.recipient,
-            kind: draft.kind,
-            content: jsonb(payload),
-            invoice_id: draft.invoiceId ?? null,
-            // Rows written together keep their order (now() is the same for the whole transaction).
-            created_at: sql<Date>`clock_timestamp()`,
-          })
-          .returning('id')
-          .executeTakeFirstOrThrow();
-        // The safety-net job waits a little, so the eager path normally finishes first.
-        await scheduleJob(trx, row.id, deps.config.delivery.safetyNetSeconds);
-        ids.push(row.id);
-      }
-      return ids;
+      if (drafts.length === 0) return [];
+      // One statement for the rows and one for their jobs, however many drafts.
+      const rows = drafts.map((draft) => ({
+        id: randomUUID(),
+        recipient: draft.recipient,
+        kind: draft.kind,
+        content: jsonb(OutboundPayload.parse(draft.payload)),
+        invoice_id: draft.invoiceId ?? null,
+        // Rows written together keep their order (now() is the same for the whole transaction).
+        created_at: sql<Date>`clock_timestamp()`,
+      }));
+      await trx.insertInto('outbound_messages').values(rows).execute();
+      // The safety-net jobs wait a little, so the eager path normally finishes first.
+      await deps.jobs.enqueueMany(
+        trx,
+        job,
+        rows.map((row) => ({ data: { messageId: row.id }, startAfterSeconds: deps.config.delivery.safetyNetSeconds })),
+      );
+      return rows.map((row) => row.id);
     },
     fallBackToSms: (trx, messageId, reason) => fallBackToSms(trx, messageId, reason),
     deliver,

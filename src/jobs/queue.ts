@@ -40,6 +40,8 @@ export type JobQueue = {
   stop(timeoutMs: number): Promise<void>;
   /** Enqueues inside `trx`: the job exists only if the transaction commits. */
   enqueue<S extends z.ZodType>(trx: Transaction<Database>, job: JobDefinition<S>, data: z.infer<S>, options?: EnqueueOptions): Promise<string | null>;
+  /** Enqueues several jobs of one kind inside `trx` in one statement (no singleton keys). */
+  enqueueMany<S extends z.ZodType>(trx: Transaction<Database>, job: JobDefinition<S>, items: ReadonlyArray<{ data: z.infer<S>; startAfterSeconds?: number }>): Promise<void>;
 };
 
 /** pg-boss's database adapter over a Kysely transaction. */
@@ -80,6 +82,8 @@ export function createJobQueue(settings: JobQueueSettings): JobQueue {
   });
   boss.on('error', (error: Error) => logger.error({ error }, 'job queue error'));
 
+  /** Queues this process created (or confirmed) in start(): pg-boss's bulk insert drops rows for unknown queues silently. */
+  const created = new Set<string>();
   let markReady: () => void = () => undefined;
   const ready = new Promise<void>((resolve) => {
     markReady = resolve;
@@ -97,6 +101,7 @@ export function createJobQueue(settings: JobQueueSettings): JobQueue {
           retryDelay: job.retryDelaySeconds ?? 5,
           retryBackoff: job.retryBackoff ?? true,
         });
+        created.add(job.name);
         const run = async (raw: PgBoss.JobWithMetadata<unknown>): Promise<void> => {
           const jobLogger = logger.child({ job: job.name, job_id: raw.id });
           const parsed = job.schema.safeParse(raw.data);
@@ -137,6 +142,22 @@ export function createJobQueue(settings: JobQueueSettings): JobQueue {
       // pg-boss answers null, silently, for a queue that was never created: never lose work that way.
       if (id === null && options.singletonKey === undefined) throw new Error(`job queue ${job.name} does not exist; was the queue started?`);
       return id;
+    },
+    async enqueueMany(trx, job, items) {
+      if (items.length === 0) return;
+      if (!created.has(job.name)) {
+        // Unknown here: one at a time, so a missing queue is an error rather than lost work.
+        for (const item of items) await this.enqueue(trx, job, item.data, item.startAfterSeconds === undefined ? {} : { startAfterSeconds: item.startAfterSeconds });
+        return;
+      }
+      await boss.insert(
+        items.map((item) => ({
+          name: job.name,
+          data: job.schema.parse(item.data) as object,
+          ...(item.startAfterSeconds === undefined ? {} : { startAfter: `${Math.max(0, Math.ceil(item.startAfterSeconds))} seconds` }),
+        })),
+        { db: transactionAdapter(trx) },
+      );
     },
   };
 }
