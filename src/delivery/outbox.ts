@@ -263,14 +263,16 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     async enqueue(trx, drafts) {
       if (drafts.length === 0) return [];
       // One statement for the rows and one for their jobs, however many drafts.
-      const rows = drafts.map((draft) => ({
+      const rows = drafts.map((draft, index) => ({
         id: randomUUID(),
         recipient: draft.recipient,
         kind: draft.kind,
         content: jsonb(OutboundPayload.parse(draft.payload)),
         invoice_id: draft.invoiceId ?? null,
-        // Rows written together keep their order (now() is the same for the whole transaction).
-        created_at: sql<Date>`clock_timestamp()`,
+        // Rows written together keep their order: now() is the same for the whole transaction
+        // and a coarse clock (the embedded database's) can give one statement's rows equal
+        // clock_timestamp()s, so each row is also a microsecond after the one before.
+        created_at: sql<Date>`clock_timestamp() + make_interval(secs => ${index / 1_000_000})`,
       }));
       await trx.insertInto('outbound_messages').values(rows).execute();
       // The safety-net jobs wait a little, so the eager path normally finishes first.

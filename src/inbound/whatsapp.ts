@@ -9,6 +9,8 @@ import { jsonb } from '../db/json.js';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { z } from 'zod';
 import type { ConversationHandler, ConversationInput, ConversationMessage } from '../conversation/port.js';
+import type { OutboundDraft } from '../domain/outbound.js';
+import { createBatcher } from './batcher.js';
 import type { Database, InboundSource } from '../db/schema.js';
 import { sha256Hex } from '../security.js';
 import { backoffSeconds, combineStatus } from '../domain/delivery.js';
@@ -48,7 +50,23 @@ export type InboundDeps = {
   logger: Logger;
   maxAttempts: number;
   random?: () => number;
+  /** Group commit of concurrent messages (defaults: 64 per batch, 2 batches at once). */
+  batch?: { maxBatch?: number; maxConcurrent?: number };
 };
+
+type MessageItem = { key: string; stored: z.infer<typeof StoredMessage> };
+type ItemOutcome = { kind: 'processed' | 'duplicate' | 'retrying'; ids: string[] };
+
+function conversationMessage(stored: z.infer<typeof StoredMessage>): ConversationMessage {
+  const { message } = stored;
+  return {
+    phone: message.from,
+    messageId: message.id,
+    receivedAt: new Date(Number(message.timestamp) * 1000),
+    profileName: stored.profileName,
+    input: toInput(message),
+  };
+}
 
 function toInput(message: InboundMessage): ConversationInput {
   if (message.type === 'text' && 'text' in message) return { kind: 'text', text: (message.text as { body: string }).body };
@@ -119,16 +137,8 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
     stored: z.infer<typeof StoredMessage>,
     eventValues?: { source: InboundSource; key: string; payload: unknown },
   ): Promise<string[] | null> {
-    const { message } = stored;
-    const sentAt = new Date(Number(message.timestamp) * 1000);
-    if (!(await touchConversation(trx, message.from, sentAt, eventValues))) return null;
-    const input: ConversationMessage = {
-      phone: message.from,
-      messageId: message.id,
-      receivedAt: sentAt,
-      profileName: stored.profileName,
-      input: toInput(message),
-    };
+    const input = conversationMessage(stored);
+    if (!(await touchConversation(trx, input.phone, input.receivedAt, eventValues))) return null;
     const drafts = await deps.conversation(trx, input);
     return deps.outbox.enqueue(trx, drafts);
   }
@@ -192,24 +202,30 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
       metrics.inboundEvents.inc({ source, outcome: outcome.kind });
       return outcome.kind;
     } catch (error) {
-      // Keep the event for the retry job. If this insert fails too, the error reaches the
-      // route, which answers 500 so the provider delivers the event again.
-      const lastError = error instanceof Error ? error.message.slice(0, 500) : String(error);
-      const level = error instanceof UnknownMessageError ? 'info' : 'warn';
-      logger[level]({ source, error: lastError }, 'inbound event not applied; stored for retry');
-      const stored = await db.transaction().execute(async (trx) => {
-        const row = await trx
-          .insertInto('inbound_events')
-          .values({ source, external_key: key, payload: jsonb(payload), status: 'retrying', attempts: 1, last_error: lastError })
-          .onConflict((oc) => oc.columns(['source', 'external_key']).doNothing())
-          .returning('id')
-          .executeTakeFirst();
-        if (row !== undefined) await scheduleRetry(row.id, 1, trx);
-        return row;
-      });
-      metrics.inboundEvents.inc({ source, outcome: stored === undefined ? 'duplicate' : 'retrying' });
-      return stored === undefined ? 'duplicate' : 'retrying';
+      return storeForRetry(source, key, payload, error);
     }
+  }
+
+  /**
+   * Keeps an event that could not be applied for the retry job. If this insert fails too, the
+   * error reaches the route, which answers 500 so the provider delivers the event again.
+   */
+  async function storeForRetry(source: InboundSource, key: string, payload: unknown, error: unknown): Promise<'duplicate' | 'retrying'> {
+    const lastError = error instanceof Error ? error.message.slice(0, 500) : String(error);
+    const level = error instanceof UnknownMessageError ? 'info' : 'warn';
+    logger[level]({ source, error: lastError }, 'inbound event not applied; stored for retry');
+    const stored = await db.transaction().execute(async (trx) => {
+      const row = await trx
+        .insertInto('inbound_events')
+        .values({ source, external_key: key, payload: jsonb(payload), status: 'retrying', attempts: 1, last_error: lastError })
+        .onConflict((oc) => oc.columns(['source', 'external_key']).doNothing())
+        .returning('id')
+        .executeTakeFirst();
+      if (row !== undefined) await scheduleRetry(row.id, 1, trx);
+      return row;
+    });
+    metrics.inboundEvents.inc({ source, outcome: stored === undefined ? 'duplicate' : 'retrying' });
+    return stored === undefined ? 'duplicate' : 'retrying';
   }
 
   async function retryEvent(eventId: string): Promise<'processed' | 'retrying' | 'dead' | 'not_pending'> {
@@ -259,6 +275,83 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
     }
   }
 
+  /**
+   * Many senders' messages (one each) in one transaction: events and conversation locks in
+   * one statement (senders in sorted order, so two batches cannot deadlock on each other),
+   * the turns' facts in one, their states in one, the replies and their jobs in one each.
+   * If anything fails the batch rolls back and each message goes its own way (processEvent),
+   * so one bad message costs the others nothing but time.
+   */
+  async function runBatch(items: readonly MessageItem[]): Promise<ItemOutcome[]> {
+    try {
+      const outcomes = await db.transaction().execute(async (trx) => {
+        const input = [...items]
+          .sort((a, b) => (a.stored.message.from < b.stored.message.from ? -1 : a.stored.message.from > b.stored.message.from ? 1 : 0))
+          .map((item) => ({
+            key: item.key,
+            phone: item.stored.message.from,
+            sent_at: new Date(Number(item.stored.message.timestamp) * 1000).toISOString(),
+            payload: item.stored,
+          }));
+        const { rows } = await sql<{ phone: string }>`
+          with input as (
+            select * from jsonb_to_recordset(${jsonb(input)}::jsonb) as v(key text, phone text, sent_at timestamptz, payload jsonb)
+          ), event as (
+            insert into inbound_events (source, external_key, payload, status, attempts, processed_at)
+            select 'whatsapp_message', key, payload, 'processed', 1, now() from input order by phone
+            on conflict (source, external_key) do nothing
+            returning external_key
+          )
+          insert into conversations (phone, state, last_inbound_at)
+          select i.phone, '{"version":0}'::jsonb, i.sent_at from input i join event e on e.external_key = i.key order by i.phone
+          on conflict (phone) do update
+            set last_inbound_at = greatest(conversations.last_inbound_at, excluded.last_inbound_at), updated_at = now()
+          returning phone`.execute(trx);
+        const fresh = new Set(rows.map((row) => row.phone));
+        const todo = items.filter((item) => fresh.has(item.stored.message.from));
+        const drafts = new Map<string, OutboundDraft[]>();
+        if (deps.conversation.prepare !== undefined && todo.length > 0) {
+          const batch = await deps.conversation.prepare(trx, todo.map((item) => item.stored.message.from));
+          for (const item of todo) drafts.set(item.key, await batch.run(conversationMessage(item.stored)));
+          await batch.save();
+        } else {
+          for (const item of todo) drafts.set(item.key, await deps.conversation(trx, conversationMessage(item.stored)));
+        }
+        const ids = await deps.outbox.enqueue(trx, todo.flatMap((item) => drafts.get(item.key) ?? []));
+        let next = 0;
+        return items.map((item): ItemOutcome => {
+          const mine = drafts.get(item.key);
+          if (mine === undefined) return { kind: 'duplicate', ids: [] };
+          const slice = ids.slice(next, next + mine.length);
+          next += mine.length;
+          return { kind: 'processed', ids: slice };
+        });
+      });
+      for (const outcome of outcomes) metrics.inboundEvents.inc({ source: 'whatsapp_message', outcome: outcome.kind });
+      return outcomes;
+    } catch (error) {
+      const [only] = items;
+      if (items.length === 1 && only !== undefined) {
+        return [{ kind: await storeForRetry('whatsapp_message', only.key, only.stored, error), ids: [] }];
+      }
+      logger.warn({ size: items.length, error: error instanceof Error ? error.message.slice(0, 500) : String(error) }, 'inbound batch rolled back; applying its messages one by one');
+      const outcomes: ItemOutcome[] = [];
+      for (const item of items) {
+        const ids: string[] = [];
+        const kind = await processEvent('whatsapp_message', item.key, item.stored, ids);
+        outcomes.push({ kind, ids });
+      }
+      return outcomes;
+    }
+  }
+
+  const batcher = createBatcher<MessageItem, ItemOutcome>({
+    maxBatch: deps.batch?.maxBatch ?? 64,
+    maxConcurrent: deps.batch?.maxConcurrent ?? 2,
+    key: (item) => item.stored.message.from,
+    run: runBatch,
+  });
+
   return {
     retryJob,
     retryEvent,
@@ -269,15 +362,25 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
         else if (outcome === 'duplicate') result.duplicates += 1;
         else result.retrying += 1;
       };
+      // Messages join the group commit (one sender's in order); statuses apply one by one.
+      const messages: Array<Promise<ItemOutcome>> = [];
       for (const entry of payload.entry) {
         for (const change of entry.changes) {
           const value = change.value;
           const names = new Map((value.contacts ?? []).map((c) => [c.wa_id, c.profile?.name]));
           for (const message of value.messages ?? []) {
             const profileName = names.get(message.from);
-            count(await processEvent('whatsapp_message', message.id, { message, ...(profileName === undefined ? {} : { profileName }) }, result.outboundIds));
+            messages.push(batcher.submit({ key: message.id, stored: { message, ...(profileName === undefined ? {} : { profileName }) } }));
           }
-          for (const status of value.statuses ?? []) {
+        }
+      }
+      for (const outcome of await Promise.all(messages)) {
+        count(outcome.kind);
+        result.outboundIds.push(...outcome.ids);
+      }
+      for (const entry of payload.entry) {
+        for (const change of entry.changes) {
+          for (const status of change.value.statuses ?? []) {
             count(await processEvent('whatsapp_status', `${status.id}:${status.status}`, { status }, result.outboundIds));
           }
         }

@@ -1,0 +1,108 @@
+/**
+ * Group commit. Items submitted while the batcher is busy wait and go together in the next
+ * batch: a busy service pays one transaction per batch instead of one per item, and a quiet
+ * one pays nothing (there is no timer; an idle batcher starts on the next turn of the event
+ * loop, with whatever arrived in that turn).
+ *
+ * Items with the same key never share a batch and never run in two batches at once; they
+ * run in the order they were submitted. (For inbound messages the key is the sender: one
+ * conversation row per batch, each person's messages in order.)
+ */
+export type Batcher<I, O> = {
+  /** Resolves with this item's result, or rejects with its batch's error. */
+  submit(item: I): Promise<O>;
+  /** Items waiting for a batch (not counting the ones running). */
+  readonly waiting: number;
+};
+
+export type BatcherOptions<I, O> = {
+  /** Most items in one batch. */
+  maxBatch: number;
+  /** Most batches running at once. */
+  maxConcurrent: number;
+  key(item: I): string;
+  /** Runs one batch; answers one result per item, in the items' order. */
+  run(items: readonly I[]): Promise<readonly O[]>;
+};
+
+type Waiting<I, O> = { item: I; key: string; resolve(result: O): void; reject(error: unknown): void };
+
+export function createBatcher<I, O>(options: BatcherOptions<I, O>): Batcher<I, O> {
+  if (options.maxBatch < 1 || options.maxConcurrent < 1) throw new RangeError('maxBatch and maxConcurrent must be at least 1');
+  const queue: Array<Waiting<I, O>> = [];
+  const busyKeys = new Set<string>();
+  let running = 0;
+  let scheduled = false;
+
+  /** The next batch: oldest first, skipping keys that are busy or already taken (they keep their place). */
+  function take(): Array<Waiting<I, O>> {
+    const batch: Array<Waiting<I, O>> = [];
+    const taken = new Set<string>();
+    const skipped = new Set<string>();
+    let i = 0;
+    while (i < queue.length && batch.length < options.maxBatch) {
+      const waiting = queue[i]!;
+      if (busyKeys.has(waiting.key) || taken.has(waiting.key) || skipped.has(waiting.key)) {
+        skipped.add(waiting.key);
+        i += 1;
+        continue;
+      }
+      taken.add(waiting.key);
+      batch.push(waiting);
+      queue.splice(i, 1);
+    }
+    return batch;
+  }
+
+  function pump(): void {
+    scheduled = false;
+    while (running < options.maxConcurrent && queue.length > 0) {
+      const batch = take();
+      if (batch.length === 0) return;
+      running += 1;
+      for (const waiting of batch) busyKeys.add(waiting.key);
+      const settle = (): void => {
+        running -= 1;
+        for (const waiting of batch) busyKeys.delete(waiting.key);
+        schedule();
+      };
+      let results: Promise<readonly O[]>;
+      try {
+        results = options.run(batch.map((waiting) => waiting.item));
+      } catch (error) {
+        results = Promise.reject(error);
+      }
+      results.then(
+        (out) => {
+          settle();
+          batch.forEach((waiting, index) => {
+            if (index < out.length) waiting.resolve(out[index]!);
+            else waiting.reject(new Error(`batch answered ${out.length} results for ${batch.length} items`));
+          });
+        },
+        (error: unknown) => {
+          settle();
+          for (const waiting of batch) waiting.reject(error);
+        },
+      );
+    }
+  }
+
+  function schedule(): void {
+    if (scheduled || queue.length === 0) return;
+    scheduled = true;
+    setImmediate(pump);
+  }
+
+  return {
+    submit(item) {
+      return new Promise<O>((resolve, reject) => {
+        queue.push({ item, key: options.key(item), resolve, reject });
+        schedule();
+      });
+    },
+    get waiting() {
+      return queue.length;
+    },
+  };
+}
