@@ -8,6 +8,7 @@
  * eager path and the job from sending one message twice; a claim older than
  * CLAIM_TIMEOUT_SECONDS (a crashed worker) may be taken again.
  */
+import { createCoalescer } from '../batch.js';
 import { jsonb } from '../db/json.js';
 import { randomInt, randomUUID } from 'node:crypto';
 import { sql, type Kysely, type Transaction } from 'kysely';
@@ -63,6 +64,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
   const random = deps.random ?? (() => randomInt(0, 1_000_000) / 1_000_000);
   const { db, metrics, logger } = deps;
   const inFlight = new Set<Promise<unknown>>();
+  const dispatchQueue: string[] = [];
 
   const job: JobDefinition<typeof DeliverJobData> = {
     name: 'deliver-message',
@@ -70,10 +72,14 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     retryLimit: 20,
     retryDelaySeconds: 5,
     retryBackoff: true,
-    batchSize: 10,
+    batchSize: 50,
     async handle({ messageId }) {
       const outcome = await deliver(messageId);
       if (outcome === 'busy') throw new MessageBusyError('another worker is delivering this message');
+    },
+    async handleBatch(items) {
+      const outcomes = await deliverMany(items.map((item) => item.data.messageId));
+      return items.map((item) => (outcomes.get(item.data.messageId) === 'busy' ? new MessageBusyError('another worker is delivering this message') : undefined));
     },
   };
 
@@ -81,11 +87,12 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     await deps.jobs.enqueue(trx, job, { messageId }, { startAfterSeconds: Math.max(0, Math.ceil(delaySeconds)) });
   }
 
-  async function claim(messageId: string) {
+  /** Claims the claimable ones among `messageIds` in one statement. */
+  async function claim(messageIds: readonly string[]) {
     return db
       .updateTable('outbound_messages')
       .set({ status: 'sending', updated_at: sql`now()` })
-      .where('id', '=', messageId)
+      .where('id', 'in', messageIds)
       .where((eb) =>
         eb.or([
           eb('status', '=', 'queued'),
@@ -101,8 +108,20 @@ export function createOutbox(deps: OutboxDeps): Outbox {
           .whereRef('conversations.phone', '=', 'outbound_messages.recipient')
           .as('recipient_last_inbound_at'),
       )
-      .executeTakeFirst();
+      .execute();
   }
+  type Claimed = Awaited<ReturnType<typeof claim>>[number];
+  type Sent = { id: string; channel: 'whatsapp' | 'sms'; wamid: string | null; sms_id: string | null; attempts: number };
+
+  /** Sends that succeeded, recorded together when they finish in the same turn of the event loop. */
+  const sent = createCoalescer<Sent>(async (records) => {
+    await sql`
+      update outbound_messages o
+      set status = 'sent', channel = v.channel, attempts = v.attempts, last_error = null, updated_at = now(),
+        provider_message_id = coalesce(v.wamid, o.provider_message_id), sms_message_id = coalesce(v.sms_id, o.sms_message_id)
+      from jsonb_to_recordset(${JSON.stringify(records)}::jsonb) as v(id uuid, channel text, wamid text, sms_id text, attempts int)
+      where o.id = v.id`.execute(db);
+  });
 
   async function recordFailure(
     messageId: string,
@@ -172,11 +191,39 @@ export function createOutbox(deps: OutboxDeps): Outbox {
   }
 
   async function deliver(messageId: string): Promise<DeliveryOutcome> {
-    const message = await claim(messageId);
-    if (message === undefined) {
-      const current = await db.selectFrom('outbound_messages').select('status').where('id', '=', messageId).executeTakeFirst();
-      return current?.status === 'sending' ? 'busy' : 'not_pending';
+    return (await deliverMany([messageId])).get(messageId) ?? 'not_pending';
+  }
+
+  /**
+   * Delivers several messages: one statement claims them all, each recipient's messages go
+   * out in the order they were written (different recipients at once), and the successes are
+   * recorded in one statement. Failures take the per-message path (retry or fall back).
+   */
+  async function deliverMany(messageIds: readonly string[]): Promise<Map<string, DeliveryOutcome>> {
+    const outcomes = new Map<string, DeliveryOutcome>();
+    if (messageIds.length === 0) return outcomes;
+    const claimed = await claim(messageIds);
+    const byRecipient = new Map<string, Claimed[]>();
+    for (const message of [...claimed].sort((a, b) => a.created_at.getTime() - b.created_at.getTime())) {
+      byRecipient.set(message.recipient, [...(byRecipient.get(message.recipient) ?? []), message]);
     }
+    await Promise.all(
+      [...byRecipient.values()].map(async (messages) => {
+        for (const message of messages) outcomes.set(message.id, await deliverClaimed(message));
+      }),
+    );
+    const unclaimed = messageIds.filter((id) => !outcomes.has(id));
+    if (unclaimed.length > 0) {
+      const rows = await db.selectFrom('outbound_messages').select(['id', 'status']).where('id', 'in', unclaimed).execute();
+      const status = new Map(rows.map((row) => [row.id, row.status]));
+      for (const id of unclaimed) outcomes.set(id, status.get(id) === 'sending' ? 'busy' : 'not_pending');
+    }
+    return outcomes;
+  }
+
+  /** One claimed message: send it, or decide what its failure means. */
+  async function deliverClaimed(message: Claimed): Promise<DeliveryOutcome> {
+    const messageId = message.id;
     const payload = OutboundPayload.parse(message.content);
     const attempt = message.attempts + 1;
     const route = chooseRoute({
@@ -199,11 +246,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
                 parameters: payload.template?.parameters ?? [],
                 ...(payload.template?.buttonPayload === undefined ? {} : { buttonPayload: payload.template.buttonPayload }),
               });
-        await db
-          .updateTable('outbound_messages')
-          .set({ status: 'sent', channel: 'whatsapp', provider_message_id: wamid, attempts: attempt, last_error: null, updated_at: sql`now()` })
-          .where('id', '=', messageId)
-          .execute();
+        await sent.add({ id: messageId, channel: 'whatsapp', wamid, sms_id: null, attempts: attempt });
         metrics.messagesSent.inc({ channel: 'whatsapp', outcome: route.mode === 'template' ? 'sent_template' : 'sent' });
         return 'sent';
       } catch (error) {
@@ -238,11 +281,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     }
     try {
       const { messageId: smsId } = await deps.sms.send(message.recipient, smsText(payload));
-      await db
-        .updateTable('outbound_messages')
-        .set({ status: 'sent', channel: 'sms', sms_message_id: smsId, attempts: attempt, last_error: null, updated_at: sql`now()` })
-        .where('id', '=', messageId)
-        .execute();
+      await sent.add({ id: messageId, channel: 'sms', wamid: null, sms_id: smsId, attempts: attempt });
       metrics.messagesSent.inc({ channel: 'sms', outcome: 'sent' });
       return 'sent';
     } catch (error) {
@@ -287,13 +326,16 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     deliver,
     dispatchSoon(messageIds) {
       if (messageIds.length === 0) return;
-      // Deferred one turn of the event loop (the caller answers its request first), then in
-      // order: several replies to one person arrive in the order they were written.
+      const first = dispatchQueue.length === 0;
+      dispatchQueue.push(...messageIds);
+      if (!first) return;
+      // Deferred one turn of the event loop (the caller answers its request first); every
+      // request answered in that turn is delivered together (deliverMany keeps each
+      // recipient's messages in the order they were written).
       const running = new Promise<void>((resolve) => setImmediate(resolve))
         .then(async () => {
-          for (const id of messageIds) {
-            await deliver(id).catch((error: unknown) => logger.error({ message_id: id, error }, 'eager delivery failed; the job will retry'));
-          }
+          const ids = dispatchQueue.splice(0);
+          await deliverMany(ids).catch((error: unknown) => logger.error({ messages: ids.length, error }, 'eager delivery failed; the jobs will retry'));
         })
         .finally(() => inFlight.delete(running));
       inFlight.add(running);

@@ -10,7 +10,7 @@ import { sql, type Kysely, type Transaction } from 'kysely';
 import { z } from 'zod';
 import type { ConversationHandler, ConversationInput, ConversationMessage } from '../conversation/port.js';
 import type { OutboundDraft } from '../domain/outbound.js';
-import { createBatcher } from './batcher.js';
+import { createBatcher } from '../batch.js';
 import type { Database, InboundSource } from '../db/schema.js';
 import { sha256Hex } from '../security.js';
 import { backoffSeconds, combineStatus } from '../domain/delivery.js';

@@ -22,6 +22,11 @@ export type JobDefinition<S extends z.ZodType = z.ZodType> = {
   /** Jobs fetched per poll and run concurrently (one fetch and one completion per batch). */
   readonly batchSize?: number;
   handle(data: z.infer<S>, context: { logger: Logger; jobId: string; retryCount: number }): Promise<void>;
+  /**
+   * Optional: a whole fetched batch at once (one statement for many jobs). Answers, per item
+   * and in order, the error that fails that job, or undefined when it is done.
+   */
+  handleBatch?(items: ReadonlyArray<{ data: z.infer<S>; jobId: string; retryCount: number }>): Promise<ReadonlyArray<Error | undefined>>;
 };
 
 export type EnqueueOptions = {
@@ -125,7 +130,29 @@ export function createJobQueue(settings: JobQueueSettings): JobQueue {
           job.name,
           { batchSize: job.batchSize ?? 1, includeMetadata: true, pollingIntervalSeconds: settings.pollingIntervalSeconds ?? 1 },
           async (batch) => {
-            await Promise.all(batch.map(run));
+            if (job.handleBatch === undefined) {
+              await Promise.all(batch.map(run));
+              return;
+            }
+            const valid: Array<{ data: unknown; jobId: string; retryCount: number }> = [];
+            for (const raw of batch) {
+              const parsed = job.schema.safeParse(raw.data);
+              if (parsed.success) valid.push({ data: parsed.data, jobId: raw.id, retryCount: raw.retryCount });
+              else {
+                metrics.jobsProcessed.inc({ queue: job.name, outcome: 'invalid' });
+                logger.error({ job: job.name, job_id: raw.id, issues: parsed.error.issues.length }, 'job data does not match its schema; dropped');
+              }
+            }
+            if (valid.length === 0) return;
+            // An error thrown here fails the whole batch; pg-boss retries each job with backoff.
+            const errors = await job.handleBatch(valid);
+            for (const [index, item] of valid.entries()) {
+              const error = errors[index];
+              metrics.jobsProcessed.inc({ queue: job.name, outcome: error === undefined ? 'completed' : 'failed' });
+              if (error === undefined) continue;
+              logger.warn({ job: job.name, job_id: item.jobId, error }, 'job failed; pg-boss retries it with backoff');
+              await boss.fail(job.name, item.jobId, { message: error.message });
+            }
           },
         );
       }

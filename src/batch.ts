@@ -106,3 +106,29 @@ export function createBatcher<I, O>(options: BatcherOptions<I, O>): Batcher<I, O
     },
   };
 }
+
+/**
+ * Write coalescing: items added in the same turn of the event loop are flushed together;
+ * each `add` resolves when the flush holding its item has finished (or rejects with its error).
+ */
+export type Coalescer<T> = { add(item: T): Promise<void> };
+
+export function createCoalescer<T>(flush: (items: readonly T[]) => Promise<void>): Coalescer<T> {
+  let pending: Array<{ item: T; resolve(): void; reject(error: unknown): void }> = [];
+  return {
+    add(item) {
+      return new Promise<void>((resolve, reject) => {
+        pending.push({ item, resolve, reject });
+        if (pending.length > 1) return;
+        setImmediate(() => {
+          const batch = pending;
+          pending = [];
+          flush(batch.map((entry) => entry.item)).then(
+            () => batch.forEach((entry) => entry.resolve()),
+            (error: unknown) => batch.forEach((entry) => entry.reject(error)),
+          );
+        });
+      });
+    },
+  };
+}
