@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
+import { request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import { createApp } from '../src/app.js';
 import { openDatabase, type DatabaseHandle } from '../src/db/connect.js';
@@ -369,4 +372,40 @@ test('the Authorization header and other secrets never reach the logs', async ()
   await t.app.request('/healthz', { headers: secretHeaders });
   await t.app.request('/nothing-here', { headers: secretHeaders });
   assert.ok(!t.logs.text().includes('SECRET'));
+});
+
+test('over real HTTP, the body limit holds for a declared Content-Length and for a chunked body', async () => {
+  const { app } = buildProbeApp();
+  const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' });
+  await new Promise<void>((resolve) => server.once('listening', () => resolve()));
+  const { port } = server.address() as AddressInfo;
+  const send = (body: string, chunked: boolean) =>
+    new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const headers: Record<string, string | number> = { 'content-type': 'application/json' };
+      if (!chunked) headers['content-length'] = Buffer.byteLength(body);
+      const req = httpRequest({ host: '127.0.0.1', port, path: '/items', method: 'POST', headers }, (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+      });
+      req.on('error', reject);
+      if (chunked) {
+        // Written in pieces with no length: the limit has to count the bytes as they come.
+        for (let i = 0; i < body.length; i += 16 * 1024) req.write(body.slice(i, i + 16 * 1024));
+        req.end();
+      } else req.end(body);
+    });
+  try {
+    const big = JSON.stringify({ name: 'x'.repeat(100 * 1024), amount: 1 });
+    for (const chunked of [false, true]) {
+      const refused = await send(big, chunked);
+      assert.equal(refused.status, 413, `chunked=${chunked}`);
+      assert.equal((JSON.parse(refused.body) as ErrorBody).code, 'payload_too_large');
+      const fine = await send(JSON.stringify({ name: 'tea', amount: 100 }), chunked);
+      assert.equal(fine.status, 201, `chunked=${chunked}: ${fine.body}`);
+      assert.deepEqual(JSON.parse(fine.body), { created: { name: 'tea', amount: 100 } });
+    }
+  } finally {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
 });

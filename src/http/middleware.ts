@@ -55,7 +55,18 @@ function sizedBodyLimit(): MiddlewareHandler<AppEnv> {
     c.json(errorBody(c, 'payload_too_large', 'The request body is too large.'), 413);
   const large = bodyLimit({ maxSize: WEBHOOK_BODY_LIMIT, onError });
   const small = bodyLimit({ maxSize: DEFAULT_BODY_LIMIT, onError });
-  return (c, next) => (largeBodyPrefixes.some((prefix) => c.req.path.startsWith(prefix)) ? large(c, next) : small(c, next));
+  return async (c, next) => {
+    const isLarge = largeBodyPrefixes.some((prefix) => c.req.path.startsWith(prefix));
+    // Node's parser reads exactly Content-Length bytes, so a declared length is checked from
+    // the header alone. That also keeps the request lightweight: hono's bodyLimit looks at
+    // the raw body stream, which makes the node adapter build a whole web Request.
+    if (c.req.method === 'GET' || c.req.method === 'HEAD') return next();
+    const declared = c.req.header('content-length');
+    if (declared !== undefined && c.req.header('transfer-encoding') === undefined && /^\d{1,15}$/.test(declared)) {
+      return Number(declared) > (isLarge ? WEBHOOK_BODY_LIMIT : DEFAULT_BODY_LIMIT) ? onError(c) : next();
+    }
+    return isLarge ? large(c, next) : small(c, next);
+  };
 }
 
 /** Installs the common middleware, the JSON 404 and the JSON error handler on `app`. */
