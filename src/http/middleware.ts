@@ -31,10 +31,14 @@ function requestContext(logger: Logger): MiddlewareHandler<AppEnv> {
     c.set('requestId', requestId);
     c.set('logger', requestLogger);
     const started = performance.now();
+    // Set before the handler runs, so the response is built with it. Setting a header on a
+    // finished response makes hono rebuild it (and the node adapter then streams it the slow way).
+    c.header('X-Request-Id', requestId);
     try {
       await next();
     } finally {
-      c.header('X-Request-Id', requestId);
+      // A handler that returned a Response of its own did not get it: only then, the slow way.
+      if (!c.res.headers.has('X-Request-Id')) c.header('X-Request-Id', requestId);
       const status = c.res.status;
       const line = {
         method: c.req.method,

@@ -5,7 +5,8 @@
  * A factory over axios with a timeout on every call. Secrets (consumer secret, passkey, the
  * Password derived from it, the token) never appear in an error message.
  */
-import axios, { type AxiosInstance } from 'axios';
+import type { AxiosInstance } from 'axios';
+import { createProviderHttp } from '../http.js';
 import { ProviderError, TransportError } from '../errors.js';
 import { classifyAxiosError } from '../whatsapp/client.js';
 import { DarajaErrorBody, OAuthResponse, ResponseVerdict, StkPushResponse, StkQueryResponse } from './schemas.js';
@@ -125,7 +126,7 @@ function saysBeingProcessed(error: ProviderError): boolean {
   return /process/i.test(error.message) || error.message === `HTTP ${error.httpStatus}` || error.message === `error ${IN_PROCESS}`;
 }
 
-export function createDarajaClient(settings: DarajaSettings, http: AxiosInstance = axios.create()): DarajaClient {
+export function createDarajaClient(settings: DarajaSettings, http: AxiosInstance = createProviderHttp()): DarajaClient {
   const now = settings.now ?? (() => new Date());
   const credentials: Credentials | undefined =
     present(settings.consumerKey) && present(settings.consumerSecret) && present(settings.shortcode) && present(settings.passkey)

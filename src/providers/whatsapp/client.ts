@@ -4,6 +4,7 @@
  * classified retryable or not. A factory over axios with a timeout on every call.
  */
 import axios, { type AxiosInstance } from 'axios';
+import { createProviderHttp } from '../http.js';
 import type { MessageContent } from '../../domain/outbound.js';
 import { ProviderError, TransportError } from '../errors.js';
 import { ErrorResponse, SendResponse } from './schemas.js';
@@ -94,7 +95,7 @@ function metaError(data: unknown): { code?: string; message?: string } {
   return { ...(code === undefined ? {} : { code: String(code) }), ...(message === undefined ? {} : { message }) };
 }
 
-export function createWhatsAppClient(settings: WhatsAppClientSettings, http: AxiosInstance = axios.create()): WhatsAppClient {
+export function createWhatsAppClient(settings: WhatsAppClientSettings, http: AxiosInstance = createProviderHttp()): WhatsAppClient {
   const configured = settings.token !== undefined && settings.phoneId !== undefined;
 
   async function post(to: string, body: Record<string, unknown>): Promise<{ wamid: string }> {
