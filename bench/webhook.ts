@@ -18,6 +18,8 @@ import { closeAgent, closedLoop, freshDatabase, openLoop, percentile, startServe
 const SECRET = 'bench-secret';
 const THROUGHPUT_SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
+/** Which phases to run (default all): throughput, ack, reply. */
+const PHASES = new Set((process.env.BENCH_PHASES ?? 'throughput,ack,reply').split(','));
 
 let seq = 0;
 function signedMessage(from?: string): { body: string; signature: string; from: string } {
@@ -86,7 +88,7 @@ async function main(): Promise<void> {
 
   // 1. Throughput: baseline then app, each on its own fresh database, with a warm-up.
   const throughput: Record<string, { rps: number; requests: number; errors: number }> = {};
-  for (const mode of ['baseline', 'app'] as const) {
+  for (const mode of PHASES.has('throughput') ? (['baseline', 'app'] as const) : []) {
     const db = await freshDatabase();
     const { port, child } = await startServer(mode, db.url, graph.url);
     await closedLoop(port, 1, CONCURRENCY, webhookRequest);
@@ -94,28 +96,30 @@ async function main(): Promise<void> {
     await stopServer(child);
     await db.drop();
   }
-  results.throughput = { ...throughput, ratio: Math.round((throughput.app!.rps / throughput.baseline!.rps) * 100) / 100, goal: '>= 0.5' };
+  if (PHASES.has('throughput')) results.throughput = { ...throughput, ratio: Math.round((throughput.app!.rps / throughput.baseline!.rps) * 100) / 100, goal: '>= 0.5' };
 
   // 2 and 3: the real app, one fresh database.
   const db = await freshDatabase();
   const { port, child } = await startServer('app', db.url, graph.url);
   await closedLoop(port, 1, 8, webhookRequest);
-  results.ack_latency_500rps = { ...(await openLoop(port, 500, 6, webhookRequest)), goal: 'p99 < 50 ms' };
+  if (PHASES.has('ack')) results.ack_latency_500rps = { ...(await openLoop(port, 500, 6, webhookRequest)), goal: 'p99 < 50 ms' };
 
-  const sentAt = new Map<string, number>();
-  graph.arrivals.clear();
-  const ack = await openLoop(port, 100, 6, webhookRequest, (r, at) => sentAt.set((r as ReturnType<typeof webhookRequest>).from, at));
-  await new Promise((resolve) => setTimeout(resolve, 2_000));
-  const replies = [...sentAt].map(([from, at]) => (graph.arrivals.get(from) ?? Number.NaN) - at).filter(Number.isFinite).sort((a, b) => a - b);
-  results.reply_latency_100rps = {
-    p50: percentile(replies, 50),
-    p99: percentile(replies, 99),
-    max: replies.at(-1),
-    replies: replies.length,
-    sent: sentAt.size,
-    ack_p99: ack.p99,
-    goal: 'p50 < 30 ms, p99 < 150 ms',
-  };
+  if (PHASES.has('reply')) {
+    const sentAt = new Map<string, number>();
+    graph.arrivals.clear();
+    const ack = await openLoop(port, 100, 6, webhookRequest, (r, at) => sentAt.set((r as ReturnType<typeof webhookRequest>).from, at));
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    const replies = [...sentAt].map(([from, at]) => (graph.arrivals.get(from) ?? Number.NaN) - at).filter(Number.isFinite).sort((a, b) => a - b);
+    results.reply_latency_100rps = {
+      p50: percentile(replies, 50),
+      p99: percentile(replies, 99),
+      max: replies.at(-1),
+      replies: replies.length,
+      sent: sentAt.size,
+      ack_p99: ack.p99,
+      goal: 'p50 < 30 ms, p99 < 150 ms',
+    };
+  }
   await stopServer(child);
   await db.drop();
   await graph.close();
