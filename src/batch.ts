@@ -28,7 +28,9 @@ export type BatcherOptions<I, O> = {
 type Waiting<I, O> = { item: I; key: string; resolve(result: O): void; reject(error: unknown): void };
 
 export function createBatcher<I, O>(options: BatcherOptions<I, O>): Batcher<I, O> {
-  if (options.maxBatch < 1 || options.maxConcurrent < 1) throw new RangeError('maxBatch and maxConcurrent must be at least 1');
+  if (!Number.isInteger(options.maxBatch) || !Number.isInteger(options.maxConcurrent) || options.maxBatch < 1 || options.maxConcurrent < 1) {
+    throw new RangeError('maxBatch and maxConcurrent must be whole numbers of at least 1');
+  }
   const queue: Array<Waiting<I, O>> = [];
   const busyKeys = new Set<string>();
   let running = 0;
@@ -75,9 +77,10 @@ export function createBatcher<I, O>(options: BatcherOptions<I, O>): Batcher<I, O
       results.then(
         (out) => {
           settle();
+          const answered = Array.isArray(out) ? out.length : 0;
           batch.forEach((waiting, index) => {
-            if (index < out.length) waiting.resolve(out[index]!);
-            else waiting.reject(new Error(`batch answered ${out.length} results for ${batch.length} items`));
+            if (index < answered) waiting.resolve(out[index]!);
+            else waiting.reject(new Error(`batch answered ${answered} results for ${batch.length} items`));
           });
         },
         (error: unknown) => {
@@ -123,10 +126,13 @@ export function createCoalescer<T>(flush: (items: readonly T[]) => Promise<void>
         setImmediate(() => {
           const batch = pending;
           pending = [];
-          flush(batch.map((entry) => entry.item)).then(
-            () => batch.forEach((entry) => entry.resolve()),
-            (error: unknown) => batch.forEach((entry) => entry.reject(error)),
-          );
+          // A flush that throws at once is a failed flush like any other.
+          Promise.resolve()
+            .then(() => flush(batch.map((entry) => entry.item)))
+            .then(
+              () => batch.forEach((entry) => entry.resolve()),
+              (error: unknown) => batch.forEach((entry) => entry.reject(error)),
+            );
         });
       });
     },
