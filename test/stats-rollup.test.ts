@@ -12,7 +12,7 @@ import { sql, type Kysely } from 'kysely';
 import type { Database, InvoiceStatus } from '../src/db/schema.js';
 import { createMigrator, migrateToLatest } from '../src/db/migrate.js';
 import { createLogger } from '../src/logger.js';
-import { foldStatsDeltas, fromInvoices, statsFoldJob, summary, type Period, type Summary } from '../src/stats/summary.js';
+import { daily, dailyFromInvoices, foldStatsDeltas, fromInvoices, statsFoldJob, summary, type Period, type Summary } from '../src/stats/summary.js';
 import { createEmptyDatabase, createTestDatabase, type TestDatabase } from './helpers/database.js';
 
 const DAY = 86_400_000;
@@ -64,13 +64,14 @@ async function expectedSummary(d: Kysely<Database>, period: Period, now: Date): 
 
 async function assertRollupsMatch(d: Kysely<Database>, label: string, periods = PERIODS, nows = NOWS): Promise<void> {
   for (const period of periods) {
+    assert.deepEqual(await daily(d, period, null), await dailyFromInvoices(d, period, null), `${label}: daily series ${JSON.stringify(period)}`);
     for (const now of nows) {
       assert.deepEqual(await summary(d, period, null, now), await expectedSummary(d, period, now), `${label}: ${JSON.stringify(period)} at ${now.toISOString()}`);
     }
   }
 }
 
-const count = async (d: Kysely<Database>, table: 'invoice_stats_daily' | 'invoice_stats_delta') =>
+const count = async (d: Kysely<Database>, table: 'invoice_stats_daily' | 'invoice_stats_delta' | 'invoice_activity_daily' | 'invoice_activity_delta') =>
   Number((await d.selectFrom(table).select(sql<string>`count(*)`.as('n')).executeTakeFirstOrThrow()).n);
 
 type NewRow = { merchant: number; status: InvoiceStatus; amount: number; createdMs: number; sentAfter: number | null; paidAfter: number | null; dueIn: number | null };
@@ -173,9 +174,11 @@ test('truncating invoices (directly or by cascade) empties both rollup tables', 
   await insertInvoice(db, { merchant: 1, status: 'pending', amount: 20, createdMs: BASE, sentAfter: null, paidAfter: null, dueIn: null });
   assert.equal(await count(db, 'invoice_stats_daily'), 1);
   assert.equal(await count(db, 'invoice_stats_delta'), 1);
+  assert.equal(await count(db, 'invoice_activity_daily'), 1);
   await sql`truncate invoices cascade`.execute(db);
   assert.equal(await count(db, 'invoice_stats_daily'), 0);
   assert.equal(await count(db, 'invoice_stats_delta'), 0);
+  assert.equal(await count(db, 'invoice_activity_daily'), 0);
   await assertRollupsMatch(db, 'after truncate');
   // Truncated by cascade from merchants: the trigger on invoices fires too.
   await insertInvoice(db, { merchant: 2, status: 'paid', amount: 30, createdMs: BASE, sentAfter: 1000, paidAfter: 5000, dueIn: 1 });
@@ -184,6 +187,8 @@ test('truncating invoices (directly or by cascade) empties both rollup tables', 
   await sql`truncate merchants cascade`.execute(db);
   assert.equal(await count(db, 'invoice_stats_daily'), 0);
   assert.equal(await count(db, 'invoice_stats_delta'), 0);
+  assert.equal(await count(db, 'invoice_activity_daily'), 0);
+  assert.equal(await count(db, 'invoice_activity_delta'), 0);
   await createMerchants();
 });
 
@@ -196,6 +201,7 @@ test('property: after any sequence of invoice changes and folds, the rollup summ
       await assertRollupsMatch(db, 'before the last fold');
       await foldStatsDeltas(db);
       assert.equal(await count(db, 'invoice_stats_delta'), 0);
+      assert.equal(await count(db, 'invoice_activity_delta'), 0);
       await assertRollupsMatch(db, 'after the last fold');
     }),
     { numRuns: 15 },
@@ -211,12 +217,19 @@ test('folding empties the deltas, changes no figure, is a no-op the second time 
   await db.updateTable('invoices').set({ status: 'paid', paid_at: sql<Date>`sent_at + interval '90 minutes'` }).where('id', '=', a).execute();
   const before = await summary(db, PERIODS[2]!, null, NOWS[3]!);
   assert.equal(await count(db, 'invoice_stats_delta'), 2);
-  assert.equal(await foldStatsDeltas(db), 2);
+  // Activity: its sending day loses and regains one sent; its paying day gains one paid.
+  assert.equal(await count(db, 'invoice_activity_delta'), 3);
+  assert.equal(await foldStatsDeltas(db), 2 + 3);
   assert.equal(await count(db, 'invoice_stats_delta'), 0);
+  assert.equal(await count(db, 'invoice_activity_delta'), 0);
   assert.deepEqual(await summary(db, PERIODS[2]!, null, NOWS[3]!), before);
   assert.equal(await foldStatsDeltas(db), 0);
   const zero = await db.selectFrom('invoice_stats_daily').selectAll().where(sql<boolean>`invoices = 0`).execute();
   assert.deepEqual(zero, []);
+  // Moving an invoice's payment to another day leaves nothing on the old one: that row goes too.
+  await db.updateTable('invoices').set({ paid_at: sql<Date>`paid_at + interval '3 days'` }).where('id', '=', a).execute();
+  await foldStatsDeltas(db);
+  assert.deepEqual(await db.selectFrom('invoice_activity_daily').selectAll().where(sql<boolean>`sent = 0 and paid = 0 and collected = 0`).execute(), []);
   const statuses = await db.selectFrom('invoice_stats_daily').select('status').distinct().execute();
   assert.deepEqual(statuses.map((r) => r.status), ['paid']);
   await assertRollupsMatch(db, 'after folds');
@@ -231,8 +244,10 @@ test('an update that changes no tracked column writes no delta', async () => {
   await invoice.set({ description: 'renamed', customer_phone: '254722999999', number: nextNumber++ }).execute();
   await invoice.set({ status: 'sent', amount: 900 }).execute(); // same values: not a change
   assert.equal(await count(db, 'invoice_stats_delta'), 0);
+  assert.equal(await count(db, 'invoice_activity_delta'), 0);
   await invoice.set({ amount: 901 }).execute(); // a tracked change: one row out, one in
   assert.equal(await count(db, 'invoice_stats_delta'), 2);
+  assert.equal(await count(db, 'invoice_activity_delta'), 2);
 });
 
 test('concurrent writers and folds: the figures stay exact', async () => {
@@ -279,6 +294,7 @@ test('statsFoldJob folds the deltas', async () => {
   const logger = createLogger({ level: 'silent', format: 'json' });
   await statsFoldJob(db).handle({}, { logger, jobId: 'x', retryCount: 0 });
   assert.equal(await count(db, 'invoice_stats_delta'), 0);
+  assert.equal(await count(db, 'invoice_activity_delta'), 0);
   await assertRollupsMatch(db, 'after the job', [PERIODS[2]!], [NOWS[0]!]);
 });
 
@@ -306,9 +322,11 @@ test('migrating backfills the rollups from existing invoices; down and up again 
     await migrateToLatest(d);
     assert.equal(await count(d, 'invoice_stats_delta'), 0);
     assert.ok((await count(d, 'invoice_stats_daily')) > 0);
+    assert.equal(await count(d, 'invoice_activity_delta'), 0);
+    assert.ok((await count(d, 'invoice_activity_daily')) > 0);
     await assertRollupsMatch(d, 'after the backfill');
     check(await createMigrator(d).migrateTo('2026_11_22_0003_dashboard'));
-    const left = await sql<{ n: string }>`select count(*) as n from information_schema.tables where table_name like 'invoice_stats_%'`.execute(d);
+    const left = await sql<{ n: string }>`select count(*) as n from information_schema.tables where table_name like 'invoice_stats_%' or table_name like 'invoice_activity_%'`.execute(d);
     assert.equal(Number(left.rows[0]!.n), 0);
     await sql`update invoices set amount = amount + 1 where status = 'pending'`.execute(d); // no trigger left to fail
     await migrateToLatest(d);

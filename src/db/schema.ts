@@ -153,6 +153,14 @@ export interface InvoiceStatsTable {
   pay_count: ColumnType<string, number, number>;
 }
 
+/** Invoices sent, invoices paid and the amount collected, per Nairobi day of sending or paying. */
+export interface InvoiceActivityTable {
+  day: ColumnType<Date, string, string>;
+  sent: ColumnType<string, number, number>;
+  paid: ColumnType<string, number, number>;
+  collected: ColumnType<string, number, number>;
+}
+
 export interface Database {
   merchants: MerchantsTable;
   conversations: ConversationsTable;
@@ -166,6 +174,8 @@ export interface Database {
   dashboard_sessions: DashboardSessionsTable;
   invoice_stats_daily: InvoiceStatsTable;
   invoice_stats_delta: InvoiceStatsTable;
+  invoice_activity_daily: InvoiceActivityTable;
+  invoice_activity_delta: InvoiceActivityTable;
 }
 
 export type Merchant = Selectable<MerchantsTable>;

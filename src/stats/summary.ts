@@ -145,7 +145,22 @@ export async function foldStatsDeltas(db: Kysely<Database>): Promise<number> {
     select coalesce(sum(n), 0) as folded from grouped`.execute(db);
   // Rows whose invoices all moved elsewhere (status changes) count nothing: drop them.
   await sql`delete from invoice_stats_daily where invoices = 0 and amount = 0 and ever_sent = 0 and pay_count = 0`.execute(db);
-  return Number(result.rows[0]?.folded ?? 0);
+  const activity = await sql<{ folded: string }>`
+    with moved as (
+      delete from invoice_activity_delta returning *
+    ), grouped as (
+      select day, sum(sent) as sent, sum(paid) as paid, sum(collected) as collected, count(*) as n from moved group by day
+    ), upserted as (
+      insert into invoice_activity_daily (day, sent, paid, collected)
+      select day, sent, paid, collected from grouped
+      on conflict (day) do update set
+        sent = invoice_activity_daily.sent + excluded.sent,
+        paid = invoice_activity_daily.paid + excluded.paid,
+        collected = invoice_activity_daily.collected + excluded.collected
+    )
+    select coalesce(sum(n), 0) as folded from grouped`.execute(db);
+  await sql`delete from invoice_activity_daily where sent = 0 and paid = 0 and collected = 0`.execute(db);
+  return Number(result.rows[0]?.folded ?? 0) + Number(activity.rows[0]?.folded ?? 0);
 }
 
 function present(row: SummaryRow, period: Period, now: Date): Summary {
@@ -170,10 +185,30 @@ function present(row: SummaryRow, period: Period, now: Date): Summary {
 }
 
 /** Per Nairobi day: invoices sent (by sending day), paid and collected (by paying day). */
+/**
+ * The daily series: invoices sent, invoices paid and the amount collected per Nairobi day.
+ * All merchants read the activity rollups (migrations/2026_12_01_0005_activity_rollup.ts) and
+ * their unfolded deltas; one merchant reads that merchant's invoices.
+ */
 export async function daily(db: Kysely<Database>, period: Period, merchant: MerchantScope): Promise<DailyPoint[]> {
+  if (merchant !== null) return dailyFromInvoices(db, period, merchant);
+  const { rows } = await sql<{ day: string; sent: string; paid: string; collected: string }>`
+    select to_char(day, 'YYYY-MM-DD') as day, sum(sent) as sent, sum(paid) as paid, sum(collected) as collected
+    from (
+      select day, sent, paid, collected from invoice_activity_daily where day between ${period.from}::date and ${period.to}::date
+      union all
+      select day, sent, paid, collected from invoice_activity_delta where day between ${period.from}::date and ${period.to}::date
+    ) as figures
+    group by day`.execute(db);
+  return series(period, rows.map((r) => ({ day: r.day, sent: Number(r.sent), paid: Number(r.paid), collected: Number(r.collected) })));
+}
+
+/** The daily series computed from the invoices themselves (one merchant; or, for checks, all). */
+export async function dailyFromInvoices(db: Kysely<Database>, period: Period, merchant: MerchantScope): Promise<DailyPoint[]> {
   const start = nairobiMidnight(period.from);
   const end = nextDay(period.to);
-  const day = (column: 'sent_at' | 'paid_at') => sql<string>`to_char(${sql.ref(column)} + interval '3 hours', 'YYYY-MM-DD')`;
+  // The Nairobi day, whatever the session's time zone.
+  const day = (column: 'sent_at' | 'paid_at') => sql<string>`to_char(((${sql.ref(column)} at time zone 'UTC') + interval '3 hours')::date, 'YYYY-MM-DD')`;
   const sent = await db
     .selectFrom('invoices')
     .select([day('sent_at').as('day'), sql<string>`count(*)`.as('n')])
@@ -191,13 +226,22 @@ export async function daily(db: Kysely<Database>, period: Period, merchant: Merc
     .$if(merchant !== null, (q) => q.where(merchantFilter(merchant!)))
     .groupBy(sql`1`)
     .execute();
+  return series(period, [
+    ...sent.map((r) => ({ day: r.day, sent: Number(r.n), paid: 0, collected: 0 })),
+    ...paid.map((r) => ({ day: r.day, sent: 0, paid: Number(r.n), collected: Number(r.amount) })),
+  ]);
+}
+
+/** Every day of the period, in order, with the figures summed in (zero where nothing happened). */
+function series(period: Period, figures: readonly DailyPoint[]): DailyPoint[] {
   const points = new Map<string, DailyPoint>();
   for (let d = period.from; d <= period.to; d = addDays(d, 1)) points.set(d, { day: d, sent: 0, paid: 0, collected: 0 });
-  for (const r of sent) points.get(r.day)!.sent = Number(r.n);
-  for (const r of paid) {
-    const p = points.get(r.day)!;
-    p.paid = Number(r.n);
-    p.collected = Number(r.amount);
+  for (const f of figures) {
+    const point = points.get(f.day);
+    if (point === undefined) continue;
+    point.sent += f.sent;
+    point.paid += f.paid;
+    point.collected += f.collected;
   }
   return [...points.values()];
 }
