@@ -25,6 +25,8 @@ import type { SmsClient } from '../providers/sms/client.js';
 import type { WhatsAppClient } from '../providers/whatsapp/client.js';
 
 export const CLAIM_TIMEOUT_SECONDS = 60;
+/** A claim older than this is renewed before its send (one send can take a WhatsApp and an SMS timeout). */
+const CLAIM_RENEW_AFTER_MS = 20_000;
 
 export type DeliveryOutcome = 'sent' | 'retry_scheduled' | 'fell_back' | 'failed' | 'not_pending' | 'busy';
 
@@ -35,6 +37,8 @@ export type Outbox = {
   fallBackToSms(trx: Transaction<Database>, messageId: string, reason: string): Promise<boolean>;
   /** Tries to deliver one message now. Safe to call any number of times, concurrently. */
   deliver(messageId: string): Promise<DeliveryOutcome>;
+  /** Delivers several: one claim statement, each recipient's messages in write order; an unexpected error is that message's outcome. */
+  deliverMany(messageIds: readonly string[]): Promise<Map<string, DeliveryOutcome | Error>>;
   /** Eager dispatch after commit: delivers in the background (from the next event-loop turn), logging, never throwing. */
   dispatchSoon(messageIds: readonly string[]): void;
   /** Resolves when every background dispatch started so far has finished (tests, shutdown). */
@@ -57,12 +61,15 @@ export type OutboxDeps = {
   logger: Logger;
   now?: () => Date;
   random?: () => number;
+  /** A claim older than this is renewed before its send (default 20 s; tests shorten it). */
+  claimRenewAfterMs?: number;
 };
 
 export function createOutbox(deps: OutboxDeps): Outbox {
   const now = deps.now ?? (() => new Date());
   const random = deps.random ?? (() => randomInt(0, 1_000_000) / 1_000_000);
   const { db, metrics, logger } = deps;
+  const renewAfterMs = deps.claimRenewAfterMs ?? CLAIM_RENEW_AFTER_MS;
   const inFlight = new Set<Promise<unknown>>();
   const dispatchQueue: string[] = [];
 
@@ -79,7 +86,11 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     },
     async handleBatch(items) {
       const outcomes = await deliverMany(items.map((item) => item.data.messageId));
-      return items.map((item) => (outcomes.get(item.data.messageId) === 'busy' ? new MessageBusyError('another worker is delivering this message') : undefined));
+      return items.map((item) => {
+        const outcome = outcomes.get(item.data.messageId);
+        if (outcome instanceof Error) return outcome;
+        return outcome === 'busy' ? new MessageBusyError('another worker is delivering this message') : undefined;
+      });
     },
   };
 
@@ -91,7 +102,8 @@ export function createOutbox(deps: OutboxDeps): Outbox {
   async function claim(messageIds: readonly string[]) {
     return db
       .updateTable('outbound_messages')
-      .set({ status: 'sending', updated_at: sql`now()` })
+      // To the millisecond, as a JS Date holds it: renewClaim recognises its own claim by it.
+      .set({ status: 'sending', updated_at: sql`date_trunc('milliseconds', now())` })
       .where('id', 'in', messageIds)
       .where((eb) =>
         eb.or([
@@ -108,20 +120,49 @@ export function createOutbox(deps: OutboxDeps): Outbox {
           .whereRef('conversations.phone', '=', 'outbound_messages.recipient')
           .as('recipient_last_inbound_at'),
       )
+      // The write order to the microsecond (a JS Date keeps milliseconds: rows written by one
+      // statement would tie), so each recipient's messages go out in the order they were written.
+      .returning(sql<string>`to_char(outbound_messages.created_at at time zone 'UTC', 'YYYYMMDDHH24MISSUS')`.as('write_order'))
       .execute();
+  }
+
+  /**
+   * Renews a claim taken a while ago, just before its send, if it is still ours (nobody took
+   * it over after CLAIM_TIMEOUT_SECONDS). False: another worker has the message now.
+   */
+  async function renewClaim(message: Claimed): Promise<boolean> {
+    const renewed = await db
+      .updateTable('outbound_messages')
+      .set({ updated_at: sql`date_trunc('milliseconds', now())` })
+      .where('id', '=', message.id)
+      .where('status', '=', 'sending')
+      .where('updated_at', '=', message.updated_at)
+      .returning('updated_at')
+      .executeTakeFirst();
+    return renewed !== undefined;
   }
   type Claimed = Awaited<ReturnType<typeof claim>>[number];
   type Sent = { id: string; channel: 'whatsapp' | 'sms'; wamid: string | null; sms_id: string | null; attempts: number };
 
   /** Sends that succeeded, recorded together when they finish in the same turn of the event loop. */
   const sent = createCoalescer<Sent>(async (records) => {
+    try {
+      await recordSent(records);
+    } catch (error) {
+      if (records.length === 1) throw error;
+      // One bad row must not leave the others unrecorded (they would be sent again): one by one.
+      for (const record of records) await recordSent([record]);
+    }
+  });
+
+  async function recordSent(records: readonly Sent[]): Promise<void> {
     await sql`
       update outbound_messages o
       set status = 'sent', channel = v.channel, attempts = v.attempts, last_error = null, updated_at = now(),
         provider_message_id = coalesce(v.wamid, o.provider_message_id), sms_message_id = coalesce(v.sms_id, o.sms_message_id)
-      from jsonb_to_recordset(${JSON.stringify(records)}::jsonb) as v(id uuid, channel text, wamid text, sms_id text, attempts int)
+      from jsonb_to_recordset(${jsonb(records)}::jsonb) as v(id uuid, channel text, wamid text, sms_id text, attempts int)
       where o.id = v.id`.execute(db);
-  });
+  }
 
   async function recordFailure(
     messageId: string,
@@ -191,7 +232,9 @@ export function createOutbox(deps: OutboxDeps): Outbox {
   }
 
   async function deliver(messageId: string): Promise<DeliveryOutcome> {
-    return (await deliverMany([messageId])).get(messageId) ?? 'not_pending';
+    const outcome = (await deliverMany([messageId])).get(messageId) ?? 'not_pending';
+    if (outcome instanceof Error) throw outcome;
+    return outcome;
   }
 
   /**
@@ -199,17 +242,31 @@ export function createOutbox(deps: OutboxDeps): Outbox {
    * out in the order they were written (different recipients at once), and the successes are
    * recorded in one statement. Failures take the per-message path (retry or fall back).
    */
-  async function deliverMany(messageIds: readonly string[]): Promise<Map<string, DeliveryOutcome>> {
-    const outcomes = new Map<string, DeliveryOutcome>();
+  async function deliverMany(messageIds: readonly string[]): Promise<Map<string, DeliveryOutcome | Error>> {
+    const outcomes = new Map<string, DeliveryOutcome | Error>();
     if (messageIds.length === 0) return outcomes;
     const claimed = await claim(messageIds);
+    const claimedAt = performance.now();
     const byRecipient = new Map<string, Claimed[]>();
-    for (const message of [...claimed].sort((a, b) => a.created_at.getTime() - b.created_at.getTime())) {
-      byRecipient.set(message.recipient, [...(byRecipient.get(message.recipient) ?? []), message]);
-    }
+    const inOrder = [...claimed].sort((a, b) => (a.write_order < b.write_order ? -1 : a.write_order > b.write_order ? 1 : a.id < b.id ? -1 : 1));
+    for (const message of inOrder) byRecipient.set(message.recipient, [...(byRecipient.get(message.recipient) ?? []), message]);
     await Promise.all(
       [...byRecipient.values()].map(async (messages) => {
-        for (const message of messages) outcomes.set(message.id, await deliverClaimed(message));
+        for (const message of messages) {
+          try {
+            // Sends before this one may have taken long (timeouts, a fallback): a claim near
+            // its timeout is renewed first, so no other worker can take it over mid-send.
+            if (performance.now() - claimedAt >= renewAfterMs && !(await renewClaim(message))) {
+              outcomes.set(message.id, 'busy');
+              continue;
+            }
+            outcomes.set(message.id, await deliverClaimed(message));
+          } catch (error) {
+            // This message only (it stays claimed; its job retries it after the claim times out).
+            logger.error({ message_id: message.id, error }, 'delivery failed unexpectedly');
+            outcomes.set(message.id, error instanceof Error ? error : new Error(String(error)));
+          }
+        }
       }),
     );
     const unclaimed = messageIds.filter((id) => !outcomes.has(id));
@@ -324,6 +381,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     },
     fallBackToSms: (trx, messageId, reason) => fallBackToSms(trx, messageId, reason),
     deliver,
+    deliverMany,
     dispatchSoon(messageIds) {
       if (messageIds.length === 0) return;
       const first = dispatchQueue.length === 0;
@@ -335,6 +393,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       const running = new Promise<void>((resolve) => setImmediate(resolve))
         .then(async () => {
           const ids = dispatchQueue.splice(0);
+          // Per-message failures are logged inside; this is the claim itself failing.
           await deliverMany(ids).catch((error: unknown) => logger.error({ messages: ids.length, error }, 'eager delivery failed; the jobs will retry'));
         })
         .finally(() => inFlight.delete(running));

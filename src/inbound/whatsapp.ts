@@ -374,16 +374,29 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
           }
         }
       }
-      for (const outcome of await Promise.all(messages)) {
-        count(outcome.kind);
-        result.outboundIds.push(...outcome.ids);
+      let failure: unknown;
+      for (const settled of await Promise.allSettled(messages)) {
+        if (settled.status === 'rejected') {
+          failure ??= settled.reason;
+          continue;
+        }
+        count(settled.value.kind);
+        result.outboundIds.push(...settled.value.ids);
       }
-      for (const entry of payload.entry) {
-        for (const change of entry.changes) {
-          for (const status of change.value.statuses ?? []) {
-            count(await processEvent('whatsapp_status', `${status.id}:${status.status}`, { status }, result.outboundIds));
+      try {
+        if (failure !== undefined) throw failure;
+        for (const entry of payload.entry) {
+          for (const change of entry.changes) {
+            for (const status of change.value.statuses ?? []) {
+              count(await processEvent('whatsapp_status', `${status.id}:${status.status}`, { status }, result.outboundIds));
+            }
           }
         }
+      } catch (error) {
+        // The route answers 500 and Meta delivers the payload again (what committed is then a
+        // duplicate); what did commit is delivered now rather than by the safety net.
+        deps.outbox.dispatchSoon(result.outboundIds);
+        throw error;
       }
       return result;
     },

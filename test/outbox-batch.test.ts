@@ -1,0 +1,124 @@
+/**
+ * The outbox delivering many messages at once (src/delivery/outbox.ts deliverMany): each
+ * recipient's messages in the order they were written, a claim renewed before a late send and
+ * given up when another worker took it over, and one broken message failing only its own job.
+ * Real database (both kinds), fake Graph API on 127.0.0.1.
+ */
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, test } from 'node:test';
+import { sql } from 'kysely';
+import { createOutbox } from '../src/delivery/outbox.js';
+import type { OutboundDraft } from '../src/domain/outbound.js';
+import { startChannelFixture, waitFor, type ChannelFixture } from './helpers/channel.js';
+
+let f: ChannelFixture;
+before(async () => {
+  f = await startChannelFixture({ env: { DELIVERY_SAFETY_NET_SECONDS: '3600', WABA_TIMEOUT_MS: '1000' } });
+});
+after(() => f.close());
+beforeEach(async () => {
+  await f.deps.outbox.idle();
+  f.graph.reset();
+});
+
+let next = 500;
+const phone = () => `2547022${String((next += 1)).padStart(5, '0')}`;
+const texts = (to: string, n: number): OutboundDraft[] =>
+  Array.from({ length: n }, (_, i) => ({ recipient: to, kind: 'reply', payload: { message: { type: 'text', body: `part ${i}` } } }));
+const bodies = (to: string) => f.graph.sentTo(to).map((r) => (r.body.text as { body: string }).body);
+
+async function write(drafts: OutboundDraft[]): Promise<string[]> {
+  // The recipient wrote in the last 24 hours: free-form messages are allowed.
+  await sql`insert into conversations (phone, state, last_inbound_at) values (${drafts[0]!.recipient}, '{"version":0}'::jsonb, now()) on conflict do nothing`.execute(f.database.handle.db);
+  return f.database.handle.db.transaction().execute((trx) => f.deps.outbox.enqueue(trx, drafts));
+}
+
+test('messages written together to one person go out in the order written', async () => {
+  const to = phone();
+  const ids = await write(texts(to, 4));
+  f.deps.outbox.dispatchSoon([...ids].reverse());
+  await f.deps.outbox.idle();
+  assert.deepEqual(bodies(to), ['part 0', 'part 1', 'part 2', 'part 3']);
+});
+
+test('the write order counts to the microsecond, whatever order the rows are stored or indexed in', async () => {
+  const to = phone();
+  await write(texts(to, 1)).then((ids) => f.database.handle.db.deleteFrom('outbound_messages').where('id', 'in', ids).execute());
+  // Four messages written within one millisecond (a JS Date cannot tell them apart), stored in
+  // the order 2, 0, 3, 1 and with ids that sort 3, 1, 2, 0.
+  const ids = ['40000000-0000-4000-8000-000000000000', '20000000-0000-4000-8000-000000000000', '30000000-0000-4000-8000-000000000000', '10000000-0000-4000-8000-000000000000'];
+  for (const i of [2, 0, 3, 1]) {
+    await sql`insert into outbound_messages (id, recipient, kind, content, created_at)
+      values (${ids[i]!}, ${to}, 'reply', ${JSON.stringify({ message: { type: 'text', body: `part ${i}` } })}::jsonb,
+              ${'2026-12-01T06:00:00.123Z'}::timestamptz + make_interval(secs => ${(i + 1) / 1_000_000}))`.execute(f.database.handle.db);
+  }
+  f.deps.outbox.dispatchSoon(ids);
+  await f.deps.outbox.idle();
+  assert.deepEqual(bodies(to), ['part 0', 'part 1', 'part 2', 'part 3']);
+});
+
+test('messages to different people in one dispatch all go out, each once', async () => {
+  const people = Array.from({ length: 8 }, phone);
+  const ids: string[] = [];
+  for (const to of people) ids.push(...(await write(texts(to, 2))));
+  f.deps.outbox.dispatchSoon(ids);
+  f.deps.outbox.dispatchSoon(ids); // the same ids twice in one turn change nothing
+  await f.deps.outbox.idle();
+  for (const to of people) assert.deepEqual(bodies(to), ['part 0', 'part 1']);
+  const statuses = await f.database.handle.db.selectFrom('outbound_messages').select('status').where('id', 'in', ids).execute();
+  assert.ok(statuses.every((s) => s.status === 'sent'));
+});
+
+test('a claim taken over by another worker during an earlier slow send is not used: that message is not sent twice', async () => {
+  const outbox = createOutbox({
+    db: f.database.handle.db,
+    jobs: f.deps.jobs,
+    whatsapp: f.deps.whatsapp,
+    sms: f.deps.sms,
+    config: f.deps.config,
+    metrics: f.deps.metrics,
+    logger: f.deps.logger,
+    claimRenewAfterMs: 0,
+  });
+  const to = phone();
+  const [first, second] = await write(texts(to, 2));
+  // The first send hangs until the client's timeout; meanwhile "another worker" takes over the
+  // second message (a claim of its own, later than ours).
+  f.graph.queue({ kind: 'hang' });
+  const delivering = outbox.deliverMany([first!, second!]);
+  await waitFor(() => f.graph.sentTo(to).length === 1, 5_000, 'the first send to reach Meta');
+  await f.database.handle.db.updateTable('outbound_messages').set({ updated_at: sql`now() + interval '1 second'` }).where('id', '=', second!).execute();
+  const outcomes = await delivering;
+  assert.equal(outcomes.get(second!), 'busy');
+  assert.deepEqual(bodies(to), ['part 0'], 'only the hanging first message reached Meta');
+  const row = await f.database.handle.db.selectFrom('outbound_messages').select(['status', 'attempts']).where('id', '=', second!).executeTakeFirstOrThrow();
+  assert.deepEqual(row, { status: 'sending', attempts: 0 }, 'left to the worker that holds it');
+  // With nobody else holding it, a renewed claim is used as usual.
+  const to2 = phone();
+  const ids = await write(texts(to2, 2));
+  const fine = await outbox.deliverMany(ids);
+  assert.deepEqual([...fine.values()], ['sent', 'sent']);
+  assert.deepEqual(bodies(to2), ['part 0', 'part 1']);
+  await outbox.idle();
+});
+
+test('in a job batch, a message that cannot be read fails only its own job; the others are delivered', async () => {
+  const to = phone();
+  const [good] = await write(texts(to, 1));
+  const broken = (
+    await f.database.handle.db
+      .insertInto('outbound_messages')
+      .values({ recipient: to, kind: 'reply', content: JSON.stringify({ message: { type: 'carrier-pigeon' } }) })
+      .returning('id')
+      .executeTakeFirstOrThrow()
+  ).id;
+  const [other] = await write(texts(phone(), 1));
+  const handleBatch = f.deps.outbox.job.handleBatch!;
+  const errors = await handleBatch([broken, good!, other!].map((messageId, i) => ({ data: { messageId }, jobId: `job-${i}`, retryCount: 0 })));
+  assert.ok(errors[0] instanceof Error, 'the unreadable message fails its job');
+  assert.equal(errors[1], undefined);
+  assert.equal(errors[2], undefined);
+  const statuses = await f.database.handle.db.selectFrom('outbound_messages').select(['id', 'status']).where('id', 'in', [good!, other!]).execute();
+  assert.ok(statuses.every((s) => s.status === 'sent'));
+  assert.deepEqual(bodies(to), ['part 0']);
+});
