@@ -3,7 +3,7 @@
  * metrics, per-route request duration histograms, and the service's own counters.
  */
 import { prometheus } from '@hono/prometheus';
-import { Counter, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
@@ -18,6 +18,11 @@ export function createMetrics() {
       name: 'invoiceiq_jobs_processed_total',
       help: 'Background jobs finished, by queue and outcome',
       labelNames: ['queue', 'outcome'] as const,
+      registers: [registry],
+    }),
+    outboxStuck: new Gauge({
+      name: 'invoiceiq_outbound_stuck_messages',
+      help: 'Outbound messages found queued or sending for 30+ minutes at the last outbox sweep (delivered again)',
       registers: [registry],
     }),
     messagesSent: new Counter({

@@ -122,3 +122,25 @@ test('in a job batch, a message that cannot be read fails only its own job; the 
   assert.ok(statuses.every((s) => s.status === 'sent'));
   assert.deepEqual(bodies(to), ['part 0']);
 });
+
+test('the sweep delivers what has been left queued or sending for 30 minutes (its job gone), counts it, and leaves the rest alone', async () => {
+  const [stuckTo, freshTo, doneTo] = [phone(), phone(), phone()];
+  const [stuckQueued] = await write(texts(stuckTo, 1));
+  const [fresh] = await write(texts(freshTo, 1));
+  const [done] = await write(texts(doneTo, 1));
+  const db = f.database.handle.db;
+  // Their jobs are gone (failed after all retries, or deleted by hand).
+  await f.database.handle.pool.query(`delete from pgboss.job where name = 'deliver-message' and data->>'messageId' = any($1)`, [[stuckQueued, fresh, done]]);
+  await db.updateTable('outbound_messages').set({ updated_at: sql`now() - interval '31 minutes'` }).where('id', '=', stuckQueued!).execute();
+  await db.updateTable('outbound_messages').set({ status: 'sent', updated_at: sql`now() - interval '2 hours'` }).where('id', '=', done!).execute();
+  await f.deps.outbox.sweepJob.handle({}, { logger: f.deps.logger, jobId: 'sweep-1', retryCount: 0 });
+  assert.deepEqual(bodies(stuckTo), ['part 0']);
+  assert.deepEqual(bodies(freshTo), [], 'a message queued a moment ago is its job\'s to send');
+  assert.deepEqual(bodies(doneTo), [], 'a sent message is not sent again');
+  const metrics = await f.deps.metrics.registry.metrics();
+  assert.match(metrics, /invoiceiq_outbound_stuck_messages 1\b/);
+  assert.equal((await db.selectFrom('outbound_messages').select('status').where('id', '=', stuckQueued!).executeTakeFirstOrThrow()).status, 'sent');
+  // Nothing left: the next sweep finds nothing and says so.
+  assert.equal(await f.deps.outbox.sweep(), 0);
+  assert.match(await f.deps.metrics.registry.metrics(), /invoiceiq_outbound_stuck_messages 0\b/);
+});

@@ -44,7 +44,14 @@ export type Outbox = {
   /** Resolves when every background dispatch started so far has finished (tests, shutdown). */
   idle(): Promise<void>;
   readonly job: JobDefinition<typeof DeliverJobData>;
+  /** Delivers again what has been queued or sending for STUCK_AFTER_MINUTES (its job gone or exhausted). */
+  sweep(): Promise<number>;
+  readonly sweepJob: JobDefinition<typeof NoData>;
 };
+
+const NoData = z.object({}).loose();
+/** Far beyond any retry delay (backoff caps at 5 minutes) and any claim (60 s). */
+export const STUCK_AFTER_MINUTES = 30;
 
 const DeliverJobData = z.object({ messageId: z.uuid() });
 
@@ -231,6 +238,26 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     return true;
   }
 
+  /**
+   * The last safety net: a message whose job is gone (deleted, or failed after all its
+   * retries) would otherwise wait forever. Claims keep this from racing a live worker.
+   */
+  async function sweep(): Promise<number> {
+    const rows = await db
+      .selectFrom('outbound_messages')
+      .select('id')
+      .where('status', 'in', ['queued', 'sending'])
+      .where('updated_at', '<', sql<Date>`now() - make_interval(mins => ${STUCK_AFTER_MINUTES})`)
+      .orderBy('updated_at')
+      .limit(100)
+      .execute();
+    metrics.outboxStuck.set(rows.length);
+    if (rows.length === 0) return 0;
+    logger.warn({ messages: rows.length }, `outbound messages stuck for ${STUCK_AFTER_MINUTES}+ minutes; delivering them again`);
+    await deliverMany(rows.map((row) => row.id));
+    return rows.length;
+  }
+
   async function deliver(messageId: string): Promise<DeliveryOutcome> {
     const outcome = (await deliverMany([messageId])).get(messageId) ?? 'not_pending';
     if (outcome instanceof Error) throw outcome;
@@ -380,6 +407,15 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       return rows.map((row) => row.id);
     },
     fallBackToSms: (trx, messageId, reason) => fallBackToSms(trx, messageId, reason),
+    sweep,
+    sweepJob: {
+      name: 'outbox-sweep',
+      schema: NoData,
+      retryLimit: 0,
+      async handle() {
+        await sweep();
+      },
+    },
     deliver,
     deliverMany,
     dispatchSoon(messageIds) {
