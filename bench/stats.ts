@@ -17,6 +17,7 @@ import { loadConfig } from '../src/config.js';
 import { openDatabase } from '../src/db/connect.js';
 import { createDeps } from '../src/deps.js';
 import { createLogger } from '../src/logger.js';
+import { foldStatsDeltas } from '../src/stats/summary.js';
 import { freshDatabase, get, percentile, startServer, stopServer } from './lib.js';
 
 const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
@@ -46,25 +47,13 @@ async function seed(client: pg.Client): Promise<void> {
     cross join lateral (select timestamptz '2026-08-25 00:00+03' + ((i.n::bigint * 7919) % (89 * 86400)) * interval '1 second' as created_at) c`, [INVOICES, MERCHANTS]);
 }
 
-/** Folds the seed's deltas (the stats-fold job's statement), then leaves recent changes unfolded. */
-async function settle(client: pg.Client): Promise<{ foldSeconds: number; unfoldedDeltas: number }> {
+/** Folds the seed's deltas (the stats-fold job's own code), then leaves recent changes unfolded. */
+async function settle(client: pg.Client, url: string): Promise<{ foldSeconds: number; unfoldedDeltas: number }> {
+  const handle = await openDatabase({ kind: 'postgres', url, poolMax: 1 });
   const started = performance.now();
-  await client.query(`
-    with moved as (delete from invoice_stats_delta returning *)
-    insert into invoice_stats_daily (day, status, due_date, invoices, amount, ever_sent, paid_after_sent, pay_seconds, pay_count)
-    select day, status, due_date, sum(invoices), sum(amount), sum(ever_sent), sum(paid_after_sent), sum(pay_seconds), sum(pay_count)
-    from moved group by day, status, due_date
-    on conflict (day, status, due_date) do update set invoices = invoice_stats_daily.invoices + excluded.invoices,
-      amount = invoice_stats_daily.amount + excluded.amount, ever_sent = invoice_stats_daily.ever_sent + excluded.ever_sent,
-      paid_after_sent = invoice_stats_daily.paid_after_sent + excluded.paid_after_sent,
-      pay_seconds = invoice_stats_daily.pay_seconds + excluded.pay_seconds, pay_count = invoice_stats_daily.pay_count + excluded.pay_count`);
-  await client.query(`
-    with moved as (delete from invoice_activity_delta returning *)
-    insert into invoice_activity_daily (day, sent, paid, collected)
-    select day, sum(sent), sum(paid), sum(collected) from moved group by day
-    on conflict (day) do update set sent = invoice_activity_daily.sent + excluded.sent,
-      paid = invoice_activity_daily.paid + excluded.paid, collected = invoice_activity_daily.collected + excluded.collected`);
+  await foldStatsDeltas(handle.db);
   const foldSeconds = Math.round((performance.now() - started) / 100) / 10;
+  await handle.close();
   // A minute of traffic between two folds: 1,000 invoices paid.
   await client.query(`update invoices set status = 'paid', paid_at = sent_at + interval '10 minutes'
     where id in (select id from invoices where status = 'sent' order by id limit 1000)`);
@@ -128,7 +117,7 @@ async function main(): Promise<void> {
   const seeding = performance.now();
   await seed(client);
   const seedSeconds = Math.round((performance.now() - seeding) / 100) / 10;
-  const { foldSeconds, unfoldedDeltas } = await settle(client);
+  const { foldSeconds, unfoldedDeltas } = await settle(client, db.url);
   const merchant = (await client.query<{ id: string; phone: string }>(`select id, phone from merchants order by phone limit 1`)).rows[0]!;
   const start = new Date(`${FROM}T00:00:00+03:00`);
   const end = new Date(new Date(`${TO}T00:00:00+03:00`).getTime() + 86_400_000);

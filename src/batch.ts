@@ -40,12 +40,11 @@ export function createBatcher<I, O>(options: BatcherOptions<I, O>): Batcher<I, O
   function take(): Array<Waiting<I, O>> {
     const batch: Array<Waiting<I, O>> = [];
     const taken = new Set<string>();
-    const skipped = new Set<string>();
     let i = 0;
     while (i < queue.length && batch.length < options.maxBatch) {
       const waiting = queue[i]!;
-      if (busyKeys.has(waiting.key) || taken.has(waiting.key) || skipped.has(waiting.key)) {
-        skipped.add(waiting.key);
+      // A busy or taken key is skipped, and so are all its later items: they keep their order.
+      if (busyKeys.has(waiting.key) || taken.has(waiting.key)) {
         i += 1;
         continue;
       }

@@ -276,7 +276,11 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     const claimedAt = performance.now();
     const byRecipient = new Map<string, Claimed[]>();
     const inOrder = [...claimed].sort((a, b) => (a.write_order < b.write_order ? -1 : a.write_order > b.write_order ? 1 : a.id < b.id ? -1 : 1));
-    for (const message of inOrder) byRecipient.set(message.recipient, [...(byRecipient.get(message.recipient) ?? []), message]);
+    for (const message of inOrder) {
+      const mine = byRecipient.get(message.recipient);
+      if (mine === undefined) byRecipient.set(message.recipient, [message]);
+      else mine.push(message);
+    }
     await Promise.all(
       [...byRecipient.values()].map(async (messages) => {
         for (const message of messages) {

@@ -107,24 +107,31 @@ export function createJobQueue(settings: JobQueueSettings): JobQueue {
           retryBackoff: job.retryBackoff ?? true,
         });
         created.add(job.name);
-        const run = async (raw: PgBoss.JobWithMetadata<unknown>): Promise<void> => {
-          const jobLogger = logger.child({ job: job.name, job_id: raw.id });
+        /** The job's data; undefined for data that does not match its schema (retrying cannot fix it: counted, logged, dropped). */
+        const parse = (raw: PgBoss.JobWithMetadata<unknown>): { data: unknown; jobId: string; retryCount: number } | undefined => {
           const parsed = job.schema.safeParse(raw.data);
-          if (!parsed.success) {
-            // Retrying cannot fix bad data: record and finish.
-            metrics.jobsProcessed.inc({ queue: job.name, outcome: 'invalid' });
-            jobLogger.error({ issues: parsed.error.issues.length }, 'job data does not match its schema; dropped');
-            return;
-          }
+          if (parsed.success) return { data: parsed.data, jobId: raw.id, retryCount: raw.retryCount };
+          metrics.jobsProcessed.inc({ queue: job.name, outcome: 'invalid' });
+          logger.error({ job: job.name, job_id: raw.id, issues: parsed.error.issues.length }, 'job data does not match its schema; dropped');
+          return undefined;
+        };
+        /** Counts the outcome; a failure fails this job alone (pg-boss completes the rest of the batch when the handler returns). */
+        const finish = async (jobId: string, error: unknown): Promise<void> => {
+          metrics.jobsProcessed.inc({ queue: job.name, outcome: error === undefined ? 'completed' : 'failed' });
+          if (error === undefined) return;
+          logger.warn({ job: job.name, job_id: jobId, error }, 'job failed; pg-boss retries it with backoff');
+          await boss.fail(job.name, jobId, { message: error instanceof Error ? error.message : String(error) });
+        };
+        const run = async (raw: PgBoss.JobWithMetadata<unknown>): Promise<void> => {
+          const item = parse(raw);
+          if (item === undefined) return;
+          let failure: unknown;
           try {
-            await job.handle(parsed.data, { logger: jobLogger, jobId: raw.id, retryCount: raw.retryCount });
-            metrics.jobsProcessed.inc({ queue: job.name, outcome: 'completed' });
+            await job.handle(item.data, { logger: logger.child({ job: job.name, job_id: raw.id }), jobId: raw.id, retryCount: raw.retryCount });
           } catch (error) {
-            metrics.jobsProcessed.inc({ queue: job.name, outcome: 'failed' });
-            jobLogger.warn({ error }, 'job failed; pg-boss retries it with backoff');
-            // Fail this job alone; pg-boss completes the rest of the batch when we return.
-            await boss.fail(job.name, raw.id, { message: error instanceof Error ? error.message : String(error) });
+            failure = error ?? new Error('job failed');
           }
+          await finish(raw.id, failure);
         };
         await boss.work(
           job.name,
@@ -134,25 +141,11 @@ export function createJobQueue(settings: JobQueueSettings): JobQueue {
               await Promise.all(batch.map(run));
               return;
             }
-            const valid: Array<{ data: unknown; jobId: string; retryCount: number }> = [];
-            for (const raw of batch) {
-              const parsed = job.schema.safeParse(raw.data);
-              if (parsed.success) valid.push({ data: parsed.data, jobId: raw.id, retryCount: raw.retryCount });
-              else {
-                metrics.jobsProcessed.inc({ queue: job.name, outcome: 'invalid' });
-                logger.error({ job: job.name, job_id: raw.id, issues: parsed.error.issues.length }, 'job data does not match its schema; dropped');
-              }
-            }
+            const valid = batch.map(parse).filter((item) => item !== undefined);
             if (valid.length === 0) return;
             // An error thrown here fails the whole batch; pg-boss retries each job with backoff.
             const errors = await job.handleBatch(valid);
-            for (const [index, item] of valid.entries()) {
-              const error = errors[index];
-              metrics.jobsProcessed.inc({ queue: job.name, outcome: error === undefined ? 'completed' : 'failed' });
-              if (error === undefined) continue;
-              logger.warn({ job: job.name, job_id: item.jobId, error }, 'job failed; pg-boss retries it with backoff');
-              await boss.fail(job.name, item.jobId, { message: error.message });
-            }
+            for (const [index, item] of valid.entries()) await finish(item.jobId, errors[index]);
           },
         );
       }
