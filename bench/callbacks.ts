@@ -4,13 +4,15 @@
  *
  * Genuine success callbacks (right token, CheckoutRequestID and amount, each for its own
  * pending attempt seeded in SQL) per second through the real app (token check, attempt lock,
- * paid transition, audit event, two receipts in the outbox with their jobs), as a ratio to a
- * bare Hono handler doing one INSERT ... ON CONFLICT DO NOTHING, same run, same load.
+ * paid transition, audit event, two receipts in the outbox with their jobs, and both receipts
+ * delivered to a fake Graph API on 127.0.0.1), as a ratio to a bare Hono handler doing one
+ * INSERT ... ON CONFLICT DO NOTHING, same run, same load. Callbacks that arrive together are
+ * group-committed (src/payments/service.ts); the group sizes seen are reported.
  * Writes bench/results/callbacks.json. Traffic goes to 127.0.0.1 only; bounded in time.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import pg from 'pg';
-import { closeAgent, closedLoop, freshDatabase, startServer, stopServer, type BenchRequest } from './lib.js';
+import { closeAgent, closedLoop, freshDatabase, startGraph, startServer, stopServer, type BenchRequest, type LoopResult } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
@@ -21,6 +23,8 @@ async function seed(url: string): Promise<void> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   await client.query(`insert into merchants (phone, business_name) values ('254799000000', 'Bench Shop')`);
+  // The merchant chats with the bot (inside the 24-hour window); customers get receipts as a template.
+  await client.query(`insert into conversations (phone, state, last_inbound_at) values ('254799000000', '{"version":0}', now())`);
   await client.query(
     `insert into invoices (merchant_id, number, customer_phone, amount, description, status, due_date)
      select m.id, i, '2547' || lpad(i::text, 8, '0'), 100, 'bench', 'sent', current_date + 7
@@ -62,18 +66,40 @@ function callbacks(): () => BenchRequest {
   };
 }
 
+/** Receipts in the outbox by status, once delivery has caught up (at most 10 s). */
+async function receiptsAfterDrain(url: string): Promise<Record<string, number>> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  const counts = async () => {
+    const { rows } = await client.query<{ status: string; n: string }>(`select status, count(*) as n from outbound_messages group by status`);
+    return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
+  };
+  const until = Date.now() + 10_000;
+  let now = await counts();
+  while (Date.now() < until && (now.queued ?? 0) + (now.sending ?? 0) > 0) {
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    now = await counts();
+  }
+  await client.end();
+  return now;
+}
+
 async function main(): Promise<void> {
   const results: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, concurrency: CONCURRENCY, seconds: SECONDS };
-  const throughput: Record<string, { rps: number; requests: number; errors: number }> = {};
+  const throughput: Record<string, LoopResult> = {};
+  const graph = await startGraph();
+  let receipts: Record<string, number> = {};
   for (const mode of ['baseline', 'app'] as const) {
     const db = await freshDatabase();
     await seed(db.url);
-    // The WhatsApp API is unreachable on purpose: receipts stay in the outbox (delivery is not measured here).
-    const { port, child } = await startServer(mode, db.url, 'http://127.0.0.1:9');
-    throughput[mode] = await closedLoop(port, SECONDS, CONCURRENCY, callbacks());
+    const { port, child } = await startServer(mode, db.url, graph.url);
+    throughput[mode] = await closedLoop(port, SECONDS, CONCURRENCY, callbacks(), child);
+    if (mode === 'app') receipts = await receiptsAfterDrain(db.url);
     await stopServer(child);
     await db.drop();
   }
+  await graph.close();
+  results.receipts = receipts;
   results.throughput = { ...throughput, ratio: Math.round((throughput.app!.rps / throughput.baseline!.rps) * 100) / 100, goal: '>= 0.5' };
   closeAgent();
   mkdirSync('bench/results', { recursive: true });

@@ -4,8 +4,10 @@
  * 127.0.0.1 only; every loop is bounded in time.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { Agent, request } from 'node:http';
+import { Agent, createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import pg from 'pg';
 import { openDatabase } from '../src/db/connect.js';
 import { migrateToLatest } from '../src/db/migrate.js';
@@ -93,10 +95,20 @@ export function get(port: number, path: string, headers: Record<string, string> 
 }
 
 /** Fixed concurrency for `seconds`; counts 200s as done, anything else as errors. */
-export async function closedLoop(port: number, seconds: number, concurrency: number, next: () => BenchRequest): Promise<{ rps: number; requests: number; errors: number }> {
+export type LoopResult = { rps: number; requests: number; errors: number; cpuMsPerRequest?: CpuShare };
+
+/** `concurrency` clients, each sending its next request as soon as the last is answered, for `seconds`. */
+export async function closedLoop(
+  port: number,
+  seconds: number,
+  concurrency: number,
+  next: () => BenchRequest,
+  server?: ChildProcess,
+): Promise<LoopResult> {
   const deadline = performance.now() + seconds * 1000;
   let requests = 0;
   let errors = 0;
+  const cpuBefore = cpuSnapshot(server?.pid);
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
       while (performance.now() < deadline) {
@@ -110,7 +122,43 @@ export async function closedLoop(port: number, seconds: number, concurrency: num
       }
     }),
   );
-  return { rps: Math.round((requests / seconds) * 10) / 10, requests, errors };
+  const cpu = cpuPerRequest(cpuBefore, cpuSnapshot(server?.pid), requests);
+  return { rps: Math.round((requests / seconds) * 10) / 10, requests, errors, ...(cpu === undefined ? {} : { cpuMsPerRequest: cpu }) };
+}
+
+/** CPU time (ms) spent by the server child, all Postgres processes, and this load generator (Linux /proc). */
+type CpuSnapshot = { server: number; postgres: number; bench: number } | undefined;
+export type CpuShare = { server: number; postgres: number; bench: number; total: number };
+
+function cpuSnapshot(serverPid: number | undefined): CpuSnapshot {
+  const ticks = (stat: string) => {
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime (fields 14 and 15 of /proc/<pid>/stat), in clock ticks of 10 ms.
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  };
+  try {
+    let postgres = 0;
+    for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        if (stat.includes('(postgres)')) postgres += ticks(stat);
+      } catch {
+        /* the process ended meanwhile */
+      }
+    }
+    const server = serverPid === undefined ? 0 : ticks(readFileSync(`/proc/${serverPid}/stat`, 'utf8'));
+    const self = process.cpuUsage();
+    return { server, postgres, bench: (self.user + self.system) / 1000 };
+  } catch {
+    return undefined;
+  }
+}
+
+function cpuPerRequest(before: CpuSnapshot, after: CpuSnapshot, requests: number): CpuShare | undefined {
+  if (before === undefined || after === undefined || requests === 0) return undefined;
+  const per = (a: number, b: number) => Math.round(((b - a) / requests) * 1000) / 1000;
+  const share = { server: per(before.server, after.server), postgres: per(before.postgres, after.postgres), bench: per(before.bench, after.bench) };
+  return { ...share, total: Math.round((share.server + share.postgres + share.bench) * 1000) / 1000 };
 }
 
 export function percentile(sorted: number[], p: number): number {
@@ -155,4 +203,32 @@ export async function openLoop(
 
 export function closeAgent(): void {
   agent.destroy();
+}
+
+/** A fake Graph API that records when each reply arrives, by recipient. */
+export async function startGraph(): Promise<{ url: string; arrivals: Map<string, number>; close(): Promise<void> }> {
+  const arrivals = new Map<string, number>();
+  let n = 0;
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const at = performance.now();
+      try {
+        const body = JSON.parse(Buffer.concat(chunks).toString()) as { to: string };
+        if (!arrivals.has(body.to)) arrivals.set(body.to, at);
+      } catch {
+        /* counted as missing */
+      }
+      n += 1;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ messaging_product: 'whatsapp', messages: [{ id: `wamid.reply.${n}` }] }));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    arrivals,
+    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+  };
 }

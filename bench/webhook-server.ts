@@ -48,6 +48,7 @@ if (mode === 'baseline') {
     WABA_TOKEN: 'bench-token',
     WABA_PHONE_ID: '1000',
     WABA_API_BASE_URL: graphUrl ?? 'http://127.0.0.1:9',
+    WABA_TEMPLATE_RECEIPT: 'invoice_receipt',
     MPESA_CALLBACK_URL: 'https://bench.invalid/payments/stk/callback',
     STATS_API_TOKEN: 'bench-stats-token-0123456789abcdef0123',
     LOG_LEVEL: 'warn',

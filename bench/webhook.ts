@@ -11,9 +11,7 @@
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { closeAgent, closedLoop, freshDatabase, openLoop, percentile, startServer, stopServer, type BenchRequest } from './lib.js';
+import { closeAgent, closedLoop, freshDatabase, openLoop, percentile, startGraph, startServer, stopServer, type BenchRequest, type LoopResult } from './lib.js';
 
 const SECRET = 'bench-secret';
 const THROUGHPUT_SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
@@ -54,45 +52,18 @@ function webhookRequest(): BenchRequest & { from: string } {
   return { path: '/whatsapp/webhook', body: m.body, headers: { 'x-hub-signature-256': m.signature }, from: m.from };
 }
 
-/** A fake Graph API that records when each reply arrives, by recipient. */
-async function startGraph(): Promise<{ url: string; arrivals: Map<string, number>; close(): Promise<void> }> {
-  const arrivals = new Map<string, number>();
-  let n = 0;
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const at = performance.now();
-      try {
-        const body = JSON.parse(Buffer.concat(chunks).toString()) as { to: string };
-        if (!arrivals.has(body.to)) arrivals.set(body.to, at);
-      } catch {
-        /* counted as missing */
-      }
-      n += 1;
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ messaging_product: 'whatsapp', messages: [{ id: `wamid.reply.${n}` }] }));
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    arrivals,
-    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
-  };
-}
 
 async function main(): Promise<void> {
   const graph = await startGraph();
   const results: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, concurrency: CONCURRENCY, seconds: THROUGHPUT_SECONDS };
 
   // 1. Throughput: baseline then app, each on its own fresh database, with a warm-up.
-  const throughput: Record<string, { rps: number; requests: number; errors: number }> = {};
+  const throughput: Record<string, LoopResult> = {};
   for (const mode of PHASES.has('throughput') ? (['baseline', 'app'] as const) : []) {
     const db = await freshDatabase();
     const { port, child } = await startServer(mode, db.url, graph.url);
     await closedLoop(port, 1, CONCURRENCY, webhookRequest);
-    throughput[mode] = await closedLoop(port, THROUGHPUT_SECONDS, CONCURRENCY, webhookRequest);
+    throughput[mode] = await closedLoop(port, THROUGHPUT_SECONDS, CONCURRENCY, webhookRequest, child);
     await stopServer(child);
     await db.drop();
   }

@@ -3,7 +3,7 @@
  * metrics, per-route request duration histograms, and the service's own counters.
  */
 import { prometheus } from '@hono/prometheus';
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
@@ -59,6 +59,13 @@ export function createMetrics() {
       name: 'invoiceiq_payment_attempts_total',
       help: 'M-PESA payment attempt events, by outcome (requested, pushed, succeeded, failed, expired, review, push_retry, push_failed)',
       labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    groupCommitSize: new Histogram({
+      name: 'invoiceiq_group_commit_size',
+      help: 'Items written in one group-commit transaction, by path (whatsapp_message, mpesa_callback)',
+      labelNames: ['path'] as const,
+      buckets: [1, 2, 4, 8, 16, 32, 64],
       registers: [registry],
     }),
     callbacksRejected: new Counter({

@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { InvoiceStatus, PaymentAttemptStatus } from '../src/db/schema.js';
-import { PROMPT_COOLDOWN_MS, decidePaymentRequest, decideResult, failureReason } from '../src/domain/payment.js';
+import fc from 'fast-check';
+import { PROMPT_COOLDOWN_MS, decidePaymentRequest, decideResult, failureReason, planResults, type ResultItem, type ResultPlan } from '../src/domain/payment.js';
 
 const NOW = new Date('2026-11-22T09:00:00Z');
 const ago = (ms: number) => new Date(NOW.getTime() - ms);
@@ -56,4 +57,115 @@ test('failureReason reads every documented result code', () => {
   assert.equal(failureReason(1019), 'expired');
   assert.equal(failureReason(17), 'other');
   assert.equal(failureReason(9999), 'other');
+});
+
+describe('planResults (several results in one transaction)', () => {
+  const item = (over: Partial<Omit<ResultItem, 'result'>> & { result?: Partial<ResultItem['result']> } = {}): ResultItem => ({
+    attemptId: 'a1',
+    invoiceId: 'i1',
+    attemptStatus: 'pending',
+    askedAmount: 1500,
+    amountRequired: true,
+    ...over,
+    result: { resultCode: 0, amount: 1500, receipt: 'R1', ...over.result },
+  });
+  const sent = (...ids: string[]) => new Map<string, InvoiceStatus>(ids.map((id) => [id, 'sent']));
+
+  test('one result of each kind reads as decideResult does', () => {
+    assert.deepEqual(planResults([item()], sent('i1'), new Map()), [{ action: 'mark_paid' }]);
+    assert.deepEqual(planResults([item({ result: { amount: 15 } })], sent('i1'), new Map()), [{ action: 'review', reason: 'amount_mismatch' }]);
+    assert.deepEqual(planResults([item({ result: { amount: null } })], sent('i1'), new Map()), [{ action: 'review', reason: 'amount_missing' }]);
+    assert.deepEqual(planResults([item({ attemptStatus: 'succeeded' })], sent('i1'), new Map()), [{ action: 'ignore', why: 'duplicate' }]);
+    assert.deepEqual(planResults([item({ result: { resultCode: 1032, amount: null, receipt: null } })], sent('i1'), new Map()), [{ action: 'mark_failed', notify: true }]);
+    assert.deepEqual(planResults([item({ attemptStatus: 'expired', result: { resultCode: 1032 } })], sent('i1'), new Map()), [{ action: 'ignore', why: 'not_pending' }]);
+  });
+
+  test('a failure on a paid or cancelled invoice tells nobody', () => {
+    const failure = item({ result: { resultCode: 2001, amount: null, receipt: null } });
+    assert.deepEqual(planResults([failure], new Map([['i1', 'paid']]), new Map()), [{ action: 'mark_failed', notify: false }]);
+    assert.deepEqual(planResults([failure], new Map([['i1', 'cancelled']]), new Map()), [{ action: 'mark_failed', notify: false }]);
+  });
+
+  test('a receipt held by another attempt is a duplicate; held by this attempt it still pays', () => {
+    assert.deepEqual(planResults([item()], sent('i1'), new Map([['R1', 'other']])), [{ action: 'ignore', why: 'receipt_taken' }]);
+    assert.deepEqual(planResults([item({ attemptStatus: 'failed' })], sent('i1'), new Map([['R1', 'a1']])), [{ action: 'mark_paid' }]);
+  });
+
+  test('a success on an invoice already paid (another attempt) is paid twice: recorded for a refund', () => {
+    assert.deepEqual(planResults([item()], new Map([['i1', 'paid']]), new Map()), [{ action: 'paid_twice' }]);
+  });
+
+  test('in one group, earlier items count for later ones: the invoice paid, the receipt taken, the attempt settled', () => {
+    const plans = planResults(
+      [
+        item({ attemptId: 'a1', result: { receipt: 'R1' } }),
+        item({ attemptId: 'a2', result: { receipt: 'R2' } }),
+        item({ attemptId: 'a3', invoiceId: 'i2', result: { receipt: 'R1' } }),
+        item({ attemptId: 'a4', result: { resultCode: 1032, amount: null, receipt: null } }),
+        item({ attemptId: 'a1', result: { resultCode: 1, amount: null, receipt: null } }),
+      ],
+      sent('i1', 'i2'),
+      new Map(),
+    );
+    assert.deepEqual(plans, [
+      { action: 'mark_paid' },
+      { action: 'paid_twice' },
+      { action: 'ignore', why: 'receipt_taken' },
+      { action: 'mark_failed', notify: false },
+      { action: 'ignore', why: 'success_recorded' },
+    ]);
+  });
+
+  test('property: planning a group at once equals planning its results one at a time, each seeing the ones before', () => {
+    const arbItem = fc.record({
+      attemptId: fc.constantFrom('a1', 'a2', 'a3', 'a4'),
+      invoiceId: fc.constantFrom('i1', 'i2'),
+      attemptStatus: fc.constantFrom<PaymentAttemptStatus>('pending', 'succeeded', 'failed', 'expired'),
+      askedAmount: fc.constantFrom(100, 1500),
+      amountRequired: fc.boolean(),
+      result: fc.record({
+        resultCode: fc.constantFrom(0, 0, 1, 1032, 2001),
+        amount: fc.constantFrom(null, 100, 1500),
+        receipt: fc.constantFrom(null, 'R1', 'R2', 'R3'),
+      }),
+    });
+    fc.assert(
+      fc.property(
+        fc.array(arbItem, { maxLength: 12 }),
+        fc.constantFrom<InvoiceStatus>('sent', 'paid', 'cancelled'),
+        fc.constantFrom<InvoiceStatus>('sent', 'paid'),
+        fc.option(fc.constantFrom('a1', 'a9'), { nil: undefined }),
+        (raw, s1, s2, r1Owner) => {
+          // Each attempt belongs to one invoice and has one locked status, as in the database.
+          const first = new Map<string, ResultItem>();
+          for (const it of raw) if (!first.has(it.attemptId)) first.set(it.attemptId, it);
+          const items = raw.map((it) => ({ ...it, invoiceId: first.get(it.attemptId)!.invoiceId, attemptStatus: first.get(it.attemptId)!.attemptStatus, askedAmount: first.get(it.attemptId)!.askedAmount }));
+          const invoices = new Map<string, InvoiceStatus>([['i1', s1], ['i2', s2]]);
+          const owners = new Map<string, string>(r1Owner === undefined ? [] : [['R1', r1Owner]]);
+          const together = planResults(items, invoices, owners);
+
+          const serialInvoices = new Map(invoices);
+          const serialOwners = new Map(owners);
+          const serialAttempts = new Map<string, PaymentAttemptStatus>();
+          const alone: ResultPlan[] = items.map((it) => {
+            const [plan] = planResults([{ ...it, attemptStatus: serialAttempts.get(it.attemptId) ?? it.attemptStatus }], serialInvoices, serialOwners);
+            if (plan!.action === 'mark_paid') {
+              serialInvoices.set(it.invoiceId, 'paid');
+              serialAttempts.set(it.attemptId, 'succeeded');
+            }
+            if (plan!.action === 'review' || plan!.action === 'mark_failed' || plan!.action === 'paid_twice') serialAttempts.set(it.attemptId, 'failed');
+            if ((plan!.action === 'mark_paid' || plan!.action === 'paid_twice') && it.result.receipt !== null) serialOwners.set(it.result.receipt, it.attemptId);
+            return plan!;
+          });
+          assert.deepEqual(together, alone);
+          // Money rule: at most one paid transition per invoice, never for one already paid.
+          for (const id of ['i1', 'i2']) {
+            const paid = together.filter((p, k) => p.action === 'mark_paid' && items[k]!.invoiceId === id).length;
+            assert.ok(paid <= (invoices.get(id) === 'paid' ? 0 : 1));
+          }
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
 });

@@ -334,6 +334,37 @@ describe('new prompts', () => {
   });
 });
 
+describe('paid twice', () => {
+  test('a customer who pays two prompts for one invoice: paid once, the second payment kept with its receipt for a refund', async () => {
+    const s = await invoiceWithPush();
+    clock += 2 * 60_000 + 1_000;
+    await say(s.customer, 'pay');
+    await waitFor(() => daraja.pushes().filter((r) => r.body.PhoneNumber === s.customer).length === 2, 10_000, 'second push');
+    const token2 = tokenOf(daraja.pushes().filter((r) => r.body.PhoneNumber === s.customer)[1]!);
+    await waitFor(async () => (await attemptsOf(s.invoice.id))[1]?.checkout_request_id != null);
+    const attempt2 = (await attemptsOf(s.invoice.id))[1]!;
+
+    assert.equal((await callback(s.token, success(s, 1500, 'RCPTTWICE1'))).status, 200);
+    const second = success({ checkoutRequestId: attempt2.checkout_request_id!, merchantRequestId: attempt2.merchant_request_id!, customer: s.customer }, 1500, 'RCPTTWICE2');
+    assert.equal((await callback(token2, second)).status, 200, 'the second payment is accepted, not refused (Safaricom would not send it again)');
+    assert.equal((await callback(token2, second)).status, 200);
+
+    const invoice = await invoiceRow(s.invoice.id);
+    assert.equal(invoice.status, 'paid');
+    assert.equal(invoice.mpesa_receipt, 'RCPTTWICE1');
+    const [first, again] = await attemptsOf(s.invoice.id);
+    assert.equal(first!.status, 'succeeded');
+    assert.equal(again!.status, 'failed');
+    assert.equal(again!.mpesa_receipt, 'RCPTTWICE2', 'the money to refund can be found by its receipt');
+    assert.match(again!.review_reason ?? '', /^paid_twice: receipt RCPTTWICE2$/);
+    assert.equal(await events(s.invoice.id, 'paid'), 1);
+    assert.equal(await events(s.invoice.id, 'duplicate_payment'), 1);
+    assert.equal((await kindsTo(s.customer)).filter((k) => k === 'receipt').length, 1);
+    const notices = await f.database.handle.db.selectFrom('outbound_messages').select('content').where('recipient', '=', s.merchant).where('kind', '=', 'notice').execute();
+    assert.equal(notices.length, 1, 'the merchant is told once');
+  });
+});
+
 describe('reconciliation', () => {
   /** The fake answers queries in order, whoever asks: leave only this test's attempt pending. */
   async function onlyPending(invoiceId: string) {

@@ -355,7 +355,8 @@ export function createConversationHandler(options: ConversationShellOptions = {}
         await sql`
           update conversations c set state = v.state, updated_at = now()
           from jsonb_to_recordset(${jsonb(states)}::jsonb) as v(phone text, state jsonb)
-          where c.phone = v.phone`.execute(trx);
+          -- The IN list lets the planner use the primary key (it cannot see how many rows the recordset holds).
+          where c.phone = v.phone and c.phone in (${sql.join(states.map((s) => s.phone))})`.execute(trx);
       },
     };
   }

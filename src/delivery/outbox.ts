@@ -168,7 +168,8 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       set status = 'sent', channel = v.channel, attempts = v.attempts, last_error = null, updated_at = now(),
         provider_message_id = coalesce(v.wamid, o.provider_message_id), sms_message_id = coalesce(v.sms_id, o.sms_message_id)
       from jsonb_to_recordset(${jsonb(records)}::jsonb) as v(id uuid, channel text, wamid text, sms_id text, attempts int)
-      where o.id = v.id`.execute(db);
+      -- The IN list lets the planner use the primary key (it cannot see how many rows the recordset holds).
+      where o.id = v.id and o.id in (${sql.join(records.map((r) => r.id))})`.execute(db);
   }
 
   async function recordFailure(

@@ -53,6 +53,74 @@ export function decideResult(
   return attemptStatus === 'pending' ? { action: 'mark_failed' } : { action: 'ignore', why: 'not_pending' };
 }
 
+/** One result for one attempt, as `planResults` reads it. */
+export type ResultItem = {
+  attemptId: string;
+  invoiceId: string;
+  /** The attempt's status when locked. */
+  attemptStatus: PaymentAttemptStatus;
+  askedAmount: number;
+  result: { resultCode: number; amount: number | null; receipt: string | null };
+  amountRequired: boolean;
+};
+
+export type ResultPlan =
+  | { action: 'ignore'; why: 'duplicate' | 'success_recorded' | 'not_pending' | 'receipt_taken' }
+  | { action: 'review'; reason: 'amount_mismatch' | 'amount_missing' }
+  /** `notify`: the customer and merchant are told, unless the invoice is paid or cancelled by then. */
+  | { action: 'mark_failed'; notify: boolean }
+  | { action: 'mark_paid' }
+  /** The money moved for an invoice already paid (another attempt): recorded with its receipt, for a refund. */
+  | { action: 'paid_twice' };
+
+/**
+ * What several results do, in order, exactly as if each were applied alone after the ones
+ * before it: an invoice paid by an earlier item is paid for the later ones, a receipt taken
+ * by an earlier item is taken for the later ones. `invoiceStatus` holds each invoice's
+ * status (read under lock), `receiptOwners` the attempt that already holds each receipt.
+ */
+export function planResults(
+  items: readonly ResultItem[],
+  invoiceStatus: ReadonlyMap<string, InvoiceStatus>,
+  receiptOwners: ReadonlyMap<string, string>,
+): ResultPlan[] {
+  const invoices = new Map(invoiceStatus);
+  const owners = new Map(receiptOwners);
+  const attempts = new Map<string, PaymentAttemptStatus>();
+  return items.map((item): ResultPlan => {
+    const status = attempts.get(item.attemptId) ?? item.attemptStatus;
+    const decision = decideResult(status, item.result, item.askedAmount, { amountRequired: item.amountRequired });
+    switch (decision.action) {
+      case 'ignore':
+        return decision;
+      case 'review':
+        attempts.set(item.attemptId, 'failed');
+        return decision;
+      case 'mark_failed': {
+        attempts.set(item.attemptId, 'failed');
+        const invoice = invoices.get(item.invoiceId);
+        return { action: 'mark_failed', notify: invoice !== 'paid' && invoice !== 'cancelled' };
+      }
+      case 'mark_paid': {
+        const receipt = item.result.receipt;
+        if (receipt !== null) {
+          const owner = owners.get(receipt);
+          // The same M-PESA receipt cannot pay two attempts.
+          if (owner !== undefined && owner !== item.attemptId) return { action: 'ignore', why: 'receipt_taken' };
+          owners.set(receipt, item.attemptId);
+        }
+        if (invoices.get(item.invoiceId) === 'paid') {
+          attempts.set(item.attemptId, 'failed');
+          return { action: 'paid_twice' };
+        }
+        invoices.set(item.invoiceId, 'paid');
+        attempts.set(item.attemptId, 'succeeded');
+        return { action: 'mark_paid' };
+      }
+    }
+  });
+}
+
 export function failureReason(resultCode: number): PaymentFailureReason {
   switch (resultCode) {
     case 1032:

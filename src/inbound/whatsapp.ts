@@ -327,6 +327,7 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
           return { kind: 'processed', ids: slice };
         });
       });
+      metrics.groupCommitSize.observe({ path: 'whatsapp_message' }, items.length);
       for (const outcome of outcomes) metrics.inboundEvents.inc({ source: 'whatsapp_message', outcome: outcome.kind });
       return outcomes;
     } catch (error) {

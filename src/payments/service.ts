@@ -9,14 +9,15 @@
  */
 import { jsonb } from '../db/json.js';
 import { randomBytes } from 'node:crypto';
-import { sql, type Kysely, type Transaction } from 'kysely';
+import { sql, type Insertable, type Kysely, type Selectable, type Transaction } from 'kysely';
+import { createBatcher } from '../batch.js';
 import { z } from 'zod';
 import type { Config } from '../config.js';
-import type { Database, PaymentInitiator } from '../db/schema.js';
+import type { Database, InvoiceEventsTable, PaymentAttemptStatus, PaymentAttemptsTable, PaymentInitiator } from '../db/schema.js';
 import { sha256Hex } from '../security.js';
 import type { OutboundDraft } from '../domain/outbound.js';
 import { dueDateFor, nairobiMidnight, nairobiToday } from '../domain/invoice.js';
-import { EXPIRE_AFTER_MS, RECONCILE_AFTER_MS, decidePaymentRequest, decideResult, failureReason, type PaymentRequestDecision } from '../domain/payment.js';
+import { EXPIRE_AFTER_MS, RECONCILE_AFTER_MS, decidePaymentRequest, failureReason, planResults, type PaymentRequestDecision, type ResultPlan } from '../domain/payment.js';
 import { formatAmount, formatInvoiceNumber } from '../domain/parse.js';
 import { texts } from '../domain/texts.js';
 import type { Outbox } from '../delivery/outbox.js';
@@ -99,9 +100,9 @@ export function createPayments(deps: PaymentsDeps): Payments {
     },
   };
 
-  /** The invoice, its merchant and its customer's language: what every message needs. */
-  async function invoiceFacts(trx: Trx, invoiceId: string) {
-    return trx
+  /** Invoices with their merchant and both languages: what every message needs. `lock` locks the invoices (in id order). */
+  async function invoiceFactsMany(trx: Trx, invoiceIds: readonly string[], options: { lock: boolean }) {
+    const query = trx
       .selectFrom('invoices')
       .innerJoin('merchants', 'merchants.id', 'invoices.merchant_id')
       .leftJoin('conversations as customer', 'customer.phone', 'invoices.customer_phone')
@@ -119,8 +120,17 @@ export function createPayments(deps: PaymentsDeps): Payments {
         'customer.language as customer_language',
         'merchant_conversation.language as merchant_language',
       ])
-      .where('invoices.id', '=', invoiceId)
-      .executeTakeFirstOrThrow();
+      .where('invoices.id', 'in', [...new Set(invoiceIds)])
+      .orderBy('invoices.id');
+    const rows = await (options.lock ? query.forUpdate('invoices') : query).execute();
+    return new Map(rows.map((row) => [row.id, row]));
+  }
+
+  /** The invoice, its merchant and both languages. */
+  async function invoiceFacts(trx: Trx, invoiceId: string) {
+    const facts = (await invoiceFactsMany(trx, [invoiceId], { lock: false })).get(invoiceId);
+    if (facts === undefined) throw new Error(`invoice ${invoiceId} not found`);
+    return facts;
   }
 
   async function requestPayment(trx: Trx, invoiceId: string, initiatedBy: PaymentInitiator): Promise<PaymentRequestDecision> {
@@ -231,149 +241,223 @@ export function createPayments(deps: PaymentsDeps): Payments {
     }
   }
 
-  /** Applies a result to a locked attempt: the one code path for callbacks and queries. */
-  async function applyResult(
-    trx: Trx,
-    attemptId: string,
-    result: Omit<PaymentResult, 'checkoutRequestId'>,
-    options: { amountRequired: boolean },
-  ): Promise<{ status: 'applied' | 'duplicate' | 'review' | 'ignored'; messageIds: string[] }> {
-    const attempt = await trx.selectFrom('payment_attempts').selectAll().where('id', '=', attemptId).forUpdate().executeTakeFirstOrThrow();
-    const decision = decideResult(attempt.status, result, Number(attempt.amount), options);
-    const facts = await invoiceFacts(trx, attempt.invoice_id);
-    const customerTexts = texts[facts.customer_language ?? 'en'];
-    const merchantTexts = texts[facts.merchant_language ?? 'en'];
-    const merchantName = facts.business_name ?? '';
-    const amount = Number(facts.amount);
-    switch (decision.action) {
-      case 'ignore':
-        return { status: decision.why === 'duplicate' ? 'duplicate' : 'ignored', messageIds: [] };
-      case 'review': {
-        await trx
-          .updateTable('payment_attempts')
-          .set({
-            status: 'failed',
-            result_code: result.resultCode,
-            result_desc: result.resultDesc,
-            // The receipt goes in the review note, not the unique receipt column: it did not pay this invoice.
-            review_reason: `${decision.reason}: paid ${result.amount ?? 'unknown'} receipt ${result.receipt ?? '-'}`,
-            completed_at: sql`now()`,
-            updated_at: sql`now()`,
-          })
-          .where('id', '=', attemptId)
-          .execute();
-        await trx.insertInto('invoice_events').values({ invoice_id: facts.id, actor: 'mpesa', type: 'payment_needs_review', data: JSON.stringify({ asked: Number(attempt.amount), paid: result.amount, receipt: result.receipt }) }).execute();
-        metrics.paymentAttempts.inc({ outcome: 'review' });
-        const ids = await notify(trx, [
-          { recipient: facts.merchant_phone, kind: 'notice', invoiceId: facts.id, payload: { message: merchantTexts.paymentNeedsReview(facts.number, Number(attempt.amount), result.amount ?? 0) } },
-        ]);
-        return { status: 'review', messageIds: ids };
-      }
-      case 'mark_failed': {
-        await trx
-          .updateTable('payment_attempts')
-          .set({ status: 'failed', result_code: result.resultCode, result_desc: result.resultDesc, completed_at: sql`now()`, updated_at: sql`now()` })
-          .where('id', '=', attemptId)
-          .execute();
-        await trx.insertInto('invoice_events').values({ invoice_id: facts.id, actor: 'mpesa', type: 'payment_failed', data: JSON.stringify({ result_code: result.resultCode }) }).execute();
-        metrics.paymentAttempts.inc({ outcome: 'failed' });
-        if (facts.status === 'paid' || facts.status === 'cancelled') return { status: 'applied', messageIds: [] };
-        const ids = await notify(trx, [
-          {
-            recipient: facts.customer_phone,
-            kind: 'notice',
-            invoiceId: facts.id,
-            payload: {
-              message: customerTexts.paymentFailedToCustomer(merchantName, facts.number, amount),
-              sms: customerTexts.paymentFailedToCustomerSms(merchantName, facts.number, amount),
+  type LockedAttempt = Selectable<PaymentAttemptsTable>;
+  type ResultInput = { attempt: LockedAttempt; result: Omit<PaymentResult, 'checkoutRequestId'>; amountRequired: boolean };
+  type Applied = { status: 'applied' | 'duplicate' | 'review' | 'ignored'; plan: ResultPlan };
+
+  /**
+   * Applies results to locked attempts: the one code path for callbacks and queries, for one
+   * result or many (a group of callbacks). A fixed number of statements whatever the count:
+   * the invoices locked and read, receipts looked up, then one write per table. Returns one
+   * outcome per input and the ids of the messages written.
+   */
+  async function applyResults(trx: Trx, inputs: readonly ResultInput[]): Promise<{ applied: Applied[]; messageIds: string[] }> {
+    if (inputs.length === 0) return { applied: [], messageIds: [] };
+    // Locked after the attempts (always in that order, by id): the status read is the one the writes see.
+    const facts = await invoiceFactsMany(trx, inputs.map((input) => input.attempt.invoice_id), { lock: true });
+    const receipts = [...new Set(inputs.flatMap(({ result }) => (result.resultCode === 0 && result.receipt !== null ? [result.receipt] : [])))];
+    const owners =
+      receipts.length === 0
+        ? []
+        : await trx.selectFrom('payment_attempts').select(['id', 'mpesa_receipt']).where('mpesa_receipt', 'in', receipts).execute();
+    const plans = planResults(
+      inputs.map(({ attempt, result, amountRequired }) => ({
+        attemptId: attempt.id,
+        invoiceId: attempt.invoice_id,
+        attemptStatus: attempt.status,
+        askedAmount: Number(attempt.amount),
+        result,
+        amountRequired,
+      })),
+      new Map([...facts.values()].map((f) => [f.id, f.status])),
+      new Map(owners.map((o) => [o.mpesa_receipt!, o.id])),
+    );
+
+    const attemptRows = new Map<string, { id: string; status: PaymentAttemptStatus; result_code: number; result_desc: string | null; mpesa_receipt: string | null; review_reason: string | null }>();
+    const paidInvoices: Array<{ id: string; receipt: string | null }> = [];
+    const events: Insertable<InvoiceEventsTable>[] = [];
+    const drafts: OutboundDraft[] = [];
+    const applied = inputs.map(({ attempt, result }, index): Applied => {
+      const plan = plans[index]!;
+      const f = facts.get(attempt.invoice_id)!;
+      const customerTexts = texts[f.customer_language ?? 'en'];
+      const merchantTexts = texts[f.merchant_language ?? 'en'];
+      const merchantName = f.business_name ?? '';
+      const amount = Number(f.amount);
+      const asked = Number(attempt.amount);
+      const row = { id: attempt.id, result_code: result.resultCode, result_desc: result.resultDesc, mpesa_receipt: null, review_reason: null };
+      switch (plan.action) {
+        case 'ignore':
+          return { status: plan.why === 'duplicate' || plan.why === 'receipt_taken' ? 'duplicate' : 'ignored', plan };
+        case 'review':
+          // The receipt goes in the review note, not the unique receipt column: it did not pay this invoice.
+          attemptRows.set(attempt.id, { ...row, status: 'failed', review_reason: `${plan.reason}: paid ${result.amount ?? 'unknown'} receipt ${result.receipt ?? '-'}` });
+          events.push({ invoice_id: f.id, actor: 'mpesa', type: 'payment_needs_review', data: JSON.stringify({ asked, paid: result.amount, receipt: result.receipt }) });
+          drafts.push({ recipient: f.merchant_phone, kind: 'notice', invoiceId: f.id, payload: { message: merchantTexts.paymentNeedsReview(f.number, asked, result.amount ?? 0) } });
+          return { status: 'review', plan };
+        case 'mark_failed':
+          attemptRows.set(attempt.id, { ...row, status: 'failed' });
+          events.push({ invoice_id: f.id, actor: 'mpesa', type: 'payment_failed', data: JSON.stringify({ result_code: result.resultCode }) });
+          if (plan.notify) {
+            drafts.push(
+              {
+                recipient: f.customer_phone,
+                kind: 'notice',
+                invoiceId: f.id,
+                payload: { message: customerTexts.paymentFailedToCustomer(merchantName, f.number, amount), sms: customerTexts.paymentFailedToCustomerSms(merchantName, f.number, amount) },
+              },
+              { recipient: f.merchant_phone, kind: 'notice', invoiceId: f.id, payload: { message: merchantTexts.paymentFailedToMerchant(f.number, failureReason(result.resultCode)) } },
+            );
+          }
+          return { status: 'applied', plan };
+        case 'paid_twice':
+          // Paid already through another attempt: the customer paid twice. A person must refund,
+          // and the receipt is kept on this attempt to find the money.
+          attemptRows.set(attempt.id, { ...row, status: 'failed', mpesa_receipt: result.receipt, review_reason: `paid_twice: receipt ${result.receipt ?? '-'}` });
+          events.push({ invoice_id: f.id, actor: 'mpesa', type: 'duplicate_payment', data: JSON.stringify({ receipt: result.receipt, attempt_id: attempt.id }) });
+          drafts.push({ recipient: f.merchant_phone, kind: 'notice', invoiceId: f.id, payload: { message: merchantTexts.paymentNeedsReview(f.number, amount, result.amount ?? amount) } });
+          return { status: 'review', plan };
+        case 'mark_paid':
+          attemptRows.set(attempt.id, { ...row, status: 'succeeded', result_code: 0, mpesa_receipt: result.receipt });
+          paidInvoices.push({ id: f.id, receipt: result.receipt });
+          events.push({ invoice_id: f.id, actor: 'mpesa', type: 'paid', data: JSON.stringify({ receipt: result.receipt, attempt_id: attempt.id }) });
+          drafts.push(
+            {
+              recipient: f.customer_phone,
+              kind: 'receipt',
+              invoiceId: f.id,
+              payload: {
+                message: customerTexts.receiptToCustomer(merchantName, f.number, amount, result.receipt),
+                sms: customerTexts.receiptToCustomerSms(merchantName, f.number, amount, result.receipt),
+                template: { parameters: [merchantName.slice(0, 60) || 'InvoiceIQ', formatInvoiceNumber(f.number), formatAmount(amount), result.receipt ?? '-'] },
+              },
             },
-          },
-          { recipient: facts.merchant_phone, kind: 'notice', invoiceId: facts.id, payload: { message: merchantTexts.paymentFailedToMerchant(facts.number, failureReason(result.resultCode)) } },
-        ]);
-        return { status: 'applied', messageIds: ids };
+            { recipient: f.merchant_phone, kind: 'receipt', invoiceId: f.id, payload: { message: merchantTexts.paidToMerchant(f.number, amount, result.phone ?? attempt.phone, result.receipt) } },
+          );
+          return { status: 'applied', plan };
       }
-      case 'mark_paid': {
-        const receiptTaken =
-          result.receipt !== null &&
-          (await trx.selectFrom('payment_attempts').select('id').where('mpesa_receipt', '=', result.receipt).where('id', '<>', attemptId).executeTakeFirst()) !== undefined;
-        if (receiptTaken) return { status: 'duplicate', messageIds: [] };
-        await trx
-          .updateTable('payment_attempts')
-          .set({ status: 'succeeded', result_code: 0, result_desc: result.resultDesc, mpesa_receipt: result.receipt, completed_at: sql`now()`, updated_at: sql`now()` })
-          .where('id', '=', attemptId)
-          .execute();
-        const paid = await trx
-          .updateTable('invoices')
-          .set({ status: 'paid', paid_at: now(), mpesa_receipt: result.receipt, updated_at: sql`now()` })
-          .where('id', '=', facts.id)
-          .where('status', '<>', 'paid')
-          .returning('id')
-          .executeTakeFirst();
-        metrics.paymentAttempts.inc({ outcome: 'succeeded' });
-        if (paid === undefined) {
-          // Paid already through another attempt: the customer paid twice. A person must refund.
-          await trx.insertInto('invoice_events').values({ invoice_id: facts.id, actor: 'mpesa', type: 'duplicate_payment', data: JSON.stringify({ receipt: result.receipt }) }).execute();
-          const ids = await notify(trx, [
-            { recipient: facts.merchant_phone, kind: 'notice', invoiceId: facts.id, payload: { message: merchantTexts.paymentNeedsReview(facts.number, amount, result.amount ?? amount) } },
-          ]);
-          return { status: 'review', messageIds: ids };
-        }
-        await trx.insertInto('invoice_events').values({ invoice_id: facts.id, actor: 'mpesa', type: 'paid', data: JSON.stringify({ receipt: result.receipt, attempt_id: attemptId }) }).execute();
-        const ids = await notify(trx, [
-          {
-            recipient: facts.customer_phone,
-            kind: 'receipt',
-            invoiceId: facts.id,
-            payload: {
-              message: customerTexts.receiptToCustomer(merchantName, facts.number, amount, result.receipt),
-              sms: customerTexts.receiptToCustomerSms(merchantName, facts.number, amount, result.receipt),
-              template: { parameters: [merchantName.slice(0, 60) || 'InvoiceIQ', formatInvoiceNumber(facts.number), formatAmount(amount), result.receipt ?? '-'] },
-            },
-          },
-          {
-            recipient: facts.merchant_phone,
-            kind: 'receipt',
-            invoiceId: facts.id,
-            payload: { message: merchantTexts.paidToMerchant(facts.number, amount, result.phone ?? attempt.phone, result.receipt) },
-          },
-        ]);
-        return { status: 'applied', messageIds: ids };
-      }
+    });
+
+    if (attemptRows.size > 0) {
+      await sql`
+        update payment_attempts a
+        set status = r.status, result_code = r.result_code, result_desc = r.result_desc,
+            mpesa_receipt = coalesce(r.mpesa_receipt, a.mpesa_receipt), review_reason = coalesce(r.review_reason, a.review_reason),
+            completed_at = now(), updated_at = now()
+        from jsonb_to_recordset(${jsonb([...attemptRows.values()])}::jsonb)
+          as r(id uuid, status text, result_code integer, result_desc text, mpesa_receipt text, review_reason text)
+        -- The IN list lets the planner use the primary key (it cannot see how many rows the recordset holds).
+        where a.id = r.id and a.id in (${sql.join([...attemptRows.keys()])})`.execute(trx);
+    }
+    if (paidInvoices.length > 0) {
+      const { rows } = await sql<{ id: string }>`
+        update invoices i set status = 'paid', paid_at = ${now()}, mpesa_receipt = r.receipt, updated_at = now()
+        from jsonb_to_recordset(${jsonb(paidInvoices)}::jsonb) as r(id uuid, receipt text)
+        where i.id = r.id and i.id in (${sql.join(paidInvoices.map((p) => p.id))}) and i.status <> 'paid'
+        returning i.id`.execute(trx);
+      // The invoices are locked and the plan saw their status: anything else is a bug, and rolls back.
+      if (rows.length !== paidInvoices.length) throw new Error(`paid ${rows.length} of ${paidInvoices.length} planned invoices`);
+    }
+    if (events.length > 0) await trx.insertInto('invoice_events').values(events).execute();
+    const messageIds = drafts.length === 0 ? [] : await notify(trx, drafts);
+    return { applied, messageIds };
+  }
+
+  /** Counts results once they are committed (a group rolled back and re-applied counts once). */
+  function countResults(applied: readonly Applied[]): void {
+    for (const { plan } of applied) {
+      if (plan.action === 'review' || plan.action === 'paid_twice') metrics.paymentAttempts.inc({ outcome: 'review' });
+      else if (plan.action === 'mark_failed') metrics.paymentAttempts.inc({ outcome: 'failed' });
+      else if (plan.action === 'mark_paid') metrics.paymentAttempts.inc({ outcome: 'succeeded' });
     }
   }
 
-  async function handleCallback(token: string, result: PaymentResult): Promise<CallbackOutcome> {
-    // Only the hash is stored: looking the attempt up by it is the comparison.
-    const tokenHash = sha256Hex(token);
-    const outcome = await db.transaction().execute(async (trx) => {
-      const attempt = await trx
+  type CallbackItem = { tokenHash: string; result: PaymentResult };
+
+  /** One transaction for a group of callbacks (distinct tokens): lock, record, apply. */
+  async function applyCallbacks(items: readonly CallbackItem[]): Promise<CallbackOutcome[]> {
+    const { outcomes, applied, messageIds } = await db.transaction().execute(async (trx) => {
+      // Only the hash is stored: looking the attempt up by it is the comparison.
+      const attempts = await trx
         .selectFrom('payment_attempts')
-        .select(['id', 'checkout_request_id'])
-        .where('callback_token_hash', '=', tokenHash)
+        .selectAll()
+        .where('callback_token_hash', 'in', items.map((item) => item.tokenHash))
+        .orderBy('id')
         .forUpdate()
-        .executeTakeFirst();
-      if (attempt === undefined) return { status: 'rejected' as const, reason: 'unknown_token' as const, messageIds: [] };
-      if (attempt.checkout_request_id !== null && attempt.checkout_request_id !== result.checkoutRequestId) {
-        return { status: 'rejected' as const, reason: 'checkout_mismatch' as const, messageIds: [] };
-      }
-      if (attempt.checkout_request_id === null) {
-        // The push's answer never reached us (timeout), but Safaricom's callback did.
-        await trx.updateTable('payment_attempts').set({ checkout_request_id: result.checkoutRequestId }).where('id', '=', attempt.id).execute();
+        .execute();
+      const byHash = new Map(attempts.map((attempt) => [attempt.callback_token_hash, attempt]));
+      const outcomes: CallbackOutcome[] = items.map(() => ({ status: 'duplicate' }));
+      const accepted: Array<{ index: number; attempt: LockedAttempt; result: PaymentResult; key: string }> = [];
+      items.forEach(({ tokenHash, result }, index) => {
+        const attempt = byHash.get(tokenHash);
+        if (attempt === undefined) outcomes[index] = { status: 'rejected', reason: 'unknown_token' };
+        else if (attempt.checkout_request_id !== null && attempt.checkout_request_id !== result.checkoutRequestId) outcomes[index] = { status: 'rejected', reason: 'checkout_mismatch' };
+        else accepted.push({ index, attempt, result, key: `${result.checkoutRequestId}:${result.resultCode}:${result.receipt ?? ''}:${result.amount ?? ''}` });
+      });
+      if (accepted.length === 0) return { outcomes, applied: [], messageIds: [] };
+      // The push's answer never reached us (timeout), but Safaricom's callback did.
+      const unnamed = accepted.filter(({ attempt }) => attempt.checkout_request_id === null).map(({ attempt, result }) => ({ id: attempt.id, checkout: result.checkoutRequestId }));
+      if (unnamed.length > 0) {
+        await sql`
+          update payment_attempts a set checkout_request_id = r.checkout
+          from jsonb_to_recordset(${jsonb(unnamed)}::jsonb) as r(id uuid, checkout text)
+          where a.id = r.id and a.id in (${sql.join(unnamed.map((u) => u.id))})`.execute(trx);
       }
       const recorded = await trx
         .insertInto('inbound_events')
-        .values({ source: 'mpesa_callback', external_key: `${result.checkoutRequestId}:${result.resultCode}:${result.receipt ?? ''}:${result.amount ?? ''}`, payload: jsonb(result), status: 'processed', attempts: 1, processed_at: sql`now()` })
+        .values(accepted.map(({ key, result }) => ({ source: 'mpesa_callback' as const, external_key: key, payload: jsonb(result), status: 'processed' as const, attempts: 1, processed_at: sql<Date>`now()` })))
         .onConflict((oc) => oc.columns(['source', 'external_key']).doNothing())
-        .returning('id')
-        .executeTakeFirst();
-      // The same callback again: already applied (or already sent for review) once.
-      if (recorded === undefined) return { status: 'duplicate' as const, messageIds: [] };
+        .returning('external_key')
+        .execute();
+      // The same callback again (already recorded): applied, or sent for review, once.
+      const fresh = new Set(recorded.map((row) => row.external_key));
+      const toApply = accepted.filter(({ key }) => fresh.delete(key));
       // A genuine success callback always carries the amount: one without it is not trusted.
-      return applyResult(trx, attempt.id, result, { amountRequired: true });
+      const { applied, messageIds } = await applyResults(trx, toApply.map(({ attempt, result }) => ({ attempt, result, amountRequired: true })));
+      toApply.forEach(({ index }, i) => {
+        outcomes[index] = { status: applied[i]!.status };
+      });
+      return { outcomes, applied, messageIds };
     });
-    deps.outbox.dispatchSoon(outcome.messageIds);
-    if (outcome.status === 'rejected') return { status: 'rejected', reason: outcome.reason };
-    return { status: outcome.status };
+    metrics.groupCommitSize.observe({ path: 'mpesa_callback' }, items.length);
+    countResults(applied);
+    deps.outbox.dispatchSoon(messageIds);
+    return outcomes;
+  }
+
+  /**
+   * Group commit for callbacks: those arriving while a group is being written go together in
+   * the next one. Callbacks with the same token never share a group (they run one after the
+   * other). If a group fails it rolls back and each callback is applied alone, so one bad
+   * callback costs the others only time.
+   */
+  const callbackBatcher = createBatcher<CallbackItem, CallbackOutcome | Error>({
+    maxBatch: 64,
+    maxConcurrent: 8,
+    key: (item) => item.tokenHash,
+    async run(items) {
+      try {
+        return await applyCallbacks(items);
+      } catch (error) {
+        if (items.length === 1) return [error instanceof Error ? error : new Error(String(error))];
+        logger.warn({ size: items.length, error: error instanceof Error ? error.message.slice(0, 500) : String(error) }, 'callback group rolled back; applying its callbacks one by one');
+        const out: Array<CallbackOutcome | Error> = [];
+        for (const item of items) {
+          try {
+            out.push(...(await applyCallbacks([item])));
+          } catch (alone) {
+            out.push(alone instanceof Error ? alone : new Error(String(alone)));
+          }
+        }
+        return out;
+      }
+    },
+  });
+
+  async function handleCallback(token: string, result: PaymentResult): Promise<CallbackOutcome> {
+    const outcome = await callbackBatcher.submit({ tokenHash: sha256Hex(token), result });
+    if (outcome instanceof Error) throw outcome;
+    return outcome;
   }
 
   async function reconcile(options: { olderThanMs?: number } = {}): Promise<{ queried: number; applied: number; expired: number }> {
@@ -404,11 +488,16 @@ export function createPayments(deps: PaymentsDeps): Payments {
           logger.warn({ attempt_id: attempt.id, error: error instanceof Error ? error.message : String(error) }, 'stk query failed');
         }
       }
+      let results: Applied[] = [];
       const ids = await db.transaction().execute(async (trx) => {
         if (answer.state === 'completed') {
           applied += 1;
+          const locked = await trx.selectFrom('payment_attempts').selectAll().where('id', '=', attempt.id).forUpdate().executeTakeFirstOrThrow();
           // The STK query carries no amount: the attempt's own amount stands.
-          return (await applyResult(trx, attempt.id, { resultCode: answer.resultCode, resultDesc: answer.resultDesc, amount: null, receipt: null, phone: null }, { amountRequired: false })).messageIds;
+          const result = { resultCode: answer.resultCode, resultDesc: answer.resultDesc, amount: null, receipt: null, phone: null };
+          const done = await applyResults(trx, [{ attempt: locked, result, amountRequired: false }]);
+          results = done.applied;
+          return done.messageIds;
         }
         await trx.updateTable('payment_attempts').set({ last_queried_at: at, query_count: sql`query_count + 1` }).where('id', '=', attempt.id).execute();
         if (!tooOld) return [];
@@ -427,6 +516,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
           { recipient: facts.merchant_phone, kind: 'notice', invoiceId: facts.id, payload: { message: texts[facts.merchant_language ?? 'en'].paymentFailedToMerchant(facts.number, 'no_answer') } },
         ]);
       });
+      countResults(results);
       deps.outbox.dispatchSoon(ids);
     }
     return { queried, applied, expired };
