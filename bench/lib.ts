@@ -126,6 +126,49 @@ export async function closedLoop(
   return { rps: Math.round((requests / seconds) * 10) / 10, requests, errors, ...(cpu === undefined ? {} : { cpuMsPerRequest: cpu }) };
 }
 
+export type Contender = { port: number; child: ChildProcess; next: () => BenchRequest };
+
+/**
+ * Throughput of a baseline and the app, their closed loops taking turns for `rounds` rounds of
+ * `seconds` each (after a one-second warm-up each): both see the same moments of a noisy
+ * shared machine, instead of one the first half of a run and the other the second half.
+ * The ratio is app over baseline on the totals; each round's own ratio is listed too.
+ */
+export async function alternatingLoops(
+  contenders: { baseline: Contender; app: Contender },
+  options: { rounds: number; seconds: number; concurrency: number },
+): Promise<{ baseline: LoopResult; app: LoopResult; ratio: number; round_ratios: number[] }> {
+  const totals = { baseline: { requests: 0, errors: 0, cpu: [] as CpuShare[] }, app: { requests: 0, errors: 0, cpu: [] as CpuShare[] } };
+  const roundRatios: number[] = [];
+  for (const name of ['baseline', 'app'] as const) await closedLoop(contenders[name].port, 1, options.concurrency, contenders[name].next);
+  for (let round = 0; round < options.rounds; round += 1) {
+    const rps: Record<string, number> = {};
+    for (const name of ['baseline', 'app'] as const) {
+      const c = contenders[name];
+      const result = await closedLoop(c.port, options.seconds, options.concurrency, c.next, c.child);
+      totals[name].requests += result.requests;
+      totals[name].errors += result.errors;
+      if (result.cpuMsPerRequest !== undefined) totals[name].cpu.push({ ...result.cpuMsPerRequest });
+      rps[name] = result.rps;
+    }
+    roundRatios.push(Math.round((rps.app! / rps.baseline!) * 100) / 100);
+  }
+  const seconds = options.rounds * options.seconds;
+  const summarise = (name: 'baseline' | 'app'): LoopResult => {
+    const t = totals[name];
+    const cpu = t.cpu.length === 0 ? undefined : averageCpu(t.cpu);
+    return { rps: Math.round((t.requests / seconds) * 10) / 10, requests: t.requests, errors: t.errors, ...(cpu === undefined ? {} : { cpuMsPerRequest: cpu }) };
+  };
+  const baseline = summarise('baseline');
+  const app = summarise('app');
+  return { baseline, app, ratio: Math.round((app.rps / baseline.rps) * 100) / 100, round_ratios: roundRatios };
+}
+
+function averageCpu(shares: readonly CpuShare[]): CpuShare {
+  const mean = (key: keyof CpuShare) => Math.round((shares.reduce((sum, s) => sum + s[key], 0) / shares.length) * 1000) / 1000;
+  return { server: mean('server'), postgres: mean('postgres'), bench: mean('bench'), total: mean('total') };
+}
+
 /** CPU time (ms) spent by the server child, all Postgres processes, and this load generator (Linux /proc). */
 type CpuSnapshot = { server: number; postgres: number; bench: number } | undefined;
 export type CpuShare = { server: number; postgres: number; bench: number; total: number };
@@ -231,4 +274,21 @@ export async function startGraph(): Promise<{ url: string; arrivals: Map<string,
     arrivals,
     close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
   };
+}
+
+/**
+ * How the app grouped its inbound events of `source` into transactions: rows written by one
+ * transaction share its id (xmin), so the count of distinct ones is the count of transactions.
+ */
+export async function groupCommits(url: string, source: 'whatsapp_message' | 'mpesa_callback'): Promise<{ events: number; transactions: number; mean_size: number }> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  const { rows } = await client.query<{ events: string; transactions: string }>(
+    `select count(*) as events, count(distinct xmin::text) as transactions from inbound_events where source = $1`,
+    [source],
+  );
+  await client.end();
+  const events = Number(rows[0]!.events);
+  const transactions = Number(rows[0]!.transactions);
+  return { events, transactions, mean_size: transactions === 0 ? 0 : Math.round((events / transactions) * 10) / 10 };
 }
