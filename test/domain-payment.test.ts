@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { InvoiceStatus, PaymentAttemptStatus } from '../src/db/schema.js';
 import fc from 'fast-check';
-import { PROMPT_COOLDOWN_MS, decidePaymentRequest, decideResult, failureReason, planResults, type ResultItem, type ResultPlan } from '../src/domain/payment.js';
+import { PROMPT_COOLDOWN_MS, decidePaymentRequest, decideResult, failureReason, planResults, type AttemptState, type ResultItem, type ResultPlan } from '../src/domain/payment.js';
 
 const NOW = new Date('2026-11-22T09:00:00Z');
 const ago = (ms: number) => new Date(NOW.getTime() - ms);
@@ -63,7 +63,7 @@ describe('planResults (several results in one transaction)', () => {
   const item = (over: Partial<Omit<ResultItem, 'result'>> & { result?: Partial<ResultItem['result']> } = {}): ResultItem => ({
     attemptId: 'a1',
     invoiceId: 'i1',
-    attemptStatus: 'pending',
+    attempt: { status: 'pending', paidTwice: false, receipt: null },
     askedAmount: 1500,
     amountRequired: true,
     ...over,
@@ -75,9 +75,9 @@ describe('planResults (several results in one transaction)', () => {
     assert.deepEqual(planResults([item()], sent('i1'), new Map()), [{ action: 'mark_paid' }]);
     assert.deepEqual(planResults([item({ result: { amount: 15 } })], sent('i1'), new Map()), [{ action: 'review', reason: 'amount_mismatch' }]);
     assert.deepEqual(planResults([item({ result: { amount: null } })], sent('i1'), new Map()), [{ action: 'review', reason: 'amount_missing' }]);
-    assert.deepEqual(planResults([item({ attemptStatus: 'succeeded' })], sent('i1'), new Map()), [{ action: 'ignore', why: 'duplicate' }]);
+    assert.deepEqual(planResults([item({ attempt: { status: 'succeeded', paidTwice: false, receipt: 'R0' } })], sent('i1'), new Map()), [{ action: 'ignore', why: 'duplicate' }]);
     assert.deepEqual(planResults([item({ result: { resultCode: 1032, amount: null, receipt: null } })], sent('i1'), new Map()), [{ action: 'mark_failed', notify: true }]);
-    assert.deepEqual(planResults([item({ attemptStatus: 'expired', result: { resultCode: 1032 } })], sent('i1'), new Map()), [{ action: 'ignore', why: 'not_pending' }]);
+    assert.deepEqual(planResults([item({ attempt: { status: 'expired', paidTwice: false, receipt: null }, result: { resultCode: 1032 } })], sent('i1'), new Map()), [{ action: 'ignore', why: 'not_pending' }]);
   });
 
   test('a failure on a paid or cancelled invoice tells nobody', () => {
@@ -88,11 +88,29 @@ describe('planResults (several results in one transaction)', () => {
 
   test('a receipt held by another attempt is a duplicate; held by this attempt it still pays', () => {
     assert.deepEqual(planResults([item()], sent('i1'), new Map([['R1', 'other']])), [{ action: 'ignore', why: 'receipt_taken' }]);
-    assert.deepEqual(planResults([item({ attemptStatus: 'failed' })], sent('i1'), new Map([['R1', 'a1']])), [{ action: 'mark_paid' }]);
+    assert.deepEqual(planResults([item({ attempt: { status: 'failed', paidTwice: false, receipt: 'R1' } })], sent('i1'), new Map([['R1', 'a1']])), [{ action: 'mark_paid' }]);
   });
 
   test('a success on an invoice already paid (another attempt) is paid twice: recorded for a refund', () => {
     assert.deepEqual(planResults([item()], new Map([['i1', 'paid']]), new Map()), [{ action: 'paid_twice' }]);
+  });
+
+  test('a second payment already recorded is reported once: later results add at most its receipt', () => {
+    const paidTwice = (receipt: string | null) => ({ status: 'failed' as const, paidTwice: true, receipt });
+    const paid = new Map<string, InvoiceStatus>([['i1', 'paid']]);
+    assert.deepEqual(planResults([item({ attempt: paidTwice(null) })], paid, new Map()), [{ action: 'add_receipt' }]);
+    assert.deepEqual(planResults([item({ attempt: paidTwice('R1') })], paid, new Map([['R1', 'a1']])), [{ action: 'ignore', why: 'duplicate' }]);
+    assert.deepEqual(planResults([item({ attempt: paidTwice(null), result: { receipt: null } })], paid, new Map()), [{ action: 'ignore', why: 'duplicate' }]);
+    assert.deepEqual(planResults([item({ attempt: paidTwice(null) })], paid, new Map([['R1', 'a2']])), [{ action: 'ignore', why: 'receipt_taken' }]);
+    assert.deepEqual(planResults([item({ attempt: paidTwice(null), result: { resultCode: 1032, amount: null, receipt: null } })], paid, new Map()), [
+      { action: 'ignore', why: 'not_pending' },
+    ]);
+    // The STK query's success (no receipt), then the late callback with the receipt, in one group.
+    assert.deepEqual(planResults([item({ amountRequired: false, result: { amount: null, receipt: null } }), item({ result: { receipt: 'R2' } }), item({ result: { receipt: 'R3' } })], paid, new Map()), [
+      { action: 'paid_twice' },
+      { action: 'add_receipt' },
+      { action: 'ignore', why: 'duplicate' },
+    ]);
   });
 
   test('in one group, earlier items count for later ones: the invoice paid, the receipt taken, the attempt settled', () => {
@@ -120,7 +138,11 @@ describe('planResults (several results in one transaction)', () => {
     const arbItem = fc.record({
       attemptId: fc.constantFrom('a1', 'a2', 'a3', 'a4'),
       invoiceId: fc.constantFrom('i1', 'i2'),
-      attemptStatus: fc.constantFrom<PaymentAttemptStatus>('pending', 'succeeded', 'failed', 'expired'),
+      attempt: fc.record({
+        status: fc.constantFrom<PaymentAttemptStatus>('pending', 'succeeded', 'failed', 'expired'),
+        paidTwice: fc.boolean(),
+        receipt: fc.constantFrom(null, 'R4'),
+      }),
       askedAmount: fc.constantFrom(100, 1500),
       amountRequired: fc.boolean(),
       result: fc.record({
@@ -136,33 +158,52 @@ describe('planResults (several results in one transaction)', () => {
         fc.constantFrom<InvoiceStatus>('sent', 'paid'),
         fc.option(fc.constantFrom('a1', 'a9'), { nil: undefined }),
         (raw, s1, s2, r1Owner) => {
-          // Each attempt belongs to one invoice and has one locked status, as in the database.
+          // Each attempt belongs to one invoice and is found in one state, as in the database
+          // (only a failed attempt can have been recorded as paid twice).
           const first = new Map<string, ResultItem>();
           for (const it of raw) if (!first.has(it.attemptId)) first.set(it.attemptId, it);
-          const items = raw.map((it) => ({ ...it, invoiceId: first.get(it.attemptId)!.invoiceId, attemptStatus: first.get(it.attemptId)!.attemptStatus, askedAmount: first.get(it.attemptId)!.askedAmount }));
+          const items: ResultItem[] = raw.map((it) => {
+            const f = first.get(it.attemptId)!;
+            return { ...it, invoiceId: f.invoiceId, askedAmount: f.askedAmount, attempt: { ...f.attempt, paidTwice: f.attempt.paidTwice && f.attempt.status === 'failed' } };
+          });
           const invoices = new Map<string, InvoiceStatus>([['i1', s1], ['i2', s2]]);
           const owners = new Map<string, string>(r1Owner === undefined ? [] : [['R1', r1Owner]]);
           const together = planResults(items, invoices, owners);
 
+          // One at a time, the database's state carried from each result to the next.
           const serialInvoices = new Map(invoices);
           const serialOwners = new Map(owners);
-          const serialAttempts = new Map<string, PaymentAttemptStatus>();
+          const serialAttempts = new Map<string, AttemptState>();
           const alone: ResultPlan[] = items.map((it) => {
-            const [plan] = planResults([{ ...it, attemptStatus: serialAttempts.get(it.attemptId) ?? it.attemptStatus }], serialInvoices, serialOwners);
+            const before = serialAttempts.get(it.attemptId) ?? it.attempt;
+            const [plan] = planResults([{ ...it, attempt: before }], serialInvoices, serialOwners);
+            const receipt = it.result.receipt ?? before.receipt;
             if (plan!.action === 'mark_paid') {
               serialInvoices.set(it.invoiceId, 'paid');
-              serialAttempts.set(it.attemptId, 'succeeded');
+              serialAttempts.set(it.attemptId, { status: 'succeeded', paidTwice: false, receipt });
             }
-            if (plan!.action === 'review' || plan!.action === 'mark_failed' || plan!.action === 'paid_twice') serialAttempts.set(it.attemptId, 'failed');
-            if ((plan!.action === 'mark_paid' || plan!.action === 'paid_twice') && it.result.receipt !== null) serialOwners.set(it.result.receipt, it.attemptId);
+            if (plan!.action === 'paid_twice' || plan!.action === 'add_receipt') serialAttempts.set(it.attemptId, { status: 'failed', paidTwice: true, receipt });
+            if (plan!.action === 'review' || plan!.action === 'mark_failed') serialAttempts.set(it.attemptId, { ...before, status: 'failed' });
+            if (['mark_paid', 'paid_twice', 'add_receipt'].includes(plan!.action) && it.result.receipt !== null) serialOwners.set(it.result.receipt, it.attemptId);
             return plan!;
           });
           assert.deepEqual(together, alone);
-          // Money rule: at most one paid transition per invoice, never for one already paid.
+          // Money rules: at most one paid transition per invoice, never for one already paid;
+          // each attempt reported as paid twice at most once; a receipt never goes to two attempts.
           for (const id of ['i1', 'i2']) {
             const paid = together.filter((p, k) => p.action === 'mark_paid' && items[k]!.invoiceId === id).length;
             assert.ok(paid <= (invoices.get(id) === 'paid' ? 0 : 1));
           }
+          for (const a of ['a1', 'a2', 'a3', 'a4']) {
+            const reports = together.filter((p, k) => p.action === 'paid_twice' && items[k]!.attemptId === a).length;
+            assert.ok(reports <= (items.find((it) => it.attemptId === a)?.attempt.paidTwice ? 0 : 1));
+          }
+          const holders = new Map<string, Set<string>>();
+          together.forEach((p, k) => {
+            const r = items[k]!.result.receipt;
+            if (r !== null && ['mark_paid', 'paid_twice', 'add_receipt'].includes(p.action)) holders.set(r, (holders.get(r) ?? new Set()).add(items[k]!.attemptId));
+          });
+          for (const [r, set] of holders) assert.ok(set.size === 1 && (owners.get(r) === undefined || set.has(owners.get(r)!)), `receipt ${r}`);
         },
       ),
       { numRuns: 500 },

@@ -365,6 +365,39 @@ describe('paid twice', () => {
   });
 });
 
+describe('paid twice, learnt first from the STK query', () => {
+  test('the query reports the second payment (no receipt yet); the late callback adds its receipt and tells nobody again', async () => {
+    const s = await invoiceWithPush();
+    clock += 2 * 60_000 + 1_000;
+    await say(s.customer, 'pay');
+    await waitFor(() => daraja.pushes().filter((r) => r.body.PhoneNumber === s.customer).length === 2, 10_000, 'second push');
+    const token2 = tokenOf(daraja.pushes().filter((r) => r.body.PhoneNumber === s.customer)[1]!);
+    await waitFor(async () => (await attemptsOf(s.invoice.id))[1]?.checkout_request_id != null);
+    const attempt2 = (await attemptsOf(s.invoice.id))[1]!;
+    assert.equal((await callback(s.token, success(s, 1500, 'RCPTQRY001'))).status, 200);
+
+    // Only the second attempt is pending: the fake answers the next query with a success.
+    await f.database.handle.db.updateTable('payment_attempts').set({ status: 'failed' }).where('status', '=', 'pending').where('id', '<>', attempt2.id).execute();
+    clock += 4 * 60_000;
+    daraja.queueQuery({ kind: 'result', resultCode: '0', resultDesc: 'The service request is processed successfully.' });
+    await f.deps.payments.reconcile();
+    let again = (await attemptsOf(s.invoice.id))[1]!;
+    assert.equal(again.status, 'failed');
+    assert.equal(again.review_reason, 'paid_twice: receipt -');
+    assert.match(again.result_desc ?? '', /^Paid twice: refund M-PESA/);
+
+    const late = success({ checkoutRequestId: attempt2.checkout_request_id!, merchantRequestId: attempt2.merchant_request_id!, customer: s.customer }, 1500, 'RCPTQRY002');
+    assert.equal((await callback(token2, late)).status, 200);
+    again = (await attemptsOf(s.invoice.id))[1]!;
+    assert.equal(again.mpesa_receipt, 'RCPTQRY002');
+    assert.equal(again.review_reason, 'paid_twice: receipt RCPTQRY002');
+    assert.equal(await events(s.invoice.id, 'duplicate_payment'), 1, 'reported once');
+    const notices = await f.database.handle.db.selectFrom('outbound_messages').select('id').where('recipient', '=', s.merchant).where('kind', '=', 'notice').execute();
+    assert.equal(notices.length, 1, 'the merchant is told once');
+    assert.equal((await invoiceRow(s.invoice.id)).mpesa_receipt, 'RCPTQRY001');
+  });
+});
+
 describe('reconciliation', () => {
   /** The fake answers queries in order, whoever asks: leave only this test's attempt pending. */
   async function onlyPending(invoiceId: string) {

@@ -53,12 +53,15 @@ export function decideResult(
   return attemptStatus === 'pending' ? { action: 'mark_failed' } : { action: 'ignore', why: 'not_pending' };
 }
 
+/** An attempt as a result finds it. `paidTwice`: already recorded as a second payment of a paid invoice. */
+export type AttemptState = { status: PaymentAttemptStatus; paidTwice: boolean; receipt: string | null };
+
 /** One result for one attempt, as `planResults` reads it. */
 export type ResultItem = {
   attemptId: string;
   invoiceId: string;
-  /** The attempt's status when locked. */
-  attemptStatus: PaymentAttemptStatus;
+  /** The attempt when locked. */
+  attempt: AttemptState;
   askedAmount: number;
   result: { resultCode: number; amount: number | null; receipt: string | null };
   amountRequired: boolean;
@@ -71,7 +74,9 @@ export type ResultPlan =
   | { action: 'mark_failed'; notify: boolean }
   | { action: 'mark_paid' }
   /** The money moved for an invoice already paid (another attempt): recorded with its receipt, for a refund. */
-  | { action: 'paid_twice' };
+  | { action: 'paid_twice' }
+  /** A second payment recorded without its receipt (an STK query has none) gets it now; nobody is told again. */
+  | { action: 'add_receipt' };
 
 /**
  * What several results do, in order, exactly as if each were applied alone after the ones
@@ -86,35 +91,47 @@ export function planResults(
 ): ResultPlan[] {
   const invoices = new Map(invoiceStatus);
   const owners = new Map(receiptOwners);
-  const attempts = new Map<string, PaymentAttemptStatus>();
+  const attempts = new Map<string, AttemptState>();
+  /** The receipt is free for this attempt (and now its own), or held by another one. */
+  const claimReceipt = (receipt: string, attemptId: string): boolean => {
+    const owner = owners.get(receipt);
+    if (owner !== undefined && owner !== attemptId) return false;
+    owners.set(receipt, attemptId);
+    return true;
+  };
   return items.map((item): ResultPlan => {
-    const status = attempts.get(item.attemptId) ?? item.attemptStatus;
-    const decision = decideResult(status, item.result, item.askedAmount, { amountRequired: item.amountRequired });
+    const state = attempts.get(item.attemptId) ?? item.attempt;
+    const { receipt } = item.result;
+    if (state.paidTwice) {
+      // Already reported for a refund once: a later result (the callback after the query) adds
+      // at most the receipt that finds the money.
+      if (item.result.resultCode !== 0) return { action: 'ignore', why: 'not_pending' };
+      if (receipt === null || state.receipt !== null) return { action: 'ignore', why: 'duplicate' };
+      if (!claimReceipt(receipt, item.attemptId)) return { action: 'ignore', why: 'receipt_taken' };
+      attempts.set(item.attemptId, { ...state, receipt });
+      return { action: 'add_receipt' };
+    }
+    const decision = decideResult(state.status, item.result, item.askedAmount, { amountRequired: item.amountRequired });
     switch (decision.action) {
       case 'ignore':
         return decision;
       case 'review':
-        attempts.set(item.attemptId, 'failed');
+        attempts.set(item.attemptId, { ...state, status: 'failed' });
         return decision;
       case 'mark_failed': {
-        attempts.set(item.attemptId, 'failed');
+        attempts.set(item.attemptId, { ...state, status: 'failed' });
         const invoice = invoices.get(item.invoiceId);
         return { action: 'mark_failed', notify: invoice !== 'paid' && invoice !== 'cancelled' };
       }
       case 'mark_paid': {
-        const receipt = item.result.receipt;
-        if (receipt !== null) {
-          const owner = owners.get(receipt);
-          // The same M-PESA receipt cannot pay two attempts.
-          if (owner !== undefined && owner !== item.attemptId) return { action: 'ignore', why: 'receipt_taken' };
-          owners.set(receipt, item.attemptId);
-        }
+        // The same M-PESA receipt cannot pay two attempts.
+        if (receipt !== null && !claimReceipt(receipt, item.attemptId)) return { action: 'ignore', why: 'receipt_taken' };
         if (invoices.get(item.invoiceId) === 'paid') {
-          attempts.set(item.attemptId, 'failed');
+          attempts.set(item.attemptId, { status: 'failed', paidTwice: true, receipt: receipt ?? state.receipt });
           return { action: 'paid_twice' };
         }
         invoices.set(item.invoiceId, 'paid');
-        attempts.set(item.attemptId, 'succeeded');
+        attempts.set(item.attemptId, { status: 'succeeded', paidTwice: false, receipt: receipt ?? state.receipt });
         return { action: 'mark_paid' };
       }
     }

@@ -68,6 +68,8 @@ const PushJobData = z.object({ attemptId: z.uuid() });
 /** Daraja refusals after which a new push cannot double a prompt: spike arrest, quota, "already in process". */
 const SAFE_TO_RETRY = new Set(['500.003.02', '500.003.03', '500.001.1001']);
 const EmptyJobData = z.object({}).loose();
+/** The review reason of a second payment of a paid invoice (it starts the text). */
+const PAID_TWICE = 'paid_twice';
 
 
 export function createPayments(deps: PaymentsDeps): Payments {
@@ -241,6 +243,11 @@ export function createPayments(deps: PaymentsDeps): Payments {
     }
   }
 
+  /** How a second payment of a paid invoice reads on its attempt (also to the merchant, in the invoice's details). */
+  const paidTwice = (receipt: string | null) => ({
+    review_reason: `${PAID_TWICE}: receipt ${receipt ?? '-'}`,
+    result_desc: `Paid twice: refund M-PESA ${receipt ?? '(receipt not known yet)'}`,
+  });
   type LockedAttempt = Selectable<PaymentAttemptsTable>;
   type ResultInput = { attempt: LockedAttempt; result: Omit<PaymentResult, 'checkoutRequestId'>; amountRequired: boolean };
   type Applied = { status: 'applied' | 'duplicate' | 'review' | 'ignored'; plan: ResultPlan };
@@ -264,7 +271,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
       inputs.map(({ attempt, result, amountRequired }) => ({
         attemptId: attempt.id,
         invoiceId: attempt.invoice_id,
-        attemptStatus: attempt.status,
+        attempt: { status: attempt.status, paidTwice: attempt.review_reason?.startsWith(PAID_TWICE) ?? false, receipt: attempt.mpesa_receipt },
         askedAmount: Number(attempt.amount),
         result,
         amountRequired,
@@ -313,10 +320,13 @@ export function createPayments(deps: PaymentsDeps): Payments {
         case 'paid_twice':
           // Paid already through another attempt: the customer paid twice. A person must refund,
           // and the receipt is kept on this attempt to find the money.
-          attemptRows.set(attempt.id, { ...row, status: 'failed', mpesa_receipt: result.receipt, review_reason: `paid_twice: receipt ${result.receipt ?? '-'}` });
+          attemptRows.set(attempt.id, { ...row, status: 'failed', mpesa_receipt: result.receipt, ...paidTwice(result.receipt) });
           events.push({ invoice_id: f.id, actor: 'mpesa', type: 'duplicate_payment', data: JSON.stringify({ receipt: result.receipt, attempt_id: attempt.id }) });
           drafts.push({ recipient: f.merchant_phone, kind: 'notice', invoiceId: f.id, payload: { message: merchantTexts.paymentNeedsReview(f.number, amount, result.amount ?? amount) } });
           return { status: 'review', plan };
+        case 'add_receipt':
+          attemptRows.set(attempt.id, { ...row, status: 'failed', result_code: 0, mpesa_receipt: result.receipt, ...paidTwice(result.receipt) });
+          return { status: 'duplicate', plan };
         case 'mark_paid':
           attemptRows.set(attempt.id, { ...row, status: 'succeeded', result_code: 0, mpesa_receipt: result.receipt });
           paidInvoices.push({ id: f.id, receipt: result.receipt });
