@@ -334,15 +334,21 @@ describe('new prompts', () => {
   });
 });
 
+/** An invoice whose customer asked to pay again after 2 minutes: two prompts, both pending. */
+async function twoPrompts() {
+  const s = await invoiceWithPush();
+  clock += 2 * 60_000 + 1_000;
+  await say(s.customer, 'pay');
+  await waitFor(() => daraja.pushes().filter((r) => r.body.PhoneNumber === s.customer).length === 2, 10_000, 'second push');
+  const token2 = tokenOf(daraja.pushes().filter((r) => r.body.PhoneNumber === s.customer)[1]!);
+  await waitFor(async () => (await attemptsOf(s.invoice.id))[1]?.checkout_request_id != null);
+  const attempt2 = (await attemptsOf(s.invoice.id))[1]!;
+  return { s, token2, attempt2 };
+}
+
 describe('paid twice', () => {
   test('a customer who pays two prompts for one invoice: paid once, the second payment kept with its receipt for a refund', async () => {
-    const s = await invoiceWithPush();
-    clock += 2 * 60_000 + 1_000;
-    await say(s.customer, 'pay');
-    await waitFor(() => daraja.pushes().filter((r) => r.body.PhoneNumber === s.customer).length === 2, 10_000, 'second push');
-    const token2 = tokenOf(daraja.pushes().filter((r) => r.body.PhoneNumber === s.customer)[1]!);
-    await waitFor(async () => (await attemptsOf(s.invoice.id))[1]?.checkout_request_id != null);
-    const attempt2 = (await attemptsOf(s.invoice.id))[1]!;
+    const { s, token2, attempt2 } = await twoPrompts();
 
     assert.equal((await callback(s.token, success(s, 1500, 'RCPTTWICE1'))).status, 200);
     const second = success({ checkoutRequestId: attempt2.checkout_request_id!, merchantRequestId: attempt2.merchant_request_id!, customer: s.customer }, 1500, 'RCPTTWICE2');
@@ -367,13 +373,7 @@ describe('paid twice', () => {
 
 describe('paid twice, learnt first from the STK query', () => {
   test('the query reports the second payment (no receipt yet); the late callback adds its receipt and tells nobody again', async () => {
-    const s = await invoiceWithPush();
-    clock += 2 * 60_000 + 1_000;
-    await say(s.customer, 'pay');
-    await waitFor(() => daraja.pushes().filter((r) => r.body.PhoneNumber === s.customer).length === 2, 10_000, 'second push');
-    const token2 = tokenOf(daraja.pushes().filter((r) => r.body.PhoneNumber === s.customer)[1]!);
-    await waitFor(async () => (await attemptsOf(s.invoice.id))[1]?.checkout_request_id != null);
-    const attempt2 = (await attemptsOf(s.invoice.id))[1]!;
+    const { s, token2, attempt2 } = await twoPrompts();
     assert.equal((await callback(s.token, success(s, 1500, 'RCPTQRY001'))).status, 200);
 
     // Only the second attempt is pending: the fake answers the next query with a success.
