@@ -113,6 +113,22 @@ describe('planResults (several results in one transaction)', () => {
     ]);
   });
 
+  test('a payment learnt from an STK query (no receipt) gets its receipt from the later callback, once', () => {
+    const queried = { status: 'succeeded' as const, paidTwice: false, receipt: null };
+    assert.deepEqual(planResults([item({ attempt: queried })], new Map([['i1', 'paid']]), new Map()), [{ action: 'add_receipt' }]);
+    assert.deepEqual(planResults([item({ attempt: { ...queried, receipt: 'R0' } })], new Map([['i1', 'paid']]), new Map()), [{ action: 'ignore', why: 'duplicate' }]);
+    assert.deepEqual(planResults([item({ attempt: queried, result: { receipt: null } })], new Map([['i1', 'paid']]), new Map()), [{ action: 'ignore', why: 'duplicate' }]);
+    assert.deepEqual(planResults([item({ attempt: queried, result: { resultCode: 1032, amount: null, receipt: null } })], new Map([['i1', 'paid']]), new Map()), [
+      { action: 'ignore', why: 'success_recorded' },
+    ]);
+    assert.deepEqual(planResults([item({ attempt: queried })], new Map([['i1', 'paid']]), new Map([['R1', 'a7']])), [{ action: 'ignore', why: 'receipt_taken' }]);
+    // Query success, then two callbacks: the first brings the receipt, the second is a duplicate.
+    assert.deepEqual(
+      planResults([item({ amountRequired: false, result: { amount: null, receipt: null } }), item({ result: { receipt: 'R2' } }), item({ result: { receipt: 'R2' } })], new Map([['i1', 'sent']]), new Map()),
+      [{ action: 'mark_paid' }, { action: 'add_receipt' }, { action: 'ignore', why: 'duplicate' }],
+    );
+  });
+
   test('in one group, earlier items count for later ones: the invoice paid, the receipt taken, the attempt settled', () => {
     const plans = planResults(
       [
@@ -182,7 +198,8 @@ describe('planResults (several results in one transaction)', () => {
               serialInvoices.set(it.invoiceId, 'paid');
               serialAttempts.set(it.attemptId, { status: 'succeeded', paidTwice: false, receipt });
             }
-            if (plan!.action === 'paid_twice' || plan!.action === 'add_receipt') serialAttempts.set(it.attemptId, { status: 'failed', paidTwice: true, receipt });
+            if (plan!.action === 'paid_twice') serialAttempts.set(it.attemptId, { status: 'failed', paidTwice: true, receipt });
+            if (plan!.action === 'add_receipt') serialAttempts.set(it.attemptId, { ...before, receipt });
             if (plan!.action === 'review' || plan!.action === 'mark_failed') serialAttempts.set(it.attemptId, { ...before, status: 'failed' });
             if (['mark_paid', 'paid_twice', 'add_receipt'].includes(plan!.action) && it.result.receipt !== null) serialOwners.set(it.result.receipt, it.attemptId);
             return plan!;

@@ -418,6 +418,24 @@ describe('reconciliation', () => {
     assert.equal(await events(s.invoice.id, 'paid'), 1);
   });
 
+  test('paid according to the query (no receipt), then the late callback: its receipt is added, nothing sent twice', async () => {
+    const s = await invoiceWithPush();
+    await onlyPending(s.invoice.id);
+    clock += 4 * 60_000;
+    daraja.queueQuery({ kind: 'result', resultCode: '0', resultDesc: 'The service request is processed successfully.' });
+    await f.deps.payments.reconcile();
+    assert.deepEqual(await invoiceRow(s.invoice.id).then((i) => [i.status, i.mpesa_receipt]), ['paid', null]);
+    const receiptsBefore = (await kindsTo(s.customer)).filter((k) => k === 'receipt').length;
+
+    assert.equal((await callback(s.token, success(s, 1500, 'RCPTLATE77'))).status, 200);
+    assert.equal((await callback(s.token, success(s, 1500, 'RCPTLATE77'))).status, 200);
+    assert.deepEqual(await invoiceRow(s.invoice.id).then((i) => [i.status, i.mpesa_receipt]), ['paid', 'RCPTLATE77']);
+    assert.equal((await attemptsOf(s.invoice.id))[0]!.mpesa_receipt, 'RCPTLATE77');
+    assert.equal(await events(s.invoice.id, 'paid'), 1);
+    assert.equal(await events(s.invoice.id, 'receipt_added'), 1);
+    assert.equal((await kindsTo(s.customer)).filter((k) => k === 'receipt').length, receiptsBefore, 'no second receipt');
+  });
+
   test('no answer for long enough expires the attempt; a query never overwrites a recorded success', async () => {
     const s = await invoiceWithPush();
     clock += 31 * 60_000;

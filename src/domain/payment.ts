@@ -75,7 +75,7 @@ export type ResultPlan =
   | { action: 'mark_paid' }
   /** The money moved for an invoice already paid (another attempt): recorded with its receipt, for a refund. */
   | { action: 'paid_twice' }
-  /** A second payment recorded without its receipt (an STK query has none) gets it now; nobody is told again. */
+  /** A payment (or second payment) recorded without its receipt, from an STK query, gets it now; nobody is told again. */
   | { action: 'add_receipt' };
 
 /**
@@ -102,15 +102,15 @@ export function planResults(
   return items.map((item): ResultPlan => {
     const state = attempts.get(item.attemptId) ?? item.attempt;
     const { receipt } = item.result;
-    if (state.paidTwice) {
-      // Already reported for a refund once: a later result (the callback after the query) adds
-      // at most the receipt that finds the money.
-      if (item.result.resultCode !== 0) return { action: 'ignore', why: 'not_pending' };
-      if (receipt === null || state.receipt !== null) return { action: 'ignore', why: 'duplicate' };
+    // A payment recorded from an STK query has no receipt (the query gives none): the callback
+    // that comes after it adds the receipt, and nothing else happens again.
+    if ((state.status === 'succeeded' || state.paidTwice) && state.receipt === null && item.result.resultCode === 0 && receipt !== null) {
       if (!claimReceipt(receipt, item.attemptId)) return { action: 'ignore', why: 'receipt_taken' };
       attempts.set(item.attemptId, { ...state, receipt });
       return { action: 'add_receipt' };
     }
+    // Already reported for a refund once: never again.
+    if (state.paidTwice) return { action: 'ignore', why: item.result.resultCode === 0 ? 'duplicate' : 'not_pending' };
     const decision = decideResult(state.status, item.result, item.askedAmount, { amountRequired: item.amountRequired });
     switch (decision.action) {
       case 'ignore':

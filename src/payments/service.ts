@@ -282,6 +282,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
 
     const attemptRows = new Map<string, { id: string; status: PaymentAttemptStatus; result_code: number; result_desc: string | null; mpesa_receipt: string | null; review_reason: string | null }>();
     const paidInvoices: Array<{ id: string; receipt: string | null }> = [];
+    const receiptsForInvoices: Array<{ id: string; receipt: string | null }> = [];
     const events: Insertable<InvoiceEventsTable>[] = [];
     const drafts: OutboundDraft[] = [];
     const applied = inputs.map(({ attempt, result }, index): Applied => {
@@ -325,7 +326,13 @@ export function createPayments(deps: PaymentsDeps): Payments {
           drafts.push({ recipient: f.merchant_phone, kind: 'notice', invoiceId: f.id, payload: { message: merchantTexts.paymentNeedsReview(f.number, amount, result.amount ?? amount) } });
           return { status: 'review', plan };
         case 'add_receipt':
-          attemptRows.set(attempt.id, { ...row, status: 'failed', result_code: 0, mpesa_receipt: result.receipt, ...paidTwice(result.receipt) });
+          if (attempt.status === 'succeeded') {
+            attemptRows.set(attempt.id, { ...row, status: 'succeeded', result_code: 0, mpesa_receipt: result.receipt });
+            receiptsForInvoices.push({ id: f.id, receipt: result.receipt });
+          } else {
+            attemptRows.set(attempt.id, { ...row, status: 'failed', result_code: 0, mpesa_receipt: result.receipt, ...paidTwice(result.receipt) });
+          }
+          events.push({ invoice_id: f.id, actor: 'mpesa', type: 'receipt_added', data: JSON.stringify({ receipt: result.receipt, attempt_id: attempt.id }) });
           return { status: 'duplicate', plan };
         case 'mark_paid':
           attemptRows.set(attempt.id, { ...row, status: 'succeeded', result_code: 0, mpesa_receipt: result.receipt });
@@ -367,6 +374,12 @@ export function createPayments(deps: PaymentsDeps): Payments {
         returning i.id`.execute(trx);
       // The invoices are locked and the plan saw their status: anything else is a bug, and rolls back.
       if (rows.length !== paidInvoices.length) throw new Error(`paid ${rows.length} of ${paidInvoices.length} planned invoices`);
+    }
+    if (receiptsForInvoices.length > 0) {
+      await sql`
+        update invoices i set mpesa_receipt = r.receipt, updated_at = now()
+        from jsonb_to_recordset(${jsonb(receiptsForInvoices)}::jsonb) as r(id uuid, receipt text)
+        where i.id = r.id and i.id in (${sql.join(receiptsForInvoices.map((r) => r.id))}) and i.mpesa_receipt is null`.execute(trx);
     }
     if (events.length > 0) await trx.insertInto('invoice_events').values(events).execute();
     const messageIds = drafts.length === 0 ? [] : await notify(trx, drafts);
