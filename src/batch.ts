@@ -112,10 +112,11 @@ export function createBatcher<I, O>(options: BatcherOptions<I, O>): Batcher<I, O
 /**
  * Write coalescing: items added in the same turn of the event loop are flushed together;
  * each `add` resolves when the flush holding its item has finished (or rejects with its error).
+ * A flush may answer one entry per item (an Error, or undefined for success) to fail only some.
  */
 export type Coalescer<T> = { add(item: T): Promise<void> };
 
-export function createCoalescer<T>(flush: (items: readonly T[]) => Promise<void>): Coalescer<T> {
+export function createCoalescer<T>(flush: (items: readonly T[]) => Promise<void | ReadonlyArray<Error | undefined>>): Coalescer<T> {
   let pending: Array<{ item: T; resolve(): void; reject(error: unknown): void }> = [];
   return {
     add(item) {
@@ -129,7 +130,12 @@ export function createCoalescer<T>(flush: (items: readonly T[]) => Promise<void>
           Promise.resolve()
             .then(() => flush(batch.map((entry) => entry.item)))
             .then(
-              () => batch.forEach((entry) => entry.resolve()),
+              (errors) =>
+                batch.forEach((entry, index) => {
+                  const error = errors?.[index];
+                  if (error === undefined) entry.resolve();
+                  else entry.reject(error);
+                }),
               (error: unknown) => batch.forEach((entry) => entry.reject(error)),
             );
         });

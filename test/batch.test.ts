@@ -823,6 +823,16 @@ describe('createCoalescer', () => {
     await Promise.all(later.map((a) => a.promise));
   });
 
+  test('a flush that answers one error per item fails exactly those adds', async () => {
+    const coalescer = createCoalescer<string>(async (items) => items.map((item) => (item.startsWith('bad') ? new Error(`no ${item}`) : undefined)));
+    const adds = ['a', 'bad1', 'b', 'bad2'].map((item) => observe(coalescer.add(item)));
+    await Promise.allSettled(adds.map((a) => a.promise));
+    assert.deepEqual(
+      adds.map((a) => (a.fulfilled ? 'ok' : (a.error as Error).message)),
+      ['ok', 'no bad1', 'ok', 'no bad2'],
+    );
+  });
+
   test('an add made while its turn is being flushed goes to the next flush, not a lost one', async () => {
     const flushed: string[][] = [];
     let extra: Promise<void> | undefined;

@@ -69,6 +69,35 @@ test('messages to different people in one dispatch all go out, each once', async
   assert.ok(statuses.every((s) => s.status === 'sent'));
 });
 
+test('a success that cannot be recorded leaves only its own message unrecorded: the rest of the flush is recorded', async () => {
+  const bad = phone();
+  const good = Array.from({ length: 5 }, phone);
+  const ids: string[] = [];
+  for (const to of [bad, ...good]) ids.push(...(await write(texts(to, 1))));
+  const db = f.database.handle.db;
+  // A real failure at record time: the database refuses to mark this one recipient's message sent.
+  await sql`create function refuse_sent() returns trigger language plpgsql as $$
+    begin
+      if new.status = 'sent' and new.recipient = ${sql.lit(bad)} then raise exception 'refused for the test'; end if;
+      return new;
+    end $$`.execute(db);
+  await sql`create trigger refuse_sent before update on outbound_messages for each row execute function refuse_sent()`.execute(db);
+  try {
+    // All six answers at once: their successes are recorded in one flush.
+    const release = f.graph.holdAnswers();
+    const sentBefore = f.graph.requests.length;
+    f.deps.outbox.dispatchSoon(ids);
+    await f.graph.waitForRequests(sentBefore + 6);
+    release();
+    await f.deps.outbox.idle();
+  } finally {
+    await sql`drop trigger refuse_sent on outbound_messages`.execute(db);
+    await sql`drop function refuse_sent()`.execute(db);
+  }
+  const rows = await db.selectFrom('outbound_messages').select(['recipient', 'status']).where('id', 'in', ids).execute();
+  for (const row of rows) assert.equal(row.status, row.recipient === bad ? 'sending' : 'sent', row.recipient);
+});
+
 test('a claim taken over by another worker during an earlier slow send is not used: that message is not sent twice', async () => {
   const outbox = createOutbox({
     db: f.database.handle.db,

@@ -157,8 +157,10 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       await recordSent(records);
     } catch (error) {
       if (records.length === 1) throw error;
-      // One bad row must not leave the others unrecorded (they would be sent again): one by one.
-      for (const record of records) await recordSent([record]);
+      // One bad row must not leave the others unrecorded (they would be sent again): each on
+      // its own, and only those that fail again fail.
+      const each = await Promise.allSettled(records.map((record) => recordSent([record])));
+      return each.map((r) => (r.status === 'fulfilled' ? undefined : r.reason instanceof Error ? r.reason : new Error(String(r.reason))));
     }
   });
 

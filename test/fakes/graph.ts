@@ -2,7 +2,7 @@
  * A fake WhatsApp Cloud API (Graph) server on 127.0.0.1: records every request and answers
  * with a scripted response (default: success with a fresh wamid). Real HTTP, real sockets.
  */
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 export type RecordedRequest = {
@@ -30,6 +30,8 @@ export type FakeGraph = {
   /** Messages (not templates) sent to `to`. */
   sentTo(to: string): RecordedRequest[];
   waitForRequests(count: number, timeoutMs?: number): Promise<RecordedRequest[]>;
+  /** Holds every answer until the returned function is called, then sends them all at once. */
+  holdAnswers(): () => void;
   close(): Promise<void>;
 };
 
@@ -39,6 +41,7 @@ export async function startFakeGraph(): Promise<FakeGraph> {
   let fallback: FakeResponse = { kind: 'ok' };
   let counter = 0;
   const hanging = new Set<() => void>();
+  let held: Array<() => void> | null = null;
 
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -52,35 +55,44 @@ export async function startFakeGraph(): Promise<FakeGraph> {
         body = { unparseable: text };
       }
       requests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, body, receivedAt: Date.now() });
-      const response = scripted.shift() ?? fallback;
-      switch (response.kind) {
-        case 'ok': {
-          counter += 1;
-          const wamid = response.wamid ?? `wamid.FAKE${String(counter).padStart(6, '0')}`;
-          res.writeHead(200, { 'content-type': 'application/json' });
-          res.end(JSON.stringify({ messaging_product: 'whatsapp', contacts: [{ input: body.to, wa_id: body.to }], messages: [{ id: wamid }] }));
-          return;
-        }
-        case 'error': {
-          const headers: Record<string, string> = { 'content-type': 'application/json' };
-          if (response.retryAfter !== undefined) headers['retry-after'] = String(response.retryAfter);
-          res.writeHead(response.status, headers);
-          res.end(JSON.stringify({ error: { message: response.message ?? `error ${response.code}`, type: 'OAuthException', code: response.code, fbtrace_id: 'trace' } }));
-          return;
-        }
-        case 'raw':
-          res.writeHead(response.status, { 'content-type': 'text/plain' });
-          res.end(response.body);
-          return;
-        case 'hang': {
-          const end = () => res.destroy();
-          hanging.add(end);
-          res.on('close', () => hanging.delete(end));
-          return;
-        }
+      if (held !== null) {
+        held.push(() => answer(res, body));
+        return;
       }
+      answer(res, body);
     });
   });
+
+  function answer(res: ServerResponse, body: Record<string, unknown>): void {
+    const response = scripted.shift() ?? fallback;
+    switch (response.kind) {
+      case 'ok': {
+        counter += 1;
+        const wamid = response.wamid ?? `wamid.FAKE${String(counter).padStart(6, '0')}`;
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ messaging_product: 'whatsapp', contacts: [{ input: body.to, wa_id: body.to }], messages: [{ id: wamid }] }));
+        return;
+      }
+      case 'error': {
+        const headers: Record<string, string> = { 'content-type': 'application/json' };
+        if (response.retryAfter !== undefined) headers['retry-after'] = String(response.retryAfter);
+        res.writeHead(response.status, headers);
+        res.end(JSON.stringify({ error: { message: response.message ?? `error ${response.code}`, type: 'OAuthException', code: response.code, fbtrace_id: 'trace' } }));
+        return;
+      }
+      case 'raw':
+        res.writeHead(response.status, { 'content-type': 'text/plain' });
+        res.end(response.body);
+        return;
+      case 'hang': {
+        const end = () => res.destroy();
+        hanging.add(end);
+        res.on('close', () => hanging.delete(end));
+        return;
+      }
+    }
+  }
+
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
 
@@ -96,6 +108,14 @@ export async function startFakeGraph(): Promise<FakeGraph> {
       fallback = { kind: 'ok' };
     },
     sentTo: (to) => requests.filter((r) => r.body.to === to),
+    holdAnswers() {
+      held ??= [];
+      return () => {
+        const waiting = held ?? [];
+        held = null;
+        for (const send of waiting) send();
+      };
+    },
     async waitForRequests(count, timeoutMs = 10_000) {
       const deadline = Date.now() + timeoutMs;
       while (requests.length < count) {
