@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
+import { sql } from 'kysely';
 import { createConversationHandler } from '../src/conversation/handler.js';
 import type { ConversationHandler } from '../src/conversation/port.js';
 import { texts } from '../src/domain/texts.js';
@@ -17,6 +18,8 @@ const real = createConversationHandler();
 const batches: string[][] = [];
 /** A sender whose turn throws (as a bug in the conversation would). */
 let poisoned: string | null = null;
+/** A sender whose turn fails once inside a group (as a deadlock would), then works. */
+let failOnceInGroup: string | null = null;
 
 const observed: ConversationHandler = Object.assign(
   async (trx: Parameters<ConversationHandler>[0], message: Parameters<ConversationHandler>[1]) => {
@@ -30,6 +33,10 @@ const observed: ConversationHandler = Object.assign(
       return {
         async run(message: Parameters<ConversationHandler>[1]) {
           if (message.phone === poisoned) throw new Error('poisoned turn');
+          if (message.phone === failOnceInGroup) {
+            failOnceInGroup = null;
+            throw new Error('deadlock detected (for the test)');
+          }
           return batch.run(message);
         },
         save: () => batch.save(),
@@ -47,6 +54,7 @@ beforeEach(async () => {
   await f.deps.outbox.idle();
   batches.length = 0;
   poisoned = null;
+  failOnceInGroup = null;
   f.graph.reset();
 });
 
@@ -139,6 +147,43 @@ describe('inbound group commit', () => {
     assert.equal(await f.deps.inbound.retryEvent(kept.id), 'processed');
     await f.deps.outbox.idle();
     assert.equal((await repliesTo(senders[2]!)).length, 1);
+  });
+
+  test('a message whose group of one fails once is applied at once on its own, not queued where the next could overtake it', async () => {
+    const a = phone();
+    failOnceInGroup = a;
+    const first = textMessage(a, 'hi');
+    assert.equal((await f.post(envelope({ messages: [first] }))).status, 200);
+    assert.equal(await eventStatus(first.id as string), 'processed', 'applied by the second try, not stored for a retry');
+    assert.equal((await f.post(envelope({ messages: [textMessage(a, 'Mama Mboga Shop')] }))).status, 200);
+    const merchant = await f.database.handle.db.selectFrom('merchants').select('business_name').where('phone', '=', a).executeTakeFirstOrThrow();
+    assert.equal(merchant.business_name, 'Mama Mboga Shop', 'the two messages applied in the order sent');
+  });
+
+  test('a message that cannot even be stored for a retry fails alone: the rest of its group is applied', async () => {
+    const senders = Array.from({ length: 4 }, phone);
+    poisoned = senders[0]!;
+    const messages = senders.map((from) => textMessage(from, 'hi'));
+    const db = f.database.handle.db;
+    // The database refuses to keep the poisoned message for a retry too.
+    await sql`create function refuse_retrying() returns trigger language plpgsql as $$
+      begin
+        if new.status = 'retrying' and new.external_key = ${sql.lit(messages[0]!.id as string)} then raise exception 'refused for the test'; end if;
+        return new;
+      end $$`.execute(db);
+    await sql`create trigger refuse_retrying before insert on inbound_events for each row execute function refuse_retrying()`.execute(db);
+    let status: number;
+    try {
+      status = (await f.post(envelope({ messages }))).status;
+    } finally {
+      await sql`drop trigger refuse_retrying on inbound_events`.execute(db);
+      await sql`drop function refuse_retrying()`.execute(db);
+    }
+    assert.equal(status, 500, 'Meta is asked to send the POST again (what committed is then a duplicate)');
+    assert.equal(await eventStatus(messages[0]!.id as string), undefined);
+    for (const message of messages.slice(1)) assert.equal(await eventStatus(message.id as string), 'processed');
+    await f.deps.outbox.idle();
+    for (const from of senders.slice(1)) assert.equal((await repliesTo(from)).length, 1, `replied to ${from} at once`);
   });
 
   test('the same message twice in one POST, and that POST twenty times at once: one effect per message', async () => {

@@ -282,7 +282,7 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
    * If anything fails the batch rolls back and each message goes its own way (processEvent),
    * so one bad message costs the others nothing but time.
    */
-  async function runBatch(items: readonly MessageItem[]): Promise<ItemOutcome[]> {
+  async function runBatch(items: readonly MessageItem[]): Promise<Array<ItemOutcome | Error>> {
     try {
       const outcomes = await db.transaction().execute(async (trx) => {
         const input = [...items]
@@ -331,22 +331,25 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
       for (const outcome of outcomes) metrics.inboundEvents.inc({ source: 'whatsapp_message', outcome: outcome.kind });
       return outcomes;
     } catch (error) {
-      const [only] = items;
-      if (items.length === 1 && only !== undefined) {
-        return [{ kind: await storeForRetry('whatsapp_message', only.key, only.stored, error), ids: [] }];
-      }
       logger.warn({ size: items.length, error: error instanceof Error ? error.message.slice(0, 500) : String(error) }, 'inbound batch rolled back; applying its messages one by one');
-      const outcomes: ItemOutcome[] = [];
+      // Each message gets a second try on its own, a group of one too: a passing failure (a
+      // deadlock, say) then does not send it to the retry queue, where the sender's next
+      // message could overtake it.
+      const outcomes: Array<ItemOutcome | Error> = [];
       for (const item of items) {
         const ids: string[] = [];
-        const kind = await processEvent('whatsapp_message', item.key, item.stored, ids);
-        outcomes.push({ kind, ids });
+        try {
+          outcomes.push({ kind: await processEvent('whatsapp_message', item.key, item.stored, ids), ids });
+        } catch (alone) {
+          // Not even stored for a retry: only this message's request answers 500 (Meta sends it again).
+          outcomes.push(alone instanceof Error ? alone : new Error(String(alone)));
+        }
       }
       return outcomes;
     }
   }
 
-  const batcher = createBatcher<MessageItem, ItemOutcome>({
+  const batcher = createBatcher<MessageItem, ItemOutcome | Error>({
     maxBatch: deps.batch?.maxBatch ?? 64,
     maxConcurrent: deps.batch?.maxConcurrent ?? 2,
     key: (item) => item.stored.message.from,
@@ -364,7 +367,7 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
         else result.retrying += 1;
       };
       // Messages join the group commit (one sender's in order); statuses apply one by one.
-      const messages: Array<Promise<ItemOutcome>> = [];
+      const messages: Array<Promise<ItemOutcome | Error>> = [];
       for (const entry of payload.entry) {
         for (const change of entry.changes) {
           const value = change.value;
@@ -377,8 +380,8 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
       }
       let failure: unknown;
       for (const settled of await Promise.allSettled(messages)) {
-        if (settled.status === 'rejected') {
-          failure ??= settled.reason;
+        if (settled.status === 'rejected' || settled.value instanceof Error) {
+          failure ??= settled.status === 'rejected' ? settled.reason : settled.value;
           continue;
         }
         count(settled.value.kind);
