@@ -136,6 +136,6 @@ export function createDeps(options: DepsOptions): Deps {
     daraja,
     payments,
     simulator: options.simulator,
-    jobDefinitions: [heartbeatJob, outbox.job, outbox.sweepJob, inbound.retryJob, ...payments.jobs, statsFoldJob(database.db), ...(options.extraJobs ?? [])],
+    jobDefinitions: [heartbeatJob, outbox.job, outbox.sweepJob, inbound.retryJob, inbound.retrySweepJob, ...payments.jobs, statsFoldJob(database.db), ...(options.extraJobs ?? [])],
   };
 }

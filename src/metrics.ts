@@ -25,6 +25,11 @@ export function createMetrics() {
       help: 'Outbound messages found queued or sending for 30+ minutes at the last outbox sweep (delivered again)',
       registers: [registry],
     }),
+    inboundStuck: new Gauge({
+      name: 'invoiceiq_inbound_stuck_events',
+      help: 'Inbound events found waiting for a retry for 2+ hours at the last retry sweep (queued again)',
+      registers: [registry],
+    }),
     messagesSent: new Counter({
       name: 'invoiceiq_messages_sent_total',
       help: 'Outbound send attempts, by channel and outcome',

@@ -116,6 +116,7 @@ export async function startService(givenConfig: Config, logger: Logger, options:
       await jobs.boss.schedule('invoice-reminders', '0 9 * * *', {}, { tz: 'Africa/Nairobi' });
       await jobs.boss.schedule('stats-fold', '* * * * *', {}, { tz: 'Africa/Nairobi' });
       await jobs.boss.schedule('outbox-sweep', '*/5 * * * *', {}, { tz: 'Africa/Nairobi' });
+      await jobs.boss.schedule('inbound-retry-sweep', '*/5 * * * *', {}, { tz: 'Africa/Nairobi' });
     };
     let jobsStarted: Promise<void>;
     if (database.kind === 'embedded') {

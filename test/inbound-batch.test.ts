@@ -186,6 +186,39 @@ describe('inbound group commit', () => {
     for (const from of senders.slice(1)) assert.equal((await repliesTo(from)).length, 1, `replied to ${from} at once`);
   });
 
+  test('the retry sweep queues again an event whose retry job is gone, once, and leaves the rest alone', async () => {
+    const [a, b] = [phone(), phone()];
+    const lost = textMessage(a, 'hi');
+    const waiting = textMessage(b, 'hi');
+    poisoned = a;
+    assert.equal((await f.post(envelope({ messages: [lost] }))).status, 200);
+    poisoned = b;
+    assert.equal((await f.post(envelope({ messages: [waiting] }))).status, 200);
+    poisoned = null;
+    const db = f.database.handle.db;
+    const row = (key: string) => db.selectFrom('inbound_events').select(['id', 'status']).where('external_key', '=', key).executeTakeFirstOrThrow();
+    const [lostRow, waitingRow] = [await row(lost.id as string), await row(waiting.id as string)];
+    assert.deepEqual([lostRow.status, waitingRow.status], ['retrying', 'retrying']);
+    // The first one's retry job is gone and it has waited three hours; the second's job is still there.
+    await f.database.handle.pool.query(`delete from pgboss.job where name = 'retry-inbound-event' and data->>'eventId' = $1`, [lostRow.id]);
+    await db.updateTable('inbound_events').set({ updated_at: sql`now() - interval '3 hours'` }).where('id', '=', lostRow.id).execute();
+    const jobsFor = async (id: string) =>
+      (await f.database.handle.pool.query(`select count(*)::int as n from pgboss.job where name = 'retry-inbound-event' and data->>'eventId' = $1`, [id])).rows[0].n as number;
+
+    await f.deps.inbound.retrySweepJob.handle({}, { logger: f.deps.logger, jobId: 'sweep-1', retryCount: 0 });
+    assert.equal(await jobsFor(lostRow.id), 1, 'queued again');
+    assert.equal(await jobsFor(waitingRow.id), 1, 'the other keeps its one job');
+    assert.match(await f.deps.metrics.registry.metrics(), /invoiceiq_inbound_stuck_events 1\b/);
+    // Touched by the sweep: the next sweep does not queue it a second time.
+    assert.equal(await f.deps.inbound.sweepRetries(), 0);
+    assert.equal(await jobsFor(lostRow.id), 1);
+    // And the retry applies it, once.
+    assert.equal(await f.deps.inbound.retryEvent(lostRow.id), 'processed');
+    assert.equal(await f.deps.inbound.retryEvent(lostRow.id), 'not_pending');
+    await f.deps.outbox.idle();
+    assert.equal((await repliesTo(a)).length, 1);
+  });
+
   test('the same message twice in one POST, and that POST twenty times at once: one effect per message', async () => {
     const [a, b, c] = [phone(), phone(), phone()];
     const ma = textMessage(a, 'hi');

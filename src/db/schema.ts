@@ -111,6 +111,8 @@ export interface InboundEventsTable {
   last_error: string | null;
   received_at: Generated<Date>;
   processed_at: NullableTimestamp;
+  /** Last change (for the retry sweep). */
+  updated_at: Generated<Date>;
 }
 
 export interface OutboundMessagesTable {

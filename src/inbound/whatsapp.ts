@@ -37,9 +37,15 @@ export type WhatsAppInbound = {
   /** Runs a stored event again (the retry job). */
   retryEvent(eventId: string): Promise<'processed' | 'retrying' | 'dead' | 'not_pending'>;
   readonly retryJob: JobDefinition<typeof RetryJobData>;
+  /** Queues again what has waited for a retry for STUCK_RETRY_MINUTES (its retry job gone). */
+  sweepRetries(): Promise<number>;
+  readonly retrySweepJob: JobDefinition<typeof NoData>;
 };
 
 const RetryJobData = z.object({ eventId: z.uuid() });
+const NoData = z.object({}).loose();
+/** Far beyond a retry's own backoff (at most 10 minutes) and its job's retries (about 85 minutes). */
+export const STUCK_RETRY_MINUTES = 120;
 
 export type InboundDeps = {
   db: Kysely<Database>;
@@ -243,7 +249,7 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
         const ids = await apply(trx, event.source, event.payload);
         await trx
           .updateTable('inbound_events')
-          .set({ status: 'processed', attempts: sql`attempts + 1`, processed_at: sql`now()`, last_error: null })
+          .set({ status: 'processed', attempts: sql`attempts + 1`, processed_at: sql`now()`, last_error: null, updated_at: sql`now()` })
           .where('id', '=', eventId)
           .execute();
         return ids;
@@ -257,7 +263,7 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
       return db.transaction().execute(async (trx) => {
         const event = await trx
           .updateTable('inbound_events')
-          .set({ attempts: sql`attempts + 1`, last_error: lastError })
+          .set({ attempts: sql`attempts + 1`, last_error: lastError, updated_at: sql`now()` })
           .where('id', '=', eventId)
           .where('status', '=', 'retrying')
           .returning(['attempts', 'source'])
@@ -274,6 +280,45 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
       });
     }
   }
+
+  /**
+   * The last safety net for inbound events: one whose retry job is gone (it failed after all
+   * its own retries, or was deleted; or an operator set a dead event back to 'retrying') would
+   * otherwise wait forever. Each is queued again once per sweep; a retry that finds the event
+   * already applied does nothing.
+   */
+  async function sweepRetries(): Promise<number> {
+    const stuck = await db
+      .selectFrom('inbound_events')
+      .select('id')
+      .where('status', '=', 'retrying')
+      .where('updated_at', '<', sql<Date>`now() - make_interval(mins => ${STUCK_RETRY_MINUTES})`)
+      .orderBy('updated_at')
+      .limit(100)
+      .execute();
+    metrics.inboundStuck.set(stuck.length);
+    if (stuck.length === 0) return 0;
+    logger.warn({ events: stuck.length }, `inbound events waiting for a retry for ${STUCK_RETRY_MINUTES}+ minutes; queueing them again`);
+    let queued = 0;
+    for (const { id } of stuck) {
+      queued += await db.transaction().execute(async (trx) => {
+        const touched = await trx.updateTable('inbound_events').set({ updated_at: sql`now()` }).where('id', '=', id).where('status', '=', 'retrying').returning('id').executeTakeFirst();
+        if (touched === undefined) return 0;
+        await deps.jobs.enqueue(trx, retryJob, { eventId: id });
+        return 1;
+      });
+    }
+    return queued;
+  }
+
+  const retrySweepJob: JobDefinition<typeof NoData> = {
+    name: 'inbound-retry-sweep',
+    schema: NoData,
+    retryLimit: 0,
+    async handle() {
+      await sweepRetries();
+    },
+  };
 
   /**
    * Many senders' messages (one each) in one transaction: events and conversation locks in
@@ -359,6 +404,8 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
   return {
     retryJob,
     retryEvent,
+    sweepRetries,
+    retrySweepJob,
     async handlePayload(payload) {
       const result: InboundResult = { processed: 0, duplicates: 0, retrying: 0, outboundIds: [] };
       const count = (outcome: 'processed' | 'duplicate' | 'retrying') => {
