@@ -98,6 +98,19 @@ test('a success that cannot be recorded leaves only its own message unrecorded: 
   for (const row of rows) assert.equal(row.status, row.recipient === bad ? 'sending' : 'sent', row.recipient);
 });
 
+test('Meta answers 200 with a body that does not name the message: recorded sent, never sent again by SMS', async () => {
+  const to = phone();
+  const [id] = await write(texts(to, 1));
+  const smsBefore = f.sms.length;
+  f.graph.queue({ kind: 'raw', status: 200, body: 'OK' });
+  f.deps.outbox.dispatchSoon([id!]);
+  await f.deps.outbox.idle();
+  const row = await f.database.handle.db.selectFrom('outbound_messages').select(['status', 'channel', 'provider_message_id', 'fell_back_at']).where('id', '=', id!).executeTakeFirstOrThrow();
+  assert.deepEqual(row, { status: 'sent', channel: 'whatsapp', provider_message_id: null, fell_back_at: null });
+  assert.equal(f.sms.length, smsBefore, 'no SMS');
+  assert.equal(f.graph.sentTo(to).length, 1);
+});
+
 test('a claim taken over by another worker during an earlier slow send is not used: that message is not sent twice', async () => {
   const outbox = createOutbox({
     db: f.database.handle.db,

@@ -245,17 +245,14 @@ describe('error classification', () => {
     assert.equal(error.code, '190');
   });
 
-  test('a 200 with an unexpected body -> ProviderError, not retryable', async () => {
+  test('a 200 with an unexpected body is still an acceptance: sent, its id unknown (never sent again)', async () => {
     graph.queue({ kind: 'raw', status: 200, body: JSON.stringify({ messaging_product: 'whatsapp', messages: [] }) });
-    const error = await providerError(client().send(TO, { type: 'text', body: 'hi' }));
-    assert.equal(error.retryable, false);
-    assert.equal(error.httpStatus, 200);
+    assert.deepEqual(await client().send(TO, { type: 'text', body: 'hi' }), { wamid: null });
   });
 
-  test('a 200 with a body that is not JSON -> ProviderError, not retryable', async () => {
+  test('a 200 with a body that is not JSON is still an acceptance', async () => {
     graph.queue({ kind: 'raw', status: 200, body: 'OK' });
-    const error = await providerError(client().send(TO, { type: 'text', body: 'hi' }));
-    assert.equal(error.retryable, false);
+    assert.deepEqual(await client().send(TO, { type: 'text', body: 'hi' }), { wamid: null });
   });
 
   // The test's own timeout only turns a missing client timeout into a failure instead of a hang.

@@ -337,6 +337,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
                 parameters: payload.template?.parameters ?? [],
                 ...(payload.template?.buttonPayload === undefined ? {} : { buttonPayload: payload.template.buttonPayload }),
               });
+        if (wamid === null) logger.warn({ message_id: messageId }, 'whatsapp accepted the message but did not name it: its status reports cannot be matched');
         await sent.add({ id: messageId, channel: 'whatsapp', wamid, sms_id: null, attempts: attempt });
         metrics.messagesSent.inc({ channel: 'whatsapp', outcome: route.mode === 'template' ? 'sent_template' : 'sent' });
         return 'sent';

@@ -21,8 +21,9 @@ export type TemplateMessage = { name: string; language: string; parameters: read
 
 export type WhatsAppClient = {
   readonly configured: boolean;
-  send(to: string, content: MessageContent): Promise<{ wamid: string }>;
-  sendTemplate(to: string, template: TemplateMessage): Promise<{ wamid: string }>;
+  /** `wamid` null: Meta accepted the message (2xx) but its answer did not name it. */
+  send(to: string, content: MessageContent): Promise<{ wamid: string | null }>;
+  sendTemplate(to: string, template: TemplateMessage): Promise<{ wamid: string | null }>;
 };
 
 /** Meta error codes worth another try (with backoff), from Meta's error-code reference. */
@@ -98,7 +99,7 @@ function metaError(data: unknown): { code?: string; message?: string } {
 export function createWhatsAppClient(settings: WhatsAppClientSettings, http: AxiosInstance = createProviderHttp()): WhatsAppClient {
   const configured = settings.token !== undefined && settings.phoneId !== undefined;
 
-  async function post(to: string, body: Record<string, unknown>): Promise<{ wamid: string }> {
+  async function post(to: string, body: Record<string, unknown>): Promise<{ wamid: string | null }> {
     if (!configured) {
       throw new TransportError({ provider: 'whatsapp', reason: 'not_configured', message: 'WABA_TOKEN / WABA_PHONE_ID are not set' });
     }
@@ -109,10 +110,9 @@ export function createWhatsAppClient(settings: WhatsAppClientSettings, http: Axi
         { timeout: settings.timeoutMs, headers: { Authorization: `Bearer ${settings.token}`, 'Content-Type': 'application/json' } },
       );
       const parsed = SendResponse.safeParse(response.data);
-      if (!parsed.success) {
-        throw new ProviderError({ provider: 'whatsapp', message: 'unexpected success body', httpStatus: response.status, retryable: false });
-      }
-      return { wamid: parsed.data.messages[0]!.id };
+      // A 2xx is Meta's acceptance, whatever its body says: sending again (or by SMS) would
+      // deliver the message twice. Only its id, for the status webhooks, is then unknown.
+      return { wamid: parsed.success ? parsed.data.messages[0]!.id : null };
     } catch (error) {
       if (error instanceof ProviderError) throw error;
       throw classifyAxiosError('whatsapp', error, metaError);
