@@ -46,6 +46,7 @@ const EnvSchema = z.object({
   WABA_APP_SECRET: optionalString,
   WABA_API_BASE_URL: httpUrl.default('https://graph.facebook.com'),
   WABA_API_VERSION: z.string().trim().regex(/^v\d+\.\d+$/, 'must look like v21.0').default('v21.0'),
+  // At most 60 s each: the outbox's claim timeout (src/delivery/outbox.ts) counts on it.
   WABA_TIMEOUT_MS: z.coerce.number({ error: 'must be a number' }).int().min(100).max(60_000).default(5_000),
   WABA_TEMPLATE_INVOICE: optionalString,
   WABA_TEMPLATE_RECEIPT: optionalString,

@@ -252,3 +252,14 @@ test('a till needs its till number (MPESA_PARTY_B) in production', async () => {
   assert.equal(loadConfig({ ...production, MPESA_TRANSACTION_TYPE: 'till', MPESA_PARTY_B: '5123456' }).mpesa.transactionType, 'CustomerBuyGoodsOnline');
   assert.throws(() => loadConfig({ ...production, MPESA_TRANSACTION_TYPE: 'till' }), (error: unknown) => error instanceof ConfigError && error.problems.some((p) => p.startsWith('MPESA_PARTY_B')));
 });
+
+test('no provider timeout the configuration accepts lets a claim expire while its send is in flight', async () => {
+  const { CLAIM_RENEW_AFTER_MS, CLAIM_TIMEOUT_SECONDS, LONGEST_PROVIDER_TIMEOUT_MS } = await import('../src/delivery/outbox.js');
+  const longest = String(LONGEST_PROVIDER_TIMEOUT_MS);
+  const config = loadConfig({ WABA_TIMEOUT_MS: longest, SMS_TIMEOUT_MS: longest });
+  assert.equal(config.whatsapp.timeoutMs, LONGEST_PROVIDER_TIMEOUT_MS);
+  // One send: claimed or renewed up to CLAIM_RENEW_AFTER_MS before it, then a WhatsApp timeout, then an SMS timeout.
+  assert.ok(CLAIM_RENEW_AFTER_MS + config.whatsapp.timeoutMs + config.sms.timeoutMs < CLAIM_TIMEOUT_SECONDS * 1000);
+  problemFor(configError({ WABA_TIMEOUT_MS: String(LONGEST_PROVIDER_TIMEOUT_MS + 1) }), 'WABA_TIMEOUT_MS');
+  problemFor(configError({ SMS_TIMEOUT_MS: String(LONGEST_PROVIDER_TIMEOUT_MS + 1) }), 'SMS_TIMEOUT_MS');
+});

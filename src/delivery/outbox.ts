@@ -24,9 +24,16 @@ import { describeDeliveryError, isDeliveryError, type DeliveryError } from '../p
 import type { SmsClient } from '../providers/sms/client.js';
 import type { WhatsAppClient } from '../providers/whatsapp/client.js';
 
-export const CLAIM_TIMEOUT_SECONDS = 60;
 /** A claim older than this is renewed before its send (one send can take a WhatsApp and an SMS timeout). */
-const CLAIM_RENEW_AFTER_MS = 20_000;
+export const CLAIM_RENEW_AFTER_MS = 20_000;
+/** The longest WABA_TIMEOUT_MS and SMS_TIMEOUT_MS the configuration accepts (src/config.ts). */
+export const LONGEST_PROVIDER_TIMEOUT_MS = 60_000;
+/**
+ * A claim is never taken over while its send is in flight: a message is claimed (or its claim
+ * renewed) less than CLAIM_RENEW_AFTER_MS before its send, which can take a WhatsApp timeout and
+ * then an SMS timeout: at most 20 + 60 + 60 = 140 s, well inside this.
+ */
+export const CLAIM_TIMEOUT_SECONDS = 180;
 
 export type DeliveryOutcome = 'sent' | 'retry_scheduled' | 'fell_back' | 'failed' | 'not_pending' | 'busy';
 
@@ -50,7 +57,7 @@ export type Outbox = {
 };
 
 const NoData = z.object({}).loose();
-/** Far beyond any retry delay (backoff caps at 5 minutes) and any claim (60 s). */
+/** Far beyond any retry delay (backoff caps at 5 minutes) and any claim (3 minutes). */
 export const STUCK_AFTER_MINUTES = 30;
 
 const DeliverJobData = z.object({ messageId: z.uuid() });
