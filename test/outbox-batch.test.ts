@@ -111,6 +111,24 @@ test('Meta answers 200 with a body that does not name the message: recorded sent
   assert.equal(f.graph.sentTo(to).length, 1);
 });
 
+test('a retry waits for its time: an earlier job for the same message (the safety net) does not send it ahead of Retry-After', async () => {
+  const to = phone();
+  const [id] = await write(texts(to, 1));
+  f.graph.queue({ kind: 'error', status: 429, code: 130429, message: 'rate limit hit', retryAfter: 120 });
+  assert.equal(await f.deps.outbox.deliver(id!), 'retry_scheduled');
+  const row = () => f.database.handle.db.selectFrom('outbound_messages').select(['status', 'next_attempt_at']).where('id', '=', id!).executeTakeFirstOrThrow();
+  const waiting = await row();
+  assert.equal(waiting.status, 'queued');
+  assert.ok(waiting.next_attempt_at !== null && waiting.next_attempt_at.getTime() - Date.now() > 100_000, 'due in about two minutes');
+  // The safety-net job runs now: the message is not due, so nothing is sent.
+  assert.equal(await f.deps.outbox.deliver(id!), 'not_pending');
+  assert.equal(f.graph.sentTo(to).length, 1, 'only the first attempt reached Meta');
+  // Its time comes (moved forward here): the retry job sends it.
+  await f.database.handle.db.updateTable('outbound_messages').set({ next_attempt_at: sql`now() - interval '1 second'` }).where('id', '=', id!).execute();
+  assert.equal(await f.deps.outbox.deliver(id!), 'sent');
+  assert.equal(f.graph.sentTo(to).length, 2);
+});
+
 test('a claim taken over by another worker during an earlier slow send is not used: that message is not sent twice', async () => {
   const outbox = createOutbox({
     db: f.database.handle.db,

@@ -128,6 +128,8 @@ export interface OutboundMessagesTable {
   attempts: Generated<number>;
   last_error: string | null;
   fallback_reason: string | null;
+  /** Not claimed before this (a retry's backoff); null: due now. */
+  next_attempt_at: NullableTimestamp;
   fell_back_at: NullableTimestamp;
   created_at: Generated<Date>;
   updated_at: Timestamp;

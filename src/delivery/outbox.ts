@@ -125,6 +125,8 @@ export function createOutbox(deps: OutboxDeps): Outbox {
           eb.and([eb('status', '=', 'sending'), eb('updated_at', '<', sql<Date>`now() - make_interval(secs => ${CLAIM_TIMEOUT_SECONDS})`)]),
         ]),
       )
+      // A retry waits for its time, whichever job or dispatch comes first.
+      .where((eb) => eb.or([eb('next_attempt_at', 'is', null), eb('next_attempt_at', '<=', sql<Date>`now()`)]))
       .returningAll()
       // The recipient's window comes back with the claim: one round trip, not two.
       .returning((eb) =>
@@ -194,7 +196,14 @@ export function createOutbox(deps: OutboxDeps): Outbox {
           metrics.deliveryRetries.inc({ channel });
           await trx
             .updateTable('outbound_messages')
-            .set({ status: 'queued', channel, attempts: sql`attempts + 1`, last_error: lastError, updated_at: sql`now()` })
+            .set({
+              status: 'queued',
+              channel,
+              attempts: sql`attempts + 1`,
+              last_error: lastError,
+              updated_at: sql`now()`,
+              next_attempt_at: sql`now() + make_interval(secs => ${decision.delaySeconds})`,
+            })
             .where('id', '=', messageId)
             .execute();
           await scheduleJob(trx, messageId, decision.delaySeconds);
@@ -226,6 +235,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
         fallback_reason: reason,
         fell_back_at: sql`now()`,
         updated_at: sql`now()`,
+        next_attempt_at: null,
         ...(lastError === undefined ? {} : { last_error: lastError }),
       })
       .where('id', '=', messageId)
