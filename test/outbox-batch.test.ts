@@ -129,6 +129,39 @@ test('a retry waits for its time: an earlier job for the same message (the safet
   assert.equal(f.graph.sentTo(to).length, 2);
 });
 
+test("a person's later messages wait while an earlier one waits for a retry, in one delivery and in later ones", async () => {
+  const to = phone();
+  const [first, second, third] = await write(texts(to, 3));
+  const db = f.database.handle.db;
+  const statusOf = async (id: string) => (await db.selectFrom('outbound_messages').select('status').where('id', '=', id).executeTakeFirstOrThrow()).status;
+  f.graph.queue({ kind: 'error', status: 429, code: 130429, message: 'rate limit hit', retryAfter: 60 });
+  const outcomes = await f.deps.outbox.deliverMany([first!, second!, third!]);
+  assert.deepEqual([outcomes.get(first!), outcomes.get(second!), outcomes.get(third!)], ['retry_scheduled', 'busy', 'busy']);
+  assert.deepEqual(bodies(to), ['part 0'], 'the later two were not sent ahead of the first');
+  assert.deepEqual([await statusOf(second!), await statusOf(third!)], ['queued', 'queued'], 'their claims were given back');
+
+  // Their own jobs (or another worker) come meanwhile: still waiting, and told to try again.
+  assert.equal(await f.deps.outbox.deliver(second!), 'busy');
+  await assert.rejects(f.deps.outbox.job.handle({ messageId: third! }, { logger: f.deps.logger, jobId: 'j-3', retryCount: 0 }), /another worker|waiting/);
+  assert.deepEqual(bodies(to), ['part 0']);
+
+  // The first one's time comes: all three go out, in order.
+  await db.updateTable('outbound_messages').set({ next_attempt_at: sql`now() - interval '1 second'` }).where('id', '=', first!).execute();
+  const later = await f.deps.outbox.deliverMany([third!, second!, first!]);
+  assert.deepEqual([later.get(first!), later.get(second!), later.get(third!)], ['sent', 'sent', 'sent']);
+  assert.deepEqual(bodies(to), ['part 0', 'part 0', 'part 1', 'part 2']);
+});
+
+test('a later message alone is not sent while an earlier one to the same person is still queued', async () => {
+  const to = phone();
+  const [first, second] = await write(texts(to, 2));
+  assert.equal(await f.deps.outbox.deliver(second!), 'busy');
+  assert.deepEqual(bodies(to), []);
+  assert.equal(await f.deps.outbox.deliver(first!), 'sent');
+  assert.equal(await f.deps.outbox.deliver(second!), 'sent');
+  assert.deepEqual(bodies(to), ['part 0', 'part 1']);
+});
+
 test('a claim taken over by another worker during an earlier slow send is not used: that message is not sent twice', async () => {
   const outbox = createOutbox({
     db: f.database.handle.db,

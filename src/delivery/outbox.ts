@@ -112,21 +112,37 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     await deps.jobs.enqueue(trx, job, { messageId }, { startAfterSeconds: Math.max(0, Math.ceil(delaySeconds)) });
   }
 
-  /** Claims the claimable ones among `messageIds` in one statement. */
+  /**
+   * Whether the row `m` may be claimed now: queued (or its claim timed out) and due (a retry
+   * waits for its time, whichever job or dispatch comes first).
+   */
+  const claimable = (m: string) => sql<boolean>`(
+    (${sql.ref(`${m}.status`)} = 'queued'
+      or (${sql.ref(`${m}.status`)} = 'sending' and ${sql.ref(`${m}.updated_at`)} < now() - make_interval(secs => ${CLAIM_TIMEOUT_SECONDS})))
+    and (${sql.ref(`${m}.next_attempt_at`)} is null or ${sql.ref(`${m}.next_attempt_at`)} <= now()))`;
+
+  /**
+   * Claims the claimable ones among `messageIds` in one statement. A message waits while an
+   * older one to the same person is unsent, unless that one is claimed here too (then it goes
+   * first): each person's messages go out in the order they were written, whichever worker,
+   * job or dispatch holds them.
+   */
   async function claim(messageIds: readonly string[]) {
     return db
       .updateTable('outbound_messages')
       // To the millisecond, as a JS Date holds it: renewClaim recognises its own claim by it.
       .set({ status: 'sending', updated_at: sql`date_trunc('milliseconds', now())` })
       .where('id', 'in', messageIds)
-      .where((eb) =>
-        eb.or([
-          eb('status', '=', 'queued'),
-          eb.and([eb('status', '=', 'sending'), eb('updated_at', '<', sql<Date>`now() - make_interval(secs => ${CLAIM_TIMEOUT_SECONDS})`)]),
-        ]),
+      .where(claimable('outbound_messages'))
+      .where(
+        sql<boolean>`not exists (
+          select 1 from outbound_messages older
+          where older.recipient = outbound_messages.recipient
+            and older.status in ('queued', 'sending')
+            and (older.created_at, older.id) < (outbound_messages.created_at, outbound_messages.id)
+            and not (older.id in (${sql.join(messageIds)}) and ${claimable('older')})
+        )`,
       )
-      // A retry waits for its time, whichever job or dispatch comes first.
-      .where((eb) => eb.or([eb('next_attempt_at', 'is', null), eb('next_attempt_at', '<=', sql<Date>`now()`)]))
       .returningAll()
       // The recipient's window comes back with the claim: one round trip, not two.
       .returning((eb) =>
@@ -158,6 +174,17 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     return renewed !== undefined;
   }
   type Claimed = Awaited<ReturnType<typeof claim>>[number];
+
+  /** Gives claims back (still ours: same stamp), unsent: the messages are queued again. */
+  async function release(messages: readonly Claimed[]): Promise<void> {
+    await db
+      .updateTable('outbound_messages')
+      .set({ status: 'queued' })
+      .where('id', 'in', messages.map((m) => m.id))
+      .where('status', '=', 'sending')
+      .where('updated_at', '=', messages[0]!.updated_at)
+      .execute();
+  }
   type Sent = { id: string; channel: 'whatsapp' | 'sms'; wamid: string | null; sms_id: string | null; attempts: number };
 
   /** Sends that succeeded, recorded together when they finish in the same turn of the event loop. */
@@ -303,7 +330,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     }
     await Promise.all(
       [...byRecipient.values()].map(async (messages) => {
-        for (const message of messages) {
+        for (const [index, message] of messages.entries()) {
           try {
             // Sends before this one may have taken long (timeouts, a fallback): a claim near
             // its timeout is renewed first, so no other worker can take it over mid-send.
@@ -311,20 +338,39 @@ export function createOutbox(deps: OutboxDeps): Outbox {
               outcomes.set(message.id, 'busy');
               continue;
             }
-            outcomes.set(message.id, await deliverClaimed(message));
+            const outcome = await deliverClaimed(message);
+            outcomes.set(message.id, outcome);
+            if (outcome === 'sent' || outcome === 'failed') continue;
           } catch (error) {
             // This message only (it stays claimed; its job retries it after the claim times out).
             logger.error({ message_id: message.id, error }, 'delivery failed unexpectedly');
             outcomes.set(message.id, error instanceof Error ? error : new Error(String(error)));
           }
+          // Not done (a retry later, an SMS to come, an error): this person's later messages
+          // wait for it. Their claims go back, and their jobs try again.
+          const later = messages.slice(index + 1);
+          if (later.length > 0) {
+            await release(later);
+            for (const waiting of later) outcomes.set(waiting.id, 'busy');
+          }
+          return;
         }
       }),
     );
     const unclaimed = messageIds.filter((id) => !outcomes.has(id));
     if (unclaimed.length > 0) {
-      const rows = await db.selectFrom('outbound_messages').select(['id', 'status']).where('id', 'in', unclaimed).execute();
-      const status = new Map(rows.map((row) => [row.id, row.status]));
-      for (const id of unclaimed) outcomes.set(id, status.get(id) === 'sending' ? 'busy' : 'not_pending');
+      const rows = await db
+        .selectFrom('outbound_messages')
+        .select(['id', 'status', sql<boolean>`next_attempt_at is null or next_attempt_at <= now()`.as('due')])
+        .where('id', 'in', unclaimed)
+        .execute();
+      const found = new Map(rows.map((row) => [row.id, row]));
+      for (const id of unclaimed) {
+        const row = found.get(id);
+        // Sending elsewhere, or due but waiting behind an older message to the same person:
+        // busy (its job tries again). Done, or waiting for its retry's own job: not pending.
+        outcomes.set(id, row !== undefined && (row.status === 'sending' || (row.status === 'queued' && row.due)) ? 'busy' : 'not_pending');
+      }
     }
     return outcomes;
   }
