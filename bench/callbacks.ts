@@ -19,21 +19,31 @@ import { alternatingLoops, closeAgent, freshDatabase, groupCommits, startGraph, 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
 const SEEDED = Number(process.env.BENCH_ATTEMPTS ?? 10_000);
+const MERCHANTS = Number(process.env.BENCH_MERCHANTS ?? 200);
 /** Turns each contender takes (BENCH_SECONDS in all, each). */
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 4);
 
-/** N pending attempts whose tokens are `tok-<i>` (hash stored, as the app does). */
+/**
+ * N pending attempts whose tokens are `tok-<i>` (hash stored, as the app does), for invoices
+ * of MERCHANTS merchants in turn. (Many merchants: each person's messages go out one after
+ * another, and Meta allows about one message every 6 s per person anyway; a single merchant
+ * taking hundreds of payments a second is not a load the real service can see.)
+ */
 async function seed(url: string): Promise<void> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
-  await client.query(`insert into merchants (phone, business_name) values ('254799000000', 'Bench Shop')`);
-  // The merchant chats with the bot (inside the 24-hour window); customers get receipts as a template.
-  await client.query(`insert into conversations (phone, state, last_inbound_at) values ('254799000000', '{"version":0}', now())`);
   await client.query(
-    `insert into invoices (merchant_id, number, customer_phone, amount, description, status, due_date)
-     select m.id, i, '2547' || lpad(i::text, 8, '0'), 100, 'bench', 'sent', current_date + 7
-     from merchants m, generate_series(1, $1) as i`,
-    [SEEDED],
+    `insert into merchants (phone, business_name) select '2547990' || lpad(m::text, 5, '0'), 'Bench Shop ' || m from generate_series(1, $1) as m`,
+    [MERCHANTS],
+  );
+  // The merchants chat with the bot (inside the 24-hour window); customers get receipts as a template.
+  await client.query(`insert into conversations (phone, state, last_inbound_at) select phone, '{"version":0}', now() from merchants`);
+  await client.query(
+    `with ids as (select array_agg(id order by phone) as a from merchants)
+     insert into invoices (merchant_id, number, customer_phone, amount, description, status, due_date)
+     select ids.a[1 + i % $2], i, '2547' || lpad(i::text, 8, '0'), 100, 'bench', 'sent', current_date + 7
+     from generate_series(1, $1) as i, ids`,
+    [SEEDED, MERCHANTS],
   );
   await client.query(
     `insert into payment_attempts (invoice_id, checkout_request_id, merchant_request_id, amount, phone, callback_token_hash, push_started_at)

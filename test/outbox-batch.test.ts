@@ -152,6 +152,24 @@ test("a person's later messages wait while an earlier one waits for a retry, in 
   assert.deepEqual(bodies(to), ['part 0', 'part 0', 'part 1', 'part 2']);
 });
 
+test('a reply that waits behind one being sent to the same person goes out right after it, not at its job', async () => {
+  const to = phone();
+  const [d0, d1] = texts(to, 2);
+  const [first] = await write([d0!]);
+  const [second] = await write([d1!]);
+  const release = f.graph.holdAnswers();
+  const sentBefore = f.graph.requests.length;
+  f.deps.outbox.dispatchSoon([first!]);
+  await f.graph.waitForRequests(sentBefore + 1);
+  // The first is in flight (its answer held): the second is dispatched meanwhile and must wait.
+  f.deps.outbox.dispatchSoon([second!]);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(f.graph.sentTo(to).length, 1, 'not sent ahead of the first');
+  release();
+  await f.deps.outbox.idle();
+  assert.deepEqual(bodies(to), ['part 0', 'part 1'], 'sent right after (its job is an hour away in this fixture)');
+});
+
 test('a later message alone is not sent while an earlier one to the same person is still queued', async () => {
   const to = phone();
   const [first, second] = await write(texts(to, 2));

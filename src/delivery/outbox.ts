@@ -61,6 +61,8 @@ const NoData = z.object({}).loose();
 export const STUCK_AFTER_MINUTES = 30;
 
 const DeliverJobData = z.object({ messageId: z.uuid() });
+/** Times an eagerly dispatched message that waits behind another is tried again before its job takes over. */
+const EAGER_REDISPATCH_ROUNDS = 5;
 
 /** Thrown by the job when another worker holds a fresh claim: pg-boss retries it later. */
 class MessageBusyError extends Error {}
@@ -86,6 +88,33 @@ export function createOutbox(deps: OutboxDeps): Outbox {
   const renewAfterMs = deps.claimRenewAfterMs ?? CLAIM_RENEW_AFTER_MS;
   const inFlight = new Set<Promise<unknown>>();
   const dispatchQueue: string[] = [];
+
+  /**
+   * Eager delivery of `ids` once `after` has settled. A message answered busy most often waits
+   * behind a message to the same person that another dispatch of this process is sending
+   * (each person's messages go in order): it is tried again once the dispatches running now
+   * have finished, a few times; after that, its job is the safety net.
+   */
+  function dispatch(take: () => readonly string[], round: number, after: Promise<unknown>): void {
+    const run = after.then(async () => {
+      const ids = take();
+      let outcomes: Map<string, DeliveryOutcome | Error>;
+      try {
+        outcomes = await deliverMany(ids);
+      } catch (error) {
+        // Per-message failures are logged inside; this is the claim itself failing.
+        logger.error({ messages: ids.length, error }, 'eager delivery failed; the jobs will retry');
+        return;
+      }
+      const waiting = ids.filter((id) => outcomes.get(id) === 'busy');
+      if (waiting.length === 0 || round >= EAGER_REDISPATCH_ROUNDS) return;
+      const others = [...inFlight].filter((other) => other !== tracked);
+      const pause = Promise.allSettled(others).then(() => new Promise((resolve) => setTimeout(resolve, 10 * (round + 1))));
+      dispatch(() => waiting, round + 1, pause);
+    });
+    const tracked: Promise<void> = run.finally(() => inFlight.delete(tracked));
+    inFlight.add(tracked);
+  }
 
   const job: JobDefinition<typeof DeliverJobData> = {
     name: 'deliver-message',
@@ -497,14 +526,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       // Deferred one turn of the event loop (the caller answers its request first); every
       // request answered in that turn is delivered together (deliverMany keeps each
       // recipient's messages in the order they were written).
-      const running = new Promise<void>((resolve) => setImmediate(resolve))
-        .then(async () => {
-          const ids = dispatchQueue.splice(0);
-          // Per-message failures are logged inside; this is the claim itself failing.
-          await deliverMany(ids).catch((error: unknown) => logger.error({ messages: ids.length, error }, 'eager delivery failed; the jobs will retry'));
-        })
-        .finally(() => inFlight.delete(running));
-      inFlight.add(running);
+      dispatch(() => dispatchQueue.splice(0), 0, new Promise<void>((resolve) => setImmediate(resolve)));
     },
     async idle() {
       while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
