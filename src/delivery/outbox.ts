@@ -64,8 +64,9 @@ const DeliverJobData = z.object({ messageId: z.uuid() });
 /** Times an eagerly dispatched message that waits behind another is tried again before its job takes over. */
 const EAGER_REDISPATCH_ROUNDS = 5;
 
-/** Thrown by the job when another worker holds a fresh claim: pg-boss retries it later. */
+/** Thrown by the job when the message cannot go yet: pg-boss retries it later. */
 class MessageBusyError extends Error {}
+const BUSY = 'another worker is delivering this message, or an earlier one to the same person is not sent yet';
 
 export type OutboxDeps = {
   db: Kysely<Database>;
@@ -125,14 +126,14 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     batchSize: 50,
     async handle({ messageId }) {
       const outcome = await deliver(messageId);
-      if (outcome === 'busy') throw new MessageBusyError('another worker is delivering this message');
+      if (outcome === 'busy') throw new MessageBusyError(BUSY);
     },
     async handleBatch(items) {
       const outcomes = await deliverMany(items.map((item) => item.data.messageId));
       return items.map((item) => {
         const outcome = outcomes.get(item.data.messageId);
         if (outcome instanceof Error) return outcome;
-        return outcome === 'busy' ? new MessageBusyError('another worker is delivering this message') : undefined;
+        return outcome === 'busy' ? new MessageBusyError(BUSY) : undefined;
       });
     },
   };
