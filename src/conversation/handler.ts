@@ -4,7 +4,7 @@
  * machine needs, run the pure transition, carry out its effects (merchant registration,
  * invoices with gapless per-merchant numbers, audit events, outbox messages), save the state.
  */
-import { jsonb } from '../db/json.js';
+import { jsonb, keyIn } from '../db/json.js';
 import { sql, type Transaction } from 'kysely';
 import { allocateInvoiceNumber } from '../db/repositories/invoices.js';
 import type { Database } from '../db/schema.js';
@@ -355,8 +355,7 @@ export function createConversationHandler(options: ConversationShellOptions = {}
         await sql`
           update conversations c set state = v.state, updated_at = now()
           from jsonb_to_recordset(${jsonb(states)}::jsonb) as v(phone text, state jsonb)
-          -- The IN list lets the planner use the primary key (it cannot see how many rows the recordset holds).
-          where c.phone = v.phone and c.phone in (${sql.join(states.map((s) => s.phone))})`.execute(trx);
+          where c.phone = v.phone and ${keyIn('c.phone', states.map((s) => s.phone))}`.execute(trx);
       },
     };
   }

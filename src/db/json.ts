@@ -1,3 +1,5 @@
+import { sql, type RawBuilder } from 'kysely';
+
 /**
  * JSON for jsonb columns. Postgres refuses U+0000 inside jsonb text, and a provider (or a
  * person) can send it: strip it at every boundary so one character cannot crash a webhook.
@@ -16,4 +18,13 @@ export function withoutNul<T>(value: T): T {
 /** JSON text for a jsonb column, without U+0000. */
 export function jsonb(value: unknown): string {
   return JSON.stringify(value, (_key, inner: unknown) => (typeof inner === 'string' ? inner.replace(/\u0000/g, '') : inner));
+}
+
+/**
+ * `column in (keys)`, to go with a join on jsonb_to_recordset(...): the planner cannot see how
+ * many rows a recordset holds and, without this list, scans the whole table instead of using
+ * the key's index (4 ms a statement at 5,000 rows, and growing with the table).
+ */
+export function keyIn(column: string, keys: readonly string[]): RawBuilder<boolean> {
+  return sql<boolean>`${sql.ref(column)} in (${sql.join(keys)})`;
 }

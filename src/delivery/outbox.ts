@@ -9,7 +9,7 @@
  * CLAIM_TIMEOUT_SECONDS (a crashed worker) may be taken again.
  */
 import { createCoalescer } from '../batch.js';
-import { jsonb } from '../db/json.js';
+import { jsonb, keyIn } from '../db/json.js';
 import { randomInt, randomUUID } from 'node:crypto';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { z } from 'zod';
@@ -149,7 +149,9 @@ export function createOutbox(deps: OutboxDeps): Outbox {
   const claimable = (m: string) => sql<boolean>`(
     (${sql.ref(`${m}.status`)} = 'queued'
       or (${sql.ref(`${m}.status`)} = 'sending' and ${sql.ref(`${m}.updated_at`)} < now() - make_interval(secs => ${CLAIM_TIMEOUT_SECONDS})))
-    and (${sql.ref(`${m}.next_attempt_at`)} is null or ${sql.ref(`${m}.next_attempt_at`)} <= now()))`;
+    and ${due(m)})`;
+  /** Whether the row `m`'s retry (if any) is due. */
+  const due = (m: string) => sql<boolean>`(${sql.ref(`${m}.next_attempt_at`)} is null or ${sql.ref(`${m}.next_attempt_at`)} <= now())`;
 
   /**
    * Claims the claimable ones among `messageIds` in one statement. A message waits while an
@@ -236,8 +238,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       set status = 'sent', channel = v.channel, attempts = v.attempts, last_error = null, updated_at = now(),
         provider_message_id = coalesce(v.wamid, o.provider_message_id), sms_message_id = coalesce(v.sms_id, o.sms_message_id)
       from jsonb_to_recordset(${jsonb(records)}::jsonb) as v(id uuid, channel text, wamid text, sms_id text, attempts int)
-      -- The IN list lets the planner use the primary key (it cannot see how many rows the recordset holds).
-      where o.id = v.id and o.id in (${sql.join(records.map((r) => r.id))})`.execute(db);
+      where o.id = v.id and ${keyIn('o.id', records.map((r) => r.id))}`.execute(db);
   }
 
   async function recordFailure(
@@ -391,7 +392,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     if (unclaimed.length > 0) {
       const rows = await db
         .selectFrom('outbound_messages')
-        .select(['id', 'status', sql<boolean>`next_attempt_at is null or next_attempt_at <= now()`.as('due')])
+        .select(['id', 'status', due('outbound_messages').as('due')])
         .where('id', 'in', unclaimed)
         .execute();
       const found = new Map(rows.map((row) => [row.id, row]));

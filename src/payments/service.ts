@@ -7,7 +7,7 @@
  * and in the URL sent to Safaricom), a push is never sent twice for one attempt, a success
  * marks the invoice paid once, and nothing overwrites a recorded success.
  */
-import { jsonb } from '../db/json.js';
+import { jsonb, keyIn } from '../db/json.js';
 import { randomBytes } from 'node:crypto';
 import { sql, type Insertable, type Kysely, type Selectable, type Transaction } from 'kysely';
 import { createBatcher } from '../batch.js';
@@ -363,14 +363,13 @@ export function createPayments(deps: PaymentsDeps): Payments {
             completed_at = now(), updated_at = now()
         from jsonb_to_recordset(${jsonb([...attemptRows.values()])}::jsonb)
           as r(id uuid, status text, result_code integer, result_desc text, mpesa_receipt text, review_reason text)
-        -- The IN list lets the planner use the primary key (it cannot see how many rows the recordset holds).
-        where a.id = r.id and a.id in (${sql.join([...attemptRows.keys()])})`.execute(trx);
+        where a.id = r.id and ${keyIn('a.id', [...attemptRows.keys()])}`.execute(trx);
     }
     if (paidInvoices.length > 0) {
       const { rows } = await sql<{ id: string }>`
         update invoices i set status = 'paid', paid_at = ${now()}, mpesa_receipt = r.receipt, updated_at = now()
         from jsonb_to_recordset(${jsonb(paidInvoices)}::jsonb) as r(id uuid, receipt text)
-        where i.id = r.id and i.id in (${sql.join(paidInvoices.map((p) => p.id))}) and i.status <> 'paid'
+        where i.id = r.id and ${keyIn('i.id', paidInvoices.map((p) => p.id))} and i.status <> 'paid'
         returning i.id`.execute(trx);
       // The invoices are locked and the plan saw their status: anything else is a bug, and rolls back.
       if (rows.length !== paidInvoices.length) throw new Error(`paid ${rows.length} of ${paidInvoices.length} planned invoices`);
@@ -379,7 +378,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
       await sql`
         update invoices i set mpesa_receipt = r.receipt, updated_at = now()
         from jsonb_to_recordset(${jsonb(receiptsForInvoices)}::jsonb) as r(id uuid, receipt text)
-        where i.id = r.id and i.id in (${sql.join(receiptsForInvoices.map((r) => r.id))}) and i.mpesa_receipt is null`.execute(trx);
+        where i.id = r.id and ${keyIn('i.id', receiptsForInvoices.map((r) => r.id))} and i.mpesa_receipt is null`.execute(trx);
     }
     if (events.length > 0) await trx.insertInto('invoice_events').values(events).execute();
     const messageIds = drafts.length === 0 ? [] : await notify(trx, drafts);
@@ -424,7 +423,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
         await sql`
           update payment_attempts a set checkout_request_id = r.checkout
           from jsonb_to_recordset(${jsonb(unnamed)}::jsonb) as r(id uuid, checkout text)
-          where a.id = r.id and a.id in (${sql.join(unnamed.map((u) => u.id))})`.execute(trx);
+          where a.id = r.id and ${keyIn('a.id', unnamed.map((u) => u.id))}`.execute(trx);
       }
       const recorded = await trx
         .insertInto('inbound_events')
