@@ -164,6 +164,39 @@ export async function alternatingLoops(
   return { baseline, app, ratio: Math.round((app.rps / baseline.rps) * 100) / 100, round_ratios: roundRatios };
 }
 
+/** The concurrency levels of a throughput sweep: BENCH_CONCURRENCY, a comma-separated list. */
+export function concurrencyLevels(fallback: string): number[] {
+  const levels = (process.env.BENCH_CONCURRENCY ?? fallback).split(',').map((v) => Number(v.trim()));
+  if (levels.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`BENCH_CONCURRENCY: expected whole numbers, got ${process.env.BENCH_CONCURRENCY}`);
+  return levels;
+}
+
+export type SweepLevel = { concurrency: number; baseline: LoopResult; app: LoopResult; ratio: number; round_ratios: number[] } & Record<string, unknown>;
+
+/**
+ * Throughput is the most a server sustains: alternatingLoops at each concurrency level in
+ * turn, then each contender's best level. A server that commits requests in groups needs
+ * enough of them in flight to fill its groups; one that does a fixed amount of work per
+ * request peaks early and stays flat. So both are compared at their own peaks (`peak.ratio`),
+ * and every level's same-concurrency ratio is reported beside it. `afterLevel` adds its
+ * findings (group sizes, backlog) to each level.
+ */
+export async function concurrencySweep(
+  contenders: { baseline: Contender; app: Contender },
+  options: { levels: readonly number[]; rounds: number; seconds: number },
+  afterLevel: (concurrency: number) => Promise<Record<string, unknown>> = async () => ({}),
+): Promise<{ levels: SweepLevel[]; peak: { baseline: { rps: number; concurrency: number }; app: { rps: number; concurrency: number }; ratio: number } }> {
+  const levels: SweepLevel[] = [];
+  for (const concurrency of options.levels) {
+    const turns = await alternatingLoops(contenders, { rounds: options.rounds, seconds: options.seconds, concurrency });
+    levels.push({ concurrency, ...turns, ...(await afterLevel(concurrency)) });
+  }
+  const best = (name: 'baseline' | 'app') => levels.reduce((a, b) => (b[name].rps > a[name].rps ? b : a));
+  const baseline = { rps: best('baseline').baseline.rps, concurrency: best('baseline').concurrency };
+  const app = { rps: best('app').app.rps, concurrency: best('app').concurrency };
+  return { levels, peak: { baseline, app, ratio: Math.round((app.rps / baseline.rps) * 100) / 100 } };
+}
+
 function averageCpu(shares: readonly CpuShare[]): CpuShare {
   const mean = (key: keyof CpuShare) => Math.round((shares.reduce((sum, s) => sum + s[key], 0) / shares.length) * 1000) / 1000;
   return { server: mean('server'), postgres: mean('postgres'), bench: mean('bench'), total: mean('total') };
@@ -291,4 +324,16 @@ export async function groupCommits(url: string, source: 'whatsapp_message' | 'mp
   const events = Number(rows[0]!.events);
   const transactions = Number(rows[0]!.transactions);
   return { events, transactions, mean_size: transactions === 0 ? 0 : Math.round((events / transactions) * 10) / 10 };
+}
+
+/**
+ * The app's outbox right after a load phase: how many messages each status holds. Replies
+ * still queued or sending when the load stops are work the measured rate did not pay for.
+ */
+export async function outboxState(url: string): Promise<Record<string, number>> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  const { rows } = await client.query<{ status: string; n: string }>(`select status, count(*) as n from outbound_messages group by status order by status`);
+  await client.end();
+  return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
 }

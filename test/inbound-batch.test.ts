@@ -16,6 +16,8 @@ import { startChannelFixture, waitFor, type ChannelFixture } from './helpers/cha
 const real = createConversationHandler();
 /** The senders of every batch the conversation was asked to prepare. */
 const batches: string[][] = [];
+/** For each of those batches: whether the inbound statement brought the facts (no query of the handler's own). */
+const preloaded: boolean[] = [];
 /** A sender whose turn throws (as a bug in the conversation would). */
 let poisoned: string | null = null;
 /** A sender whose turn fails once inside a group (as a deadlock would), then works. */
@@ -27,9 +29,10 @@ const observed: ConversationHandler = Object.assign(
     return real(trx, message);
   },
   {
-    async prepare(trx: Parameters<ConversationHandler>[0], phones: readonly string[]) {
+    async prepare(trx: Parameters<ConversationHandler>[0], phones: readonly string[], facts?: Parameters<NonNullable<ConversationHandler['prepare']>>[2]) {
       batches.push([...phones]);
-      const batch = await real.prepare!(trx, phones);
+      preloaded.push(facts !== undefined);
+      const batch = await real.prepare!(trx, phones, facts);
       return {
         async run(message: Parameters<ConversationHandler>[1]) {
           if (message.phone === poisoned) throw new Error('poisoned turn');
@@ -40,8 +43,10 @@ const observed: ConversationHandler = Object.assign(
           return batch.run(message);
         },
         save: () => batch.save(),
+        saveStatement: () => batch.saveStatement(),
       };
     },
+    factsOf: real.factsOf!,
   },
 );
 
@@ -53,6 +58,7 @@ after(() => f.close());
 beforeEach(async () => {
   await f.deps.outbox.idle();
   batches.length = 0;
+  preloaded.length = 0;
   poisoned = null;
   failOnceInGroup = null;
   f.graph.reset();
@@ -84,6 +90,7 @@ describe('inbound group commit', () => {
     const res = await f.post(envelope({ messages }));
     assert.equal(res.status, 200);
     assert.deepEqual(batches, [senders], 'the ten senders went through the conversation together');
+    assert.deepEqual(preloaded, [true], 'their facts came back with the statement that locked their conversations');
     for (const message of messages) assert.equal(await eventStatus(message.id as string), 'processed');
     await f.deps.outbox.idle();
     for (const from of senders) {

@@ -5,7 +5,7 @@
  * invoices with gapless per-merchant numbers, audit events, outbox messages), save the state.
  */
 import { jsonb, keyIn } from '../db/json.js';
-import { sql, type Transaction } from 'kysely';
+import { sql, type RawBuilder, type Transaction } from 'kysely';
 import { allocateInvoiceNumber } from '../db/repositories/invoices.js';
 import type { Database } from '../db/schema.js';
 import { converse } from '../domain/conversation/machine.js';
@@ -17,7 +17,7 @@ import { DEFAULT_MAX_AMOUNT, formatAmount, formatInvoiceNumber } from '../domain
 import { texts } from '../domain/texts.js';
 import type { CustomerInvoice, InvoiceDetail, InvoiceLine } from '../domain/texts.types.js';
 import type { Payments } from '../payments/service.js';
-import type { ConversationBatch, ConversationHandler, ConversationMessage } from './port.js';
+import type { ConversationBatch, ConversationHandler, ConversationMessage, SenderFacts } from './port.js';
 
 type Trx = Transaction<Database>;
 type MerchantRow = { id: string; phone: string; business_name: string | null; language: Language };
@@ -57,18 +57,25 @@ export function createConversationHandler(options: ConversationShellOptions = {}
   const maxAmount = options.maxAmount ?? DEFAULT_MAX_AMOUNT;
 
   /**
-   * One round trip for the facts every turn needs, for every sender at once: the state (the
-   * rows are already locked by the inbound path), the merchant (if any), and whether
-   * invoices are addressed to the number.
+   * The facts every turn needs, for every sender in `senders` (a relation of phone, state,
+   * language: their conversation rows, already locked by the inbound path): the merchant (if
+   * any), and whether invoices are addressed to the number.
    */
-  async function loadFacts(trx: Trx, phones: readonly string[]): Promise<Map<string, Facts>> {
-    const { rows } = await sql<Facts & { phone: string }>`
-      select p.phone, c.state, c.language, m.id as merchant_id, m.business_name, m.language as merchant_language,
-        exists (select 1 from invoices i where i.customer_phone = p.phone and i.status in ('pending', 'sent', 'failed')) as is_customer
+  function factsOf(senders: RawBuilder<unknown>): RawBuilder<SenderFacts> {
+    return sql<SenderFacts>`
+      select s.phone, s.state, s.language, m.id as merchant_id, m.business_name, m.language as merchant_language,
+        exists (select 1 from invoices i where i.customer_phone = s.phone and i.status in ('pending', 'sent', 'failed')) as is_customer
+      from ${senders} as s
+      left join merchants m on m.phone = s.phone`;
+  }
+
+  /** One round trip for the facts of these senders (no row: no conversation yet). */
+  async function loadFacts(trx: Trx, phones: readonly string[]): Promise<readonly SenderFacts[]> {
+    const senders = sql`(
+      select p.phone, c.state, c.language
       from jsonb_array_elements_text(${JSON.stringify(phones)}::jsonb) as p(phone)
-      left join conversations c on c.phone = p.phone
-      left join merchants m on m.phone = p.phone`.execute(trx);
-    return new Map(rows.map((row) => [row.phone, row]));
+      left join conversations c on c.phone = p.phone)`;
+    return (await factsOf(senders).execute(trx)).rows;
   }
 
   /** One turn: the pure transition and its effects. The new state is returned, not saved. */
@@ -341,9 +348,18 @@ export function createConversationHandler(options: ConversationShellOptions = {}
    * Several senders in one transaction. A turn reads the facts as they were when the batch
    * began (as if it ran before the others' turns); its own effects' reads see everything.
    */
-  async function prepare(trx: Trx, phones: readonly string[]): Promise<ConversationBatch> {
-    const facts = await loadFacts(trx, phones);
+  async function prepare(trx: Trx, phones: readonly string[], loaded?: readonly SenderFacts[]): Promise<ConversationBatch> {
+    // The rows are this module's own select (factsOf), whoever ran it.
+    const rows = (loaded ?? (await loadFacts(trx, phones))) as ReadonlyArray<Facts & { phone: string }>;
+    const facts = new Map(rows.map((row) => [row.phone, row]));
     const states: Array<{ phone: string; state: unknown }> = [];
+    const saveStatement = () =>
+      states.length === 0
+        ? undefined
+        : sql`
+          update conversations c set state = v.state, updated_at = now()
+          from jsonb_to_recordset(${jsonb(states)}::jsonb) as v(phone text, state jsonb)
+          where c.phone = v.phone and ${keyIn('c.phone', states.map((s) => s.phone))}`;
     return {
       async run(message) {
         const result = await turn(trx, message, facts.get(message.phone) ?? noFacts);
@@ -351,12 +367,9 @@ export function createConversationHandler(options: ConversationShellOptions = {}
         return result.drafts;
       },
       async save() {
-        if (states.length === 0) return;
-        await sql`
-          update conversations c set state = v.state, updated_at = now()
-          from jsonb_to_recordset(${jsonb(states)}::jsonb) as v(phone text, state jsonb)
-          where c.phone = v.phone and ${keyIn('c.phone', states.map((s) => s.phone))}`.execute(trx);
+        await saveStatement()?.execute(trx);
       },
+      saveStatement,
     };
   }
 
@@ -366,6 +379,6 @@ export function createConversationHandler(options: ConversationShellOptions = {}
     await batch.save();
     return drafts;
   };
-  return Object.assign(one, { prepare });
+  return Object.assign(one, { prepare, factsOf });
 }
 
