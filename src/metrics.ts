@@ -30,6 +30,12 @@ export function createMetrics() {
       help: 'Inbound events found waiting for a retry for 2+ hours at the last retry sweep (queued again)',
       registers: [registry],
     }),
+    claimsLost: new Counter({
+      name: 'invoiceiq_outbound_claims_lost_total',
+      help: 'Sends whose outcome came back after another worker had taken the message over (claim timed out mid-send), by step (sent: possibly sent twice)',
+      labelNames: ['step'] as const,
+      registers: [registry],
+    }),
     messagesSent: new Counter({
       name: 'invoiceiq_messages_sent_total',
       help: 'Outbound send attempts, by channel and outcome',

@@ -213,6 +213,58 @@ test('a claim taken over by another worker during an earlier slow send is not us
   await outbox.idle();
 });
 
+/** As another worker does when it takes over a message whose claim timed out: a claim of its own. */
+async function takeOver(id: string): Promise<Date> {
+  const row = await f.database.handle.db
+    .updateTable('outbound_messages')
+    .set({ status: 'sending', updated_at: sql`date_trunc('milliseconds', now()) + interval '1 second'` })
+    .where('id', '=', id)
+    .returning('updated_at')
+    .executeTakeFirstOrThrow();
+  return row.updated_at;
+}
+
+const claimsLost = async (step: string) => Number(new RegExp(`invoiceiq_outbound_claims_lost_total\\{step="${step}"\\} (\\d+)`).exec(await f.deps.metrics.registry.metrics())?.[1] ?? 0);
+
+test('a send that succeeds after another worker took the message over is not recorded over that worker (logged and counted: it may have gone twice)', async () => {
+  const to = phone();
+  const [id] = await write(texts(to, 1));
+  const before = await claimsLost('sent');
+  const release = f.graph.holdAnswers();
+  const sentBefore = f.graph.requests.length;
+  const delivering = f.deps.outbox.deliver(id!);
+  await f.graph.waitForRequests(sentBefore + 1);
+  const theirs = await takeOver(id!);
+  release();
+  assert.equal(await delivering, 'sent', 'this worker did send it');
+  const row = await f.database.handle.db.selectFrom('outbound_messages').select(['status', 'updated_at', 'provider_message_id']).where('id', '=', id!).executeTakeFirstOrThrow();
+  assert.deepEqual(row, { status: 'sending', updated_at: theirs, provider_message_id: null }, "left as the other worker's");
+  assert.equal(await claimsLost('sent'), before + 1);
+});
+
+test('a send that fails after another worker took the message over schedules no retry and no SMS: that worker decides', async () => {
+  const to = phone();
+  const [id] = await write(texts(to, 1));
+  const before = await claimsLost('failure');
+  const smsBefore = f.sms.length;
+  const jobs = async () => Number((await f.database.handle.pool.query(`select count(*) as n from pgboss.job where name = 'deliver-message' and data->>'messageId' = $1`, [id])).rows[0].n);
+  const jobsBefore = await jobs();
+  // A final error (not on WhatsApp): on its own claim, this would fall back to SMS at once.
+  f.graph.queue({ kind: 'error', status: 400, code: 131026, message: 'Message undeliverable' });
+  const release = f.graph.holdAnswers();
+  const sentBefore = f.graph.requests.length;
+  const delivering = f.deps.outbox.deliver(id!);
+  await f.graph.waitForRequests(sentBefore + 1);
+  const theirs = await takeOver(id!);
+  release();
+  assert.equal(await delivering, 'busy');
+  const row = await f.database.handle.db.selectFrom('outbound_messages').select(['status', 'updated_at', 'attempts', 'fell_back_at', 'channel']).where('id', '=', id!).executeTakeFirstOrThrow();
+  assert.deepEqual(row, { status: 'sending', updated_at: theirs, attempts: 0, fell_back_at: null, channel: null });
+  assert.equal(f.sms.length, smsBefore, 'no SMS');
+  assert.equal(await jobs(), jobsBefore, 'no retry job');
+  assert.equal(await claimsLost('failure'), before + 1);
+});
+
 test('in a job batch, a message that cannot be read fails only its own job; the others are delivered', async () => {
   const to = phone();
   const [good] = await write(texts(to, 1));

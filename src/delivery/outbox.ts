@@ -207,7 +207,10 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       .where('updated_at', '=', message.updated_at)
       .returning('updated_at')
       .executeTakeFirst();
-    return renewed !== undefined;
+    if (renewed === undefined) return false;
+    // The claim's stamp is now this: what is recorded after the send is checked against it.
+    message.updated_at = renewed.updated_at;
+    return true;
   }
   type Claimed = Awaited<ReturnType<typeof claim>>[number];
 
@@ -221,7 +224,8 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       .where('updated_at', '=', messages[0]!.updated_at)
       .execute();
   }
-  type Sent = { id: string; channel: 'whatsapp' | 'sms'; wamid: string | null; sms_id: string | null; attempts: number };
+  /** A send that succeeded, and the stamp of the claim it was made under. */
+  type Sent = { id: string; channel: 'whatsapp' | 'sms'; wamid: string | null; sms_id: string | null; attempts: number; stamp: Date };
 
   /** Sends that succeeded, recorded together when they finish in the same turn of the event loop. */
   const sent = createCoalescer<Sent>(async (records) => {
@@ -236,23 +240,59 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     }
   });
 
+  /**
+   * Records successes, each only where its claim still holds (status sending, the same stamp).
+   * A claim lost during the send (the send outlived CLAIM_TIMEOUT_SECONDS and another worker
+   * took the message over) is not written over: that worker's outcome stands. It is logged,
+   * because the person may have been sent the message twice.
+   */
   async function recordSent(records: readonly Sent[]): Promise<void> {
-    await sql`
+    const { rows } = await sql<{ id: string }>`
       update outbound_messages o
       set status = 'sent', channel = v.channel, attempts = v.attempts, last_error = null, updated_at = now(),
         provider_message_id = coalesce(v.wamid, o.provider_message_id), sms_message_id = coalesce(v.sms_id, o.sms_message_id)
-      from jsonb_to_recordset(${jsonb(records)}::jsonb) as v(id uuid, channel text, wamid text, sms_id text, attempts int)
-      where o.id = v.id and ${keyIn('o.id', records.map((r) => r.id))}`.execute(db);
+      from jsonb_to_recordset(${jsonb(records)}::jsonb) as v(id uuid, channel text, wamid text, sms_id text, attempts int, stamp timestamptz)
+      where o.id = v.id and ${keyIn('o.id', records.map((r) => r.id))} and o.status = 'sending' and o.updated_at = v.stamp
+      returning o.id`.execute(db);
+    if (rows.length === records.length) return;
+    const recorded = new Set(rows.map((row) => row.id));
+    for (const record of records.filter((r) => !recorded.has(r.id))) {
+      metrics.claimsLost.inc({ step: 'sent' });
+      logger.warn({ message_id: record.id, channel: record.channel }, 'sent after another worker took the message over (claim timed out during the send): it may have gone twice; not recorded over that worker');
+    }
+  }
+
+  /**
+   * Locks the row if the claim stamped `stamp` still holds. False: another worker took the
+   * message over while this one was sending; what this one learnt must not be written.
+   */
+  async function holdsClaim(trx: Transaction<Database>, messageId: string, stamp: Date): Promise<boolean> {
+    const row = await trx
+      .selectFrom('outbound_messages')
+      .select('id')
+      .where('id', '=', messageId)
+      .where('status', '=', 'sending')
+      .where('updated_at', '=', stamp)
+      .forUpdate()
+      .executeTakeFirst();
+    return row !== undefined;
   }
 
   async function recordFailure(
-    messageId: string,
+    message: Claimed,
     channel: 'whatsapp' | 'sms',
     error: DeliveryError,
     decision: FailureDecision,
   ): Promise<DeliveryOutcome> {
+    const messageId = message.id;
     const lastError = describeDeliveryError(error);
     return db.transaction().execute(async (trx) => {
+      if (!(await holdsClaim(trx, messageId, message.updated_at))) {
+        // No retry, no fallback, no "failed" over the worker that has the message now.
+        metrics.claimsLost.inc({ step: 'failure' });
+        logger.warn({ message_id: messageId, channel }, 'send failed after another worker took the message over: its outcome stands');
+        return 'busy';
+      }
       switch (decision.action) {
         case 'retry':
           metrics.deliveryRetries.inc({ channel });
@@ -436,7 +476,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
                 ...(payload.template?.buttonPayload === undefined ? {} : { buttonPayload: payload.template.buttonPayload }),
               });
         if (wamid === null) logger.warn({ message_id: messageId }, 'whatsapp accepted the message but did not name it: its status reports cannot be matched');
-        await sent.add({ id: messageId, channel: 'whatsapp', wamid, sms_id: null, attempts: attempt });
+        await sent.add({ id: messageId, channel: 'whatsapp', wamid, sms_id: null, attempts: attempt, stamp: message.updated_at });
         metrics.messagesSent.inc({ channel: 'whatsapp', outcome: route.mode === 'template' ? 'sent_template' : 'sent' });
         return 'sent';
       } catch (error) {
@@ -449,7 +489,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
           deps.config.delivery.maxAttempts,
           random(),
         );
-        const outcome = await recordFailure(messageId, 'whatsapp', error, decision);
+        const outcome = await recordFailure(message, 'whatsapp', error, decision);
         // A fallback goes out at once; the job scheduled with it is the safety net.
         if (outcome !== 'fell_back') return outcome;
         // Another worker may win the claim on the SMS send; either way the message fell back.
@@ -471,7 +511,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     }
     try {
       const { messageId: smsId } = await deps.sms.send(message.recipient, smsText(payload));
-      await sent.add({ id: messageId, channel: 'sms', wamid: null, sms_id: smsId, attempts: attempt });
+      await sent.add({ id: messageId, channel: 'sms', wamid: null, sms_id: smsId, attempts: attempt, stamp: message.updated_at });
       metrics.messagesSent.inc({ channel: 'sms', outcome: 'sent' });
       return 'sent';
     } catch (error) {
@@ -483,7 +523,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
         deps.config.delivery.maxAttempts,
         random(),
       );
-      return recordFailure(messageId, 'sms', error, decision);
+      return recordFailure(message, 'sms', error, decision);
     }
   }
 
