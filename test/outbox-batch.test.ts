@@ -213,15 +213,23 @@ test('a claim taken over by another worker during an earlier slow send is not us
   await outbox.idle();
 });
 
-/** As another worker does when it takes over a message whose claim timed out: a claim of its own. */
-async function takeOver(id: string): Promise<Date> {
-  const row = await f.database.handle.db
+/**
+ * Delivers `id` and, while its send is in flight (Meta's answer held), does what another
+ * worker does when it takes over a message whose claim timed out: a claim of its own.
+ */
+async function deliverTakenOver(id: string): Promise<{ outcome: string; theirs: Date }> {
+  const release = f.graph.holdAnswers();
+  const sentBefore = f.graph.requests.length;
+  const delivering = f.deps.outbox.deliver(id);
+  await f.graph.waitForRequests(sentBefore + 1);
+  const { updated_at: theirs } = await f.database.handle.db
     .updateTable('outbound_messages')
     .set({ status: 'sending', updated_at: sql`date_trunc('milliseconds', now()) + interval '1 second'` })
     .where('id', '=', id)
     .returning('updated_at')
     .executeTakeFirstOrThrow();
-  return row.updated_at;
+  release();
+  return { outcome: await delivering, theirs };
 }
 
 const claimsLost = async (step: string) => Number(new RegExp(`invoiceiq_outbound_claims_lost_total\\{step="${step}"\\} (\\d+)`).exec(await f.deps.metrics.registry.metrics())?.[1] ?? 0);
@@ -230,13 +238,8 @@ test('a send that succeeds after another worker took the message over is not rec
   const to = phone();
   const [id] = await write(texts(to, 1));
   const before = await claimsLost('sent');
-  const release = f.graph.holdAnswers();
-  const sentBefore = f.graph.requests.length;
-  const delivering = f.deps.outbox.deliver(id!);
-  await f.graph.waitForRequests(sentBefore + 1);
-  const theirs = await takeOver(id!);
-  release();
-  assert.equal(await delivering, 'sent', 'this worker did send it');
+  const { outcome, theirs } = await deliverTakenOver(id!);
+  assert.equal(outcome, 'sent', 'this worker did send it');
   const row = await f.database.handle.db.selectFrom('outbound_messages').select(['status', 'updated_at', 'provider_message_id']).where('id', '=', id!).executeTakeFirstOrThrow();
   assert.deepEqual(row, { status: 'sending', updated_at: theirs, provider_message_id: null }, "left as the other worker's");
   assert.equal(await claimsLost('sent'), before + 1);
@@ -251,13 +254,8 @@ test('a send that fails after another worker took the message over schedules no 
   const jobsBefore = await jobs();
   // A final error (not on WhatsApp): on its own claim, this would fall back to SMS at once.
   f.graph.queue({ kind: 'error', status: 400, code: 131026, message: 'Message undeliverable' });
-  const release = f.graph.holdAnswers();
-  const sentBefore = f.graph.requests.length;
-  const delivering = f.deps.outbox.deliver(id!);
-  await f.graph.waitForRequests(sentBefore + 1);
-  const theirs = await takeOver(id!);
-  release();
-  assert.equal(await delivering, 'busy');
+  const { outcome, theirs } = await deliverTakenOver(id!);
+  assert.equal(outcome, 'busy');
   const row = await f.database.handle.db.selectFrom('outbound_messages').select(['status', 'updated_at', 'attempts', 'fell_back_at', 'channel']).where('id', '=', id!).executeTakeFirstOrThrow();
   assert.deepEqual(row, { status: 'sending', updated_at: theirs, attempts: 0, fell_back_at: null, channel: null });
   assert.equal(f.sms.length, smsBefore, 'no SMS');
