@@ -294,9 +294,33 @@ describe('SMS', () => {
     assert.deepEqual(await again.json(), { status: 'duplicate' });
   });
 
-  test('delivery reports: unknown id 404, bad fields 422, wrong content type 415, bad JSON 400', async () => {
+  test('a report that arrives before its SMS is recorded as sent is kept and applied by the retry, not lost', async () => {
+    const to = nextPhone();
+    const [id] = await write(draft(to, 'receipt'));
+    // The SMS is being sent: the provider has answered, its success is not written yet.
+    await f.database.handle.db.updateTable('outbound_messages').set({ status: 'sending', channel: 'sms' }).where('id', '=', id!).execute();
+    const early = await f.app.request('/sms/delivery-report', {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ id: 'ATXid_early_1', status: 'Success' }).toString(),
+    });
+    assert.equal(early.status, 200);
+    assert.deepEqual(await early.json(), { status: 'retrying' });
+    const event = await f.database.handle.db.selectFrom('inbound_events').select(['id', 'status']).where('source', '=', 'sms_report').where('external_key', '=', 'ATXid_early_1:Success').executeTakeFirstOrThrow();
+    assert.equal(event.status, 'retrying');
+    // The success is recorded; the retry then finds the message.
+    await f.database.handle.db.updateTable('outbound_messages').set({ status: 'sent', sms_message_id: 'ATXid_early_1' }).where('id', '=', id!).execute();
+    assert.equal(await f.deps.inbound.retryEvent(event.id), 'processed');
+    assert.equal((await row(id!)).status, 'delivered');
+  });
+
+  test('delivery reports: unknown id 404 (nothing kept), bad fields 422, wrong content type 415, bad JSON 400', async () => {
     const post = (body: string, type: string) => f.app.request('/sms/delivery-report', { method: 'POST', headers: { 'content-type': type }, body });
+    // No SMS is being sent: a report about an unknown id is about nothing of ours.
+    await f.database.handle.db.updateTable('outbound_messages').set({ status: 'failed' }).where('channel', '=', 'sms').where('status', '=', 'sending').execute();
     assert.equal((await post('id=ATXid_nope&status=Success', 'application/x-www-form-urlencoded')).status, 404);
+    const kept = await f.database.handle.db.selectFrom('inbound_events').select('id').where('external_key', '=', 'ATXid_nope:Success').execute();
+    assert.deepEqual(kept, []);
     assert.equal((await post('id=ATXid_nope&status=Exploded', 'application/x-www-form-urlencoded')).status, 422);
     assert.equal((await post('id=x', 'text/plain')).status, 415);
     assert.equal((await post('{"id":', 'application/json')).status, 400);

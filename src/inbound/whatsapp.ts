@@ -19,6 +19,7 @@ import type { JobDefinition, JobQueue } from '../jobs/queue.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { InboundMessage, MessageStatus, type WebhookPayload } from '../providers/whatsapp/schemas.js';
+import { DeliveryReport, ReportNotYetMatchedError, UnknownReportError, applyDeliveryReport, reportKey } from './sms-report.js';
 
 /** What one inbound_events row holds for a WhatsApp message. */
 const StoredMessage = z.object({ message: InboundMessage, profileName: z.string().optional() });
@@ -34,6 +35,11 @@ export type WhatsAppInbound = {
   handlePayload(payload: WebhookPayload): Promise<InboundResult>;
   /** Stores a signed payload that did not parse: rejected, answered 200, counted. */
   storeRejected(rawBody: Uint8Array, parsed: unknown, reason: string): Promise<void>;
+  /**
+   * Applies an SMS delivery report once; one that may be about an SMS whose success is not
+   * recorded yet is kept and retried. Throws UnknownReportError for one about nothing of ours.
+   */
+  handleDeliveryReport(report: DeliveryReport): Promise<'processed' | 'duplicate' | 'retrying'>;
   /** Runs a stored event again (the retry job). */
   retryEvent(eventId: string): Promise<'processed' | 'retrying' | 'dead' | 'not_pending'>;
   readonly retryJob: JobDefinition<typeof RetryJobData>;
@@ -179,7 +185,18 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
   }
 
   async function apply(trx: Transaction<Database>, source: InboundSource, payload: unknown): Promise<string[]> {
-    return source === 'whatsapp_message' ? ((await applyMessage(trx, StoredMessage.parse(payload))) ?? []) : applyStatus(trx, StoredStatus.parse(payload));
+    switch (source) {
+      case 'whatsapp_message':
+        return (await applyMessage(trx, StoredMessage.parse(payload))) ?? [];
+      case 'whatsapp_status':
+        return applyStatus(trx, StoredStatus.parse(payload));
+      case 'sms_report':
+        await applyDeliveryReport(trx, DeliveryReport.parse(payload));
+        return [];
+      case 'whatsapp_payload':
+      case 'mpesa_callback':
+        throw new Error(`inbound events from ${source} are not applied here`);
+    }
   }
 
   async function scheduleRetry(eventId: string, attempts: number, trx: Transaction<Database>): Promise<void> {
@@ -208,6 +225,8 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
       metrics.inboundEvents.inc({ source, outcome: outcome.kind });
       return outcome.kind;
     } catch (error) {
+      // Not about anything of ours: nothing to keep (the caller says so).
+      if (error instanceof UnknownReportError) throw error;
       return storeForRetry(source, key, payload, error);
     }
   }
@@ -218,7 +237,7 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
    */
   async function storeForRetry(source: InboundSource, key: string, payload: unknown, error: unknown): Promise<'duplicate' | 'retrying'> {
     const lastError = error instanceof Error ? error.message.slice(0, 500) : String(error);
-    const level = error instanceof UnknownMessageError ? 'info' : 'warn';
+    const level = error instanceof UnknownMessageError || error instanceof ReportNotYetMatchedError ? 'info' : 'warn';
     logger[level]({ source, error: lastError }, 'inbound event not applied; stored for retry');
     const stored = await db.transaction().execute(async (trx) => {
       const row = await trx
@@ -413,6 +432,7 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
   });
 
   return {
+    handleDeliveryReport: (report) => processEvent('sms_report', reportKey(report), report, []),
     retryJob,
     retryEvent,
     sweepRetries,
