@@ -216,10 +216,12 @@ test('folding empties the deltas, changes no figure, is a no-op the second time 
   // The sent invoice moves to paid: its (day, 'sent', due) row now counts nothing.
   await db.updateTable('invoices').set({ status: 'paid', paid_at: sql<Date>`sent_at + interval '90 minutes'` }).where('id', '=', a).execute();
   const before = await summary(db, PERIODS[2]!, null, NOWS[3]!);
+  // Deltas come summed per rollup key: one out of (day, 'sent', due), one into (day, 'paid', due).
   assert.equal(await count(db, 'invoice_stats_delta'), 2);
-  // Activity: its sending day loses and regains one sent; its paying day gains one paid.
-  assert.equal(await count(db, 'invoice_activity_delta'), 3);
-  assert.equal(await foldStatsDeltas(db), 2 + 3);
+  // Activity: its sending day loses and regains one sent (nets to nothing, so no row); its
+  // paying day gains one paid.
+  assert.equal(await count(db, 'invoice_activity_delta'), 1);
+  assert.equal(await foldStatsDeltas(db), 2 + 1);
   assert.equal(await count(db, 'invoice_stats_delta'), 0);
   assert.equal(await count(db, 'invoice_activity_delta'), 0);
   assert.deepEqual(await summary(db, PERIODS[2]!, null, NOWS[3]!), before);
@@ -245,9 +247,25 @@ test('an update that changes no tracked column writes no delta', async () => {
   await invoice.set({ status: 'sent', amount: 900 }).execute(); // same values: not a change
   assert.equal(await count(db, 'invoice_stats_delta'), 0);
   assert.equal(await count(db, 'invoice_activity_delta'), 0);
-  await invoice.set({ amount: 901 }).execute(); // a tracked change: one row out, one in
-  assert.equal(await count(db, 'invoice_stats_delta'), 2);
-  assert.equal(await count(db, 'invoice_activity_delta'), 2);
+  await invoice.set({ amount: 901 }).execute(); // a tracked change: its key's amount goes up by one
+  assert.deepEqual(
+    await db.selectFrom('invoice_stats_delta').select(['invoices', 'amount', 'ever_sent']).execute(),
+    [{ invoices: '0', amount: '1', ever_sent: '0' }],
+  );
+  // A sent invoice's amount is not in the activity series (collected counts paid ones).
+  assert.equal(await count(db, 'invoice_activity_delta'), 0);
+});
+
+test('one statement changing many invoices appends its deltas summed per key, not a row per invoice', async () => {
+  await sql`truncate invoices cascade`.execute(db);
+  const ids: string[] = [];
+  for (let i = 0; i < 10; i += 1) ids.push(await insertInvoice(db, { merchant: i % 3, status: 'sent', amount: 100 + i, createdMs: BASE + 3 * DAY + i * 60_000, sentAfter: 1000, paidAfter: null, dueIn: 2 }));
+  await foldStatsDeltas(db);
+  // Ten invoices paid by one statement (as a group of callbacks does), all on one day.
+  await db.updateTable('invoices').set({ status: 'paid', paid_at: sql<Date>`sent_at + interval '5 minutes'` }).where('id', 'in', ids).execute();
+  assert.equal(await count(db, 'invoice_stats_delta'), 2, "one row out of (day, 'sent', due), one into (day, 'paid', due)");
+  assert.equal(await count(db, 'invoice_activity_delta'), 1, 'one paying day');
+  await assertRollupsMatch(db, 'after a ten-invoice statement');
 });
 
 test('concurrent writers and folds: the figures stay exact', async () => {
