@@ -249,8 +249,9 @@ export async function openLoop(
   seconds: number,
   next: () => BenchRequest,
   onSent?: (request: BenchRequest, at: number) => void,
-): Promise<{ p50: number; p99: number; max: number; sent: number; errors: number }> {
+): Promise<{ p50: number; p99: number; max: number; sent: number; errors: number; p99_each_second: number[] }> {
   const latencies: number[] = [];
+  const bySecond: number[][] = Array.from({ length: Math.ceil(seconds) }, () => []);
   let errors = 0;
   const total = rate * seconds;
   const start = performance.now();
@@ -260,11 +261,14 @@ export async function openLoop(
     if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
     const r = next();
     onSent?.(r, performance.now());
+    const second = bySecond[Math.min(bySecond.length - 1, Math.floor(i / rate))]!;
     pending.push(
       post(port, r).then(
         (answer) => {
-          if (answer.status === 200) latencies.push(answer.ms);
-          else errors += 1;
+          if (answer.status === 200) {
+            latencies.push(answer.ms);
+            second.push(answer.ms);
+          } else errors += 1;
         },
         () => {
           errors += 1;
@@ -274,7 +278,15 @@ export async function openLoop(
   }
   await Promise.all(pending);
   latencies.sort((a, b) => a - b);
-  return { p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: Math.round((latencies.at(-1) ?? Number.NaN) * 100) / 100, sent: total, errors };
+  return {
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    max: Math.round((latencies.at(-1) ?? Number.NaN) * 100) / 100,
+    sent: total,
+    errors,
+    // By the second each request was sent in: a hiccup shows as one bad second.
+    p99_each_second: bySecond.map((ms) => percentile(ms.sort((a, b) => a - b), 99)),
+  };
 }
 
 export function closeAgent(): void {

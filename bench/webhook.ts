@@ -9,7 +9,9 @@
  *    32,64,128,256). Throughput is each one's best level (lib.ts concurrencySweep); each
  *    level also reports its own ratio, the app's mean group-commit size and the replies still
  *    unsent when the level ended.
- * 2. Ack latency at a fixed 500 req/s (open loop) for the real app: p50/p99.
+ * 2. Ack latency at a fixed 500 req/s (open loop) for the real app: p50/p99 over
+ *    BENCH_ACK_SECONDS (10) after BENCH_WARMUP_SECONDS (20) at the same rate, whose figures
+ *    are reported beside them; the p99 of each second too.
  * 3. Reply latency at 100 msg/s: webhook sent -> reply received by a fake Graph API.
  * Writes bench/results/webhook.json and prints a summary. Traffic goes to 127.0.0.1 only,
  * every phase is bounded in time and the script stops by itself.
@@ -24,6 +26,14 @@ const THROUGHPUT_SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const LEVELS = concurrencyLevels('32,64,128,256');
 /** Turns each contender takes at each level (BENCH_SECONDS in all, each). */
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 4);
+/**
+ * The ack phase's warm-up at its own rate, not measured: past DELIVERY_SAFETY_NET_SECONDS
+ * (15), so the measured window includes the safety-net jobs of earlier messages coming due,
+ * as in a running service; and past the first seconds of a fresh process on new, unanalysed
+ * tables (JIT, Postgres statistics, pg-boss start-up), which are not its steady state.
+ */
+const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP_SECONDS ?? 20);
+const ACK_SECONDS = Number(process.env.BENCH_ACK_SECONDS ?? 10);
 /** Which phases to run (default all): throughput, ack, reply. */
 const PHASES = new Set((process.env.BENCH_PHASES ?? 'throughput,ack,reply').split(','));
 
@@ -96,7 +106,15 @@ async function main(): Promise<void> {
   const db = await freshDatabase();
   const { port, child } = await startServer('app', db.url, graph.url);
   await closedLoop(port, 1, 8, webhookRequest);
-  if (PHASES.has('ack')) results.ack_latency_500rps = { ...(await openLoop(port, 500, 6, webhookRequest)), goal: 'p99 < 50 ms' };
+  if (PHASES.has('ack')) {
+    const warmup = await openLoop(port, 500, WARMUP_SECONDS, webhookRequest);
+    const measured = await openLoop(port, 500, ACK_SECONDS, webhookRequest);
+    results.ack_latency_500rps = {
+      ...measured,
+      warmup: { seconds: WARMUP_SECONDS, p50: warmup.p50, p99: warmup.p99, p99_each_second: warmup.p99_each_second },
+      goal: 'p99 < 50 ms',
+    };
+  }
 
   if (PHASES.has('reply')) {
     const sentAt = new Map<string, number>();
