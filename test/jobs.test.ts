@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { sql } from 'kysely';
 import { z } from 'zod';
 import type { JobDefinition } from '../src/jobs/queue.js';
 import { buildTestApp, type TestApp } from './helpers/app.js';
@@ -67,4 +68,26 @@ test('job data that does not match the schema is refused at enqueue', async () =
   await assert.rejects(
     database.handle.db.transaction().execute((trx) => t.deps.jobs.enqueue(trx, markerJob, { marker: 42 } as unknown as { marker: string })),
   );
+});
+
+test("the insert statement run inside another statement writes the jobs PgBoss#insert writes, and they run", async () => {
+  const columns = `name, data, priority, state, retry_limit, retry_delay, retry_backoff, expire_in, policy, dead_letter, singleton_key, singleton_on,
+    round(extract(epoch from start_after - created_on)) as waits, round(extract(epoch from keep_until - start_after) / 3600) as kept_hours`;
+  const read = async (marker: string) => (await database.handle.pool.query(`select ${columns} from pgboss.job where name = $1 and data->>'marker' = $2`, [markerJob.name, marker])).rows;
+  // pg-boss's own insert, as enqueueMany used to call it.
+  await t.deps.jobs.boss.insert([{ name: markerJob.name, data: { marker: 'by-boss' }, startAfter: '3600 seconds' }]);
+  // The statement, as the outbox runs it: a data-modifying WITH of another statement.
+  const statement = t.deps.jobs.insertStatement(markerJob, [{ data: { marker: 'by-statement' }, startAfterSeconds: 3600 }, { data: { marker: 'now' } }]);
+  assert.ok(statement !== undefined);
+  await database.handle.db.transaction().execute(async (trx) => {
+    await sql`with jobs as (${statement}) select 1`.execute(trx);
+  });
+  const [byBoss] = await read('by-boss');
+  const [byStatement] = await read('by-statement');
+  assert.ok(byBoss !== undefined && byStatement !== undefined);
+  assert.deepEqual({ ...byStatement, data: null }, { ...byBoss, data: null });
+  assert.equal(byStatement.waits, '3600');
+  await waitFor(() => ran.includes('now'));
+  // A queue this process never created: no statement (enqueueMany makes that an error).
+  assert.equal(t.deps.jobs.insertStatement({ ...markerJob, name: 'never-created' }, [{ data: { marker: 'x' } }]), undefined);
 });

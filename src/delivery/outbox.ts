@@ -74,7 +74,7 @@ const BUSY = 'another worker is delivering this message, or an earlier one to th
 
 export type OutboxDeps = {
   db: Kysely<Database>;
-  jobs: Pick<JobQueue, 'enqueue' | 'enqueueMany'>;
+  jobs: Pick<JobQueue, 'enqueue' | 'enqueueMany' | 'insertStatement'>;
   whatsapp: WhatsAppClient;
   sms: SmsClient;
   config: Pick<Config, 'whatsapp' | 'delivery'>;
@@ -534,8 +534,8 @@ export function createOutbox(deps: OutboxDeps): Outbox {
         await alongside?.execute(trx);
         return [];
       }
-      // One statement for the rows (and the caller's write) and one for their jobs, however many
-      // drafts; the rows as one parameter (a VALUES list of hundreds costs more to plan than to run).
+      // One statement for the rows, their jobs and the caller's write, however many drafts; the
+      // rows as one parameter (a VALUES list of hundreds costs more to plan than to run).
       const rows = drafts.map((draft, index) => ({
         id: randomUUID(),
         recipient: draft.recipient,
@@ -544,21 +544,22 @@ export function createOutbox(deps: OutboxDeps): Outbox {
         invoice_id: draft.invoiceId ?? null,
         ord: index,
       }));
+      // The safety-net jobs wait a little, so the eager path normally finishes first.
+      const jobs = rows.map((row) => ({ data: { messageId: row.id }, startAfterSeconds: deps.config.delivery.safetyNetSeconds }));
+      // The jobs go in with the rows (and the caller's write): one statement, one round trip.
+      const withJobs = deps.jobs.insertStatement(job, jobs);
+      const before = [alongside === undefined ? [] : [sql`alongside as (${alongside})`], withJobs === undefined ? [] : [sql`jobs as (${withJobs})`]].flat();
       // Rows written together keep their order: now() is the same for the whole transaction and
       // a coarse clock (the embedded database's) can give one statement's rows equal
       // clock_timestamp()s, so each row is also a microsecond after the one before.
       await sql`
-        ${alongside === undefined ? sql`` : sql`with alongside as (${alongside})`}
+        ${before.length === 0 ? sql`` : sql`with ${sql.join(before)}`}
         insert into outbound_messages (id, recipient, kind, content, invoice_id, created_at)
         select v.id, v.recipient, v.kind, v.content, v.invoice_id, clock_timestamp() + make_interval(secs => v.ord / 1000000.0)
         from jsonb_to_recordset(${jsonb(rows)}::jsonb) as v(id uuid, recipient text, kind text, content jsonb, invoice_id uuid, ord int)
         order by v.ord`.execute(trx);
-      // The safety-net jobs wait a little, so the eager path normally finishes first.
-      await deps.jobs.enqueueMany(
-        trx,
-        job,
-        rows.map((row) => ({ data: { messageId: row.id }, startAfterSeconds: deps.config.delivery.safetyNetSeconds })),
-      );
+      // A queue this process did not create: one at a time, so a missing queue is an error.
+      if (withJobs === undefined) await deps.jobs.enqueueMany(trx, job, jobs);
       return rows.map((row) => row.id);
     },
     fallBackToSms: (trx, messageId, reason) => fallBackToSms(trx, messageId, reason),

@@ -4,8 +4,9 @@
  * Kysely transaction: a true outbox. If the business transaction rolls back, the job was
  * never there.
  */
-import { CompiledQuery, type Transaction } from 'kysely';
+import { CompiledQuery, sql, type RawBuilder, type Transaction } from 'kysely';
 import PgBoss from 'pg-boss';
+import { insertJobs } from 'pg-boss/src/plans.js';
 import type pg from 'pg';
 import type { z } from 'zod';
 import type { Database } from '../db/schema.js';
@@ -46,8 +47,38 @@ export type JobQueue = {
   /** Enqueues inside `trx`: the job exists only if the transaction commits. */
   enqueue<S extends z.ZodType>(trx: Transaction<Database>, job: JobDefinition<S>, data: z.infer<S>, options?: EnqueueOptions): Promise<string | null>;
   /** Enqueues several jobs of one kind inside `trx` in one statement (no singleton keys). */
-  enqueueMany<S extends z.ZodType>(trx: Transaction<Database>, job: JobDefinition<S>, items: ReadonlyArray<{ data: z.infer<S>; startAfterSeconds?: number }>): Promise<void>;
+  enqueueMany<S extends z.ZodType>(trx: Transaction<Database>, job: JobDefinition<S>, items: ReadonlyArray<JobItem<S>>): Promise<void>;
+  /**
+   * The statement enqueueMany would run, for a caller that runs it inside one of its own (a
+   * data-modifying WITH) and saves a round trip. Undefined when this process has not created
+   * the queue: then call enqueueMany, which makes a missing queue an error instead of lost work.
+   */
+  insertStatement<S extends z.ZodType>(job: JobDefinition<S>, items: ReadonlyArray<JobItem<S>>): RawBuilder<unknown> | undefined;
 };
+
+export type JobItem<S extends z.ZodType> = { data: z.infer<S>; startAfterSeconds?: number };
+
+/** pg-boss's bulk insert (the statement PgBoss#insert runs), its parameters bound by Kysely. */
+const INSERT_JOBS = insertJobs('pgboss');
+
+/**
+ * The jobs as PgBoss#insert receives them, and its statement with the same parameters: the
+ * jobs' JSON, then the instance defaults (expiry, retention, retries) this service leaves
+ * unset (null), so each queue's own settings apply.
+ */
+function insertJobsStatement(name: string, jobs: ReadonlyArray<{ data: unknown; startAfterSeconds?: number }>): RawBuilder<unknown> {
+  const rows = jobs.map((item) => ({
+    name,
+    data: item.data,
+    ...(item.startAfterSeconds === undefined ? {} : { startAfter: `${Math.max(0, Math.ceil(item.startAfterSeconds))} seconds` }),
+  }));
+  const values: unknown[] = [JSON.stringify(rows), null, null, null, null, null];
+  const parts = INSERT_JOBS.split(/\$([1-6])(?!\d)/);
+  return sql.join(
+    parts.map((part, index) => (index % 2 === 0 ? sql.raw(part) : sql`${values[Number(part) - 1]}`)),
+    sql``,
+  );
+}
 
 /** pg-boss's database adapter over a Kysely transaction. */
 function transactionAdapter(trx: Transaction<Database>): PgBoss.Db {
@@ -170,14 +201,11 @@ export function createJobQueue(settings: JobQueueSettings): JobQueue {
         for (const item of items) await this.enqueue(trx, job, item.data, item.startAfterSeconds === undefined ? {} : { startAfterSeconds: item.startAfterSeconds });
         return;
       }
-      await boss.insert(
-        items.map((item) => ({
-          name: job.name,
-          data: job.schema.parse(item.data) as object,
-          ...(item.startAfterSeconds === undefined ? {} : { startAfter: `${Math.max(0, Math.ceil(item.startAfterSeconds))} seconds` }),
-        })),
-        { db: transactionAdapter(trx) },
-      );
+      await insertJobsStatement(job.name, items.map((item) => ({ ...item, data: job.schema.parse(item.data) }))).execute(trx);
+    },
+    insertStatement(job, items) {
+      if (items.length === 0 || !created.has(job.name)) return undefined;
+      return insertJobsStatement(job.name, items.map((item) => ({ ...item, data: job.schema.parse(item.data) })));
     },
   };
 }
