@@ -342,7 +342,7 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
   /**
    * Many senders' messages (one each) in one transaction: events, conversation locks and the
    * turns' facts in one statement (senders in sorted order, so two batches cannot deadlock on
-   * each other), their new states with the replies in one, the replies' jobs in one.
+   * each other), their new states with the replies and the replies' jobs in one.
    * If anything fails the batch rolls back and each message goes its own way (processEvent),
    * so one bad message costs the others nothing but time.
    */
