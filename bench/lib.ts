@@ -224,7 +224,9 @@ function cpuSnapshot(serverPid: number | undefined): CpuSnapshot {
     }
     const server = serverPid === undefined ? 0 : ticks(readFileSync(`/proc/${serverPid}/stat`, 'utf8'));
     const self = process.cpuUsage();
-    return { server, postgres, bench: (self.user + self.system) / 1000 };
+    let loadSide = 0;
+    for (const pid of loadSidePids) loadSide += ticks(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    return { server, postgres, bench: (self.user + self.system) / 1000 + loadSide };
   } catch {
     return undefined;
   }
@@ -293,31 +295,41 @@ export function closeAgent(): void {
   agent.destroy();
 }
 
-/** A fake Graph API that records when each reply arrives, by recipient. */
-export async function startGraph(): Promise<{ url: string; arrivals: Map<string, number>; close(): Promise<void> }> {
-  const arrivals = new Map<string, number>();
-  let n = 0;
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const at = performance.now();
-      try {
-        const body = JSON.parse(Buffer.concat(chunks).toString()) as { to: string };
-        if (!arrivals.has(body.to)) arrivals.set(body.to, at);
-      } catch {
-        /* counted as missing */
-      }
-      n += 1;
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ messaging_product: 'whatsapp', messages: [{ id: `wamid.reply.${n}` }] }));
+/** Processes on the load side besides this one (the fake Graph API): their CPU counts as the load generator's. */
+const loadSidePids = new Set<number>();
+
+/** The system-wide monotonic clock in ms: comparable with the fake Graph API's arrival times. */
+export const monotonicMs = (): number => Number(process.hrtime.bigint()) / 1e6;
+
+/**
+ * A fake Graph API (bench/graph-server.ts) in a child process, that records when the first
+ * reply to each recipient arrives (monotonicMs).
+ */
+export async function startGraph(): Promise<{ url: string; arrivals(): Promise<Map<string, number>>; clear(): Promise<void>; close(): Promise<void> }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/graph-server.ts'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      const match = /READY (\d+)/.exec(out);
+      if (match) resolve(Number(match[1]));
     });
+    child.once('exit', (code) => reject(new Error(`graph server exited with ${code}`)));
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  if (child.pid !== undefined) loadSidePids.add(child.pid);
   return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    arrivals,
-    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+    url: `http://127.0.0.1:${port}`,
+    async arrivals() {
+      const res = await get(port, '/__arrivals');
+      return new Map(Object.entries(JSON.parse(res.body) as Record<string, number>));
+    },
+    async clear() {
+      await post(port, { path: '/__clear', body: '' });
+    },
+    async close() {
+      if (child.pid !== undefined) loadSidePids.delete(child.pid);
+      await stopServer(child);
+    },
   };
 }
 

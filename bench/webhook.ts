@@ -12,13 +12,15 @@
  * 2. Ack latency at a fixed 500 req/s (open loop) for the real app: p50/p99 over
  *    BENCH_ACK_SECONDS (10) after BENCH_WARMUP_SECONDS (20) at the same rate, whose figures
  *    are reported beside them; the p99 of each second too.
- * 3. Reply latency at 100 msg/s: webhook sent -> reply received by a fake Graph API.
+ * 3. Reply latency at 100 msg/s: webhook sent -> reply received by a fake Graph API (a child
+ *    process, bench/graph-server.ts, like the servers: the load generator's clock is not
+ *    delayed by answering replies).
  * Writes bench/results/webhook.json and prints a summary. Traffic goes to 127.0.0.1 only,
  * every phase is bounded in time and the script stops by itself.
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { closeAgent, closedLoop, concurrencyLevels, concurrencySweep, freshDatabase, groupCommits, openLoop, outboxState, percentile, startGraph, startServer, stopServer, type BenchRequest } from './lib.js';
+import { closeAgent, closedLoop, concurrencyLevels, concurrencySweep, freshDatabase, groupCommits, monotonicMs, openLoop, outboxState, percentile, startGraph, startServer, stopServer, type BenchRequest } from './lib.js';
 
 const SECRET = 'bench-secret';
 const THROUGHPUT_SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
@@ -118,10 +120,11 @@ async function main(): Promise<void> {
 
   if (PHASES.has('reply')) {
     const sentAt = new Map<string, number>();
-    graph.arrivals.clear();
-    const ack = await openLoop(port, 100, 6, webhookRequest, (r, at) => sentAt.set((r as ReturnType<typeof webhookRequest>).from, at));
+    await graph.clear();
+    const ack = await openLoop(port, 100, 6, webhookRequest, (r) => sentAt.set((r as ReturnType<typeof webhookRequest>).from, monotonicMs()));
     await new Promise((resolve) => setTimeout(resolve, 2_000));
-    const replies = [...sentAt].map(([from, at]) => (graph.arrivals.get(from) ?? Number.NaN) - at).filter(Number.isFinite).sort((a, b) => a - b);
+    const arrivals = await graph.arrivals();
+    const replies = [...sentAt].map(([from, at]) => (arrivals.get(from) ?? Number.NaN) - at).filter(Number.isFinite).sort((a, b) => a - b);
     results.reply_latency_100rps = {
       p50: percentile(replies, 50),
       p99: percentile(replies, 99),
