@@ -56,7 +56,11 @@ if (mode === 'baseline') {
   const logger = createLogger({ level: 'warn', format: 'json' });
   const deps = createDeps({ config, logger, database });
   await deps.jobs.start(deps.jobDefinitions);
-  stopJobs = () => deps.jobs.stop(2_000);
+  stopJobs = async () => {
+    // Safety-net jobs from a load phase may still be running: let them finish before the pool closes.
+    await deps.jobs.stop(10_000);
+    await deps.outbox.idle();
+  };
   fetchHandler = createApp(deps).fetch;
 }
 
