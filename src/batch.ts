@@ -20,6 +20,11 @@ export type BatcherOptions<I, O> = {
   maxBatch: number;
   /** Most batches running at once. */
   maxConcurrent: number;
+  /**
+   * When every running batch has been running this long (stuck on a lock, say), one more may
+   * start beyond maxConcurrent, so the items behind them are not held up too. Unset: never.
+   */
+  spareAfterMs?: number;
   key(item: I): string;
   /** Runs one batch; answers one result per item, in the items' order. */
   run(items: readonly I[]): Promise<readonly O[]>;
@@ -33,8 +38,30 @@ export function createBatcher<I, O>(options: BatcherOptions<I, O>): Batcher<I, O
   }
   const queue: Array<Waiting<I, O>> = [];
   const busyKeys = new Set<string>();
-  let running = 0;
+  /** When each running batch started (performance.now()). */
+  const running = new Set<{ startedAt: number }>();
   let scheduled = false;
+  let spareTimer: NodeJS.Timeout | undefined;
+
+  /** How many batches may run now: one more than maxConcurrent while all of them are slow. */
+  function limit(): number {
+    const after = options.spareAfterMs;
+    if (after === undefined || running.size < options.maxConcurrent) return options.maxConcurrent;
+    const now = performance.now();
+    return [...running].every((batch) => now - batch.startedAt >= after) ? options.maxConcurrent + 1 : options.maxConcurrent;
+  }
+
+  /** Items wait while every slot is taken: look again when the running batches would count as slow. */
+  function watchForSpare(): void {
+    const after = options.spareAfterMs;
+    if (after === undefined || spareTimer !== undefined || queue.length === 0 || running.size !== options.maxConcurrent) return;
+    const latest = Math.max(...[...running].map((batch) => batch.startedAt));
+    spareTimer = setTimeout(() => {
+      spareTimer = undefined;
+      schedule();
+    }, Math.max(0, latest + after - performance.now()));
+    spareTimer.unref();
+  }
 
   /** The next batch: oldest first, skipping keys that are busy or already taken (they keep their place). */
   function take(): Array<Waiting<I, O>> {
@@ -57,13 +84,14 @@ export function createBatcher<I, O>(options: BatcherOptions<I, O>): Batcher<I, O
 
   function pump(): void {
     scheduled = false;
-    while (running < options.maxConcurrent && queue.length > 0) {
+    while (running.size < limit() && queue.length > 0) {
       const batch = take();
-      if (batch.length === 0) return;
-      running += 1;
+      if (batch.length === 0) break;
+      const started = { startedAt: performance.now() };
+      running.add(started);
       for (const waiting of batch) busyKeys.add(waiting.key);
       const settle = (): void => {
-        running -= 1;
+        running.delete(started);
         for (const waiting of batch) busyKeys.delete(waiting.key);
         schedule();
       };
@@ -88,6 +116,7 @@ export function createBatcher<I, O>(options: BatcherOptions<I, O>): Batcher<I, O
         },
       );
     }
+    watchForSpare();
   }
 
   function schedule(): void {

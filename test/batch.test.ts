@@ -69,7 +69,7 @@ type Call<I, O> = { items: readonly I[]; done: Deferred<readonly O[]> };
  * Every `run` call is recorded and stays outstanding until the test resolves or rejects it.
  */
 function manualBatcher(
-  options: Partial<Pick<BatcherOptions<string, string>, 'maxBatch' | 'maxConcurrent'>> = {},
+  options: Partial<Pick<BatcherOptions<string, string>, 'maxBatch' | 'maxConcurrent' | 'spareAfterMs'>> = {},
 ): { batcher: Batcher<string, string>; calls: Array<Call<string, string>>; outstanding: () => number; maxOutstanding: () => number } {
   const calls: Array<Call<string, string>> = [];
   let outstanding = 0;
@@ -77,6 +77,7 @@ function manualBatcher(
   const batcher = createBatcher<string, string>({
     maxBatch: options.maxBatch ?? 100,
     maxConcurrent: options.maxConcurrent ?? 100,
+    ...(options.spareAfterMs === undefined ? {} : { spareAfterMs: options.spareAfterMs }),
     key: (item) => item.slice(0, 1),
     run(items) {
       const done = deferred<readonly string[]>();
@@ -106,6 +107,56 @@ const batchesOf = (calls: Array<Call<string, string>>): string[][] => calls.map(
 // ---------------------------------------------------------------------------
 // createBatcher: batching and maxBatch
 // ---------------------------------------------------------------------------
+
+describe('createBatcher: a spare batch when the running ones are slow', () => {
+  /** Real time here (the spare lane is about time): a short threshold, waited for by polling. */
+  const waitUntil = async (condition: () => boolean, what: string): Promise<void> => {
+    const deadline = Date.now() + 5_000;
+    while (!condition()) {
+      if (Date.now() > deadline) assert.fail(`still waiting: ${what}`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  };
+
+  test('a batch stuck past spareAfterMs lets one more start beyond maxConcurrent, never two; its own keys still wait', async () => {
+    const { batcher, calls, maxOutstanding } = manualBatcher({ maxConcurrent: 1, spareAfterMs: 30 });
+    const stuck = observe(batcher.submit('a1'));
+    await until(() => calls.length === 1, 'the first batch to start');
+    const sameKey = observe(batcher.submit('a2'));
+    const other = observe(batcher.submit('b1'));
+    await turns(5);
+    assert.equal(calls.length, 1, 'no spare before the threshold');
+    await waitUntil(() => calls.length === 2, 'the spare batch');
+    assert.deepEqual(calls[1]!.items, ['b1'], "the stuck batch's key waits; the other goes in the spare");
+    // The spare is stuck too: no third batch, however long.
+    const third = observe(batcher.submit('c1'));
+    await new Promise((resolve) => setTimeout(resolve, 80));
+    assert.equal(calls.length, 2);
+    assert.equal(maxOutstanding(), 2);
+    finish(calls, 1);
+    await until(() => other.settled && calls.length === 3, 'the spare to finish and the next batch to start');
+    assert.deepEqual(calls[2]!.items, ['c1']);
+    finish(calls, 0);
+    finish(calls, 2);
+    await until(() => stuck.settled && third.settled && calls.length === 4, 'a2 after a1');
+    assert.deepEqual(calls[3]!.items, ['a2']);
+    finish(calls, 3);
+    await until(() => sameKey.settled, 'a2 answered');
+    assert.equal(sameKey.value, 'result:a2');
+  });
+
+  test('without spareAfterMs, a stuck batch holds the others back', async () => {
+    const { batcher, calls } = manualBatcher({ maxConcurrent: 1 });
+    observe(batcher.submit('a1'));
+    await until(() => calls.length === 1, 'the first batch');
+    observe(batcher.submit('b1'));
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    assert.equal(calls.length, 1);
+    finish(calls, 0);
+    await until(() => calls.length === 2, 'b1 after a1');
+    finish(calls, 1);
+  });
+});
 
 describe('createBatcher: one turn, one batch', () => {
   test('items submitted in the same turn go in one batch, in submission order, on the next turn (not synchronously)', async () => {

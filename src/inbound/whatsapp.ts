@@ -429,6 +429,9 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
     // One group at a time: concurrent groups' statements only queue behind each other, and
     // smaller groups cost more per message (bench/webhook.ts: half the ack latency at 500/s).
     maxConcurrent: deps.batch?.maxConcurrent ?? 1,
+    // A group stuck (on a lock another machine holds, say) does not hold up everyone else's
+    // messages: after half a second one more group may start beside it.
+    spareAfterMs: 500,
     key: (item) => item.stored.message.from,
     run: runBatch,
   });
