@@ -17,7 +17,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import pg from 'pg';
-import { closeAgent, concurrencyLevels, concurrencySweep, freshDatabase, groupCommits, outboxState, startGraph, startServer, stopServer, type BenchRequest } from './lib.js';
+import { closeAgent, concurrencyLevels, concurrencySweep, freshDatabase, groupCommitsSince, outboxState, startGraph, startServer, stopServer, unsent, type BenchRequest } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 /** The concurrency levels (closed-loop clients), each measured in turn (lib.ts concurrencySweep). */
@@ -87,19 +87,12 @@ function callbacks(): () => BenchRequest {
 
 /** Receipts in the outbox by status, once delivery has caught up (at most 10 s). */
 async function receiptsAfterDrain(url: string): Promise<Record<string, number>> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  const counts = async () => {
-    const { rows } = await client.query<{ status: string; n: string }>(`select status, count(*) as n from outbound_messages group by status`);
-    return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
-  };
   const until = Date.now() + 10_000;
-  let now = await counts();
-  while (Date.now() < until && (now.queued ?? 0) + (now.sending ?? 0) > 0) {
+  let now = await outboxState(url);
+  while (Date.now() < until && unsent(now) > 0) {
     await new Promise((resolve) => setTimeout(resolve, 250));
-    now = await counts();
+    now = await outboxState(url);
   }
-  await client.end();
   return now;
 }
 
@@ -112,18 +105,14 @@ async function main(): Promise<void> {
   await seed(appDb.url);
   const baseline = await startServer('baseline', baselineDb.url, graph.url);
   const app = await startServer('app', appDb.url, graph.url);
-  let before = { events: 0, transactions: 0 };
+  const meanGroup = groupCommitsSince(appDb.url, 'mpesa_callback');
   const sweep = await concurrencySweep(
     { baseline: { ...baseline, next: callbacks() }, app: { ...app, next: callbacks() } },
     { levels: LEVELS, rounds: ROUNDS, seconds: SECONDS / ROUNDS },
     async () => {
       // Read at once, before the job workers catch up: receipts the measured rate did not pay for yet.
       const receipts = await outboxState(appDb.url);
-      const total = await groupCommits(appDb.url, 'mpesa_callback');
-      const events = total.events - before.events;
-      const transactions = total.transactions - before.transactions;
-      before = total;
-      return { mean_group: transactions === 0 ? 0 : Math.round((events / transactions) * 10) / 10, receipts_unsent_at_end: (receipts.queued ?? 0) + (receipts.sending ?? 0) };
+      return { mean_group: await meanGroup(), receipts_unsent_at_end: unsent(receipts) };
     },
   );
   results.receipts = await receiptsAfterDrain(appDb.url);

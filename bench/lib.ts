@@ -6,8 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { Agent, createServer, request } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { Agent, request } from 'node:http';
 import pg from 'pg';
 import { openDatabase } from '../src/db/connect.js';
 import { migrateToLatest } from '../src/db/migrate.js';
@@ -349,6 +348,24 @@ export async function groupCommits(url: string, source: 'whatsapp_message' | 'mp
   const transactions = Number(rows[0]!.transactions);
   return { events, transactions, mean_size: transactions === 0 ? 0 : Math.round((events / transactions) * 10) / 10 };
 }
+
+/**
+ * The app's mean group-commit size since the previous call (the first call: since the start),
+ * for a benchmark that reads it after each of its load phases.
+ */
+export function groupCommitsSince(url: string, source: 'whatsapp_message' | 'mpesa_callback'): () => Promise<number> {
+  let before = { events: 0, transactions: 0 };
+  return async () => {
+    const total = await groupCommits(url, source);
+    const events = total.events - before.events;
+    const transactions = total.transactions - before.transactions;
+    before = total;
+    return transactions === 0 ? 0 : Math.round((events / transactions) * 10) / 10;
+  };
+}
+
+/** Messages still queued or sending in an outboxState. */
+export const unsent = (state: Record<string, number>): number => (state.queued ?? 0) + (state.sending ?? 0);
 
 /**
  * The app's outbox right after a load phase: how many messages each status holds. Replies

@@ -20,7 +20,7 @@
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { closeAgent, closedLoop, concurrencyLevels, concurrencySweep, freshDatabase, groupCommits, monotonicMs, openLoop, outboxState, percentile, startGraph, startServer, stopServer, type BenchRequest } from './lib.js';
+import { closeAgent, closedLoop, concurrencyLevels, concurrencySweep, freshDatabase, groupCommitsSince, monotonicMs, openLoop, outboxState, percentile, startGraph, startServer, stopServer, unsent, type BenchRequest } from './lib.js';
 
 const SECRET = 'bench-secret';
 const THROUGHPUT_SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
@@ -83,18 +83,14 @@ async function main(): Promise<void> {
     const appDb = await freshDatabase();
     const baseline = await startServer('baseline', baselineDb.url, graph.url);
     const app = await startServer('app', appDb.url, graph.url);
-    let before = { events: 0, transactions: 0 };
+    const meanGroup = groupCommitsSince(appDb.url, 'whatsapp_message');
     const sweep = await concurrencySweep(
       { baseline: { ...baseline, next: webhookRequest }, app: { ...app, next: webhookRequest } },
       { levels: LEVELS, rounds: ROUNDS, seconds: THROUGHPUT_SECONDS / ROUNDS },
       async () => {
         // Read at once, before the job workers catch up: replies the measured rate did not pay for yet.
         const replies = await outboxState(appDb.url);
-        const total = await groupCommits(appDb.url, 'whatsapp_message');
-        const events = total.events - before.events;
-        const transactions = total.transactions - before.transactions;
-        before = total;
-        return { mean_group: transactions === 0 ? 0 : Math.round((events / transactions) * 10) / 10, replies_unsent_at_end: (replies.queued ?? 0) + (replies.sending ?? 0), replies_sent_so_far: replies.sent ?? 0 };
+        return { mean_group: await meanGroup(), replies_unsent_at_end: unsent(replies), replies_sent_so_far: replies.sent ?? 0 };
       },
     );
     await stopServer(baseline.child);

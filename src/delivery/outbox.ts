@@ -17,7 +17,7 @@ import type { Config } from '../config.js';
 import type { Database } from '../db/schema.js';
 import { afterSmsFailure, afterWhatsAppFailure, chooseRoute, type FailureDecision } from '../domain/delivery.js';
 import { OutboundPayload, smsText, type OutboundDraft, type OutboundKind } from '../domain/outbound.js';
-import type { JobDefinition, JobQueue } from '../jobs/queue.js';
+import { scheduledJob, type JobDefinition, type JobQueue, type NoJobData } from '../jobs/queue.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { describeDeliveryError, isDeliveryError, type DeliveryError } from '../providers/errors.js';
@@ -57,10 +57,9 @@ export type Outbox = {
   readonly job: JobDefinition<typeof DeliverJobData>;
   /** Delivers again what has been queued or sending for STUCK_AFTER_MINUTES (its job gone or exhausted). */
   sweep(): Promise<number>;
-  readonly sweepJob: JobDefinition<typeof NoData>;
+  readonly sweepJob: JobDefinition<NoJobData>;
 };
 
-const NoData = z.object({}).loose();
 /** Far beyond any retry delay (backoff caps at 5 minutes) and any claim (3 minutes). */
 export const STUCK_AFTER_MINUTES = 30;
 
@@ -564,14 +563,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     },
     fallBackToSms: (trx, messageId, reason) => fallBackToSms(trx, messageId, reason),
     sweep,
-    sweepJob: {
-      name: 'outbox-sweep',
-      schema: NoData,
-      retryLimit: 0,
-      async handle() {
-        await sweep();
-      },
-    },
+    sweepJob: scheduledJob('outbox-sweep', () => sweep()),
     deliver,
     deliverMany,
     dispatchSoon(messageIds) {

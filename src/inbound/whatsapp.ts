@@ -15,7 +15,7 @@ import type { Database, InboundSource } from '../db/schema.js';
 import { sha256Hex } from '../security.js';
 import { backoffSeconds, combineStatus } from '../domain/delivery.js';
 import type { Outbox } from '../delivery/outbox.js';
-import type { JobDefinition, JobQueue } from '../jobs/queue.js';
+import { scheduledJob, type JobDefinition, type JobQueue, type NoJobData } from '../jobs/queue.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { InboundMessage, MessageStatus, type WebhookPayload } from '../providers/whatsapp/schemas.js';
@@ -45,11 +45,10 @@ export type WhatsAppInbound = {
   readonly retryJob: JobDefinition<typeof RetryJobData>;
   /** Queues again what has waited for a retry for STUCK_RETRY_MINUTES (its retry job gone). */
   sweepRetries(): Promise<number>;
-  readonly retrySweepJob: JobDefinition<typeof NoData>;
+  readonly retrySweepJob: JobDefinition<NoJobData>;
 };
 
 const RetryJobData = z.object({ eventId: z.uuid() });
-const NoData = z.object({}).loose();
 /** Far beyond a retry's own backoff (at most 10 minutes) and its job's retries (about 85 minutes). */
 export const STUCK_RETRY_MINUTES = 120;
 
@@ -330,14 +329,7 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
     return queued;
   }
 
-  const retrySweepJob: JobDefinition<typeof NoData> = {
-    name: 'inbound-retry-sweep',
-    schema: NoData,
-    retryLimit: 0,
-    async handle() {
-      await sweepRetries();
-    },
-  };
+  const retrySweepJob = scheduledJob('inbound-retry-sweep', () => sweepRetries());
 
   /**
    * Many senders' messages (one each) in one transaction: events, conversation locks and the

@@ -8,7 +8,7 @@ import { CompiledQuery, sql, type RawBuilder, type Transaction } from 'kysely';
 import PgBoss from 'pg-boss';
 import { insertJobs } from 'pg-boss/src/plans.js';
 import type pg from 'pg';
-import type { z } from 'zod';
+import { z } from 'zod';
 import type { Database } from '../db/schema.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
@@ -29,6 +29,25 @@ export type JobDefinition<S extends z.ZodType = z.ZodType> = {
    */
   handleBatch?(items: ReadonlyArray<{ data: z.infer<S>; jobId: string; retryCount: number }>): Promise<ReadonlyArray<Error | undefined>>;
 };
+
+/** The data of a job that carries none (the scheduled sweeps and folds). */
+export const NoJobData = z.object({}).loose();
+export type NoJobData = typeof NoJobData;
+
+/**
+ * A scheduled job that carries no data and is not retried (its next scheduled run is the
+ * retry): runs `run` with the job's context.
+ */
+export function scheduledJob(name: string, run: (context: { logger: Logger }) => Promise<unknown>): JobDefinition<NoJobData> {
+  return {
+    name,
+    schema: NoJobData,
+    retryLimit: 0,
+    async handle(_data, context) {
+      await run(context);
+    },
+  };
+}
 
 export type EnqueueOptions = {
   /** Run no earlier than this many seconds from now. */

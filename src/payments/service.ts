@@ -21,7 +21,7 @@ import { EXPIRE_AFTER_MS, RECONCILE_AFTER_MS, decidePaymentRequest, failureReaso
 import { formatAmount, formatInvoiceNumber } from '../domain/parse.js';
 import { texts } from '../domain/texts.js';
 import type { Outbox } from '../delivery/outbox.js';
-import type { JobDefinition, JobQueue } from '../jobs/queue.js';
+import { NoJobData, scheduledJob, type JobDefinition, type JobQueue } from '../jobs/queue.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import type { DarajaClient } from '../providers/mpesa/client.js';
@@ -67,7 +67,6 @@ export type PaymentsDeps = {
 const PushJobData = z.object({ attemptId: z.uuid() });
 /** Daraja refusals after which a new push cannot double a prompt: spike arrest, quota, "already in process". */
 const SAFE_TO_RETRY = new Set(['500.003.02', '500.003.03', '500.001.1001']);
-const EmptyJobData = z.object({}).loose();
 /** The review reason of a second payment of a paid invoice (it starts the text). */
 const PAID_TWICE = 'paid_twice';
 
@@ -85,17 +84,10 @@ export function createPayments(deps: PaymentsDeps): Payments {
       await push(attemptId);
     },
   };
-  const reconcileJob: JobDefinition<typeof EmptyJobData> = {
-    name: 'payments-reconcile',
-    schema: EmptyJobData,
-    retryLimit: 0,
-    async handle() {
-      await reconcile();
-    },
-  };
-  const remindersJob: JobDefinition<typeof EmptyJobData> = {
+  const reconcileJob = scheduledJob('payments-reconcile', () => reconcile());
+  const remindersJob: JobDefinition<NoJobData> = {
     name: 'invoice-reminders',
-    schema: EmptyJobData,
+    schema: NoJobData,
     retryLimit: 2,
     async handle() {
       await sendReminders();

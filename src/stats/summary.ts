@@ -11,11 +11,9 @@
  */
 import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/schema.js';
-import { z } from 'zod';
 import { addDays, nairobiMidnight, nairobiToday } from '../domain/invoice.js';
-import type { JobDefinition } from '../jobs/queue.js';
+import { scheduledJob, type JobDefinition, type NoJobData } from '../jobs/queue.js';
 
-const NoData = z.object({}).loose();
 
 export type Period = { from: string; to: string };
 
@@ -247,14 +245,9 @@ function series(period: Period, figures: readonly DailyPoint[]): DailyPoint[] {
 }
 
 /** Folds the stats deltas into the daily rollups; scheduled every minute (once across instances). */
-export function statsFoldJob(db: Kysely<Database>): JobDefinition<typeof NoData> {
-  return {
-    name: 'stats-fold',
-    schema: NoData,
-    retryLimit: 0,
-    async handle(_data, { logger }) {
-      const folded = await foldStatsDeltas(db);
-      if (folded > 0) logger.debug({ folded }, 'stats deltas folded');
-    },
-  };
+export function statsFoldJob(db: Kysely<Database>): JobDefinition<NoJobData> {
+  return scheduledJob('stats-fold', async ({ logger }) => {
+    const folded = await foldStatsDeltas(db);
+    if (folded > 0) logger.debug({ folded }, 'stats deltas folded');
+  });
 }
