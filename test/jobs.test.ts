@@ -91,3 +91,45 @@ test("the insert statement run inside another statement writes the jobs PgBoss#i
   // A queue this process never created: no statement (enqueueMany makes that an error).
   assert.equal(t.deps.jobs.insertStatement({ ...markerJob, name: 'never-created' }, [{ data: { marker: 'x' } }]), undefined);
 });
+
+test('a job still running when the queue stops, whose end reaches a closed database, crashes nothing; the job is failed and runs again', async () => {
+  const own = await createTestDatabase();
+  let release: () => void = () => undefined;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let started = 0;
+  const slowJob: JobDefinition<z.ZodObject<{ n: z.ZodNumber }>> = {
+    name: 'test-slow',
+    schema: z.object({ n: z.number() }),
+    retryLimit: 3,
+    retryDelaySeconds: 1,
+    async handle() {
+      started += 1;
+      await released;
+      // The work's own write, after the database has gone: it fails, and so does failing the job.
+      await sql`select 1`.execute(own.handle.db);
+    },
+  };
+  const app = buildTestApp(own, { jobs: [slowJob] });
+  await app.deps.jobs.start(app.deps.jobDefinitions);
+  const id = await own.handle.db.transaction().execute((trx) => app.deps.jobs.enqueue(trx, slowJob, { n: 1 }));
+  assert.ok(id);
+  await waitFor(() => started === 1);
+
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown) => unhandled.push(reason);
+  process.on('unhandledRejection', onUnhandled);
+  try {
+    // The shutdown deadline passes with the job still running: pg-boss fails it (so it runs again).
+    await app.deps.jobs.stop(1_000);
+    const state = (await own.handle.pool.query<{ state: string }>('select state from pgboss.job where id = $1', [id])).rows[0]?.state;
+    assert.equal(state, 'retry');
+    await own.dispose();
+    release();
+    // Its end (and pg-boss's completion of it) now meets a closed pool.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(unhandled.map(String), []);
+    assert.ok(app.logs.lines.some((line) => line.message.includes('after the job queue stopped')), app.logs.text());
+  } finally {
+    process.off('unhandledRejection', onUnhandled);
+  }
+});

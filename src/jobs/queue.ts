@@ -109,11 +109,25 @@ function transactionAdapter(trx: Transaction<Database>): PgBoss.Db {
   };
 }
 
-function poolAdapter(pool: pg.Pool): PgBoss.Db {
+/**
+ * pg-boss's database adapter over the pool. Once the queue has stopped, a job that outlived
+ * the shutdown deadline (pg-boss has already failed it, so it runs again) may still end, and
+ * its completion, which pg-boss does not await, would meet a closed pool as an unhandled
+ * rejection and crash the process. So after stop a failed write is logged and answered as
+ * what it was: a command that changed no job (pg-boss reads only that count from
+ * completions and failures, the only writes it makes once stopped).
+ */
+function poolAdapter(pool: pg.Pool, stopped: () => boolean, logger: Logger): PgBoss.Db {
   return {
     async executeSql(text: string, values: unknown[]) {
-      const result = await pool.query(text, values);
-      return { rows: result.rows };
+      try {
+        const result = await pool.query(text, values);
+        return { rows: result.rows };
+      } catch (error) {
+        if (!stopped()) throw error;
+        logger.warn({ error: error instanceof Error ? error.message : String(error) }, 'a job ended after the job queue stopped; its outcome is not recorded (pg-boss failed it at shutdown, so it runs again)');
+        return { rows: [{ count: '0' }] };
+      }
     },
   };
 }
@@ -130,8 +144,11 @@ export type JobQueueSettings = {
 
 export function createJobQueue(settings: JobQueueSettings): JobQueue {
   const { logger, metrics } = settings;
+  let stopped = false;
+  /** Job batches whose handlers are running now. */
+  const running = new Set<Promise<unknown>>();
   const boss = new PgBoss({
-    db: poolAdapter(settings.pool),
+    db: poolAdapter(settings.pool, () => stopped, logger),
     supervise: settings.supervise ?? true,
     schedule: settings.supervise ?? true,
   });
@@ -186,23 +203,40 @@ export function createJobQueue(settings: JobQueueSettings): JobQueue {
         await boss.work(
           job.name,
           { batchSize: job.batchSize ?? 1, includeMetadata: true, pollingIntervalSeconds: settings.pollingIntervalSeconds ?? 1 },
-          async (batch) => {
-            if (job.handleBatch === undefined) {
-              await Promise.all(batch.map(run));
-              return;
-            }
-            const valid = batch.map(parse).filter((item) => item !== undefined);
-            if (valid.length === 0) return;
-            // An error thrown here fails the whole batch; pg-boss retries each job with backoff.
-            const errors = await job.handleBatch(valid);
-            for (const [index, item] of valid.entries()) await finish(item.jobId, errors[index]);
+          (batch) => {
+            const work = (async () => {
+              if (job.handleBatch === undefined) {
+                await Promise.all(batch.map(run));
+                return;
+              }
+              const valid = batch.map(parse).filter((item) => item !== undefined);
+              if (valid.length === 0) return;
+              // An error thrown here fails the whole batch; pg-boss retries each job with backoff.
+              const errors = await job.handleBatch(valid);
+              for (const [index, item] of valid.entries()) await finish(item.jobId, errors[index]);
+            })();
+            const tracked = work.finally(() => running.delete(tracked)).catch(() => undefined);
+            running.add(tracked);
+            return work;
           },
         );
       }
       markReady();
     },
     async stop(timeoutMs) {
+      const deadline = performance.now() + timeoutMs;
       await boss.stop({ graceful: true, wait: true, close: false, timeout: timeoutMs });
+      // pg-boss looks every half second: wait for the last handlers until the deadline itself.
+      const left = Math.max(0, deadline - performance.now());
+      if (running.size > 0 && left > 0) {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([Promise.allSettled([...running]), new Promise((resolve) => (timer = setTimeout(resolve, left)))]);
+        clearTimeout(timer);
+      }
+      stopped = true;
+      if (running.size > 0) {
+        logger.warn({ batches: running.size }, 'jobs still running at the shutdown deadline: pg-boss failed them and they run again (a message one of them was sending may go twice)');
+      }
     },
     async enqueue(trx, job, data, options = {}) {
       const sendOptions: PgBoss.SendOptions = { db: transactionAdapter(trx) };
