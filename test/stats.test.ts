@@ -126,8 +126,16 @@ describe('parameters', () => {
     ['to=2026-02-30', 'to'],
     ['from=2026-11-20&to=2026-11-01', 'from'],
     ['merchant=12345', 'merchant'],
+    // The database stores no year 0 (it was a 500).
+    ['from=0000-01-01&to=0000-01-02', 'from'],
+    // Past 9999 a day's ISO form changes shape: the daily series never reached `to` and hung the process.
+    ['from=9999-12-31&to=9999-12-31', 'from'],
+    ['from=2026-11-01&to=9999-12-31', 'to'],
   ] as const) {
-    test(`${query} -> 400 naming ${parameter}`, async () => {
+    test(`${query} -> 400 naming ${parameter}, on the summary and the daily series`, async () => {
+      const daily = await get(`/stats/daily?${query}`);
+      assert.equal(daily.status, 400);
+      assert.ok(((await daily.json()) as { message: string }).message.startsWith(`${parameter}:`));
       const res = await get(`/stats/summary?${query}`);
       assert.equal(res.status, 400);
       const body = (await res.json()) as { message: string };

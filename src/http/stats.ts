@@ -12,7 +12,18 @@ import type { Viewer } from './auth.js';
 import { ApiError } from './errors.js';
 import type { AppEnv } from './middleware.js';
 
-const isoDay = z.string().regex(/^\d{4}-\d{2}-\d{2}$/).refine((d) => !Number.isNaN(Date.parse(`${d}T00:00:00Z`)) && new Date(`${d}T00:00:00Z`).toISOString().startsWith(d));
+/**
+ * A calendar day this service can have figures for. The years are bounded: past 9999 the ISO
+ * form of a day changes shape (the daily series could never reach `to`), and the database
+ * stores no year 0.
+ */
+const FIRST_DAY = '2000-01-01';
+const LAST_DAY = '2099-12-31';
+const isoDay = z
+  .string()
+  .regex(/^\d{4}-\d{2}-\d{2}$/)
+  .refine((d) => !Number.isNaN(Date.parse(`${d}T00:00:00Z`)) && new Date(`${d}T00:00:00Z`).toISOString().startsWith(d))
+  .refine((d) => d >= FIRST_DAY && d <= LAST_DAY);
 const MAX_DAYS = 366 * 3;
 
 /** Reads `from`, `to` and `merchant`; 400 naming the parameter that is wrong. */
@@ -20,8 +31,8 @@ function readScope(c: Context<AppEnv>, viewer: Viewer, now: Date): { period: Per
   const fallback = defaultPeriod(now);
   const from = c.req.query('from') ?? fallback.from;
   const to = c.req.query('to') ?? fallback.to;
-  if (!isoDay.safeParse(from).success) throw new ApiError(400, 'invalid_parameter', 'from: expected a date like 2026-11-01');
-  if (!isoDay.safeParse(to).success) throw new ApiError(400, 'invalid_parameter', 'to: expected a date like 2026-11-30');
+  if (!isoDay.safeParse(from).success) throw new ApiError(400, 'invalid_parameter', `from: expected a date like 2026-11-01, from ${FIRST_DAY} to ${LAST_DAY}`);
+  if (!isoDay.safeParse(to).success) throw new ApiError(400, 'invalid_parameter', `to: expected a date like 2026-11-30, from ${FIRST_DAY} to ${LAST_DAY}`);
   if (from > to) throw new ApiError(400, 'invalid_parameter', 'from: must not be after to');
   if ((Date.parse(to) - Date.parse(from)) / 86_400_000 > MAX_DAYS) throw new ApiError(400, 'invalid_parameter', `to: a period spans at most ${MAX_DAYS} days`);
 

@@ -233,7 +233,12 @@ export async function dailyFromInvoices(db: Kysely<Database>, period: Period, me
 /** Every day of the period, in order, with the figures summed in (zero where nothing happened). */
 function series(period: Period, figures: readonly DailyPoint[]): DailyPoint[] {
   const points = new Map<string, DailyPoint>();
-  for (let d = period.from; d <= period.to; d = addDays(d, 1)) points.set(d, { day: d, sent: 0, paid: 0, collected: 0 });
+  // Counted, not compared: the loop ends whatever the days look like.
+  const days = Math.round((nairobiMidnight(period.to).getTime() - nairobiMidnight(period.from).getTime()) / 86_400_000) + 1;
+  for (let i = 0; i < days; i += 1) {
+    const d = addDays(period.from, i);
+    points.set(d, { day: d, sent: 0, paid: 0, collected: 0 });
+  }
   for (const f of figures) {
     const point = points.get(f.day);
     if (point === undefined) continue;
