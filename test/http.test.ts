@@ -409,3 +409,22 @@ test('over real HTTP, the body limit holds for a declared Content-Length and for
     await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 });
+
+test('an STK callback token never reaches the request log, whether its route answered or the body limit or a 404 did', async () => {
+  const token = 'cbtokenZ9f3Qe7Lw2Xk5Rm8Tn4Vp6Ys1Ua0';
+  const cases: Array<[string, RequestInit, number]> = [
+    // Refused by the body limit before any route matched (the route pattern is then /*).
+    [`/payments/stk/callback/${token}`, { method: 'POST', body: 'x'.repeat(70_000), headers: { 'content-type': 'application/json', 'content-length': '70000' } }, 413],
+    // No route for this method or shape.
+    [`/payments/stk/callback/${token}`, { method: 'GET' }, 404],
+    [`/payments/stk/callback/${token}/`, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } }, 404],
+  ];
+  for (const [path, init, status] of cases) {
+    const requestId = `cb-${status}-${path.length}`;
+    const response = await t.app.request(path, { ...init, headers: { ...(init.headers as Record<string, string> | undefined), 'x-request-id': requestId } });
+    assert.equal(response.status, status, path);
+    const line = requestLine(t.logs, requestId);
+    assert.equal(line.path, '/payments/stk/callback/…', JSON.stringify(line));
+  }
+  assert.ok(!t.logs.text().includes(token));
+});

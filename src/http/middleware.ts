@@ -23,6 +23,20 @@ const largeBodyPrefixes = ['/whatsapp/'];
 
 const saneRequestId = /^[A-Za-z0-9._:\-]{1,128}$/;
 
+/** Paths whose last part is a secret (the STK callback's per-attempt token). */
+const secretPaths = [/^(\/payments\/stk\/callback\/).+$/];
+
+/**
+ * The path as it may be logged. A route with parameters may carry a secret in them: only its
+ * pattern is logged. A request answered before any route matched (a 404, a 413 from the body
+ * limit) has no pattern: a path known to end in a secret is logged with the secret masked.
+ */
+export function loggablePath(routePath: string, path: string): { path?: string } {
+  if (routePath.includes(':')) return {};
+  for (const pattern of secretPaths) if (pattern.test(path)) return { path: path.replace(pattern, '$1…') };
+  return { path };
+}
+
 function requestContext(logger: Logger): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const offered = [c.req.header('x-request-id'), c.req.header('x-correlation-id')].find((id) => id !== undefined && saneRequestId.test(id));
@@ -43,8 +57,7 @@ function requestContext(logger: Logger): MiddlewareHandler<AppEnv> {
       const line = {
         method: c.req.method,
         route: c.req.routePath,
-        // A route with parameters may carry a secret in them (the STK callback token): log its pattern only.
-        ...(c.req.routePath.includes(':') ? {} : { path: c.req.path }),
+        ...loggablePath(c.req.routePath, c.req.path),
         status,
         duration_ms: Math.round((performance.now() - started) * 100) / 100,
       };
