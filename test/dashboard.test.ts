@@ -147,6 +147,39 @@ describe('admin sign-in', () => {
     assert.equal((await postForm(t.app, '/dashboard/login', { token: TOKEN }, { 'fly-client-ip': '203.0.113.51' })).status, 303);
   });
 
+  test('credentials guessed at GET /dashboard (bearer tokens, session cookies) count as failed sign-ins: 429 after 20, even for the right token', async () => {
+    // The page tells a right token from a wrong one (dashboard vs sign-in form): unlimited, it
+    // would be an oracle for the admin token.
+    for (const guess of [(i: number) => ({ authorization: `Bearer guess-${i}` }), (i: number) => ({ cookie: `invoiceiq_session=guess-${i}` })]) {
+      const headers = from();
+      for (let i = 0; i < 20; i += 1) {
+        const res = await t.app.request('/dashboard', { headers: { ...headers, ...guess(i) } });
+        assert.equal(res.status, 200);
+        assert.match(await res.text(), /name="token"/);
+      }
+      const blocked = await t.app.request('/dashboard', { headers: { ...headers, authorization: `Bearer ${TOKEN}` } });
+      assert.equal(blocked.status, 429);
+      assert.match(await blocked.text(), /Too many failed attempts/);
+    }
+    // Visiting without any credential is not a failure.
+    const headers = from();
+    for (let i = 0; i < 25; i += 1) assert.equal((await t.app.request('/dashboard', { headers })).status, 200);
+  });
+
+  test('an admin session ends when STATS_API_TOKEN is rotated or removed (it names the token that opened it, as an HMAC)', async () => {
+    const cookie = await adminCookie();
+    assert.equal((await get('/stats/summary', { cookie })).status, 200);
+    const stored = await database.handle.db.selectFrom('dashboard_sessions').select('admin_key').where('merchant_id', 'is', null).execute();
+    assert.ok(stored.length > 0 && stored.every((row) => row.admin_key !== null && !row.admin_key.includes(TOKEN)));
+    const rotated = buildDashboardApp(database, { env: { STATS_API_TOKEN: 'rotated-token-0123456789abcdef0123456789' }, now: () => new Date(clock) });
+    assert.equal((await rotated.app.request('/stats/summary', { headers: { ...from(), cookie } })).status, 401);
+    const off = buildDashboardApp(database, { now: () => new Date(clock) });
+    assert.equal((await off.app.request('/stats/summary', { headers: { ...from(), cookie } })).status, 401);
+    // The same token again (a restart): the session holds.
+    const again = buildDashboardApp(database, { env: { STATS_API_TOKEN: TOKEN }, now: () => new Date(clock) });
+    assert.equal((await again.app.request('/stats/summary', { headers: { ...from(), cookie } })).status, 200);
+  });
+
   test('a form posted from another site (Sec-Fetch-Site: cross-site) is refused', async () => {
     const res = await postForm(t.app, '/dashboard/login', { token: TOKEN }, { 'sec-fetch-site': 'cross-site' });
     assert.equal(res.status, 403);

@@ -72,6 +72,8 @@ export interface PaymentAttemptsTable {
   updated_at: Timestamp;
   completed_at: NullableTimestamp;
   push_started_at: NullableTimestamp;
+  /** The push got no clear answer (timeout, bare 5xx): the prompt may be on the phone although the attempt ended. */
+  push_unclear: Generated<boolean>;
   initiated_by: ColumnType<PaymentInitiator, PaymentInitiator | undefined, PaymentInitiator>;
   review_reason: string | null;
   last_queried_at: NullableTimestamp;
@@ -97,6 +99,8 @@ export interface DashboardLinksTable {
 export interface DashboardSessionsTable {
   token_hash: string;
   merchant_id: string | null;
+  /** Admin sessions: which STATS_API_TOKEN opened them (src/http/auth.ts adminKey). */
+  admin_key: string | null;
   expires_at: Timestamp;
   created_at: Generated<Date>;
 }

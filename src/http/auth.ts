@@ -4,7 +4,7 @@
  * single-use WhatsApp link). Tokens are compared in constant time; only hashes of links and
  * sessions are stored; failed attempts are rate-limited per address.
  */
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import type { Context } from 'hono';
 import { getCookie, setCookie, deleteCookie } from 'hono/cookie';
 import type { Kysely } from 'kysely';
@@ -51,6 +51,14 @@ export function callerKey(c: Context): string {
   return (socketAddress(c) === undefined ? c.req.header('fly-client-ip') : requestAddress(c)) ?? 'local';
 }
 
+/**
+ * What an admin session stores of the token that opened it: an HMAC keyed by the token (the
+ * token itself is never stored). A rotated or removed token ends the sessions it opened.
+ */
+export function adminKey(statsToken: string): string {
+  return createHmac('sha256', statsToken).update('invoiceiq dashboard admin session').digest('hex');
+}
+
 export type AuthDeps = { db: Kysely<Database>; statsToken: string | undefined; secureCookies: boolean; limiter: FailureLimiter; now?: () => Date };
 
 export function createAuth(deps: AuthDeps) {
@@ -60,11 +68,15 @@ export function createAuth(deps: AuthDeps) {
     const row = await deps.db
       .selectFrom('dashboard_sessions')
       .leftJoin('merchants', 'merchants.id', 'dashboard_sessions.merchant_id')
-      .select(['dashboard_sessions.merchant_id', 'dashboard_sessions.expires_at', 'merchants.phone', 'merchants.business_name'])
+      .select(['dashboard_sessions.merchant_id', 'dashboard_sessions.admin_key', 'dashboard_sessions.expires_at', 'merchants.phone', 'merchants.business_name'])
       .where('dashboard_sessions.token_hash', '=', sha256Hex(token))
       .executeTakeFirst();
     if (row === undefined || row.expires_at.getTime() <= now().getTime()) return null;
-    if (row.merchant_id === null) return { kind: 'admin' };
+    if (row.merchant_id === null) {
+      // Only while the token that opened it is still the admin token.
+      const valid = deps.statsToken !== undefined && row.admin_key !== null && sameSecret(row.admin_key, adminKey(deps.statsToken));
+      return valid ? { kind: 'admin' } : null;
+    }
     return { kind: 'merchant', merchantId: row.merchant_id, phone: row.phone ?? '', businessName: row.business_name ?? '' };
   }
 
@@ -72,7 +84,12 @@ export function createAuth(deps: AuthDeps) {
     const token = randomBytes(32).toString('base64url');
     await deps.db
       .insertInto('dashboard_sessions')
-      .values({ token_hash: sha256Hex(token), merchant_id: merchantId, expires_at: new Date(now().getTime() + SESSION_TTL_MS) })
+      .values({
+        token_hash: sha256Hex(token),
+        merchant_id: merchantId,
+        admin_key: merchantId === null && deps.statsToken !== undefined ? adminKey(deps.statsToken) : null,
+        expires_at: new Date(now().getTime() + SESSION_TTL_MS),
+      })
       .execute();
     setCookie(c, SESSION_COOKIE, token, { httpOnly: true, secure: deps.secureCookies, sameSite: 'Lax', path: '/', maxAge: SESSION_TTL_MS / 1000 });
   }

@@ -22,7 +22,8 @@ import { html } from 'hono/html';
 import type { Deps } from '../deps.js';
 import { formatPhone } from '../domain/parse.js';
 import { createAssetStore, CSS, JS, pageCsp, type AssetEntry } from './assets.js';
-import { callerKey, LINK_TTL_MS, type Viewer } from './auth.js';
+import { getCookie } from 'hono/cookie';
+import { callerKey, LINK_TTL_MS, SESSION_COOKIE, type Viewer } from './auth.js';
 import type { AppEnv } from './middleware.js';
 
 /** The page's own files: next to this module as src/http/dashboard/assets (tsx) or dist/src/http/dashboard/assets (compiled, copied by `npm run postbuild`). */
@@ -205,8 +206,14 @@ ${status('cancelled', 'Cancelled')}
   const crossSite = (c: Context<AppEnv>) => c.req.header('sec-fetch-site') === 'cross-site';
 
   routes.get('/dashboard', async (c) => {
+    // A credential offered here (a bearer token, a session cookie) is a sign-in attempt like
+    // any other: failures count towards the same per-address limit.
+    const key = callerKey(c);
+    if (limiter.blocked(key)) return signInPage(c, 429, 'Too many failed attempts. Wait a minute, then try again.');
     const viewer = await deps.auth.viewer(c);
-    return viewer === null ? signInPage(c, 200) : dashboardPage(c, viewer);
+    if (viewer !== null) return dashboardPage(c, viewer);
+    if (c.req.header('authorization') !== undefined || getCookie(c, SESSION_COOKIE) !== undefined) limiter.fail(key);
+    return signInPage(c, 200);
   });
   routes.get('/dashboard/', (c) => c.redirect('/dashboard', 301));
 
