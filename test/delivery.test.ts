@@ -267,6 +267,31 @@ describe('SMS', () => {
     assert.equal(f.sms.filter((s) => s.to === `+${to}`).length, 2);
   });
 
+  test('a message routed to SMS after its WhatsApp tries (the window closed meanwhile) gets its own SMS tries, as after any fallback', async () => {
+    const to = nextPhone();
+    await contact(to, new Date());
+    const [id] = await write(draft(to));
+    // WhatsApp: a 503 (retryable): one try used, a retry scheduled.
+    f.graph.queue({ kind: 'error', status: 503, code: 2 });
+    assert.equal(await f.deps.outbox.deliver(id!), 'retry_scheduled');
+    // By the retry the 24-hour window has closed (no template for a reply): SMS. The gateway has
+    // a passing 5xx: with DELIVERY_MAX_ATTEMPTS=2 "tries per channel", SMS has a second try left.
+    await contact(to, new Date(Date.now() - 25 * 60 * 60 * 1000));
+    f.smsAnswers.push({ statusCode: 500 });
+    const outcome = await retryNow(id!);
+    const r = await row(id!);
+    assert.equal(f.sms.filter((s) => s.to === `+${to}`).length, 1);
+    assert.deepEqual(
+      { outcome, status: r.status, channel: r.channel, attempts: r.attempts },
+      { outcome: 'retry_scheduled', status: 'queued', channel: 'sms', attempts: 1 },
+      'the message failed after a single SMS try: the WhatsApp try was counted against SMS',
+    );
+    assert.equal(r.fallback_reason, 'outside_window_no_template');
+    // The second SMS try goes out.
+    assert.equal(await retryNow(id!), 'sent');
+    assert.deepEqual([(await row(id!)).status, f.sms.filter((s) => s.to === `+${to}`).length], ['sent', 2]);
+  });
+
   test('delivery reports (form and JSON) update the message, once, and never move it backwards', async () => {
     const to = nextPhone();
     const [id] = await write(draft(to, 'receipt'));

@@ -1,12 +1,14 @@
 /**
  * The outbox delivering many messages at once (src/delivery/outbox.ts deliverMany): each
  * recipient's messages in the order they were written, a claim renewed before a late send and
- * given up when another worker took it over, and one broken message failing only its own job.
- * Real database (both kinds), fake Graph API on 127.0.0.1.
+ * given up when another worker took it over (with the person's later messages waiting for it),
+ * a claim racing another worker's claim not overtaking its older message (Postgres), and one
+ * broken message failing only its own job. Real database (both kinds), fake Graph API on 127.0.0.1.
  */
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
 import { sql } from 'kysely';
+import pg from 'pg';
 import { createOutbox } from '../src/delivery/outbox.js';
 import type { OutboundDraft } from '../src/domain/outbound.js';
 import { startChannelFixture, waitFor, type ChannelFixture } from './helpers/channel.js';
@@ -211,6 +213,81 @@ test('a claim taken over by another worker during an earlier slow send is not us
   assert.deepEqual([...fine.values()], ['sent', 'sent']);
   assert.deepEqual(bodies(to2), ['part 0', 'part 1']);
   await outbox.idle();
+});
+
+test("a renewed claim that was taken over stops that person's later messages: they do not overtake it", async () => {
+  const outbox = createOutbox({
+    db: f.database.handle.db,
+    jobs: f.deps.jobs,
+    whatsapp: f.deps.whatsapp,
+    sms: f.deps.sms,
+    config: f.deps.config,
+    metrics: f.deps.metrics,
+    logger: f.deps.logger,
+    // Every message's claim is renewed before its send (as after 20 s of earlier sends).
+    claimRenewAfterMs: 0,
+  });
+  const to = phone();
+  const [first, second, third] = await write(texts(to, 3));
+  // The first send is slow (Meta's answer held); meanwhile another worker takes the second
+  // message over (its claim timed out): a claim of its own, stamped later than ours.
+  const release = f.graph.holdAnswers();
+  const sentBefore = f.graph.requests.length;
+  const delivering = outbox.deliverMany([first!, second!, third!]);
+  await f.graph.waitForRequests(sentBefore + 1);
+  await f.database.handle.db
+    .updateTable('outbound_messages')
+    .set({ status: 'sending', updated_at: sql`date_trunc('milliseconds', now()) + interval '1 second'` })
+    .where('id', '=', second!)
+    .execute();
+  release();
+  const outcomes = await delivering;
+  await outbox.idle();
+  assert.deepEqual([outcomes.get(first!), outcomes.get(second!), outcomes.get(third!)], ['sent', 'busy', 'busy'], "the second is the other worker's now; the third waits for it");
+  // The other worker has not sent "part 1" yet: "part 2" must wait for it.
+  assert.deepEqual(bodies(to), ['part 0'], 'the third message overtook the second (still unsent, held by another worker)');
+  const left = await f.database.handle.db.selectFrom('outbound_messages').select('status').where('id', '=', third!).executeTakeFirstOrThrow();
+  assert.equal(left.status, 'queued', 'the third claim was given back (its job tries again)');
+});
+
+test("per-person order across workers: a claim racing another worker's claim of the older message does not send the newer one first (Postgres only)", async (t) => {
+  if (f.database.kind !== 'postgres') {
+    t.skip('needs two connections (TEST_DATABASE_URL)');
+    return;
+  }
+  const to = phone();
+  const [first, second] = await write(texts(to, 2));
+  // Another worker (its own connection) is claiming the first message right now: its claim
+  // statement has run, its transaction not committed yet.
+  const other = new pg.Client({ connectionString: f.database.url });
+  await other.connect();
+  try {
+    await other.query('begin');
+    await other.query(`update outbound_messages set status = 'sending', updated_at = date_trunc('milliseconds', now()) where id = $1`, [first]);
+    // This worker claims both (a job batch, the sweep or an eager re-dispatch holding both ids).
+    const delivering = f.deps.outbox.deliverMany([first!, second!]);
+    await waitFor(async () => {
+      const { rows } = await f.database.handle.pool.query(`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and query like '%outbound_messages%'`);
+      return rows[0].n > 0;
+    }, 5_000, "the claim to wait on the other worker's lock");
+    await other.query('commit');
+    const outcomes = await delivering;
+    await f.deps.outbox.idle();
+    // The other worker holds the first message and has not sent it yet.
+    assert.deepEqual(
+      [outcomes.get(first!), outcomes.get(second!), bodies(to)],
+      ['busy', 'busy', []],
+      'the second message went out while the first (older) was still being sent by another worker',
+    );
+    const rows = await f.database.handle.db.selectFrom('outbound_messages').select(['id', 'status']).where('id', 'in', [first!, second!]).execute();
+    assert.deepEqual(new Map(rows.map((r) => [r.id, r.status])), new Map([[first!, 'sending'], [second!, 'queued']]), 'the second was given back, queued for its job');
+  } finally {
+    await other.end();
+  }
+  // Once the other worker has sent the first, the second goes.
+  await f.database.handle.db.updateTable('outbound_messages').set({ status: 'sent' }).where('id', '=', first!).execute();
+  assert.equal(await f.deps.outbox.deliver(second!), 'sent');
+  assert.deepEqual(bodies(to), ['part 1']);
 });
 
 /**

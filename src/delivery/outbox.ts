@@ -15,6 +15,7 @@ import { sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
 import { z } from 'zod';
 import type { Config } from '../config.js';
 import type { Database } from '../db/schema.js';
+import { invoicesReachedStatement, markInvoicesUnreached } from './invoice-reach.js';
 import { afterSmsFailure, afterWhatsAppFailure, chooseRoute, type FailureDecision } from '../domain/delivery.js';
 import { OutboundPayload, smsText, type OutboundDraft, type OutboundKind } from '../domain/outbound.js';
 import { scheduledJob, type JobDefinition, type JobQueue, type NoJobData } from '../jobs/queue.js';
@@ -194,6 +195,45 @@ export function createOutbox(deps: OutboxDeps): Outbox {
   }
 
   /**
+   * Gives back (queued again, only while the claim is ours: same stamp) the claimed rows that
+   * an older unsent message to the same person, not claimed here, would be overtaken by.
+   * Returns the ids given back.
+   *
+   * Why: claim's `not exists` is judged on the statement's snapshot. On Postgres, when it waits
+   * for another worker's lock on an older message in `messageIds` and that worker commits its
+   * claim, READ COMMITTED re-checks only the locked row (it is skipped), not the newer rows
+   * whose check counted on claiming it: they are claimed anyway. This statement runs after the
+   * claim returned, so with a fresh snapshot that includes that commit (the claim waited for
+   * it). Any older message asked for that the claim failed to take was either unsent and
+   * unclaimable in its snapshot (then its newer ones were not claimed at all) or changed by a
+   * transaction committed before the claim returned: seen here.
+   *
+   * Chosen over locking every recipient's unsent rows in order first, or REPEATABLE READ with
+   * retries, because of cost on the hot path: this runs only when the claim took fewer rows
+   * than asked (the race needs an older message it asked for and did not get), so the usual
+   * eager delivery of fresh messages pays nothing, and otherwise one statement. It needs no
+   * transaction with the claim: until given back, the rows carry our fresh claim stamp, which
+   * no other worker can claim for CLAIM_TIMEOUT_SECONDS (they answer busy meanwhile). On PGlite
+   * (one connection, no race) it finds nothing to give back.
+   */
+  async function giveBackOvertaking(claimed: readonly Claimed[]): Promise<Set<string>> {
+    const ids = claimed.map((m) => m.id);
+    const { rows } = await sql<{ id: string }>`
+      update outbound_messages o
+      set status = 'queued'
+      where o.id in (${sql.join(ids)}) and o.status = 'sending' and o.updated_at = ${claimed[0]!.updated_at}
+        and exists (
+          select 1 from outbound_messages older
+          where older.recipient = o.recipient
+            and older.status in ('queued', 'sending')
+            and (older.created_at, older.id) < (o.created_at, o.id)
+            and older.id not in (${sql.join(ids)})
+        )
+      returning o.id`.execute(db);
+    return new Set(rows.map((row) => row.id));
+  }
+
+  /**
    * Renews a claim taken a while ago, just before its send, if it is still ours (nobody took
    * it over after CLAIM_TIMEOUT_SECONDS). False: another worker has the message now.
    */
@@ -246,13 +286,17 @@ export function createOutbox(deps: OutboxDeps): Outbox {
    * because the person may have been sent the message twice.
    */
   async function recordSent(records: readonly Sent[]): Promise<void> {
+    // An invoice that had reached its customer on no channel has now (its own message or a reminder).
     const { rows } = await sql<{ id: string }>`
-      update outbound_messages o
-      set status = 'sent', channel = v.channel, attempts = v.attempts, last_error = null, updated_at = now(),
-        provider_message_id = coalesce(v.wamid, o.provider_message_id), sms_message_id = coalesce(v.sms_id, o.sms_message_id)
-      from jsonb_to_recordset(${jsonb(records)}::jsonb) as v(id uuid, channel text, wamid text, sms_id text, attempts int, stamp timestamptz)
-      where o.id = v.id and ${keyIn('o.id', records.map((r) => r.id))} and o.status = 'sending' and o.updated_at = v.stamp
-      returning o.id`.execute(db);
+      with recorded as (
+        update outbound_messages o
+        set status = 'sent', channel = v.channel, attempts = v.attempts, last_error = null, updated_at = now(),
+          provider_message_id = coalesce(v.wamid, o.provider_message_id), sms_message_id = coalesce(v.sms_id, o.sms_message_id)
+        from jsonb_to_recordset(${jsonb(records)}::jsonb) as v(id uuid, channel text, wamid text, sms_id text, attempts int, stamp timestamptz)
+        where o.id = v.id and ${keyIn('o.id', records.map((r) => r.id))} and o.status = 'sending' and o.updated_at = v.stamp
+        returning o.id
+      ), reached as (${invoicesReachedStatement(sql`select id from recorded`)})
+      select id from recorded`.execute(db);
     if (rows.length === records.length) return;
     const recorded = new Set(rows.map((row) => row.id));
     for (const record of records.filter((r) => !recorded.has(r.id))) {
@@ -320,6 +364,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
             .set({ status: 'failed', channel, attempts: sql`attempts + 1`, last_error: lastError, updated_at: sql`now()` })
             .where('id', '=', messageId)
             .execute();
+          await markInvoicesUnreached(trx, [messageId]);
           return 'failed';
       }
     });
@@ -352,6 +397,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
         .where('id', '=', messageId)
         .where('status', 'in', ['queued', 'sending'])
         .execute();
+      await markInvoicesUnreached(trx, [messageId]);
       return false;
     }
     metrics.fallbacks.inc({ reason: reason.replace(/^whatsapp_error_.*/, 'whatsapp_error').replace(/^status_failed_.*/, 'status_failed') });
@@ -393,8 +439,14 @@ export function createOutbox(deps: OutboxDeps): Outbox {
   async function deliverMany(messageIds: readonly string[]): Promise<Map<string, DeliveryOutcome | Error>> {
     const outcomes = new Map<string, DeliveryOutcome | Error>();
     if (messageIds.length === 0) return outcomes;
-    const claimed = await claim(messageIds);
+    let claimed = await claim(messageIds);
     const claimedAt = performance.now();
+    // Fewer claimed than asked: an older message asked for may have been lost to another
+    // worker's claim while its newer ones were claimed (see giveBackOvertaking).
+    if (claimed.length > 0 && claimed.length < new Set(messageIds).size) {
+      const givenBack = await giveBackOvertaking(claimed);
+      if (givenBack.size > 0) claimed = claimed.filter((m) => !givenBack.has(m.id));
+    }
     const byRecipient = new Map<string, Claimed[]>();
     const inOrder = [...claimed].sort((a, b) => (a.write_order < b.write_order ? -1 : a.write_order > b.write_order ? 1 : a.id < b.id ? -1 : 1));
     for (const message of inOrder) {
@@ -408,11 +460,10 @@ export function createOutbox(deps: OutboxDeps): Outbox {
           try {
             // Sends before this one may have taken long (timeouts, a fallback): a claim near
             // its timeout is renewed first, so no other worker can take it over mid-send.
-            if (performance.now() - claimedAt >= renewAfterMs && !(await renewClaim(message))) {
-              outcomes.set(message.id, 'busy');
-              continue;
-            }
-            const outcome = await deliverClaimed(message);
+            // A claim taken over is "not done" like any other: the other worker has not sent
+            // it yet, so this person's later messages must not go ahead of it (below).
+            const renewed = performance.now() - claimedAt < renewAfterMs || (await renewClaim(message));
+            const outcome = renewed ? await deliverClaimed(message) : 'busy';
             outcomes.set(message.id, outcome);
             if (outcome === 'sent' || outcome === 'failed') continue;
           } catch (error) {
@@ -420,8 +471,8 @@ export function createOutbox(deps: OutboxDeps): Outbox {
             logger.error({ message_id: message.id, error }, 'delivery failed unexpectedly');
             outcomes.set(message.id, error instanceof Error ? error : new Error(String(error)));
           }
-          // Not done (a retry later, an SMS to come, an error): this person's later messages
-          // wait for it. Their claims go back, and their jobs try again.
+          // Not done (a retry later, an SMS to come, taken over, an error): this person's
+          // later messages wait for it. Their claims go back, and their jobs try again.
           const later = messages.slice(index + 1);
           if (later.length > 0) {
             await release(later);
@@ -453,7 +504,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
   async function deliverClaimed(message: Claimed): Promise<DeliveryOutcome> {
     const messageId = message.id;
     const payload = OutboundPayload.parse(message.content);
-    const attempt = message.attempts + 1;
+    let attempt = message.attempts + 1;
     const route = chooseRoute({
       kind: message.kind as OutboundKind,
       channel: message.channel,
@@ -497,15 +548,20 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     }
 
     if (message.channel !== 'sms') {
-      // Routed to SMS without a WhatsApp attempt (outside the window, no template): record why, once.
-      await db.transaction().execute(async (trx) => {
-        await trx
-          .updateTable('outbound_messages')
-          .set({ channel: 'sms', fallback_reason: route.reason, fell_back_at: sql`now()` })
-          .where('id', '=', messageId)
-          .where('fell_back_at', 'is', null)
-          .execute();
-      });
+      // Routed to SMS without a WhatsApp attempt now (outside the window, no template): record
+      // why, once. Earlier WhatsApp tries (the window closed since) do not count against SMS:
+      // DELIVERY_MAX_ATTEMPTS is tries per channel, as after fallBackToSms, so tries restart.
+      // Only under our claim (same stamp, left unchanged): a worker that took it over decides.
+      const switched = await db
+        .updateTable('outbound_messages')
+        .set({ channel: 'sms', attempts: 0, fallback_reason: route.reason, fell_back_at: sql`now()` })
+        .where('id', '=', messageId)
+        .where('fell_back_at', 'is', null)
+        .where('status', '=', 'sending')
+        .where('updated_at', '=', message.updated_at)
+        .returning('id')
+        .executeTakeFirst();
+      if (switched !== undefined) attempt = 1;
       metrics.fallbacks.inc({ reason: route.reason });
     }
     try {

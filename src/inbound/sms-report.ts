@@ -8,6 +8,7 @@
 import { sql, type Transaction } from 'kysely';
 import { z } from 'zod';
 import type { Database, OutboundStatus } from '../db/schema.js';
+import { markInvoicesUnreached } from '../delivery/invoice-reach.js';
 
 export const DeliveryReport = z.looseObject({
   id: z.string().trim().min(1).max(200),
@@ -54,4 +55,6 @@ export async function applyDeliveryReport(trx: Transaction<Database>, report: De
     .set({ status: next, updated_at: sql`now()`, ...(next === 'failed' ? { last_error: `sms ${report.status} ${report.failureReason ?? ''}`.trim() } : {}) })
     .where('id', '=', message.id)
     .execute();
+  // An invoice whose SMS (its last channel) failed reached its customer on no channel.
+  if (next === 'failed') await markInvoicesUnreached(trx, [message.id]);
 }

@@ -1,0 +1,95 @@
+/**
+ * An invoice that reaches its customer on no channel is `failed` (README: what each status
+ * means), and counted so by /stats/summary; a later invoice or reminder message that does go
+ * out makes it `sent` again. Real outbox, fake Graph API on 127.0.0.1, Africa's Talking
+ * intercepted at HTTP level.
+ */
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, test } from 'node:test';
+import { sql } from 'kysely';
+import { addDays, nairobiToday } from '../src/domain/invoice.js';
+import type { OutboundKind } from '../src/domain/outbound.js';
+import { startChannelFixture, type ChannelFixture } from './helpers/channel.js';
+
+const TOKEN = 'reach-token-0123456789abcdef0123456789ab';
+let f: ChannelFixture;
+before(async () => {
+  f = await startChannelFixture({ env: { STATS_API_TOKEN: TOKEN, DELIVERY_SAFETY_NET_SECONDS: '3600' } });
+});
+after(() => f.close());
+beforeEach(async () => {
+  await f.deps.outbox.idle();
+  f.graph.reset();
+  f.smsAnswers.length = 0;
+});
+
+let next = 100;
+const phone = () => `2547044${String((next += 1)).padStart(5, '0')}`;
+
+/** A merchant, a `sent` invoice to a customer inside the 24-hour window, and the invoice's message (not yet delivered). */
+async function sentInvoice(kind: OutboundKind = 'invoice'): Promise<{ invoiceId: string; merchantId: string; messageId: string; customer: string }> {
+  const db = f.database.handle.db;
+  const customer = phone();
+  const merchant = await db.insertInto('merchants').values({ phone: phone(), business_name: 'Duka' }).returning('id').executeTakeFirstOrThrow();
+  const invoice = await db
+    .insertInto('invoices')
+    .values({ merchant_id: merchant.id, number: 1, customer_phone: customer, amount: 1500, description: 'flour', status: 'sent', sent_at: new Date(), due_date: '2030-01-01' })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  await sql`insert into conversations (phone, state, last_inbound_at) values (${customer}, '{"version":0}'::jsonb, now())`.execute(db);
+  const [messageId] = await db.transaction().execute((trx) =>
+    f.deps.outbox.enqueue(trx, [{ recipient: customer, kind, invoiceId: invoice.id, payload: { message: { type: 'text', body: 'Invoice INV-0001: KES 1,500' } } }]),
+  );
+  return { invoiceId: invoice.id, merchantId: merchant.id, messageId: messageId!, customer };
+}
+
+const invoiceStatus = async (id: string) => (await f.database.handle.db.selectFrom('invoices').select('status').where('id', '=', id).executeTakeFirstOrThrow()).status;
+const events = async (id: string) => (await f.database.handle.db.selectFrom('invoice_events').select('type').where('invoice_id', '=', id).execute()).map((e) => e.type);
+
+test('WhatsApp refuses the number (131026) and SMS refuses it too (403): the invoice is failed, once, and counted failed by /stats/summary', async () => {
+  const { invoiceId, messageId } = await sentInvoice();
+  f.graph.queue({ kind: 'error', status: 400, code: 131026, message: 'Message undeliverable' });
+  f.smsAnswers.push({ statusCode: 403 });
+  assert.equal(await f.deps.outbox.deliver(messageId), 'failed');
+  assert.equal(await invoiceStatus(invoiceId), 'failed');
+  assert.deepEqual(await events(invoiceId), ['unreached']);
+  // Delivering again changes nothing more.
+  assert.equal(await f.deps.outbox.deliver(messageId), 'not_pending');
+  assert.deepEqual(await events(invoiceId), ['unreached']);
+  const merchant = (await f.database.handle.db.selectFrom('invoices').innerJoin('merchants', 'merchants.id', 'invoices.merchant_id').select('merchants.phone').where('invoices.id', '=', invoiceId).executeTakeFirstOrThrow()).phone;
+  const res = await f.app.request(`/stats/summary?merchant=${merchant}&from=${addDays(nairobiToday(new Date()), -1)}&to=${addDays(nairobiToday(new Date()), 1)}`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  const body = (await res.json()) as { invoice_stats: { sent: number; failed: number } };
+  assert.deepEqual([body.invoice_stats.sent, body.invoice_stats.failed], [0, 1]);
+});
+
+test('an SMS delivery report that says Failed (SMS was the last channel) makes the invoice failed; a reminder that then goes out makes it sent again', async () => {
+  const { invoiceId, messageId, customer } = await sentInvoice();
+  // Outside WhatsApp's reach (131026): SMS, accepted by the gateway...
+  f.graph.queue({ kind: 'error', status: 400, code: 131026, message: 'Message undeliverable' });
+  assert.equal(await f.deps.outbox.deliver(messageId), 'fell_back');
+  assert.equal(await invoiceStatus(invoiceId), 'sent');
+  const smsId = (await f.database.handle.db.selectFrom('outbound_messages').select('sms_message_id').where('id', '=', messageId).executeTakeFirstOrThrow()).sms_message_id!;
+  // ...then reported failed by the network.
+  const report = await f.app.request('/sms/delivery-report', {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ id: smsId, status: 'Failed', failureReason: 'UnknownSubscriber' }).toString(),
+  });
+  assert.equal(report.status, 200);
+  assert.equal(await invoiceStatus(invoiceId), 'failed');
+  // The merchant fixes things and reminds: the reminder reaches the customer.
+  const [reminder] = await f.database.handle.db.transaction().execute((trx) =>
+    f.deps.outbox.enqueue(trx, [{ recipient: customer, kind: 'reminder', invoiceId, payload: { message: { type: 'text', body: 'Reminder: INV-0001' } } }]),
+  );
+  assert.equal(await f.deps.outbox.deliver(reminder!), 'sent');
+  assert.equal(await invoiceStatus(invoiceId), 'sent');
+});
+
+test("only the invoice's own message decides: a receipt or notice about an invoice that fails everywhere leaves the invoice alone", async () => {
+  const { invoiceId, messageId } = await sentInvoice('notice');
+  f.graph.queue({ kind: 'error', status: 400, code: 131026, message: 'Message undeliverable' });
+  f.smsAnswers.push({ statusCode: 403 });
+  assert.equal(await f.deps.outbox.deliver(messageId), 'failed');
+  assert.equal(await invoiceStatus(invoiceId), 'sent');
+  assert.deepEqual(await events(invoiceId), []);
+});
