@@ -3,26 +3,52 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { InvoiceStatus, PaymentAttemptStatus } from '../src/db/schema.js';
 import fc from 'fast-check';
-import { PROMPT_COOLDOWN_MS, decidePaymentRequest, decideResult, failureReason, planResults, type AttemptState, type ResultItem, type ResultPlan } from '../src/domain/payment.js';
+import {
+  PROMPT_COOLDOWN_MS,
+  decidePaymentRequest,
+  decideResult,
+  failureReason,
+  planResults,
+  type AttemptState,
+  type LatestAttempt,
+  type ResultItem,
+  type ResultPlan,
+} from '../src/domain/payment.js';
 
 const NOW = new Date('2026-11-22T09:00:00Z');
 const ago = (ms: number) => new Date(NOW.getTime() - ms);
 
 describe('decidePaymentRequest', () => {
-  const cases: Array<[InvoiceStatus, { status: PaymentAttemptStatus; createdAt: Date } | undefined, string]> = [
+  const at = (status: PaymentAttemptStatus, createdAt: Date, pushStartedAt: Date | null = createdAt, pushUnclear = false): LatestAttempt => ({ status, createdAt, pushStartedAt, pushUnclear });
+  const cases: Array<[InvoiceStatus, LatestAttempt | undefined, string]> = [
     ['sent', undefined, 'start'],
     ['failed', undefined, 'start'],
     ['pending', undefined, 'start'],
     ['paid', undefined, 'already_paid'],
     ['cancelled', undefined, 'cancelled'],
-    ['sent', { status: 'pending', createdAt: ago(PROMPT_COOLDOWN_MS - 1) }, 'prompt_pending'],
-    ['sent', { status: 'pending', createdAt: ago(PROMPT_COOLDOWN_MS) }, 'start'],
-    ['sent', { status: 'failed', createdAt: ago(1_000) }, 'start'],
-    ['sent', { status: 'expired', createdAt: ago(1_000) }, 'start'],
-    ['paid', { status: 'pending', createdAt: ago(1_000) }, 'already_paid'],
+    ['sent', at('pending', ago(PROMPT_COOLDOWN_MS - 1)), 'prompt_pending'],
+    ['sent', at('pending', ago(PROMPT_COOLDOWN_MS)), 'start'],
+    ['sent', at('failed', ago(1_000)), 'start'],
+    ['sent', at('expired', ago(1_000)), 'start'],
+    ['paid', at('pending', ago(1_000)), 'already_paid'],
+    // A pending attempt whose push started later than it was asked for counts from the push.
+    ['sent', at('pending', ago(PROMPT_COOLDOWN_MS + 60_000), ago(PROMPT_COOLDOWN_MS - 1)), 'prompt_pending'],
+    ['sent', at('pending', ago(PROMPT_COOLDOWN_MS + 60_000), null), 'start'],
+    // A push with no clear answer (timeout, bare 5xx) may have put the prompt on the phone:
+    // 2 minutes from that push, even though the attempt ended.
+    ['sent', at('failed', ago(PROMPT_COOLDOWN_MS + 60_000), ago(1_000), true), 'prompt_pending'],
+    ['sent', at('failed', ago(PROMPT_COOLDOWN_MS + 60_000), ago(PROMPT_COOLDOWN_MS - 1), true), 'prompt_pending'],
+    ['sent', at('failed', ago(PROMPT_COOLDOWN_MS + 60_000), ago(PROMPT_COOLDOWN_MS), true), 'start'],
+    ['sent', at('expired', ago(1_000), ago(1_000), true), 'prompt_pending'],
+    ['failed', at('failed', ago(1_000), ago(1_000), true), 'prompt_pending'],
+    ['paid', at('failed', ago(1_000), ago(1_000), true), 'already_paid'],
+    ['cancelled', at('failed', ago(1_000), ago(1_000), true), 'cancelled'],
+    // A definite refusal by Daraja: nothing reached the phone, a new prompt goes at once.
+    ['sent', at('failed', ago(1_000), ago(1_000), false), 'start'],
   ];
   for (const [invoice, latest, expected] of cases) {
-    test(`${invoice} / ${latest === undefined ? 'no attempt' : `${latest.status} ${NOW.getTime() - latest.createdAt.getTime()} ms ago`} -> ${expected}`, () => {
+    const pushed = latest?.pushStartedAt == null ? 'no push' : `pushed ${NOW.getTime() - latest.pushStartedAt.getTime()} ms ago${latest.pushUnclear ? ' (unclear)' : ''}`;
+    test(`${invoice} / ${latest === undefined ? 'no attempt' : `${latest.status} ${NOW.getTime() - latest.createdAt.getTime()} ms ago, ${pushed}`} -> ${expected}`, () => {
       assert.equal(decidePaymentRequest(invoice, latest, NOW), expected);
     });
   }
@@ -46,6 +72,14 @@ describe('decideResult', () => {
     assert.deepEqual(decideResult('pending', { resultCode: 0, amount: 15 }, 1500), { action: 'review', reason: 'amount_mismatch' });
     assert.deepEqual(decideResult('pending', { resultCode: 0, amount: null }, 1500), { action: 'mark_paid' });
   });
+  test('an attempt under review for another amount: a success without an amount (STK query) leaves the review standing', () => {
+    const disputed = { amountRequired: false, amountDisputed: true };
+    assert.deepEqual(decideResult('failed', { resultCode: 0, amount: null }, 1500, disputed), { action: 'ignore', why: 'amount_disputed' });
+    assert.deepEqual(decideResult('failed', { resultCode: 0, amount: null }, 1500, { ...disputed, amountRequired: true }), { action: 'ignore', why: 'amount_disputed' });
+    // A success that does carry the amount asked still counts (the money moved).
+    assert.deepEqual(decideResult('failed', { resultCode: 0, amount: 1500 }, 1500, disputed), { action: 'mark_paid' });
+    assert.deepEqual(decideResult('failed', { resultCode: 1032, amount: null }, 1500, disputed), { action: 'ignore', why: 'not_pending' });
+  });
 });
 
 test('failureReason reads every documented result code', () => {
@@ -63,7 +97,7 @@ describe('planResults (several results in one transaction)', () => {
   const item = (over: Partial<Omit<ResultItem, 'result'>> & { result?: Partial<ResultItem['result']> } = {}): ResultItem => ({
     attemptId: 'a1',
     invoiceId: 'i1',
-    attempt: { status: 'pending', paidTwice: false, receipt: null },
+    attempt: { status: 'pending', paidTwice: false, receipt: null, amountDisputed: false },
     askedAmount: 1500,
     amountRequired: true,
     ...over,
@@ -75,9 +109,9 @@ describe('planResults (several results in one transaction)', () => {
     assert.deepEqual(planResults([item()], sent('i1'), new Map()), [{ action: 'mark_paid' }]);
     assert.deepEqual(planResults([item({ result: { amount: 15 } })], sent('i1'), new Map()), [{ action: 'review', reason: 'amount_mismatch' }]);
     assert.deepEqual(planResults([item({ result: { amount: null } })], sent('i1'), new Map()), [{ action: 'review', reason: 'amount_missing' }]);
-    assert.deepEqual(planResults([item({ attempt: { status: 'succeeded', paidTwice: false, receipt: 'R0' } })], sent('i1'), new Map()), [{ action: 'ignore', why: 'duplicate' }]);
+    assert.deepEqual(planResults([item({ attempt: { status: 'succeeded', paidTwice: false, receipt: 'R0', amountDisputed: false } })], sent('i1'), new Map()), [{ action: 'ignore', why: 'duplicate' }]);
     assert.deepEqual(planResults([item({ result: { resultCode: 1032, amount: null, receipt: null } })], sent('i1'), new Map()), [{ action: 'mark_failed', notify: true }]);
-    assert.deepEqual(planResults([item({ attempt: { status: 'expired', paidTwice: false, receipt: null }, result: { resultCode: 1032 } })], sent('i1'), new Map()), [{ action: 'ignore', why: 'not_pending' }]);
+    assert.deepEqual(planResults([item({ attempt: { status: 'expired', paidTwice: false, receipt: null, amountDisputed: false }, result: { resultCode: 1032 } })], sent('i1'), new Map()), [{ action: 'ignore', why: 'not_pending' }]);
   });
 
   test('a failure on a paid or cancelled invoice tells nobody', () => {
@@ -88,7 +122,7 @@ describe('planResults (several results in one transaction)', () => {
 
   test('a receipt held by another attempt is a duplicate; held by this attempt it still pays', () => {
     assert.deepEqual(planResults([item()], sent('i1'), new Map([['R1', 'other']])), [{ action: 'ignore', why: 'receipt_taken' }]);
-    assert.deepEqual(planResults([item({ attempt: { status: 'failed', paidTwice: false, receipt: 'R1' } })], sent('i1'), new Map([['R1', 'a1']])), [{ action: 'mark_paid' }]);
+    assert.deepEqual(planResults([item({ attempt: { status: 'failed', paidTwice: false, receipt: 'R1', amountDisputed: false } })], sent('i1'), new Map([['R1', 'a1']])), [{ action: 'mark_paid' }]);
   });
 
   test('a success on an invoice already paid (another attempt) is paid twice: recorded for a refund', () => {
@@ -96,7 +130,7 @@ describe('planResults (several results in one transaction)', () => {
   });
 
   test('a second payment already recorded is reported once: later results add at most its receipt', () => {
-    const paidTwice = (receipt: string | null) => ({ status: 'failed' as const, paidTwice: true, receipt });
+    const paidTwice = (receipt: string | null) => ({ status: 'failed' as const, paidTwice: true, receipt, amountDisputed: false });
     const paid = new Map<string, InvoiceStatus>([['i1', 'paid']]);
     assert.deepEqual(planResults([item({ attempt: paidTwice(null) })], paid, new Map()), [{ action: 'add_receipt' }]);
     assert.deepEqual(planResults([item({ attempt: paidTwice('R1') })], paid, new Map([['R1', 'a1']])), [{ action: 'ignore', why: 'duplicate' }]);
@@ -114,7 +148,7 @@ describe('planResults (several results in one transaction)', () => {
   });
 
   test('a payment learnt from an STK query (no receipt) gets its receipt from the later callback, once', () => {
-    const queried = { status: 'succeeded' as const, paidTwice: false, receipt: null };
+    const queried = { status: 'succeeded' as const, paidTwice: false, receipt: null, amountDisputed: false };
     assert.deepEqual(planResults([item({ attempt: queried })], new Map([['i1', 'paid']]), new Map()), [{ action: 'add_receipt' }]);
     assert.deepEqual(planResults([item({ attempt: { ...queried, receipt: 'R0' } })], new Map([['i1', 'paid']]), new Map()), [{ action: 'ignore', why: 'duplicate' }]);
     assert.deepEqual(planResults([item({ attempt: queried, result: { receipt: null } })], new Map([['i1', 'paid']]), new Map()), [{ action: 'ignore', why: 'duplicate' }]);
@@ -127,6 +161,37 @@ describe('planResults (several results in one transaction)', () => {
       planResults([item({ amountRequired: false, result: { amount: null, receipt: null } }), item({ result: { receipt: 'R2' } }), item({ result: { receipt: 'R2' } })], new Map([['i1', 'sent']]), new Map()),
       [{ action: 'mark_paid' }, { action: 'add_receipt' }, { action: 'ignore', why: 'duplicate' }],
     );
+  });
+
+  test('a callback for another amount after a payment learnt from the STK query: review, its receipt not taken', () => {
+    const queried = { status: 'succeeded' as const, paidTwice: false, receipt: null, amountDisputed: false };
+    const paid = new Map<string, InvoiceStatus>([['i1', 'paid']]);
+    assert.deepEqual(planResults([item({ attempt: queried, result: { amount: 15, receipt: 'R9' } })], paid, new Map()), [{ action: 'review_receipt', reason: 'amount_mismatch' }]);
+    assert.deepEqual(planResults([item({ attempt: queried, result: { amount: null, receipt: 'R9' } })], paid, new Map()), [{ action: 'review_receipt', reason: 'amount_missing' }]);
+    // A second payment recorded from the query: the same.
+    const twice = { status: 'failed' as const, paidTwice: true, receipt: null, amountDisputed: false };
+    assert.deepEqual(planResults([item({ attempt: twice, result: { amount: 15, receipt: 'R9' } })], paid, new Map()), [{ action: 'review_receipt', reason: 'amount_mismatch' }]);
+    // The receipt stays free: the genuine callback after it still brings the receipt.
+    assert.deepEqual(planResults([item({ attempt: queried, result: { amount: 15, receipt: 'R9' } }), item({ attempt: queried, result: { receipt: 'R9' } })], paid, new Map()), [
+      { action: 'review_receipt', reason: 'amount_mismatch' },
+      { action: 'add_receipt' },
+    ]);
+  });
+
+  test('a callback for another amount, then the STK query saying paid: the review stands (either order in one group)', () => {
+    const pending = { status: 'pending' as const, paidTwice: false, receipt: null, amountDisputed: false };
+    const query = item({ attempt: pending, amountRequired: false, result: { amount: null, receipt: null } });
+    const short = item({ attempt: pending, result: { amount: 15, receipt: 'R9' } });
+    assert.deepEqual(planResults([short, query], sent('i1'), new Map()), [
+      { action: 'review', reason: 'amount_mismatch' },
+      { action: 'ignore', why: 'amount_disputed' },
+    ]);
+    // As the database holds it after the review.
+    assert.deepEqual(planResults([item({ attempt: { ...pending, status: 'failed', amountDisputed: true }, amountRequired: false, result: { amount: null, receipt: null } })], sent('i1'), new Map()), [
+      { action: 'ignore', why: 'amount_disputed' },
+    ]);
+    // The query first pays; the short callback then goes to review, not to the receipt.
+    assert.deepEqual(planResults([query, short], sent('i1'), new Map()), [{ action: 'mark_paid' }, { action: 'review_receipt', reason: 'amount_mismatch' }]);
   });
 
   test('in one group, earlier items count for later ones: the invoice paid, the receipt taken, the attempt settled', () => {
@@ -158,6 +223,7 @@ describe('planResults (several results in one transaction)', () => {
         status: fc.constantFrom<PaymentAttemptStatus>('pending', 'succeeded', 'failed', 'expired'),
         paidTwice: fc.boolean(),
         receipt: fc.constantFrom(null, 'R4'),
+        amountDisputed: fc.boolean(),
       }),
       askedAmount: fc.constantFrom(100, 1500),
       amountRequired: fc.boolean(),
@@ -196,11 +262,14 @@ describe('planResults (several results in one transaction)', () => {
             const receipt = it.result.receipt ?? before.receipt;
             if (plan!.action === 'mark_paid') {
               serialInvoices.set(it.invoiceId, 'paid');
-              serialAttempts.set(it.attemptId, { status: 'succeeded', paidTwice: false, receipt });
+              serialAttempts.set(it.attemptId, { ...before, status: 'succeeded', paidTwice: false, receipt });
             }
-            if (plan!.action === 'paid_twice') serialAttempts.set(it.attemptId, { status: 'failed', paidTwice: true, receipt });
+            if (plan!.action === 'paid_twice') serialAttempts.set(it.attemptId, { ...before, status: 'failed', paidTwice: true, receipt });
             if (plan!.action === 'add_receipt') serialAttempts.set(it.attemptId, { ...before, receipt });
-            if (plan!.action === 'review' || plan!.action === 'mark_failed') serialAttempts.set(it.attemptId, { ...before, status: 'failed' });
+            if (plan!.action === 'review' || plan!.action === 'mark_failed') {
+              serialAttempts.set(it.attemptId, { ...before, status: 'failed', amountDisputed: before.amountDisputed || (plan!.action === 'review' && plan!.reason === 'amount_mismatch') });
+            }
+            if (plan!.action === 'review_receipt') serialAttempts.set(it.attemptId, { ...before, amountDisputed: before.amountDisputed || plan!.reason === 'amount_mismatch' });
             if (['mark_paid', 'paid_twice', 'add_receipt'].includes(plan!.action) && it.result.receipt !== null) serialOwners.set(it.result.receipt, it.attemptId);
             return plan!;
           });
@@ -221,6 +290,11 @@ describe('planResults (several results in one transaction)', () => {
             if (r !== null && ['mark_paid', 'paid_twice', 'add_receipt'].includes(p.action)) holders.set(r, (holders.get(r) ?? new Set()).add(items[k]!.attemptId));
           });
           for (const [r, set] of holders) assert.ok(set.size === 1 && (owners.get(r) === undefined || set.has(owners.get(r)!)), `receipt ${r}`);
+          // A receipt is taken only with the amount asked (or, from an STK query, no amount at all).
+          together.forEach((p, k) => {
+            const it = items[k]!;
+            if (p.action === 'add_receipt' || p.action === 'mark_paid' || p.action === 'paid_twice') assert.ok(it.result.amount === null ? !it.amountRequired : it.result.amount === it.askedAmount);
+          });
         },
       ),
       { numRuns: 500 },

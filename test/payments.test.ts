@@ -10,6 +10,8 @@ import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { texts } from '../src/domain/texts.js';
 import { clientAddress } from '../src/http/client-address.js';
+import { createPayments } from '../src/payments/service.js';
+import type { DarajaClient } from '../src/providers/mpesa/client.js';
 import { callbackBody, startFakeDaraja, type FakeDaraja } from './fakes/daraja.js';
 import { envelope, wamid } from './fixtures/whatsapp.js';
 import { buildTestApp } from './helpers/app.js';
@@ -484,6 +486,219 @@ describe('reminders', () => {
     await f.database.handle.db.updateTable('invoices').set({ due_date: tomorrow }).where('id', '=', s.invoice.id).execute();
     await f.deps.payments.sendReminders();
     assert.equal((await kindsTo(s.customer)).filter((k) => k === 'reminder').length, 0);
+  });
+});
+
+describe('review: a wrong-amount callback after a payment learnt from the STK query', () => {
+  /** The fake answers queries in order, whoever asks: leave only this invoice's attempts pending. */
+  async function onlyPending(invoiceId: string) {
+    await f.database.handle.db.updateTable('payment_attempts').set({ status: 'failed' }).where('status', '=', 'pending').where('invoice_id', '<>', invoiceId).execute();
+  }
+  /** A second Payments over the same database (a second worker), with its own Daraja client. */
+  function worker(client: DarajaClient) {
+    return createPayments({ db: f.database.handle.db, jobs: f.deps.jobs, outbox: f.deps.outbox, daraja: client, config: f.deps.config, metrics: f.deps.metrics, logger: f.deps.logger, now });
+  }
+
+  test('the late callback for another amount is not taken as the receipt: it goes to review', async () => {
+    const s = await invoiceWithPush(1500);
+    await onlyPending(s.invoice.id);
+    clock += 4 * 60_000;
+    daraja.queueQuery({ kind: 'result', resultCode: '0', resultDesc: 'The service request is processed successfully.' });
+    await f.deps.payments.reconcile();
+    assert.equal((await invoiceRow(s.invoice.id)).status, 'paid');
+    const noticesBefore = (await kindsTo(s.merchant)).filter((k) => k === 'notice').length;
+
+    // Safaricom's callback then says only KES 15 moved, under receipt RCPTSHORT1.
+    assert.equal((await callback(s.token, success(s, 15, 'RCPTSHORT1'))).status, 200);
+    const invoice = await invoiceRow(s.invoice.id);
+    const [attempt] = await attemptsOf(s.invoice.id);
+    assert.equal(
+      await events(s.invoice.id, 'payment_needs_review'),
+      1,
+      `a callback whose amount does not match must be reviewed; instead invoice.mpesa_receipt=${invoice.mpesa_receipt}, attempt.mpesa_receipt=${attempt!.mpesa_receipt}, receipt_added events=${await events(s.invoice.id, 'receipt_added')}`,
+    );
+    assert.notEqual(invoice.mpesa_receipt, 'RCPTSHORT1', 'the receipt of a KES 15 payment is not the receipt of a KES 1500 invoice');
+    assert.equal(attempt!.mpesa_receipt, null);
+    assert.equal(await events(s.invoice.id, 'receipt_added'), 0);
+    assert.match(attempt!.review_reason ?? '', /^amount_mismatch: paid 15 receipt RCPTSHORT1$/);
+    // The payment the query confirmed stands; the merchant is told, truthfully, as for any mismatch.
+    assert.equal(attempt!.status, 'succeeded');
+    assert.equal(invoice.status, 'paid');
+    const notices = await f.database.handle.db.selectFrom('outbound_messages').select('content').where('recipient', '=', s.merchant).where('kind', '=', 'notice').orderBy('created_at').execute();
+    assert.equal(notices.length, noticesBefore + 1, 'the merchant is told once');
+    assert.deepEqual((notices.at(-1)!.content as { message: unknown }).message, texts.en.paymentNeedsReview(s.invoice.number, 1500, 15, { alreadyPaid: true }));
+
+    // The genuine callback (the amount asked) still brings the receipt afterwards.
+    assert.equal((await callback(s.token, success(s, 1500, 'RCPTRIGHT1'))).status, 200);
+    assert.equal((await invoiceRow(s.invoice.id)).mpesa_receipt, 'RCPTRIGHT1');
+  });
+
+  test('reconciliation racing a wrong-amount callback: the review is not overridden by the query', async () => {
+    const s = await invoiceWithPush(1500);
+    await onlyPending(s.invoice.id);
+    clock += 4 * 60_000;
+    // The callback (KES 15) lands while the reconciler is waiting for Daraja's query answer.
+    const racing: DarajaClient = {
+      configured: true,
+      stkPush: () => Promise.reject(new Error('not used')),
+      async stkQuery() {
+        const res = await callback(s.token, success(s, 15, 'RCPTRACE01'));
+        assert.equal(res.status, 200);
+        return { state: 'completed', resultCode: 0, resultDesc: 'The service request is processed successfully.' };
+      },
+    };
+    await worker(racing).reconcile();
+    const [attempt] = await attemptsOf(s.invoice.id);
+    assert.match(attempt!.review_reason ?? '', /amount_mismatch/, 'the callback was recorded for review');
+    assert.equal(
+      (await invoiceRow(s.invoice.id)).status,
+      'sent',
+      `the invoice the merchant was told needs review (paid 15 of 1500) was then marked paid by the query; attempt.status=${attempt!.status}, receipts to customer=${(await kindsTo(s.customer)).filter((k) => k === 'receipt').length}`,
+    );
+    assert.equal(attempt!.status, 'failed');
+    assert.equal((await kindsTo(s.customer)).filter((k) => k === 'receipt').length, 0);
+    // Asked again later (the attempt is no longer pending, so reconciliation leaves it alone).
+    clock += 4 * 60_000;
+    await f.deps.payments.reconcile();
+    assert.equal((await invoiceRow(s.invoice.id)).status, 'sent');
+  });
+});
+
+describe('review: the 2-minute guard and a push whose answer never came', () => {
+  async function contentsTo(phone: string, kind: string) {
+    const rows = await f.database.handle.db.selectFrom('outbound_messages').select('content').where('recipient', '=', phone).where('kind', '=', kind).orderBy('created_at').execute();
+    return rows.map((r) => (r.content as { message: unknown }).message);
+  }
+
+  test('a push that timed out (the prompt may be on the phone) still holds off a new prompt for 2 minutes', async () => {
+    daraja.queuePush({ kind: 'hang' });
+    const { invoice, ...p } = await sendInvoice();
+    await waitFor(async () => (await attemptsOf(invoice.id))[0]?.status === 'failed', 10_000, 'push timed out');
+    assert.equal((await attemptsOf(invoice.id))[0]!.push_unclear, true);
+    // The code keeps this attempt's token precisely because the prompt may have reached the phone.
+    await say(p.customer, 'pay');
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const pushes = daraja.pushes().filter((r) => r.body.PhoneNumber === p.customer).length;
+    const attempts = await attemptsOf(invoice.id);
+    assert.equal(pushes, 1, `a second STK prompt was sent within seconds of one that may still be on the phone (attempts: ${attempts.map((a) => a.status).join(', ')})`);
+    assert.equal(attempts.length, 1);
+    // Two minutes after that push, a new prompt goes.
+    clock += 2 * 60_000 + 1_000;
+    await say(p.customer, 'pay');
+    await waitFor(() => daraja.pushes().filter((r) => r.body.PhoneNumber === p.customer).length === 2, 10_000, 'second push');
+  });
+
+  test('a bare 5xx on the push also holds off a new prompt; a definite refusal by Daraja does not', async () => {
+    daraja.queuePush({ kind: 'raw', status: 502, body: 'Bad gateway' });
+    const unclear = await sendInvoice();
+    await waitFor(async () => (await attemptsOf(unclear.invoice.id))[0]?.status === 'failed', 10_000, 'push ended');
+    await say(unclear.customer, 'pay');
+    assert.equal((await attemptsOf(unclear.invoice.id)).length, 1, 'held off after a 502');
+
+    daraja.queuePush({ kind: 'error', status: 400, code: '400.002.02', message: 'Bad Request - Invalid PhoneNumber' });
+    const refused = await sendInvoice();
+    await waitFor(async () => (await attemptsOf(refused.invoice.id))[0]?.status === 'failed', 10_000, 'push refused');
+    assert.equal((await attemptsOf(refused.invoice.id))[0]!.push_unclear, false);
+    await say(refused.customer, 'pay');
+    await waitFor(() => daraja.pushes().filter((r) => r.body.PhoneNumber === refused.customer).length === 2, 10_000, 'a new prompt at once');
+  });
+
+  test('the customer whose own push went unanswered is not told it could not be sent; after a refusal they are', async () => {
+    daraja.queuePush({ kind: 'error', status: 400, code: '400.002.02', message: 'Bad Request - Invalid PhoneNumber' });
+    const { invoice, ...p } = await sendInvoice();
+    await waitFor(async () => (await attemptsOf(invoice.id))[0]?.status === 'failed', 10_000, 'first push refused');
+    // The customer's own prompt is refused by Daraja: "couldn't send" is the truth.
+    daraja.queuePush({ kind: 'error', status: 400, code: '400.002.02', message: 'Bad Request - Invalid PhoneNumber' });
+    await say(p.customer, 'pay');
+    await waitFor(async () => (await attemptsOf(invoice.id))[1]?.status === 'failed', 10_000, 'customer push refused');
+    await waitFor(async () => (await contentsTo(p.customer, 'notice')).length === 1, 5_000, 'refusal notice');
+    assert.deepEqual((await contentsTo(p.customer, 'notice'))[0], texts.en.promptNotStarted(invoice.number));
+    // Then no answer at all: the prompt may be on the phone, so it is not called a failure.
+    daraja.queuePush({ kind: 'hang' });
+    await say(p.customer, 'pay');
+    await waitFor(async () => (await attemptsOf(invoice.id))[2]?.status === 'failed', 10_000, 'customer push timed out');
+    await waitFor(async () => (await contentsTo(p.customer, 'notice')).length === 2, 5_000, 'unclear notice');
+    const unclear = (await contentsTo(p.customer, 'notice'))[1];
+    assert.deepEqual(unclear, texts.en.promptNotStarted(invoice.number, 'unclear'));
+    assert.doesNotMatch(JSON.stringify(unclear), /couldn't send/);
+  });
+});
+
+describe('review: reminders', () => {
+  test('an invoice paid while the reminder run is under way gets no "please pay" reminder', async () => {
+    const s = await invoiceWithPush();
+    const tomorrow = new Date(clock + 3 * 3600_000 + 86_400_000).toISOString().slice(0, 10);
+    await f.database.handle.db.updateTable('invoices').set({ due_date: tomorrow }).where('id', '=', s.invoice.id).execute();
+    // The run has listed the invoices due tomorrow; before it writes this one's reminder, the
+    // customer pays (their callback lands). A long run over many invoices makes this window wide.
+    let paid = false;
+    const base = f.database.handle.db;
+    const db = new Proxy(base, {
+      get(target, prop) {
+        if (prop !== 'transaction') {
+          const value: unknown = Reflect.get(target, prop, target);
+          return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+        }
+        return () => {
+          const builder = target.transaction();
+          return {
+            async execute(fn: Parameters<typeof builder.execute>[0]) {
+              if (!paid) {
+                paid = true;
+                assert.equal((await callback(s.token, success(s, 1500, 'RCPTREMIND1'))).status, 200);
+              }
+              return builder.execute(fn);
+            },
+          };
+        };
+      },
+    });
+    const w = createPayments({ db, jobs: f.deps.jobs, outbox: f.deps.outbox, daraja: f.deps.daraja, config: f.deps.config, metrics: f.deps.metrics, logger: f.deps.logger, now });
+    await w.sendReminders();
+    assert.equal((await invoiceRow(s.invoice.id)).status, 'paid');
+    assert.deepEqual(
+      (await kindsTo(s.customer)).filter((k) => k === 'reminder' || k === 'receipt'),
+      ['receipt'],
+      'the customer got a receipt, then a reminder to pay the same invoice',
+    );
+    // Not claimed either: the once-only record is not spent on a reminder never sent.
+    assert.equal((await f.database.handle.db.selectFrom('invoice_reminders').select('kind').where('invoice_id', '=', s.invoice.id).execute()).length, 0);
+  });
+
+  test('an invoice cancelled, or its due date moved, while the run is under way gets no reminder', async () => {
+    const s = await invoiceWithPush();
+    const tomorrow = new Date(clock + 3 * 3600_000 + 86_400_000).toISOString().slice(0, 10);
+    const later = new Date(clock + 3 * 3600_000 + 5 * 86_400_000).toISOString().slice(0, 10);
+    const t = await invoiceWithPush();
+    await f.database.handle.db.updateTable('invoices').set({ due_date: tomorrow }).where('id', 'in', [s.invoice.id, t.invoice.id]).execute();
+    let changed = false;
+    const base = f.database.handle.db;
+    const db = new Proxy(base, {
+      get(target, prop) {
+        if (prop !== 'transaction') {
+          const value: unknown = Reflect.get(target, prop, target);
+          return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+        }
+        return () => {
+          const builder = target.transaction();
+          return {
+            async execute(fn: Parameters<typeof builder.execute>[0]) {
+              if (!changed) {
+                changed = true;
+                await say(s.merchant, `cancel ${s.invoice.number}`);
+                await target.updateTable('invoices').set({ due_date: later }).where('id', '=', t.invoice.id).execute();
+              }
+              return builder.execute(fn);
+            },
+          };
+        };
+      },
+    });
+    const w = createPayments({ db, jobs: f.deps.jobs, outbox: f.deps.outbox, daraja: f.deps.daraja, config: f.deps.config, metrics: f.deps.metrics, logger: f.deps.logger, now });
+    await w.sendReminders();
+    assert.equal((await invoiceRow(s.invoice.id)).status, 'cancelled');
+    assert.equal((await kindsTo(s.customer)).filter((k) => k === 'reminder').length, 0, 'cancelled: no reminder');
+    assert.equal((await kindsTo(t.customer)).filter((k) => k === 'reminder').length, 0, 'now due later: no "due tomorrow" reminder');
   });
 });
 

@@ -512,12 +512,19 @@ const en: Texts = {
       `An M-PESA prompt for ${inv(number)} was sent less than 2 minutes ago. Check your phone and enter your PIN, ` +
         "or if it didn't arrive, reply PAY again in a couple of minutes.",
     ),
-  promptNotStarted: (number) =>
-    buttons(
-      `Sorry, M-PESA couldn't send the payment prompt for ${inv(number)} just now. ` +
-        'Please wait a minute, then tap Pay now (or reply PAY) to try again.',
-      [enPay(number)],
-    ),
+  promptNotStarted: (number, outcome = 'refused') =>
+    outcome === 'refused'
+      ? buttons(
+          `Sorry, M-PESA couldn't send the payment prompt for ${inv(number)} just now. ` +
+            'Please wait a minute, then tap Pay now (or reply PAY) to try again.',
+          [enPay(number)],
+        )
+      : // No answer came: the prompt may well be on the phone, so it is not called a failure.
+        buttons(
+          `M-PESA didn't confirm the payment prompt for ${inv(number)}. If a prompt came to your phone, enter your PIN to pay. ` +
+            'If none came, wait 2 minutes, then tap Pay now (or reply PAY) to try again.',
+          [enPay(number)],
+        ),
   alreadyPaid: (number) => text(`${inv(number)} is already paid, so there's nothing more to pay. Thank you!`),
   dashboardLink: (url) => text(`Your dashboard: ${url}\n\nThe link works once and expires in 15 minutes. Don't share it: it opens your figures.`),
   dashboardUnavailable: () => text(`The dashboard isn't set up on this service yet. Type *summary* for your figures here.`),
@@ -564,10 +571,12 @@ const en: Texts = {
     ),
   paymentFailedToMerchant: (number, reason) =>
     text(`${inv(number)} is not paid yet: ${failureWords(EN_FAILURE, reason)}\n\n${enFailureAdvice(number, reason)}`),
-  paymentNeedsReview: (number, expected, received) =>
+  paymentNeedsReview: (number, expected, received, options = { alreadyPaid: false }) =>
     text(
       `⚠️ A payment of ${money(received)} came in for ${inv(number)}, but the invoice is for ${money(expected)}.\n\n` +
-        "I haven't marked it paid; the payment is recorded for review. " +
+        (options.alreadyPaid
+          ? 'The invoice stays marked paid, as M-PESA confirmed it earlier; this payment is recorded for review. '
+          : "I haven't marked it paid; the payment is recorded for review. ") +
         `Check your M-PESA messages and settle the difference with the customer. Type status ${number} to see the attempts.`,
     ),
   reminderDue: (merchantName, number, amount, dueDate, when) =>
@@ -866,12 +875,18 @@ const sw: Texts = {
       `Ombi la M-PESA la ${inv(number)} lilitumwa chini ya dakika 2 zilizopita. Angalia simu yako na uweke PIN yako, ` +
         'au kama halijafika, jibu LIPA tena baada ya dakika chache.',
     ),
-  promptNotStarted: (number) =>
-    buttons(
-      `Samahani, M-PESA haikuweza kutuma ombi la malipo la ${inv(number)} sasa hivi. ` +
-        'Tafadhali subiri dakika moja, kisha bonyeza Lipa sasa (au jibu LIPA) ujaribu tena.',
-      [swPay(number)],
-    ),
+  promptNotStarted: (number, outcome = 'refused') =>
+    outcome === 'refused'
+      ? buttons(
+          `Samahani, M-PESA haikuweza kutuma ombi la malipo la ${inv(number)} sasa hivi. ` +
+            'Tafadhali subiri dakika moja, kisha bonyeza Lipa sasa (au jibu LIPA) ujaribu tena.',
+          [swPay(number)],
+        )
+      : buttons(
+          `M-PESA haikuthibitisha ombi la malipo la ${inv(number)}. Kama ombi limefika kwenye simu yako, weka PIN yako ulipe. ` +
+            'Kama halijafika, subiri dakika 2, kisha bonyeza Lipa sasa (au jibu LIPA) ujaribu tena.',
+          [swPay(number)],
+        ),
   alreadyPaid: (number) => text(`${inv(number)} imeshalipwa, kwa hivyo hakuna cha kulipa zaidi. Asante!`),
   dashboardLink: (url) => text(`Dashibodi yako: ${url}\n\nKiungo hiki kinatumika mara moja tu na kinaisha baada ya dakika 15. Usimpe mtu mwingine: kinafungua takwimu zako.`),
   dashboardUnavailable: () => text(`Dashibodi bado haijawekwa kwenye huduma hii. Andika *muhtasari* kuona takwimu zako hapa.`),
@@ -918,10 +933,12 @@ const sw: Texts = {
     ),
   paymentFailedToMerchant: (number, reason) =>
     text(`${inv(number)} bado haijalipwa: ${failureWords(SW_FAILURE, reason)}\n\n${swFailureAdvice(number, reason)}`),
-  paymentNeedsReview: (number, expected, received) =>
+  paymentNeedsReview: (number, expected, received, options = { alreadyPaid: false }) =>
     text(
       `⚠️ Malipo ya ${money(received)} yamepokelewa kwa ${inv(number)}, lakini ankara ni ya ${money(expected)}.\n\n` +
-        'Sijaiweka kama imelipwa; malipo haya yamehifadhiwa ili yakaguliwe. ' +
+        (options.alreadyPaid
+          ? 'Ankara inabaki kama imelipwa, kama M-PESA ilivyothibitisha awali; malipo haya yamehifadhiwa ili yakaguliwe. '
+          : 'Sijaiweka kama imelipwa; malipo haya yamehifadhiwa ili yakaguliwe. ') +
         `Angalia jumbe zako za M-PESA na umalizane na mteja kuhusu tofauti hiyo. Andika hali ${number} uone majaribio.`,
     ),
   reminderDue: (merchantName, number, amount, dueDate, when) =>

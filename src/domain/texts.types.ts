@@ -68,7 +68,7 @@ export type Texts = {
   // payments (M-PESA STK push)
   promptSent(invoice: CustomerInvoice, customerPhone: string): MessageContent; // "check your phone 0712 345 678 and enter your M-PESA PIN to pay INV-0007 (KES 1,500)"
   promptStillPending(number: number): MessageContent; // an earlier prompt for this invoice is under 2 minutes old: "check your phone, or try again in a couple of minutes"
-  promptNotStarted(number: number): MessageContent; // M-PESA refused to start the prompt (busy/unreachable): "reply PAY in a minute to try again" (with pay button pay:INV-0007)
+  promptNotStarted(number: number, outcome?: 'refused' | 'unclear'): MessageContent; // 'refused' (default): M-PESA refused to start the prompt: "reply PAY in a minute to try again"; 'unclear': no answer came, the prompt may be on the phone: "enter your PIN if it came, else reply PAY in 2 minutes" (both with pay button pay:INV-0007)
   alreadyPaid(number: number): MessageContent;
   receiptToCustomer(merchantName: string, number: number, amount: number, receipt: string | null): MessageContent; // "Paid. M-PESA receipt NLJ7RT61SV. Thank you!" (receipt null: "confirmed by M-PESA")
   receiptToCustomerSms(merchantName: string, number: number, amount: number, receipt: string | null): string; // <= 160 chars
@@ -76,7 +76,7 @@ export type Texts = {
   paymentFailedToCustomer(merchantName: string, number: number, amount: number): MessageContent; // "not completed; reply PAY to try again" + button pay:INV-0007 "Pay now"
   paymentFailedToCustomerSms(merchantName: string, number: number, amount: number): string; // <= 160 chars, "reply PAY"
   paymentFailedToMerchant(number: number, reason: PaymentFailureReason): MessageContent; // the reason in words
-  paymentNeedsReview(number: number, expected: number, received: number): MessageContent; // to the merchant: amount paid differs; not marked paid; recorded for review
+  paymentNeedsReview(number: number, expected: number, received: number, options?: { alreadyPaid: boolean }): MessageContent; // to the merchant: amount paid differs; not marked paid (alreadyPaid: the invoice stays paid as M-PESA confirmed before); recorded for review
   reminderDue(merchantName: string, number: number, amount: number, dueDate: Date, when: 'tomorrow' | 'today'): MessageContent; // with pay button
   reminderDueSms(merchantName: string, number: number, amount: number, dueDate: Date, when: 'tomorrow' | 'today'): string; // <= 160 chars, "reply PAY"
   // dashboard

@@ -26,7 +26,7 @@ import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import type { DarajaClient } from '../providers/mpesa/client.js';
 import type { StkCallbackResult } from '../providers/mpesa/schemas.js';
-import { ProviderError, isDeliveryError } from '../providers/errors.js';
+import { ProviderError, TransportError, isDeliveryError, type DeliveryError } from '../providers/errors.js';
 
 type Trx = Transaction<Database>;
 
@@ -69,6 +69,18 @@ const PushJobData = z.object({ attemptId: z.uuid() });
 const SAFE_TO_RETRY = new Set(['500.003.02', '500.003.03', '500.001.1001']);
 /** The review reason of a second payment of a paid invoice (it starts the text). */
 const PAID_TWICE = 'paid_twice';
+/** The review reason of a callback that said another amount moved (it starts the text). */
+const AMOUNT_MISMATCH = 'amount_mismatch';
+
+/**
+ * Whether a failed push proves that nothing reached the phone: Daraja (or the client, before
+ * sending) refused it with a code, or M-PESA is not configured. A timeout, a reset or a bare
+ * 5xx from a gateway proves nothing: the prompt may be on the phone.
+ */
+function definitelyRefused(error: DeliveryError): boolean {
+  if (error instanceof TransportError) return error.reason === 'not_configured';
+  return error.code !== undefined;
+}
 
 
 export function createPayments(deps: PaymentsDeps): Payments {
@@ -131,12 +143,16 @@ export function createPayments(deps: PaymentsDeps): Payments {
     const invoice = await trx.selectFrom('invoices').select(['id', 'status', 'amount', 'customer_phone']).where('id', '=', invoiceId).forUpdate().executeTakeFirstOrThrow();
     const latest = await trx
       .selectFrom('payment_attempts')
-      .select(['status', 'created_at'])
+      .select(['status', 'created_at', 'push_started_at', 'push_unclear'])
       .where('invoice_id', '=', invoiceId)
       .orderBy('created_at', 'desc')
       .limit(1)
       .executeTakeFirst();
-    const decision = decidePaymentRequest(invoice.status, latest === undefined ? undefined : { status: latest.status, createdAt: latest.created_at }, now());
+    const decision = decidePaymentRequest(
+      invoice.status,
+      latest === undefined ? undefined : { status: latest.status, createdAt: latest.created_at, pushStartedAt: latest.push_started_at, pushUnclear: latest.push_unclear },
+      now(),
+    );
     if (decision !== 'start') return decision;
     const attempt = await trx
       .insertInto('payment_attempts')
@@ -164,7 +180,8 @@ export function createPayments(deps: PaymentsDeps): Payments {
     const token = randomBytes(32).toString('base64url');
     const claimed = await db
       .updateTable('payment_attempts')
-      .set({ push_started_at: sql`now()`, callback_token_hash: sha256Hex(token), updated_at: sql`now()` })
+      // The service's clock, like created_at: the 2-minute rule compares it with now().
+      .set({ push_started_at: now(), callback_token_hash: sha256Hex(token), updated_at: sql`now()` })
       .where('id', '=', attemptId)
       .where('status', '=', 'pending')
       .where('push_started_at', 'is', null)
@@ -213,11 +230,19 @@ export function createPayments(deps: PaymentsDeps): Payments {
       }
       // Final refusal, or no answer (the prompt may or may not have reached the phone: a
       // callback with this attempt's token is still honoured; reconciliation cannot ask
-      // without a CheckoutRequestID, so the attempt ends here).
+      // without a CheckoutRequestID, so the attempt ends here). Without a clear answer the
+      // attempt is marked `push_unclear`: no new prompt for 2 minutes from this push.
+      const refused = definitelyRefused(error);
       const ids = await db.transaction().execute(async (trx) => {
         const ended = await trx
           .updateTable('payment_attempts')
-          .set({ status: 'failed', result_desc: `push not accepted: ${error.message}`.slice(0, 300), completed_at: sql`now()`, updated_at: sql`now()` })
+          .set({
+            status: 'failed',
+            push_unclear: !refused,
+            result_desc: `${refused ? 'push not accepted' : 'no answer to the push'}: ${error.message}`.slice(0, 300),
+            completed_at: sql`now()`,
+            updated_at: sql`now()`,
+          })
           .where('id', '=', attemptId)
           .where('status', '=', 'pending')
           .returning('id')
@@ -226,11 +251,12 @@ export function createPayments(deps: PaymentsDeps): Payments {
         if (ended === undefined || claimed.initiated_by !== 'customer') return [];
         const facts = await invoiceFacts(trx, claimed.invoice_id);
         const t = texts[facts.customer_language ?? 'en'];
-        return notify(trx, [{ recipient: facts.customer_phone, kind: 'notice', invoiceId: facts.id, payload: { message: t.promptNotStarted(facts.number) } }]);
+        // Unclear: the customer is not told the prompt failed, only what to do either way.
+        return notify(trx, [{ recipient: facts.customer_phone, kind: 'notice', invoiceId: facts.id, payload: { message: t.promptNotStarted(facts.number, refused ? 'refused' : 'unclear') } }]);
       });
       deps.outbox.dispatchSoon(ids);
       metrics.paymentAttempts.inc({ outcome: 'push_failed' });
-      logger.warn({ attempt_id: attemptId, error: error.message }, 'stk push not accepted');
+      logger.warn({ attempt_id: attemptId, error: error.message, unclear: !refused }, refused ? 'stk push not accepted' : 'stk push unanswered');
       return 'failed';
     }
   }
@@ -263,7 +289,12 @@ export function createPayments(deps: PaymentsDeps): Payments {
       inputs.map(({ attempt, result, amountRequired }) => ({
         attemptId: attempt.id,
         invoiceId: attempt.invoice_id,
-        attempt: { status: attempt.status, paidTwice: attempt.review_reason?.startsWith(PAID_TWICE) ?? false, receipt: attempt.mpesa_receipt },
+        attempt: {
+          status: attempt.status,
+          paidTwice: attempt.review_reason?.startsWith(PAID_TWICE) ?? false,
+          receipt: attempt.mpesa_receipt,
+          amountDisputed: attempt.review_reason?.startsWith(AMOUNT_MISMATCH) ?? false,
+        },
         askedAmount: Number(attempt.amount),
         result,
         amountRequired,
@@ -295,6 +326,22 @@ export function createPayments(deps: PaymentsDeps): Payments {
           events.push({ invoice_id: f.id, actor: 'mpesa', type: 'payment_needs_review', data: JSON.stringify({ asked, paid: result.amount, receipt: result.receipt }) });
           drafts.push({ recipient: f.merchant_phone, kind: 'notice', invoiceId: f.id, payload: { message: merchantTexts.paymentNeedsReview(f.number, asked, result.amount ?? 0) } });
           return { status: 'review', plan };
+        case 'review_receipt': {
+          // A payment already recorded (from the STK query) stays as it is; its receipt is not
+          // taken from a callback for another amount. The note is added to the attempt's
+          // (a second payment's note keeps its lead, which marks it as reported).
+          const note = `${plan.reason}: paid ${result.amount ?? 'unknown'} receipt ${result.receipt ?? '-'}`;
+          attemptRows.set(attempt.id, { ...row, status: attempt.status, review_reason: attempt.review_reason === null ? note : `${attempt.review_reason}; ${note}` });
+          events.push({ invoice_id: f.id, actor: 'mpesa', type: 'payment_needs_review', data: JSON.stringify({ asked, paid: result.amount, receipt: result.receipt }) });
+          drafts.push({
+            recipient: f.merchant_phone,
+            kind: 'notice',
+            invoiceId: f.id,
+            // The invoice is paid (by this attempt or another): the text must not say it is not.
+            payload: { message: merchantTexts.paymentNeedsReview(f.number, asked, result.amount ?? 0, { alreadyPaid: true }) },
+          });
+          return { status: 'review', plan };
+        }
         case 'mark_failed':
           attemptRows.set(attempt.id, { ...row, status: 'failed' });
           events.push({ invoice_id: f.id, actor: 'mpesa', type: 'payment_failed', data: JSON.stringify({ result_code: result.resultCode }) });
@@ -380,7 +427,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
   /** Counts results once they are committed (a group rolled back and re-applied counts once). */
   function countResults(applied: readonly Applied[]): void {
     for (const { plan } of applied) {
-      if (plan.action === 'review' || plan.action === 'paid_twice') metrics.paymentAttempts.inc({ outcome: 'review' });
+      if (plan.action === 'review' || plan.action === 'review_receipt' || plan.action === 'paid_twice') metrics.paymentAttempts.inc({ outcome: 'review' });
       else if (plan.action === 'mark_failed') metrics.paymentAttempts.inc({ outcome: 'failed' });
       else if (plan.action === 'mark_paid') metrics.paymentAttempts.inc({ outcome: 'succeeded' });
     }
@@ -548,6 +595,18 @@ export function createPayments(deps: PaymentsDeps): Payments {
       const due = await db.selectFrom('invoices').select('id').where('status', 'in', ['pending', 'sent', 'failed']).where(sql<boolean>`due_date = ${day}::date`).execute();
       for (const { id } of due) {
         const ids = await db.transaction().execute(async (trx) => {
+          // The list above may be stale: the invoice may have been paid or cancelled (or its due
+          // date moved) since. Locked (as applyResults locks it to pay it), it is read as the
+          // reminder will be committed with it.
+          const still = await trx
+            .selectFrom('invoices')
+            .select('id')
+            .where('id', '=', id)
+            .where('status', 'in', ['pending', 'sent', 'failed'])
+            .where(sql<boolean>`due_date = ${day}::date`)
+            .forUpdate()
+            .executeTakeFirst();
+          if (still === undefined) return [];
           // The primary key makes each reminder once-only, whatever number of instances run this.
           const claimed = await trx.insertInto('invoice_reminders').values({ invoice_id: id, kind }).onConflict((oc) => oc.doNothing()).returning('invoice_id').executeTakeFirst();
           if (claimed === undefined) return [];
