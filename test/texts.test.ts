@@ -739,3 +739,12 @@ test('random names, descriptions, amounts, numbers and dates always fit WhatsApp
     { numRuns: 300 },
   );
 });
+
+test("a failed invoice reads as not delivered (it reached the customer on no channel), not as a failed payment", () => {
+  const en = texts.en.invoiceDetail(detail({ status: 'failed' }));
+  const sw = texts.sw.invoiceDetail(detail({ status: 'failed' }));
+  assert.ok(en.type === 'text' || en.type === 'buttons');
+  assert.match(JSON.stringify(en), /Not delivered/);
+  assert.doesNotMatch(JSON.stringify(en), /Payment failed/);
+  assert.match(JSON.stringify(sw), /Haikumfikia mteja/);
+});

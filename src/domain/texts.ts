@@ -253,7 +253,8 @@ const EN_STATUS: InvoiceStatusWords = {
   pending: 'Pending',
   sent: 'Unpaid',
   paid: 'Paid',
-  failed: 'Payment failed',
+  // An invoice is `failed` when it reached the customer on no channel (src/delivery/invoice-reach.ts).
+  failed: 'Not delivered',
   cancelled: 'Cancelled',
   overdue: 'Overdue',
 };
@@ -614,7 +615,7 @@ const SW_STATUS: InvoiceStatusWords = {
   pending: 'Inasubiri',
   sent: 'Haijalipwa',
   paid: 'Imelipwa',
-  failed: 'Malipo yameshindwa',
+  failed: 'Haikumfikia mteja',
   cancelled: 'Imeghairiwa',
   overdue: 'Imechelewa',
 };
