@@ -182,8 +182,9 @@ test('a later message alone is not sent while an earlier one to the same person 
   assert.deepEqual(bodies(to), ['part 0', 'part 1']);
 });
 
-test('a claim taken over by another worker during an earlier slow send is not used: that message is not sent twice', async () => {
-  const outbox = createOutbox({
+/** The fixture's outbox, except that every message's claim is renewed before its send (as after 20 s of earlier sends). */
+const renewingOutbox = () =>
+  createOutbox({
     db: f.database.handle.db,
     jobs: f.deps.jobs,
     whatsapp: f.deps.whatsapp,
@@ -193,6 +194,9 @@ test('a claim taken over by another worker during an earlier slow send is not us
     logger: f.deps.logger,
     claimRenewAfterMs: 0,
   });
+
+test('a claim taken over by another worker during an earlier slow send is not used: that message is not sent twice', async () => {
+  const outbox = renewingOutbox();
   const to = phone();
   const [first, second] = await write(texts(to, 2));
   // The first send hangs until the client's timeout; meanwhile "another worker" takes over the
@@ -216,17 +220,7 @@ test('a claim taken over by another worker during an earlier slow send is not us
 });
 
 test("a renewed claim that was taken over stops that person's later messages: they do not overtake it", async () => {
-  const outbox = createOutbox({
-    db: f.database.handle.db,
-    jobs: f.deps.jobs,
-    whatsapp: f.deps.whatsapp,
-    sms: f.deps.sms,
-    config: f.deps.config,
-    metrics: f.deps.metrics,
-    logger: f.deps.logger,
-    // Every message's claim is renewed before its send (as after 20 s of earlier sends).
-    claimRenewAfterMs: 0,
-  });
+  const outbox = renewingOutbox();
   const to = phone();
   const [first, second, third] = await write(texts(to, 3));
   // The first send is slow (Meta's answer held); meanwhile another worker takes the second

@@ -625,15 +625,13 @@ describe('review: the 2-minute guard and a push whose answer never came', () => 
 });
 
 describe('review: reminders', () => {
-  test('an invoice paid while the reminder run is under way gets no "please pay" reminder', async () => {
-    const s = await invoiceWithPush();
-    const tomorrow = new Date(clock + 3 * 3600_000 + 86_400_000).toISOString().slice(0, 10);
-    await f.database.handle.db.updateTable('invoices').set({ due_date: tomorrow }).where('id', '=', s.invoice.id).execute();
-    // The run has listed the invoices due tomorrow; before it writes this one's reminder, the
-    // customer pays (their callback lands). A long run over many invoices makes this window wide.
-    let paid = false;
-    const base = f.database.handle.db;
-    const db = new Proxy(base, {
+  /**
+   * The database as the reminder run sees it, with `hook` run once just before its first
+   * transaction: what happens between the run listing the invoices and writing a reminder.
+   */
+  function beforeFirstTransaction<D extends object & { transaction(): { execute: (fn: never) => Promise<unknown> } }>(base: D, hook: (target: D) => Promise<void>): D {
+    let done = false;
+    return new Proxy(base, {
       get(target, prop) {
         if (prop !== 'transaction') {
           const value: unknown = Reflect.get(target, prop, target);
@@ -642,16 +640,27 @@ describe('review: reminders', () => {
         return () => {
           const builder = target.transaction();
           return {
-            async execute(fn: Parameters<typeof builder.execute>[0]) {
-              if (!paid) {
-                paid = true;
-                assert.equal((await callback(s.token, success(s, 1500, 'RCPTREMIND1'))).status, 200);
+            async execute(fn: never) {
+              if (!done) {
+                done = true;
+                await hook(target);
               }
               return builder.execute(fn);
             },
           };
         };
       },
+    });
+  }
+
+  test('an invoice paid while the reminder run is under way gets no "please pay" reminder', async () => {
+    const s = await invoiceWithPush();
+    const tomorrow = new Date(clock + 3 * 3600_000 + 86_400_000).toISOString().slice(0, 10);
+    await f.database.handle.db.updateTable('invoices').set({ due_date: tomorrow }).where('id', '=', s.invoice.id).execute();
+    // The run has listed the invoices due tomorrow; before it writes this one's reminder, the
+    // customer pays (their callback lands). A long run over many invoices makes this window wide.
+    const db = beforeFirstTransaction(f.database.handle.db, async () => {
+      assert.equal((await callback(s.token, success(s, 1500, 'RCPTREMIND1'))).status, 200);
     });
     const w = createPayments({ db, jobs: f.deps.jobs, outbox: f.deps.outbox, daraja: f.deps.daraja, config: f.deps.config, metrics: f.deps.metrics, logger: f.deps.logger, now });
     await w.sendReminders();
@@ -671,28 +680,9 @@ describe('review: reminders', () => {
     const later = new Date(clock + 3 * 3600_000 + 5 * 86_400_000).toISOString().slice(0, 10);
     const t = await invoiceWithPush();
     await f.database.handle.db.updateTable('invoices').set({ due_date: tomorrow }).where('id', 'in', [s.invoice.id, t.invoice.id]).execute();
-    let changed = false;
-    const base = f.database.handle.db;
-    const db = new Proxy(base, {
-      get(target, prop) {
-        if (prop !== 'transaction') {
-          const value: unknown = Reflect.get(target, prop, target);
-          return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
-        }
-        return () => {
-          const builder = target.transaction();
-          return {
-            async execute(fn: Parameters<typeof builder.execute>[0]) {
-              if (!changed) {
-                changed = true;
-                await say(s.merchant, `cancel ${s.invoice.number}`);
-                await target.updateTable('invoices').set({ due_date: later }).where('id', '=', t.invoice.id).execute();
-              }
-              return builder.execute(fn);
-            },
-          };
-        };
-      },
+    const db = beforeFirstTransaction(f.database.handle.db, async (target) => {
+      await say(s.merchant, `cancel ${s.invoice.number}`);
+      await target.updateTable('invoices').set({ due_date: later }).where('id', '=', t.invoice.id).execute();
     });
     const w = createPayments({ db, jobs: f.deps.jobs, outbox: f.deps.outbox, daraja: f.deps.daraja, config: f.deps.config, metrics: f.deps.metrics, logger: f.deps.logger, now });
     await w.sendReminders();

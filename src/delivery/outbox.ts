@@ -264,7 +264,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       .execute();
   }
   /** A send that succeeded, and the stamp of the claim it was made under. */
-  type Sent = { id: string; channel: 'whatsapp' | 'sms'; wamid: string | null; sms_id: string | null; attempts: number; stamp: Date };
+  type Sent = { id: string; channel: 'whatsapp' | 'sms'; wamid: string | null; sms_id: string | null; attempts: number; stamp: Date; kind: string };
 
   /** Sends that succeeded, recorded together when they finish in the same turn of the event loop. */
   const sent = createCoalescer<Sent>(async (records) => {
@@ -286,7 +286,9 @@ export function createOutbox(deps: OutboxDeps): Outbox {
    * because the person may have been sent the message twice.
    */
   async function recordSent(records: readonly Sent[]): Promise<void> {
-    // An invoice that had reached its customer on no channel has now (its own message or a reminder).
+    // An invoice that had reached its customer on no channel has now (its own message or a
+    // reminder). Chat replies, most of what goes out, skip that part.
+    const reaching = records.some((r) => r.kind === 'invoice' || r.kind === 'reminder');
     const { rows } = await sql<{ id: string }>`
       with recorded as (
         update outbound_messages o
@@ -295,7 +297,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
         from jsonb_to_recordset(${jsonb(records)}::jsonb) as v(id uuid, channel text, wamid text, sms_id text, attempts int, stamp timestamptz)
         where o.id = v.id and ${keyIn('o.id', records.map((r) => r.id))} and o.status = 'sending' and o.updated_at = v.stamp
         returning o.id
-      ), reached as (${invoicesReachedStatement(sql`select id from recorded`)})
+      )${reaching ? sql`, reached as (${invoicesReachedStatement(sql`select id from recorded`)})` : sql``}
       select id from recorded`.execute(db);
     if (rows.length === records.length) return;
     const recorded = new Set(rows.map((row) => row.id));
@@ -526,7 +528,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
                 ...(payload.template?.buttonPayload === undefined ? {} : { buttonPayload: payload.template.buttonPayload }),
               });
         if (wamid === null) logger.warn({ message_id: messageId }, 'whatsapp accepted the message but did not name it: its status reports cannot be matched');
-        await sent.add({ id: messageId, channel: 'whatsapp', wamid, sms_id: null, attempts: attempt, stamp: message.updated_at });
+        await sent.add({ id: messageId, channel: 'whatsapp', wamid, sms_id: null, attempts: attempt, stamp: message.updated_at, kind: message.kind });
         metrics.messagesSent.inc({ channel: 'whatsapp', outcome: route.mode === 'template' ? 'sent_template' : 'sent' });
         return 'sent';
       } catch (error) {
@@ -566,7 +568,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     }
     try {
       const { messageId: smsId } = await deps.sms.send(message.recipient, smsText(payload));
-      await sent.add({ id: messageId, channel: 'sms', wamid: null, sms_id: smsId, attempts: attempt, stamp: message.updated_at });
+      await sent.add({ id: messageId, channel: 'sms', wamid: null, sms_id: smsId, attempts: attempt, stamp: message.updated_at, kind: message.kind });
       metrics.messagesSent.inc({ channel: 'sms', outcome: 'sent' });
       return 'sent';
     } catch (error) {
