@@ -1,15 +1,20 @@
 /**
  * The provider HTTP client (src/providers/http.ts) over real HTTP on 127.0.0.1: connections
  * are reused, TCP keep-alive is armed once per socket rather than once per request, the
- * server's Keep-Alive timeout hint is still honoured, and redirects are not followed.
+ * server's Keep-Alive timeout hint is still honoured, and redirects are not followed. The
+ * request goes through src/providers/http.ts's own adapter: query parameters, error answers
+ * with their parsed body, a deadline for the whole call, a cap on the answer's size, and TLS
+ * with certificate checks (a self-signed test certificate in test/fixtures).
  */
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent, createServer as createTlsServer } from 'node:https';
+import { readFileSync } from 'node:fs';
 import { Socket, type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import axios from 'axios';
-import { armKeepAliveOnce, createProviderHttp } from '../src/providers/http.js';
+import { MAX_RESPONSE_BYTES, armKeepAliveOnce, createProviderHttp, leanAdapter } from '../src/providers/http.js';
 
 let server: Server;
 let base: string;
@@ -110,6 +115,136 @@ describe('provider HTTP client', () => {
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end('{"ok":true}');
       };
+    }
+  });
+
+  /** Runs `run` with `handler` answering, then puts the plain JSON answer back. */
+  async function answering(handler: typeof answer, run: () => Promise<void>): Promise<void> {
+    answer = handler;
+    try {
+      await run();
+    } finally {
+      answer = (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end('{"ok":true}');
+      };
+    }
+  }
+
+  test('a GET carries its params in the query string and its headers; the JSON answer is parsed', async () => {
+    let seen: { url?: string; auth?: string } = {};
+    await answering(
+      (req, res) => {
+        seen = { url: req.url, auth: req.headers.authorization };
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end('{"access_token":"t","expires_in":"3599"}');
+      },
+      async () => {
+        const response = await createProviderHttp().get(`${base}/oauth/v1/generate`, { params: { grant_type: 'client_credentials', skip: undefined }, headers: { Authorization: 'Basic abc' } });
+        assert.deepEqual(response.data, { access_token: 't', expires_in: '3599' });
+        assert.deepEqual(seen, { url: '/oauth/v1/generate?grant_type=client_credentials', auth: 'Basic abc' });
+      },
+    );
+  });
+
+  test('a POST sends its JSON with Content-Type and Content-Length', async () => {
+    let seen: { body: string; type?: string; length?: string } = { body: '' };
+    await answering(
+      (req, res) => {
+        seen.type = req.headers['content-type'];
+        seen.length = req.headers['content-length'];
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end('{}');
+      },
+      async () => {
+        const body = { to: '254700000001', text: { body: 'Asante sana ✓' } };
+        server.once('request', (req: IncomingMessage) => req.on('data', (chunk: Buffer) => (seen.body += chunk.toString())));
+        await createProviderHttp().post(`${base}/send`, body);
+        assert.deepEqual(JSON.parse(seen.body), body);
+        assert.equal(seen.type, 'application/json');
+        assert.equal(seen.length, String(Buffer.byteLength(JSON.stringify(body))));
+      },
+    );
+  });
+
+  test('an error answer rejects with an AxiosError holding the status, the headers and the parsed body', async () => {
+    await answering(
+      (_req, res) => {
+        res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '7' });
+        res.end('{"error":{"code":130429,"message":"Rate limit hit"}}');
+      },
+      async () => {
+        const error = await createProviderHttp().post(`${base}/send`, {}).then(
+          () => assert.fail('a 429 must reject'),
+          (e: unknown) => e,
+        );
+        assert.ok(axios.isAxiosError(error));
+        assert.equal(error.code, 'ERR_BAD_REQUEST');
+        assert.equal(error.response?.status, 429);
+        assert.equal(error.response?.headers['retry-after'], '7');
+        assert.deepEqual(error.response?.data, { error: { code: 130429, message: 'Rate limit hit' } });
+      },
+    );
+  });
+
+  // The test's own timeout turns a missing deadline into a failure instead of a hang.
+  test('the timeout is a deadline for the whole call: an answer that starts and then stalls still ends it (ECONNABORTED)', { timeout: 10_000 }, async () => {
+    await answering(
+      (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.write('{"partial":');
+        // ...and never ends: an idle-socket timer would be reset by each trickle; a deadline is not.
+        const trickle = setInterval(() => res.write(' '), 50);
+        res.on('close', () => clearInterval(trickle));
+      },
+      async () => {
+        const error = await createProviderHttp().get(`${base}/slow`, { timeout: 300 }).then(
+          () => assert.fail('a stalled answer must time out'),
+          (e: unknown) => e,
+        );
+        assert.ok(axios.isAxiosError(error));
+        assert.equal(error.code, 'ECONNABORTED');
+        assert.match(error.message, /timeout of 300ms exceeded/);
+      },
+    );
+  });
+
+  test('an answer larger than the cap is an error, not read into memory whole', async () => {
+    await answering(
+      (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(Buffer.alloc(MAX_RESPONSE_BYTES + 1, 0x20));
+      },
+      async () => {
+        await assert.rejects(createProviderHttp().get(`${base}/huge`), (error: unknown) => axios.isAxiosError(error) && /maxContentLength/.test(error.message));
+      },
+    );
+  });
+
+  test('a cancelled call rejects with ERR_CANCELED', async () => {
+    const controller = new AbortController();
+    controller.abort();
+    await assert.rejects(createProviderHttp().get(`${base}/a`, { signal: controller.signal }), (error: unknown) => axios.isAxiosError(error) && error.code === 'ERR_CANCELED');
+  });
+
+  test('HTTPS: a certificate nobody vouches for is refused; the same server, trusted, answers', async () => {
+    const cert = readFileSync(new URL('./fixtures/tls-test-cert.pem', import.meta.url));
+    const key = readFileSync(new URL('./fixtures/tls-test-key.pem', import.meta.url));
+    const tls = createTlsServer({ cert, key }, (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"secure":true}');
+    });
+    await new Promise<void>((resolve) => tls.listen(0, '127.0.0.1', resolve));
+    const url = `https://127.0.0.1:${(tls.address() as AddressInfo).port}/x`;
+    try {
+      await assert.rejects(createProviderHttp().get(url, { timeout: 5000 }), (error: unknown) => axios.isAxiosError(error) && error.response === undefined && /self-signed|certificate/i.test(error.message));
+      const https = new HttpsAgent({ keepAlive: true, ca: cert });
+      const trusting = axios.create({ maxRedirects: 0, adapter: leanAdapter({ http: new HttpAgent(), https }) });
+      assert.deepEqual((await trusting.get(url, { timeout: 5000 })).data, { secure: true });
+      https.destroy();
+    } finally {
+      tls.closeAllConnections();
+      await new Promise((resolve) => tls.close(resolve));
     }
   });
 });

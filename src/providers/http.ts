@@ -1,13 +1,22 @@
 /**
  * The axios instance every provider client uses by default. Provider APIs answer where they
- * are asked, so redirects are not followed (a 3xx is an error like any other non-2xx): axios
- * then calls node:http directly instead of through its redirect-following wrapper, which
- * roughly halves its own CPU per call. Connections are kept alive and reused.
+ * are asked, so redirects are not followed (a 3xx is an error like any other non-2xx).
+ * Connections are kept alive and reused.
+ *
+ * axios does the configuration, the JSON on both ways, status validation and its errors; the
+ * request itself goes through a small adapter over node:http / node:https (leanAdapter)
+ * instead of axios's own, which also handles redirects, proxies from the environment,
+ * compressed and streamed bodies and upload progress, none of which a provider call here
+ * uses, at about a third of the CPU of a whole call (bench: a WhatsApp send costs roughly
+ * 0.3 ms of CPU through axios's adapter, 0.2 ms through this one). No proxy is used.
  */
-import { Agent as HttpAgent } from 'node:http';
-import { Agent as HttpsAgent } from 'node:https';
+import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
-import axios, { type AxiosInstance } from 'axios';
+import axios, { AxiosError, AxiosHeaders, type AxiosAdapter, type AxiosInstance, type AxiosResponse, type InternalAxiosRequestConfig } from 'axios';
+
+/** The most a provider's answer may hold; a larger one is an error (no provider answer here is near it). */
+export const MAX_RESPONSE_BYTES = 1024 * 1024;
 
 /**
  * Node's agent arms TCP keep-alive again each time a socket goes back to the pool: four
@@ -34,10 +43,116 @@ export function armKeepAliveOnce<A extends HttpAgent>(agent: A): A {
   return agent;
 }
 
+/** The request's URL: `url` (absolute, or on `baseURL`) with `params` appended. */
+function requestUrl(config: InternalAxiosRequestConfig): URL {
+  const url = new URL(config.url ?? '', config.baseURL);
+  const params: unknown = config.params;
+  if (params instanceof URLSearchParams) {
+    for (const [key, value] of params) url.searchParams.append(key, value);
+  } else if (typeof params === 'object' && params !== null) {
+    for (const [key, value] of Object.entries(params)) {
+      if (value !== undefined && value !== null) url.searchParams.append(key, String(value));
+    }
+  }
+  return url;
+}
+
+/** The body as axios's request transform left it (JSON text for an object). */
+function requestBody(data: unknown): string | Buffer | undefined {
+  if (data === undefined || data === null) return undefined;
+  if (typeof data === 'string' || Buffer.isBuffer(data)) return data;
+  if (data instanceof URLSearchParams) return data.toString();
+  throw new AxiosError('unsupported request body (only text, JSON or a Buffer)', AxiosError.ERR_BAD_REQUEST);
+}
+
+/**
+ * An axios adapter over node:http / node:https with the given keep-alive agents. It honours
+ * `timeout` as a deadline for the whole call (connect, send, answer), answering the same
+ * AxiosError as axios's adapter (ECONNABORTED, or ETIMEDOUT with transitional.clarifyTimeoutError),
+ * and `signal`; the status is checked with `validateStatus` as axios's own `settle` does.
+ */
+export function leanAdapter(agents: { http: HttpAgent; https: HttpsAgent }, maxResponseBytes = MAX_RESPONSE_BYTES): AxiosAdapter {
+  return (config) =>
+    new Promise<AxiosResponse>((resolve, reject) => {
+      let url: URL;
+      let body: string | Buffer | undefined;
+      try {
+        url = requestUrl(config);
+        body = requestBody(config.data);
+      } catch (error) {
+        reject(error instanceof AxiosError ? error : AxiosError.from(error as Error, AxiosError.ERR_BAD_REQUEST, config));
+        return;
+      }
+      const https = url.protocol === 'https:';
+      if (!https && url.protocol !== 'http:') {
+        reject(new AxiosError(`unsupported protocol ${url.protocol}`, AxiosError.ERR_BAD_REQUEST, config));
+        return;
+      }
+      const headers = config.headers.toJSON(true) as Record<string, string>;
+      if (body !== undefined) headers['Content-Length'] = String(Buffer.byteLength(body));
+      let settled = false;
+      let timer: NodeJS.Timeout | undefined;
+      let req: ClientRequest;
+      const fail = (error: AxiosError): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        config.signal?.removeEventListener?.('abort', onAbort);
+        req.destroy();
+        reject(error);
+      };
+      const onAbort = (): void => fail(new AxiosError('canceled', AxiosError.ERR_CANCELED, config, req));
+      const onResponse = (res: IncomingMessage): void => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > maxResponseBytes) fail(new AxiosError(`maxContentLength size of ${maxResponseBytes} exceeded`, AxiosError.ERR_BAD_RESPONSE, config, req));
+          else chunks.push(chunk);
+        });
+        res.on('error', (error) => fail(AxiosError.from(error, AxiosError.ERR_BAD_RESPONSE, config, req)));
+        res.on('end', () => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          config.signal?.removeEventListener?.('abort', onAbort);
+          const response: AxiosResponse = {
+            data: Buffer.concat(chunks).toString('utf8'),
+            status: res.statusCode ?? 0,
+            statusText: res.statusMessage ?? '',
+            headers: new AxiosHeaders(res.headers as Record<string, string>),
+            config,
+            request: req,
+          };
+          const valid = config.validateStatus;
+          if (!response.status || !valid || valid(response.status)) resolve(response);
+          else {
+            const code = response.status >= 400 && response.status < 500 ? AxiosError.ERR_BAD_REQUEST : AxiosError.ERR_BAD_RESPONSE;
+            reject(new AxiosError(`Request failed with status code ${response.status}`, code, config, req, response));
+          }
+        });
+      };
+      const options = { method: (config.method ?? 'get').toUpperCase(), headers, agent: https ? agents.https : agents.http };
+      req = https ? httpsRequest(url, options, onResponse) : httpRequest(url, options, onResponse);
+      req.on('error', (error: NodeJS.ErrnoException) => fail(AxiosError.from(error, error.code, config, req)));
+      if (config.timeout !== undefined && config.timeout > 0) {
+        timer = setTimeout(() => {
+          const code = config.transitional?.clarifyTimeoutError === true ? AxiosError.ETIMEDOUT : AxiosError.ECONNABORTED;
+          fail(new AxiosError(config.timeoutErrorMessage ?? `timeout of ${config.timeout}ms exceeded`, code, config, req));
+        }, config.timeout);
+      }
+      if (config.signal !== undefined) {
+        if (config.signal.aborted === true) {
+          onAbort();
+          return;
+        }
+        config.signal.addEventListener?.('abort', onAbort);
+      }
+      req.end(body);
+    });
+}
+
 export function createProviderHttp(): AxiosInstance {
-  return axios.create({
-    maxRedirects: 0,
-    httpAgent: armKeepAliveOnce(new HttpAgent({ keepAlive: true })),
-    httpsAgent: armKeepAliveOnce(new HttpsAgent({ keepAlive: true })),
-  });
+  const agents = { http: armKeepAliveOnce(new HttpAgent({ keepAlive: true })), https: armKeepAliveOnce(new HttpsAgent({ keepAlive: true })) };
+  return axios.create({ maxRedirects: 0, httpAgent: agents.http, httpsAgent: agents.https, adapter: leanAdapter(agents) });
 }
