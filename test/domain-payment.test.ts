@@ -4,8 +4,11 @@ import { describe, test } from 'node:test';
 import type { InvoiceStatus, PaymentAttemptStatus } from '../src/db/schema.js';
 import fc from 'fast-check';
 import {
+  EXPIRE_AFTER_MS,
+  GIVE_UP_UNANSWERED_MS,
   PROMPT_COOLDOWN_MS,
   decidePaymentRequest,
+  expiresAfterQuery,
   decideResult,
   failureReason,
   planResults,
@@ -52,6 +55,29 @@ describe('decidePaymentRequest', () => {
       assert.equal(decidePaymentRequest(invoice, latest, NOW), expected);
     });
   }
+});
+
+describe('expiresAfterQuery (an attempt still pending after a query)', () => {
+  test('"still being processed", or no way to ask: expired after 30 minutes, not before', () => {
+    for (const query of ['still_processing', 'not_queryable'] as const) {
+      assert.equal(expiresAfterQuery(EXPIRE_AFTER_MS, query), false);
+      assert.equal(expiresAfterQuery(EXPIRE_AFTER_MS + 1, query), true);
+    }
+  });
+
+  test('unanswered queries prove nothing: pending until a day has passed', () => {
+    assert.equal(expiresAfterQuery(EXPIRE_AFTER_MS + 1, 'unanswered'), false);
+    assert.equal(expiresAfterQuery(GIVE_UP_UNANSWERED_MS, 'unanswered'), false);
+    assert.equal(expiresAfterQuery(GIVE_UP_UNANSWERED_MS + 1, 'unanswered'), true);
+  });
+
+  test('for any age, an unanswered query never expires an attempt that an answer would keep', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 10 * GIVE_UP_UNANSWERED_MS }), (age) => {
+        if (expiresAfterQuery(age, 'unanswered')) assert.equal(expiresAfterQuery(age, 'still_processing'), true);
+      }),
+    );
+  });
 });
 
 describe('decideResult', () => {

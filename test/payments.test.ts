@@ -413,6 +413,8 @@ describe('reconciliation', () => {
     daraja.queueQuery({ kind: 'pending' });
     await f.deps.payments.reconcile();
     assert.equal((await attemptsOf(s.invoice.id))[0]!.status, 'pending');
+    // Asked again after its pause (a minute after the first query).
+    clock += 60_000;
     daraja.queueQuery({ kind: 'result', resultCode: '0', resultDesc: 'The service request is processed successfully.' });
     const result = await f.deps.payments.reconcile();
     assert.ok(result.applied >= 1);
@@ -452,6 +454,93 @@ describe('reconciliation', () => {
     await f.deps.payments.reconcile();
     assert.equal((await attemptsOf(t.invoice.id))[0]!.status, 'succeeded');
     assert.equal((await invoiceRow(t.invoice.id)).status, 'paid');
+  });
+});
+
+describe('reconciliation when M-PESA does not answer', () => {
+  async function onlyPending(invoiceId: string) {
+    await f.database.handle.db.updateTable('payment_attempts').set({ status: 'failed' }).where('status', '=', 'pending').where('invoice_id', '<>', invoiceId).execute();
+  }
+  const unanswered = { kind: 'error', status: 503, code: '503.001.01', message: 'Service Unavailable' } as const;
+  async function merchantNotices(merchant: string) {
+    return f.database.handle.db.selectFrom('outbound_messages').select('content').where('recipient', '=', merchant).where('kind', '=', 'notice').execute();
+  }
+
+  test('queries nobody answers keep the attempt pending past 30 minutes (the money may have moved); the first answer then settles it', async () => {
+    const s = await invoiceWithPush();
+    await onlyPending(s.invoice.id);
+    clock += 31 * 60_000;
+    daraja.queueQuery(unanswered);
+    await f.deps.payments.reconcile();
+    assert.equal((await attemptsOf(s.invoice.id))[0]!.status, 'pending', 'not expired on an unanswered query');
+    assert.equal((await merchantNotices(s.merchant)).length, 0, 'the merchant is not told it failed');
+
+    clock += 2 * 60_000;
+    daraja.queueQuery({ kind: 'result', resultCode: '0', resultDesc: 'The service request is processed successfully.' });
+    await f.deps.payments.reconcile();
+    assert.equal((await attemptsOf(s.invoice.id))[0]!.status, 'succeeded');
+    assert.equal((await invoiceRow(s.invoice.id)).status, 'paid');
+  });
+
+  test('a day with no query answered: the attempt expires and the merchant is told to check their M-PESA messages', async () => {
+    const s = await invoiceWithPush();
+    await onlyPending(s.invoice.id);
+    clock += 25 * 3600_000;
+    daraja.queueQuery(unanswered);
+    const result = await f.deps.payments.reconcile();
+    assert.equal(result.expired, 1);
+    const [attempt] = await attemptsOf(s.invoice.id);
+    assert.equal(attempt!.status, 'expired');
+    assert.match(attempt!.result_desc ?? '', /never answered/);
+    const notices = await merchantNotices(s.merchant);
+    assert.equal(notices.length, 1);
+    assert.match(JSON.stringify(notices[0]!.content), /check your M-PESA messages/);
+    assert.equal((await invoiceRow(s.invoice.id)).status, 'sent', 'still payable');
+  });
+
+  test('an attempt still pending is asked again after 1, 2, 4 minutes, not on every run', async () => {
+    const s = await invoiceWithPush();
+    await onlyPending(s.invoice.id);
+    const asked = () => daraja.queries().filter((r) => r.body.CheckoutRequestID === s.checkoutRequestId).length;
+    clock += 4 * 60_000;
+    const seen: number[] = [];
+    // Runs (two at a time) every minute for 8 minutes; Daraja says "still being processed".
+    for (let minute = 0; minute < 8; minute += 1) {
+      await f.deps.payments.reconcile();
+      await f.deps.payments.reconcile();
+      seen.push(asked());
+      clock += 60_000;
+    }
+    // Asked at minutes 0, 1 (after 1), 3 (after 2), 7 (after 4).
+    assert.deepEqual(seen, [1, 2, 2, 3, 3, 3, 3, 4]);
+  });
+
+  test('more than a page of unanswered attempts: every due one is asked in one run, so none waits behind the others', async () => {
+    const s = await invoiceWithPush();
+    await onlyPending(s.invoice.id);
+    // 60 older attempts of the same invoice, pending, never asked (as after an outage).
+    const older = new Date(clock - 20 * 60_000);
+    await f.database.handle.db
+      .insertInto('payment_attempts')
+      .values(
+        Array.from({ length: 60 }, (_, i) => ({
+          invoice_id: s.invoice.id,
+          checkout_request_id: `ws_CO_starve_${i}_${clock}`,
+          amount: '1500',
+          phone: s.customer,
+          callback_token_hash: `starve-${i}-${clock}`,
+          push_started_at: older,
+          created_at: older,
+        })),
+      )
+      .execute();
+    clock += 4 * 60_000;
+    const before = daraja.queries().length;
+    await f.deps.payments.reconcile();
+    assert.equal(daraja.queries().length - before, 61, 'all 61 asked in one run (a page is 50)');
+    const notAsked = await f.database.handle.db.selectFrom('payment_attempts').select('id').where('status', '=', 'pending').where('last_queried_at', 'is', null).execute();
+    assert.equal(notAsked.length, 0);
+    await f.database.handle.db.updateTable('payment_attempts').set({ status: 'failed' }).where('checkout_request_id', 'like', 'ws_CO_starve_%').execute();
   });
 });
 

@@ -12,8 +12,31 @@ import type { PaymentFailureReason } from './texts.types.js';
 export const PROMPT_COOLDOWN_MS = 2 * 60 * 1000;
 /** Attempts still pending this long are asked about (STK query). */
 export const RECONCILE_AFTER_MS = 3 * 60 * 1000;
-/** Attempts with no answer this long are expired. */
+/** Attempts M-PESA still calls unfinished (or that cannot be asked about) this long are expired. */
 export const EXPIRE_AFTER_MS = 30 * 60 * 1000;
+/**
+ * Attempts whose STK queries all went unanswered (Daraja down, our credentials refused) are
+ * given up this long after they started: until then the money may have moved, and the next
+ * answer settles them.
+ */
+export const GIVE_UP_UNANSWERED_MS = 24 * 60 * 60 * 1000;
+
+/**
+ * How an STK query of a pending attempt ended without settling it: M-PESA answered that it
+ * is still being processed, nobody answered (error, timeout), or the attempt cannot be asked
+ * about (its push never returned a CheckoutRequestID).
+ */
+export type UnsettledQuery = 'still_processing' | 'unanswered' | 'not_queryable';
+
+/**
+ * Whether an attempt still pending after a query is expired now. An answer that it is still
+ * being processed, or no way to ask, expires it after EXPIRE_AFTER_MS; queries nobody answered
+ * prove nothing (the customer may have paid and the callback been lost), so they keep it
+ * pending, asked again, until GIVE_UP_UNANSWERED_MS.
+ */
+export function expiresAfterQuery(ageMs: number, query: UnsettledQuery): boolean {
+  return ageMs > (query === 'unanswered' ? GIVE_UP_UNANSWERED_MS : EXPIRE_AFTER_MS);
+}
 
 export type PaymentRequestDecision = 'start' | 'already_paid' | 'cancelled' | 'prompt_pending';
 

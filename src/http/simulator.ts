@@ -108,7 +108,7 @@ export function simulatorRoutes(deps: Pick<Deps, 'database' | 'payments'>, simul
     return c.json(await simulator.setSwitches(deps.database.db, change));
   });
 
-  routes.post('/simulator/api/reconcile', async (c) => c.json(await deps.payments.reconcile({ olderThanMs: 0 })));
+  routes.post('/simulator/api/reconcile', async (c) => c.json(await deps.payments.reconcile({ olderThanMs: 0, askAgainNow: true })));
 
   routes.post('/simulator/api/reset', async (c) => {
     await simulator.reset(deps.database.db);

@@ -17,7 +17,7 @@ import type { Database, InvoiceEventsTable, PaymentAttemptStatus, PaymentAttempt
 import { sha256Hex } from '../security.js';
 import type { OutboundDraft } from '../domain/outbound.js';
 import { dueDateFor, nairobiMidnight, nairobiToday } from '../domain/invoice.js';
-import { EXPIRE_AFTER_MS, RECONCILE_AFTER_MS, decidePaymentRequest, failureReason, planResults, type PaymentRequestDecision, type ResultPlan } from '../domain/payment.js';
+import { RECONCILE_AFTER_MS, decidePaymentRequest, expiresAfterQuery, failureReason, planResults, type PaymentRequestDecision, type ResultPlan, type UnsettledQuery } from '../domain/payment.js';
 import { formatAmount, formatInvoiceNumber } from '../domain/parse.js';
 import { texts } from '../domain/texts.js';
 import type { Outbox } from '../delivery/outbox.js';
@@ -45,9 +45,13 @@ export type Payments = {
   push(attemptId: string): Promise<'pushed' | 'not_pending' | 'failed'>;
   /** A callback whose token (from the URL) and body were read: applies it, or says why not. */
   handleCallback(token: string, result: PaymentResult): Promise<CallbackOutcome>;
-  /** Asks Daraja about attempts still pending; expires those with no answer. */
-  /** Asks M-PESA about attempts still pending after `olderThanMs` (default: 3 minutes; the simulator's "ask now" passes 0). */
-  reconcile(options?: { olderThanMs?: number }): Promise<{ queried: number; applied: number; expired: number }>;
+  /**
+   * Asks M-PESA about every attempt still pending after `olderThanMs` (default: 3 minutes) and
+   * not asked within its pause (none with `askAgainNow`: the simulator's "ask now"); applies
+   * answers like callbacks and expires those M-PESA still calls unfinished after 30 minutes, or
+   * that no query could reach for a day.
+   */
+  reconcile(options?: { olderThanMs?: number; askAgainNow?: boolean }): Promise<{ queried: number; applied: number; expired: number }>;
   /** Queues the due-tomorrow and due-today reminders not sent yet. */
   sendReminders(): Promise<number>;
   readonly jobs: readonly JobDefinition[];
@@ -71,6 +75,12 @@ const SAFE_TO_RETRY = new Set(['500.003.02', '500.003.03', '500.001.1001']);
 const PAID_TWICE = 'paid_twice';
 /** The review reason of a callback that said another amount moved (it starts the text). */
 const AMOUNT_MISMATCH = 'amount_mismatch';
+/** Attempts claimed per statement by reconciliation. */
+const RECONCILE_PAGE = 50;
+/** STK queries in flight at once (Daraja arrests spikes). */
+const QUERY_CONCURRENCY = 4;
+/** A reconciliation run stops taking new pages after this long (it runs every minute; the next run goes on). */
+const RECONCILE_BUDGET_MS = 45_000;
 
 /**
  * Whether a failed push proves that nothing reached the phone: Daraja (or the client, before
@@ -521,66 +531,109 @@ export function createPayments(deps: PaymentsDeps): Payments {
     return outcome;
   }
 
-  async function reconcile(options: { olderThanMs?: number } = {}): Promise<{ queried: number; applied: number; expired: number }> {
-    const at = now();
-    let queried = 0;
-    let applied = 0;
-    let expired = 0;
-    const due = await db
-      .selectFrom('payment_attempts')
-      .select(['id', 'checkout_request_id', 'created_at', 'push_started_at'])
-      .where('status', '=', 'pending')
-      .where('created_at', '<', new Date(at.getTime() - (options.olderThanMs ?? RECONCILE_AFTER_MS)))
-      .orderBy('created_at')
-      .limit(50)
-      .execute();
-    for (const attempt of due) {
-      const tooOld = at.getTime() - attempt.created_at.getTime() > EXPIRE_AFTER_MS;
-      let answer: Awaited<ReturnType<DarajaClient['stkQuery']>> = { state: 'pending' };
-      if (attempt.checkout_request_id !== null) {
-        try {
-          answer = await deps.daraja.stkQuery(attempt.checkout_request_id);
-          // 4999 has been reported as "still under processing": not an outcome.
-          if (answer.state === 'completed' && answer.resultCode === 4999) answer = { state: 'pending' };
-          queried += 1;
-          metrics.reconciliations.inc({ outcome: answer.state === 'pending' ? 'still_pending' : 'answered' });
-        } catch (error) {
-          metrics.reconciliations.inc({ outcome: 'error' });
-          logger.warn({ attempt_id: attempt.id, error: error instanceof Error ? error.message : String(error) }, 'stk query failed');
-        }
+  /**
+   * Claims the next attempts to ask about: pending, older than `olderThanMs`, and not asked
+   * within their pause, least recently asked
+   * first so that none waits behind others that keep going unanswered. Stamped as asked at
+   * `at` in the same statement (skipping rows another run has locked), so a concurrent run on
+   * another instance takes different ones, and this run never takes one twice.
+   *
+   * The pause after the n-th query is 1, 2, 4, 8, 16, then 30 minutes (none with `askAgainNow`):
+   * a run every minute would otherwise ask Daraja about every unanswered attempt every minute
+   * for a day.
+   */
+  async function claimForQuery(at: Date, olderThanMs: number, askAgainNow: boolean) {
+    const { rows } = await sql<{ id: string; checkout_request_id: string | null; created_at: Date }>`
+      update payment_attempts a set last_queried_at = ${at}, query_count = a.query_count + 1
+      where a.id in (
+        select id from payment_attempts
+        where status = 'pending' and created_at < ${new Date(at.getTime() - olderThanMs)}
+          and (last_queried_at is null or ${
+            askAgainNow
+              ? sql`last_queried_at < ${at}`
+              : sql`last_queried_at <= ${at}::timestamptz - make_interval(mins => least(power(2, greatest(query_count - 1, 0))::int, 30))`
+          })
+        order by coalesce(last_queried_at, created_at), id
+        limit ${RECONCILE_PAGE}
+        for update skip locked)
+        and a.status = 'pending'
+      returning a.id, a.checkout_request_id, a.created_at`.execute(db);
+    return rows;
+  }
+
+  async function reconcileOne(attempt: { id: string; checkout_request_id: string | null; created_at: Date }, at: Date, totals: { queried: number; applied: number; expired: number }): Promise<void> {
+    let answer: Awaited<ReturnType<DarajaClient['stkQuery']>> | undefined;
+    if (attempt.checkout_request_id !== null) {
+      try {
+        answer = await deps.daraja.stkQuery(attempt.checkout_request_id);
+        // 4999 has been reported as "still under processing": not an outcome.
+        if (answer.state === 'completed' && answer.resultCode === 4999) answer = { state: 'pending' };
+        totals.queried += 1;
+        metrics.reconciliations.inc({ outcome: answer.state === 'pending' ? 'still_pending' : 'answered' });
+      } catch (error) {
+        metrics.reconciliations.inc({ outcome: 'error' });
+        logger.warn({ attempt_id: attempt.id, error: error instanceof Error ? error.message : String(error) }, 'stk query failed');
       }
-      let results: Applied[] = [];
-      const ids = await db.transaction().execute(async (trx) => {
-        if (answer.state === 'completed') {
-          applied += 1;
-          const locked = await trx.selectFrom('payment_attempts').selectAll().where('id', '=', attempt.id).forUpdate().executeTakeFirstOrThrow();
-          // The STK query carries no amount: the attempt's own amount stands.
-          const result = { resultCode: answer.resultCode, resultDesc: answer.resultDesc, amount: null, receipt: null, phone: null };
-          const done = await applyResults(trx, [{ attempt: locked, result, amountRequired: false }]);
-          results = done.applied;
-          return done.messageIds;
-        }
-        await trx.updateTable('payment_attempts').set({ last_queried_at: at, query_count: sql`query_count + 1` }).where('id', '=', attempt.id).execute();
-        if (!tooOld) return [];
-        const ended = await trx
-          .updateTable('payment_attempts')
-          .set({ status: 'expired', result_desc: 'no answer from M-PESA', completed_at: sql`now()`, updated_at: sql`now()` })
-          .where('id', '=', attempt.id)
-          .where('status', '=', 'pending')
-          .returning('invoice_id')
-          .executeTakeFirst();
-        if (ended === undefined) return [];
-        expired += 1;
-        metrics.paymentAttempts.inc({ outcome: 'expired' });
-        const facts = await invoiceFacts(trx, ended.invoice_id);
-        return notify(trx, [
-          { recipient: facts.merchant_phone, kind: 'notice', invoiceId: facts.id, payload: { message: texts[facts.merchant_language ?? 'en'].paymentFailedToMerchant(facts.number, 'no_answer') } },
-        ]);
-      });
-      countResults(results);
-      deps.outbox.dispatchSoon(ids);
     }
-    return { queried, applied, expired };
+    const unsettled: UnsettledQuery = attempt.checkout_request_id === null ? 'not_queryable' : answer === undefined ? 'unanswered' : 'still_processing';
+    let results: Applied[] = [];
+    const ids = await db.transaction().execute(async (trx) => {
+      if (answer?.state === 'completed') {
+        totals.applied += 1;
+        const locked = await trx.selectFrom('payment_attempts').selectAll().where('id', '=', attempt.id).forUpdate().executeTakeFirstOrThrow();
+        // The STK query carries no amount: the attempt's own amount stands.
+        const result = { resultCode: answer.resultCode, resultDesc: answer.resultDesc, amount: null, receipt: null, phone: null };
+        const done = await applyResults(trx, [{ attempt: locked, result, amountRequired: false }]);
+        results = done.applied;
+        return done.messageIds;
+      }
+      if (!expiresAfterQuery(at.getTime() - attempt.created_at.getTime(), unsettled)) return [];
+      const ended = await trx
+        .updateTable('payment_attempts')
+        .set({
+          status: 'expired',
+          result_desc: unsettled === 'unanswered' ? 'M-PESA never answered a query about it' : 'no answer from M-PESA',
+          completed_at: sql`now()`,
+          updated_at: sql`now()`,
+        })
+        .where('id', '=', attempt.id)
+        .where('status', '=', 'pending')
+        .returning('invoice_id')
+        .executeTakeFirst();
+      if (ended === undefined) return [];
+      totals.expired += 1;
+      metrics.paymentAttempts.inc({ outcome: 'expired' });
+      if (unsettled === 'unanswered') logger.error({ attempt_id: attempt.id }, 'gave up asking M-PESA about a payment attempt: no query was answered for a day; the merchant is told to check their M-PESA messages');
+      const facts = await invoiceFacts(trx, ended.invoice_id);
+      return notify(trx, [
+        { recipient: facts.merchant_phone, kind: 'notice', invoiceId: facts.id, payload: { message: texts[facts.merchant_language ?? 'en'].paymentFailedToMerchant(facts.number, 'no_answer') } },
+      ]);
+    });
+    countResults(results);
+    deps.outbox.dispatchSoon(ids);
+  }
+
+  async function reconcile(options: { olderThanMs?: number; askAgainNow?: boolean } = {}): Promise<{ queried: number; applied: number; expired: number }> {
+    const at = now();
+    const totals = { queried: 0, applied: 0, expired: 0 };
+    const deadline = performance.now() + RECONCILE_BUDGET_MS;
+    // Page after page until none is due (or the run's time is up: the next run goes on), a few
+    // queries at a time.
+    while (performance.now() < deadline) {
+      const due = await claimForQuery(at, options.olderThanMs ?? RECONCILE_AFTER_MS, options.askAgainNow ?? false);
+      if (due.length === 0) break;
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: Math.min(QUERY_CONCURRENCY, due.length) }, async () => {
+          while (next < due.length) {
+            const attempt = due[next]!;
+            next += 1;
+            await reconcileOne(attempt, at, totals);
+          }
+        }),
+      );
+    }
+    return totals;
   }
 
   async function sendReminders(): Promise<number> {
