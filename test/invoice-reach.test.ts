@@ -9,6 +9,7 @@ import { after, before, beforeEach, test } from 'node:test';
 import { sql } from 'kysely';
 import { addDays, nairobiToday } from '../src/domain/invoice.js';
 import type { OutboundKind } from '../src/domain/outbound.js';
+import { texts } from '../src/domain/texts.js';
 import { startChannelFixture, type ChannelFixture } from './helpers/channel.js';
 
 const TOKEN = 'reach-token-0123456789abcdef0123456789ab';
@@ -27,10 +28,13 @@ let next = 100;
 const phone = () => `2547044${String((next += 1)).padStart(5, '0')}`;
 
 /** A merchant, a `sent` invoice to a customer inside the 24-hour window, and the invoice's message (not yet delivered). */
-async function sentInvoice(kind: OutboundKind = 'invoice'): Promise<{ invoiceId: string; merchantId: string; messageId: string; customer: string }> {
+async function sentInvoice(
+  kind: OutboundKind = 'invoice',
+  language: 'en' | 'sw' = 'en',
+): Promise<{ invoiceId: string; merchantId: string; merchantPhone: string; messageId: string; customer: string }> {
   const db = f.database.handle.db;
   const customer = phone();
-  const merchant = await db.insertInto('merchants').values({ phone: phone(), business_name: 'Duka' }).returning('id').executeTakeFirstOrThrow();
+  const merchant = await db.insertInto('merchants').values({ phone: phone(), business_name: 'Duka', language }).returning(['id', 'phone']).executeTakeFirstOrThrow();
   const invoice = await db
     .insertInto('invoices')
     .values({ merchant_id: merchant.id, number: 1, customer_phone: customer, amount: 1500, description: 'flour', status: 'sent', sent_at: new Date(), due_date: '2030-01-01' })
@@ -40,7 +44,7 @@ async function sentInvoice(kind: OutboundKind = 'invoice'): Promise<{ invoiceId:
   const [messageId] = await db.transaction().execute((trx) =>
     f.deps.outbox.enqueue(trx, [{ recipient: customer, kind, invoiceId: invoice.id, payload: { message: { type: 'text', body: 'Invoice INV-0001: KES 1,500' } } }]),
   );
-  return { invoiceId: invoice.id, merchantId: merchant.id, messageId: messageId!, customer };
+  return { invoiceId: invoice.id, merchantId: merchant.id, merchantPhone: merchant.phone, messageId: messageId!, customer };
 }
 
 const invoiceStatus = async (id: string) => (await f.database.handle.db.selectFrom('invoices').select('status').where('id', '=', id).executeTakeFirstOrThrow()).status;
@@ -92,4 +96,71 @@ test("only the invoice's own message decides: a receipt or notice about an invoi
   assert.equal(await f.deps.outbox.deliver(messageId), 'failed');
   assert.equal(await invoiceStatus(invoiceId), 'sent');
   assert.deepEqual(await events(invoiceId), []);
+});
+
+/** What was written to the merchant. */
+const toMerchant = (merchantPhone: string) =>
+  f.database.handle.db.selectFrom('outbound_messages').select(['id', 'kind', 'invoice_id', 'content', 'status']).where('recipient', '=', merchantPhone).orderBy('created_at').execute();
+
+/** An SMS delivery report, as Africa's Talking posts it. */
+const smsReport = (id: string, status: string) =>
+  f.app.request('/sms/delivery-report', {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ id, status, failureReason: 'UnknownSubscriber' }).toString(),
+  });
+
+test("an invoice that reaches nobody: the merchant gets a notice, in the merchant's language, written with the change and sent at once", async () => {
+  const { invoiceId, messageId, merchantPhone, customer } = await sentInvoice('invoice', 'sw');
+  f.graph.queue({ kind: 'error', status: 400, code: 131026, message: 'Message undeliverable' });
+  f.smsAnswers.push({ statusCode: 403 });
+  assert.equal(await f.deps.outbox.deliver(messageId), 'failed');
+  assert.equal(await invoiceStatus(invoiceId), 'failed');
+  const notices = await toMerchant(merchantPhone);
+  assert.equal(notices.length, 1);
+  assert.equal(notices[0]!.kind, 'notice', 'a notice: its own failure can never mark the invoice unreached');
+  assert.equal(notices[0]!.invoice_id, invoiceId);
+  assert.deepEqual((notices[0]!.content as { message: unknown }).message, texts.sw.invoiceUnreached(1, customer));
+  // Dispatched after the commit (the merchant never wrote: outside the window, by SMS).
+  await f.deps.outbox.idle();
+  assert.equal((await toMerchant(merchantPhone))[0]!.status, 'sent');
+  assert.ok(f.sms.some((m) => m.to === `+${merchantPhone}` && m.message.includes('INV-0001') && m.message.includes('hali 1')));
+});
+
+test('the same failure reported twice (SMS Failed twice, then Rejected) tells the merchant once; going unreached again after being reached is told again', async () => {
+  const { invoiceId, messageId, merchantPhone, customer } = await sentInvoice();
+  f.graph.queue({ kind: 'error', status: 400, code: 131026, message: 'Message undeliverable' });
+  assert.equal(await f.deps.outbox.deliver(messageId), 'fell_back');
+  const smsId = (await f.database.handle.db.selectFrom('outbound_messages').select('sms_message_id').where('id', '=', messageId).executeTakeFirstOrThrow()).sms_message_id!;
+  for (const status of ['Failed', 'Failed', 'Rejected']) assert.equal((await smsReport(smsId, status)).status, 200);
+  await f.deps.outbox.idle();
+  assert.equal(await invoiceStatus(invoiceId), 'failed');
+  assert.deepEqual(await events(invoiceId), ['unreached']);
+  const notices = await toMerchant(merchantPhone);
+  assert.equal(notices.length, 1);
+  assert.deepEqual((notices[0]!.content as { message: unknown }).message, texts.en.invoiceUnreached(1, customer));
+  assert.equal(notices[0]!.status, 'sent', 'dispatched after the report was applied');
+  // A reminder reaches the customer (sent again); then the invoice's message sent anew fails everywhere.
+  const [reminder, again] = await f.database.handle.db.transaction().execute((trx) =>
+    f.deps.outbox.enqueue(trx, [
+      { recipient: customer, kind: 'reminder', invoiceId, payload: { message: { type: 'text', body: 'Reminder: INV-0001' } } },
+      { recipient: customer, kind: 'invoice', invoiceId, payload: { message: { type: 'text', body: 'Invoice INV-0001: KES 1,500' } } },
+    ]),
+  );
+  assert.equal(await f.deps.outbox.deliver(reminder!), 'sent');
+  assert.equal(await invoiceStatus(invoiceId), 'sent');
+  f.graph.queue({ kind: 'error', status: 400, code: 131026, message: 'Message undeliverable' });
+  f.smsAnswers.push({ statusCode: 403 });
+  assert.equal(await f.deps.outbox.deliver(again!), 'failed');
+  assert.equal(await invoiceStatus(invoiceId), 'failed');
+  assert.equal((await toMerchant(merchantPhone)).length, 2);
+});
+
+test("an invoice's own message whose stored content no longer reads fails at once: the invoice is unreached and the merchant told", async () => {
+  const { invoiceId, messageId, merchantPhone } = await sentInvoice();
+  await f.database.handle.db.updateTable('outbound_messages').set({ content: JSON.stringify({ message: { type: 'fax' } }) }).where('id', '=', messageId).execute();
+  assert.equal(await f.deps.outbox.deliver(messageId), 'failed');
+  assert.equal(await invoiceStatus(invoiceId), 'failed');
+  assert.deepEqual(await events(invoiceId), ['unreached']);
+  assert.deepEqual((await toMerchant(merchantPhone)).map((m) => m.kind), ['notice']);
 });

@@ -171,6 +171,10 @@ const cases: Cases = {
   ],
   invoiceNotFound: (t) => [{ label: '7', out: t.invoiceNotFound(7), ids: [] }],
   reminderSent: (t) => [{ label: 'sent', out: t.reminderSent(7, PHONE), ids: [] }],
+  invoiceUnreached: (t) => [
+    { label: 'ordinary', out: t.invoiceUnreached(7, PHONE), ids: [] },
+    { label: 'extreme', out: t.invoiceUnreached(99999, OTHER_PHONE), ids: [] },
+  ],
   cannotRemind: (t) => [
     { label: 'paid', out: t.cannotRemind(7, 'paid'), ids: [] },
     { label: 'cancelled', out: t.cannotRemind(7, 'cancelled'), ids: [] },
@@ -387,6 +391,8 @@ for (const language of languages) {
       has('invoiceDetail', 'paid with receipt', 'QK12ABC3DE');
       has('invoiceNotFound', '7', 'INV-0007');
       has('reminderSent', 'sent', 'INV-0007', SHOWN_PHONE);
+      has('invoiceUnreached', 'ordinary', '*INV-0007*', SHOWN_PHONE);
+      has('invoiceUnreached', 'extreme', '*INV-99999*', '0112 345 678');
       has('cannotRemind', 'paid', 'INV-0007');
       has('invoiceCancelled', 'cancelled', 'INV-0007');
       has('cannotCancel', 'paid', 'INV-0007', 'M-PESA');
@@ -626,6 +632,17 @@ for (const language of languages) {
       }
     });
 
+    test('invoiceUnreached tells the merchant the invoice reached nobody on either channel, and what to do next', () => {
+      const shown = body(language, 'invoiceUnreached', 'ordinary');
+      const out = find(language, 'invoiceUnreached', 'ordinary');
+      assert.ok(typeof out !== 'string' && out.type === 'text', 'plain text: it may well go by SMS');
+      assert.ok(shown.length <= 320, `short enough for a notice that may go by SMS: ${shown.length}`);
+      for (const e of ['WhatsApp', 'SMS', language === 'en' ? 'status 7' : 'hali 7', language === 'en' ? 'new invoice' : 'ankara mpya']) {
+        assert.ok(shown.includes(e), `${shown} should say ${e}`);
+      }
+      assert.doesNotMatch(shown, language === 'en' ? /paid|payment/i : /lipa|malipo/i, 'about reaching the customer, not about paying');
+    });
+
     test('messages are deterministic (pure): the same facts give the same message', () => {
       assert.deepEqual(buildCases(language), buildCases(language));
     });
@@ -688,6 +705,7 @@ test('random names, descriptions, amounts, numbers and dates always fit WhatsApp
           t.askAmount(p),
           t.confirm({ customerPhone: p, amount: a, description: d }, dt, num),
           t.invoiceCreated(num, p, a),
+          t.invoiceUnreached(num, p),
           t.invoiceList(Array.from({ length: 10 }, (_, i) => line(num, { amount: a, customerPhone: p, status: i % 2 ? d : 'sent' }))),
           t.invoiceDetail(detail({ number: num, amount: a, description: d, customerPhone: p, dueDate: dt, paidAt: dt, mpesaReceipt: d, attempts: [{ at: dt, status: d, resultDesc: d }] })),
           t.invoiceToCustomer(n, num, a, d, dt, p),

@@ -6,23 +6,57 @@
  * A later invoice or reminder message for it that does go out makes it `sent` again. Both
  * changes go in the transaction that records the message's own outcome, and the stats
  * rollups' triggers follow them like any status change.
+ *
+ * An invoice going unreached is the merchant's to fix (a wrong number, most often), so the
+ * merchant is told, in the same transaction: a `notice`, which never makes an invoice
+ * unreached itself (only kind `invoice` does), so a notice that fails cannot start a loop.
  */
-import { sql, type Kysely, type RawBuilder } from 'kysely';
-import type { Database } from '../db/schema.js';
+import { sql, type RawBuilder, type Transaction } from 'kysely';
+import type { Database, Language } from '../db/schema.js';
+import { texts } from '../domain/texts.js';
+import type { Outbox } from './outbox.js';
 
-/** Marks the invoices of these messages failed, where the message is the invoice's own and the invoice is still `sent`. */
-export async function markInvoicesUnreached(db: Kysely<Database>, messageIds: readonly string[]): Promise<void> {
-  if (messageIds.length === 0) return;
-  await sql`
+/**
+ * Marks the invoices of these messages failed, where the message is the invoice's own and the
+ * invoice is still `sent`, and writes each one's notice to its merchant. Returns the notices'
+ * ids, for the caller to dispatch after commit.
+ *
+ * Once per going unreached: only the statement that turns the invoice from `sent` to `failed`
+ * (the row lock makes a concurrent one wait and then find it `failed`) returns it, so the same
+ * failure reported again (a second `Failed` delivery report) tells nobody anything. An
+ * invoice made `sent` again by a later message that goes out can go unreached, and be told, again.
+ */
+export async function markInvoicesUnreached(
+  trx: Transaction<Database>,
+  messageIds: readonly string[],
+  outbox: Pick<Outbox, 'enqueue'>,
+): Promise<string[]> {
+  if (messageIds.length === 0) return [];
+  const { rows } = await sql<{ id: string; number: number; customer_phone: string; merchant_phone: string; merchant_language: Language }>`
     with unreached as (
       update invoices i set status = 'failed', updated_at = now()
       from outbound_messages o
       where o.id = any(${[...messageIds]}::uuid[]) and o.kind = 'invoice' and o.status = 'failed'
         and i.id = o.invoice_id and i.status = 'sent'
-      returning i.id, o.id as message_id
+      returning i.id, i.number, i.customer_phone, i.merchant_id, o.id as message_id
+    ), recorded as (
+      insert into invoice_events (invoice_id, actor, type, data)
+      select id, 'system', 'unreached', jsonb_build_object('message_id', message_id) from unreached
     )
-    insert into invoice_events (invoice_id, actor, type, data)
-    select id, 'system', 'unreached', jsonb_build_object('message_id', message_id) from unreached`.execute(db);
+    select u.id, u.number, u.customer_phone, m.phone as merchant_phone, m.language as merchant_language
+    from unreached u join merchants m on m.id = u.merchant_id
+    order by u.id`.execute(trx);
+  // Nothing went unreached (the usual case: the failed message was no invoice's own): no second statement.
+  if (rows.length === 0) return [];
+  return outbox.enqueue(
+    trx,
+    rows.map((row) => ({
+      recipient: row.merchant_phone,
+      kind: 'notice' as const,
+      invoiceId: row.id,
+      payload: { message: texts[row.merchant_language].invoiceUnreached(row.number, row.customer_phone) },
+    })),
+  );
 }
 
 /**

@@ -45,8 +45,12 @@ export type Outbox = {
    * statement as the rows, as a data-modifying WITH: one round trip less.
    */
   enqueue(trx: Transaction<Database>, drafts: readonly OutboundDraft[], alongside?: RawBuilder<unknown>): Promise<string[]>;
-  /** Queues an existing row again for SMS (a `failed` status report). At most once per message. */
-  fallBackToSms(trx: Transaction<Database>, messageId: string, reason: string): Promise<boolean>;
+  /**
+   * Queues an existing row again for SMS (a `failed` status report). At most once per message:
+   * one that fell back already fails for good instead. Returns what to dispatch after commit:
+   * the message (its SMS), or any notice its failure brings (its invoice reached nobody).
+   */
+  fallBackToSms(trx: Transaction<Database>, messageId: string, reason: string): Promise<string[]>;
   /** Tries to deliver one message now. Safe to call any number of times, concurrently. */
   deliver(messageId: string): Promise<DeliveryOutcome>;
   /** Delivers several: one claim statement, each recipient's messages in write order; an unexpected error is that message's outcome. */
@@ -331,7 +335,9 @@ export function createOutbox(deps: OutboxDeps): Outbox {
   ): Promise<DeliveryOutcome> {
     const messageId = message.id;
     const lastError = describeDeliveryError(error);
-    return db.transaction().execute(async (trx) => {
+    // Notices to merchants whose invoice this failure left unreached: sent once committed.
+    const notices: string[] = [];
+    const outcome = await db.transaction().execute(async (trx): Promise<DeliveryOutcome> => {
       if (!(await holdsClaim(trx, messageId, message.updated_at))) {
         // No retry, no fallback, no "failed" over the worker that has the message now.
         metrics.claimsLost.inc({ step: 'failure' });
@@ -357,7 +363,8 @@ export function createOutbox(deps: OutboxDeps): Outbox {
           return 'retry_scheduled';
         case 'fallback': {
           const fell = await fallBackToSms(trx, messageId, decision.reason, lastError);
-          return fell ? 'fell_back' : 'failed';
+          notices.push(...fell.notices);
+          return fell.fellBack ? 'fell_back' : 'failed';
         }
         case 'fail':
           metrics.messagesSent.inc({ channel, outcome: 'failed' });
@@ -366,14 +373,62 @@ export function createOutbox(deps: OutboxDeps): Outbox {
             .set({ status: 'failed', channel, attempts: sql`attempts + 1`, last_error: lastError, updated_at: sql`now()` })
             .where('id', '=', messageId)
             .execute();
-          await markInvoicesUnreached(trx, [messageId]);
+          notices.push(...(await markInvoicesUnreached(trx, [messageId], { enqueue })));
           return 'failed';
       }
     });
+    dispatchSoon(notices);
+    return outcome;
   }
 
-  /** Marks the row for SMS (once: `fell_back_at is null`) and schedules its delivery. */
-  async function fallBackToSms(trx: Transaction<Database>, messageId: string, reason: string, lastError?: string): Promise<boolean> {
+  /**
+   * Ends for good, at once, a claimed message whose stored content OutboundPayload no longer
+   * accepts (a row written by an older version, or edited by hand). Left claimed it would be
+   * taken again after every claim timeout, fail again, forever, and hold back all of the
+   * person's later messages (they go in write order); no retry can make it readable. A final
+   * failure like any other: counted, and its invoice (if it is the invoice's own) unreached.
+   * What was wrong is said by where and what kind, never by value: no content, no number.
+   */
+  async function failUnreadable(message: Claimed, error: z.ZodError): Promise<DeliveryOutcome> {
+    const messageId = message.id;
+    const issues = error.issues
+      .slice(0, 5)
+      .map((issue) => `${issue.path.map(String).join('.') || '(root)'}: ${issue.code}`)
+      .join('; ');
+    const lastError = `stored content unreadable, not sent (${issues})`.slice(0, 500);
+    const notices: string[] = [];
+    const outcome = await db.transaction().execute(async (trx): Promise<DeliveryOutcome> => {
+      if (!(await holdsClaim(trx, messageId, message.updated_at))) {
+        metrics.claimsLost.inc({ step: 'failure' });
+        logger.warn({ message_id: messageId }, 'unreadable message taken over by another worker: its outcome stands');
+        return 'busy';
+      }
+      await trx
+        .updateTable('outbound_messages')
+        .set({ status: 'failed', last_error: lastError, updated_at: sql`now()` })
+        .where('id', '=', messageId)
+        .execute();
+      notices.push(...(await markInvoicesUnreached(trx, [messageId], { enqueue })));
+      return 'failed';
+    });
+    if (outcome !== 'failed') return outcome;
+    // No channel was tried: 'none' (never routed) unless an earlier try had set one.
+    metrics.messagesSent.inc({ channel: message.channel ?? 'none', outcome: 'failed' });
+    logger.error({ message_id: messageId, kind: message.kind, issues }, "outbound message content cannot be read: failed for good, not sent; the person's later messages go ahead");
+    dispatchSoon(notices);
+    return 'failed';
+  }
+
+  /**
+   * Marks the row for SMS (once: `fell_back_at is null`) and schedules its delivery. A row that
+   * fell back already fails instead; `notices` are what that failure brings (written in `trx`).
+   */
+  async function fallBackToSms(
+    trx: Transaction<Database>,
+    messageId: string,
+    reason: string,
+    lastError?: string,
+  ): Promise<{ fellBack: boolean; notices: string[] }> {
     const updated = await trx
       .updateTable('outbound_messages')
       .set({
@@ -399,12 +454,11 @@ export function createOutbox(deps: OutboxDeps): Outbox {
         .where('id', '=', messageId)
         .where('status', 'in', ['queued', 'sending'])
         .execute();
-      await markInvoicesUnreached(trx, [messageId]);
-      return false;
+      return { fellBack: false, notices: await markInvoicesUnreached(trx, [messageId], { enqueue }) };
     }
     metrics.fallbacks.inc({ reason: reason.replace(/^whatsapp_error_.*/, 'whatsapp_error').replace(/^status_failed_.*/, 'status_failed') });
     await scheduleJob(trx, messageId, 0);
-    return true;
+    return { fellBack: true, notices: [] };
   }
 
   /**
@@ -505,7 +559,9 @@ export function createOutbox(deps: OutboxDeps): Outbox {
   /** One claimed message: send it, or decide what its failure means. */
   async function deliverClaimed(message: Claimed): Promise<DeliveryOutcome> {
     const messageId = message.id;
-    const payload = OutboundPayload.parse(message.content);
+    const parsed = OutboundPayload.safeParse(message.content);
+    if (!parsed.success) return failUnreadable(message, parsed.error);
+    const payload = parsed.data;
     let attempt = message.attempts + 1;
     const route = chooseRoute({
       kind: message.kind as OutboundKind,
@@ -584,56 +640,63 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     }
   }
 
+  async function enqueue(trx: Transaction<Database>, drafts: readonly OutboundDraft[], alongside?: RawBuilder<unknown>): Promise<string[]> {
+    if (drafts.length === 0) {
+      await alongside?.execute(trx);
+      return [];
+    }
+    // One statement for the rows, their jobs and the caller's write, however many drafts; the
+    // rows as one parameter (a VALUES list of hundreds costs more to plan than to run).
+    const rows = drafts.map((draft, index) => ({
+      id: randomUUID(),
+      recipient: draft.recipient,
+      kind: draft.kind,
+      content: OutboundPayload.parse(draft.payload),
+      invoice_id: draft.invoiceId ?? null,
+      ord: index,
+    }));
+    // The safety-net jobs wait a little, so the eager path normally finishes first.
+    const jobs = rows.map((row) => ({ data: { messageId: row.id }, startAfterSeconds: deps.config.delivery.safetyNetSeconds }));
+    // The jobs go in with the rows (and the caller's write): one statement, one round trip.
+    const withJobs = deps.jobs.insertStatement(job, jobs);
+    const before = [alongside === undefined ? [] : [sql`alongside as (${alongside})`], withJobs === undefined ? [] : [sql`jobs as (${withJobs})`]].flat();
+    // Rows written together keep their order: now() is the same for the whole transaction and
+    // a coarse clock (the embedded database's) can give one statement's rows equal
+    // clock_timestamp()s, so each row is also a microsecond after the one before.
+    await sql`
+      ${before.length === 0 ? sql`` : sql`with ${sql.join(before)}`}
+      insert into outbound_messages (id, recipient, kind, content, invoice_id, created_at)
+      select v.id, v.recipient, v.kind, v.content, v.invoice_id, clock_timestamp() + make_interval(secs => v.ord / 1000000.0)
+      from jsonb_to_recordset(${jsonb(rows)}::jsonb) as v(id uuid, recipient text, kind text, content jsonb, invoice_id uuid, ord int)
+      order by v.ord`.execute(trx);
+    // A queue this process did not create: one at a time, so a missing queue is an error.
+    if (withJobs === undefined) await deps.jobs.enqueueMany(trx, job, jobs);
+    return rows.map((row) => row.id);
+  }
+
+  function dispatchSoon(messageIds: readonly string[]): void {
+    if (messageIds.length === 0) return;
+    const first = dispatchQueue.length === 0;
+    dispatchQueue.push(...messageIds);
+    if (!first) return;
+    // Deferred one turn of the event loop (the caller answers its request first); every
+    // request answered in that turn is delivered together (deliverMany keeps each
+    // recipient's messages in the order they were written).
+    dispatch(() => dispatchQueue.splice(0), 0, new Promise<void>((resolve) => setImmediate(resolve)));
+  }
+
   return {
     job,
-    async enqueue(trx, drafts, alongside) {
-      if (drafts.length === 0) {
-        await alongside?.execute(trx);
-        return [];
-      }
-      // One statement for the rows, their jobs and the caller's write, however many drafts; the
-      // rows as one parameter (a VALUES list of hundreds costs more to plan than to run).
-      const rows = drafts.map((draft, index) => ({
-        id: randomUUID(),
-        recipient: draft.recipient,
-        kind: draft.kind,
-        content: OutboundPayload.parse(draft.payload),
-        invoice_id: draft.invoiceId ?? null,
-        ord: index,
-      }));
-      // The safety-net jobs wait a little, so the eager path normally finishes first.
-      const jobs = rows.map((row) => ({ data: { messageId: row.id }, startAfterSeconds: deps.config.delivery.safetyNetSeconds }));
-      // The jobs go in with the rows (and the caller's write): one statement, one round trip.
-      const withJobs = deps.jobs.insertStatement(job, jobs);
-      const before = [alongside === undefined ? [] : [sql`alongside as (${alongside})`], withJobs === undefined ? [] : [sql`jobs as (${withJobs})`]].flat();
-      // Rows written together keep their order: now() is the same for the whole transaction and
-      // a coarse clock (the embedded database's) can give one statement's rows equal
-      // clock_timestamp()s, so each row is also a microsecond after the one before.
-      await sql`
-        ${before.length === 0 ? sql`` : sql`with ${sql.join(before)}`}
-        insert into outbound_messages (id, recipient, kind, content, invoice_id, created_at)
-        select v.id, v.recipient, v.kind, v.content, v.invoice_id, clock_timestamp() + make_interval(secs => v.ord / 1000000.0)
-        from jsonb_to_recordset(${jsonb(rows)}::jsonb) as v(id uuid, recipient text, kind text, content jsonb, invoice_id uuid, ord int)
-        order by v.ord`.execute(trx);
-      // A queue this process did not create: one at a time, so a missing queue is an error.
-      if (withJobs === undefined) await deps.jobs.enqueueMany(trx, job, jobs);
-      return rows.map((row) => row.id);
+    enqueue,
+    async fallBackToSms(trx, messageId, reason) {
+      const { fellBack, notices } = await fallBackToSms(trx, messageId, reason);
+      return fellBack ? [messageId] : notices;
     },
-    fallBackToSms: (trx, messageId, reason) => fallBackToSms(trx, messageId, reason),
     sweep,
     sweepJob: scheduledJob('outbox-sweep', () => sweep()),
     deliver,
     deliverMany,
-    dispatchSoon(messageIds) {
-      if (messageIds.length === 0) return;
-      const first = dispatchQueue.length === 0;
-      dispatchQueue.push(...messageIds);
-      if (!first) return;
-      // Deferred one turn of the event loop (the caller answers its request first); every
-      // request answered in that turn is delivered together (deliverMany keeps each
-      // recipient's messages in the order they were written).
-      dispatch(() => dispatchQueue.splice(0), 0, new Promise<void>((resolve) => setImmediate(resolve)));
-    },
+    dispatchSoon,
     async idle() {
       while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
     },

@@ -436,6 +436,11 @@ const en: Texts = {
   },
   invoiceNotFound: (number) => text(`I can't find ${inv(number)} in your invoices. Type list to see your latest ones.`),
   reminderSent: (number, customerPhone) => text(`Reminder for ${inv(number)} sent to ${phone(customerPhone)}, with a new M-PESA prompt.`),
+  invoiceUnreached: (number, customerPhone) =>
+    text(
+      `⚠️ Invoice ${inv(number)} could not reach ${phone(customerPhone)} on WhatsApp or SMS. ` +
+        `Check the number; type status ${number} to see it, or create a new invoice with the right number.`,
+    ),
   cannotRemind: (number, status) =>
     text(
       status === 'paid'
@@ -799,6 +804,11 @@ const sw: Texts = {
   },
   invoiceNotFound: (number) => text(`Sijapata ${inv(number)} kwenye ankara zako. Andika orodha uone za hivi karibuni.`),
   reminderSent: (number, customerPhone) => text(`Nimemkumbusha ${phone(customerPhone)} kuhusu ${inv(number)} na kumtumia ombi jipya la M-PESA.`),
+  invoiceUnreached: (number, customerPhone) =>
+    text(
+      `⚠️ Ankara ${inv(number)} haikumfikia ${phone(customerPhone)} kwa WhatsApp wala kwa SMS. ` +
+        `Hakikisha nambari ni sahihi; andika hali ${number} uione, au tengeneza ankara mpya yenye nambari sahihi.`,
+    ),
   cannotRemind: (number, status) =>
     text(
       status === 'paid'

@@ -9,6 +9,7 @@ import { sql, type Transaction } from 'kysely';
 import { z } from 'zod';
 import type { Database, OutboundStatus } from '../db/schema.js';
 import { markInvoicesUnreached } from '../delivery/invoice-reach.js';
+import type { Outbox } from '../delivery/outbox.js';
 
 export const DeliveryReport = z.looseObject({
   id: z.string().trim().min(1).max(200),
@@ -39,7 +40,8 @@ export class ReportNotYetMatchedError extends Error {}
 /** No message has this id and no SMS is being sent: not a report about anything of ours. */
 export class UnknownReportError extends Error {}
 
-export async function applyDeliveryReport(trx: Transaction<Database>, report: DeliveryReport): Promise<void> {
+/** Returns the ids of messages it wrote (a notice to the merchant), to dispatch after commit. */
+export async function applyDeliveryReport(trx: Transaction<Database>, report: DeliveryReport, outbox: Pick<Outbox, 'enqueue'>): Promise<string[]> {
   const message = await trx.selectFrom('outbound_messages').select(['id', 'status']).where('sms_message_id', '=', report.id).forUpdate().executeTakeFirst();
   if (message === undefined) {
     const inFlight = await trx.selectFrom('outbound_messages').select('id').where('channel', '=', 'sms').where('status', '=', 'sending').limit(1).executeTakeFirst();
@@ -49,12 +51,12 @@ export async function applyDeliveryReport(trx: Transaction<Database>, report: De
   const next = mapped[report.status];
   // Never move backwards: a late "Sent" after "Success" changes nothing.
   const order: Record<OutboundStatus, number> = { queued: 0, sending: 0, sent: 1, failed: 2, delivered: 3, read: 4 };
-  if (order[next] <= order[message.status]) return;
+  if (order[next] <= order[message.status]) return [];
   await trx
     .updateTable('outbound_messages')
     .set({ status: next, updated_at: sql`now()`, ...(next === 'failed' ? { last_error: `sms ${report.status} ${report.failureReason ?? ''}`.trim() } : {}) })
     .where('id', '=', message.id)
     .execute();
   // An invoice whose SMS (its last channel) failed reached its customer on no channel.
-  if (next === 'failed') await markInvoicesUnreached(trx, [message.id]);
+  return next === 'failed' ? markInvoicesUnreached(trx, [message.id], outbox) : [];
 }

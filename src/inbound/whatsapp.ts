@@ -171,10 +171,7 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
     const code = status.errors?.[0]?.code;
     // Whatever the code (outside the window, not on WhatsApp, spam limits, a template problem,
     // a rate limit Meta gave up on), WhatsApp did not deliver it: the person still gets it by SMS.
-    if (next === 'failed' && row.fell_back_at === null) {
-      const fell = await deps.outbox.fallBackToSms(trx, row.id, `status_failed_${code ?? 'unknown'}`);
-      return fell ? [row.id] : [];
-    }
+    if (next === 'failed' && row.fell_back_at === null) return deps.outbox.fallBackToSms(trx, row.id, `status_failed_${code ?? 'unknown'}`);
     await trx
       .updateTable('outbound_messages')
       .set({ status: next, updated_at: sql`now()`, ...(next === 'failed' ? { last_error: `whatsapp status failed ${code ?? ''}`.trim() } : {}) })
@@ -190,8 +187,8 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
       case 'whatsapp_status':
         return applyStatus(trx, StoredStatus.parse(payload));
       case 'sms_report':
-        await applyDeliveryReport(trx, DeliveryReport.parse(payload));
-        return [];
+        // The notice to the merchant when the report leaves an invoice unreached.
+        return applyDeliveryReport(trx, DeliveryReport.parse(payload), deps.outbox);
       case 'whatsapp_payload':
       case 'mpesa_callback':
         throw new Error(`inbound events from ${source} are not applied here`);
@@ -429,7 +426,12 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
   });
 
   return {
-    handleDeliveryReport: (report) => processEvent('sms_report', reportKey(report), report, []),
+    async handleDeliveryReport(report) {
+      const outboundIds: string[] = [];
+      const outcome = await processEvent('sms_report', reportKey(report), report, outboundIds);
+      deps.outbox.dispatchSoon(outboundIds);
+      return outcome;
+    },
     retryJob,
     retryEvent,
     sweepRetries,
