@@ -10,6 +10,7 @@ import { sql } from 'kysely';
 import { addDays, nairobiToday } from '../src/domain/invoice.js';
 import type { OutboundKind } from '../src/domain/outbound.js';
 import { texts } from '../src/domain/texts.js';
+import { applyDeliveryReport } from '../src/inbound/sms-report.js';
 import { startChannelFixture, type ChannelFixture } from './helpers/channel.js';
 
 const TOKEN = 'reach-token-0123456789abcdef0123456789ab';
@@ -163,4 +164,36 @@ test("an invoice's own message whose stored content no longer reads fails at onc
   assert.equal(await invoiceStatus(invoiceId), 'failed');
   assert.deepEqual(await events(invoiceId), ['unreached']);
   assert.deepEqual((await toMerchant(merchantPhone)).map((m) => m.kind), ['notice']);
+});
+
+test('an SMS delivery report racing the record of its send (committed between the report\'s two look-ups) is applied, not answered 404 (Postgres only)', async (t) => {
+  if (f.database.kind !== 'postgres') {
+    t.skip('needs two connections (TEST_DATABASE_URL); the embedded database runs one transaction at a time');
+    return;
+  }
+  const { invoiceId, messageId } = await sentInvoice();
+  const db = f.database.handle.db;
+  // The SMS is in flight: the gateway has answered with its id, the success is not written yet.
+  await db.updateTable('outbound_messages').set({ channel: 'sms', status: 'sending' }).where('id', '=', messageId).execute();
+  const smsId = `ATXid_race_${messageId.slice(0, 8)}`;
+  let looked = 0;
+  const notices = await db.transaction().execute(async (trx) => {
+    // Right after the report's first look-up (by id: nothing yet), the send's success commits on
+    // another connection, as recordSent writes it: one statement, sending -> sent with the id.
+    const racing = trx.withPlugin({
+      transformQuery: (args) => args.node,
+      async transformResult(args) {
+        looked += 1;
+        if (looked === 1) await f.database.handle.pool.query(`update outbound_messages set status = 'sent', sms_message_id = $1 where id = $2`, [smsId, messageId]);
+        return args.result;
+      },
+    });
+    return applyDeliveryReport(racing, { id: smsId, status: 'Failed', failureReason: 'UnknownSubscriber' }, f.deps.outbox);
+  });
+  f.deps.outbox.dispatchSoon(notices);
+  const row = await db.selectFrom('outbound_messages').select(['status', 'last_error']).where('id', '=', messageId).executeTakeFirstOrThrow();
+  assert.equal(row.status, 'failed');
+  assert.match(row.last_error ?? '', /Failed UnknownSubscriber/);
+  assert.equal(await invoiceStatus(invoiceId), 'failed');
+  assert.equal(notices.length, 1, 'the merchant is told');
 });

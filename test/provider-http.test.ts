@@ -8,6 +8,8 @@
  */
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createDarajaClient } from '../src/providers/mpesa/client.js';
+import { createWhatsAppClient } from '../src/providers/whatsapp/client.js';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent, createServer as createTlsServer } from 'node:https';
 import { readFileSync } from 'node:fs';
@@ -246,5 +248,65 @@ describe('provider HTTP client', () => {
       tls.closeAllConnections();
       await new Promise((resolve) => tls.close(resolve));
     }
+  });
+});
+
+describe('what axios\'s own adapter did that provider calls rely on', () => {
+  let server: Server;
+  let base = '';
+  let seen: IncomingMessage | undefined;
+  let answer: (req: IncomingMessage, res: ServerResponse) => void = (_req, res) => res.end();
+  before(async () => {
+    server = createServer((req, res) => {
+      seen = req;
+      req.resume();
+      req.on('end', () => answer(req, res));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  // axios's adapter sent `User-Agent: axios/<version>` on every call. A request without one is a
+  // stock WAF/CDN block rule (403 before the API sees it).
+  test('provider calls carry a User-Agent, as they did through axios\'s own adapter', async () => {
+    answer = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"messaging_product":"whatsapp","contacts":[{"input":"254712345678","wa_id":"254712345678"}],"messages":[{"id":"wamid.UA"}]}');
+    };
+    const settings = { baseUrl: base, apiVersion: 'v21.0', phoneId: '1234', token: 't', timeoutMs: 2_000 };
+    await createWhatsAppClient(settings, axios.create({ maxRedirects: 0 })).send('254712345678', { type: 'text', body: 'hi' });
+    assert.match(String(seen?.headers['user-agent']), /^axios\//, 'control: axios\'s own adapter sends one');
+    await createWhatsAppClient(settings).send('254712345678', { type: 'text', body: 'hi' });
+    assert.ok(seen?.headers['user-agent'], 'the WhatsApp send went out without a User-Agent header');
+  });
+
+  // axios's adapter strips a UTF-8 byte order mark before axios parses the JSON: without that a
+  // JSON answer starting with one stays a string and every schema check fails.
+  test('a JSON answer that starts with a UTF-8 BOM is still parsed (Daraja OAuth token, then the STK query)', async () => {
+    answer = (req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json; charset=utf-8' });
+      const body = req.url?.startsWith('/oauth/')
+        ? { access_token: 'bomToken0001', expires_in: '3599' }
+        : { ResponseCode: '0', ResponseDescription: 'accepted', MerchantRequestID: 'm', CheckoutRequestID: 'ws_CO_bom', ResultCode: '0', ResultDesc: 'The service request is processed successfully.' };
+      res.end(`\uFEFF${JSON.stringify(body)}`);
+    };
+    const settings = {
+      baseUrl: base,
+      consumerKey: 'k',
+      consumerSecret: 's',
+      shortcode: '174379',
+      passkey: 'bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919',
+      transactionType: 'CustomerPayBillOnline' as const,
+      partyB: undefined,
+      timeoutMs: 2_000,
+    };
+    // Control: through axios's own adapter the same answers are read.
+    assert.deepEqual(await createDarajaClient(settings, axios.create({ maxRedirects: 0 })).stkQuery('ws_CO_bom'), { state: 'completed', resultCode: 0, resultDesc: 'The service request is processed successfully.' });
+    const result = await createDarajaClient(settings).stkQuery('ws_CO_bom').catch((error: unknown) => `rejected: ${error instanceof Error ? error.message : String(error)}`);
+    assert.deepEqual(result, { state: 'completed', resultCode: 0, resultDesc: 'The service request is processed successfully.' });
   });
 });

@@ -551,7 +551,8 @@ export function createPayments(deps: PaymentsDeps): Payments {
           and (last_queried_at is null or ${
             askAgainNow
               ? sql`last_queried_at < ${at}`
-              : sql`last_queried_at <= ${at}::timestamptz - make_interval(mins => least(power(2, greatest(query_count - 1, 0))::int, 30))`
+              : // Capped before the power: 2^31 minutes as an int overflows (32 queries, about 14 hours into an outage).
+                sql`last_queried_at <= ${at}::timestamptz - make_interval(mins => least(power(2, greatest(least(query_count, 6) - 1, 0)), 30)::int)`
           })
         order by coalesce(last_queried_at, created_at), id
         limit ${RECONCILE_PAGE}

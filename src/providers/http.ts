@@ -15,6 +15,9 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import axios, { AxiosError, AxiosHeaders, type AxiosAdapter, type AxiosInstance, type AxiosResponse, type InternalAxiosRequestConfig } from 'axios';
 
+/** Who calls, on every provider request that does not say otherwise. */
+export const USER_AGENT = 'InvoiceIQ/0.1 (+node)';
+
 /** The most a provider's answer may hold; a larger one is an error (no provider answer here is near it). */
 export const MAX_RESPONSE_BYTES = 1024 * 1024;
 
@@ -90,6 +93,8 @@ export function leanAdapter(agents: { http: HttpAgent; https: HttpsAgent }, maxR
       }
       const headers = config.headers.toJSON(true) as Record<string, string>;
       if (body !== undefined) headers['Content-Length'] = String(Buffer.byteLength(body));
+      // Some firewalls in front of APIs refuse calls that name no client.
+      if (!Object.keys(headers).some((name) => name.toLowerCase() === 'user-agent')) headers['User-Agent'] = USER_AGENT;
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
       let req: ClientRequest;
@@ -116,8 +121,10 @@ export function leanAdapter(agents: { http: HttpAgent; https: HttpsAgent }, maxR
           settled = true;
           clearTimeout(timer);
           config.signal?.removeEventListener?.('abort', onAbort);
+          const text = Buffer.concat(chunks).toString('utf8');
           const response: AxiosResponse = {
-            data: Buffer.concat(chunks).toString('utf8'),
+            // A byte order mark would keep axios from reading the JSON (its own adapter drops it too).
+            data: text.charCodeAt(0) === 0xfeff ? text.slice(1) : text,
             status: res.statusCode ?? 0,
             statusText: res.statusMessage ?? '',
             headers: new AxiosHeaders(res.headers as Record<string, string>),
