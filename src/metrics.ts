@@ -25,6 +25,11 @@ export function createMetrics() {
       help: 'Outbound messages found queued or sending for 30+ minutes at the last outbox sweep (delivered again)',
       registers: [registry],
     }),
+    paymentsUnsettled: new Gauge({
+      name: 'invoiceiq_payment_attempts_unsettled',
+      help: 'Payment attempts still pending 30+ minutes after they started, at the last reconciliation run (M-PESA answers no query about them)',
+      registers: [registry],
+    }),
     inboundStuck: new Gauge({
       name: 'invoiceiq_inbound_stuck_events',
       help: 'Inbound events found waiting for a retry for 2+ hours at the last retry sweep (queued again)',

@@ -76,9 +76,15 @@ describe('reconciliation through a day-long M-PESA outage', () => {
     let asked = 0;
     const w = payments({ configured: true, stkPush: () => Promise.reject(new Error('not used')), stkQuery: () => ((asked += 1), Promise.reject(down())) });
     let failure: string | undefined;
+    let unsettledSeen = false;
     for (clock = start + 3 * 60_000 + 1_000; clock <= start + 24 * 3600_000 + 31 * 60_000; clock += 60_000) {
       try {
         await w.reconcile();
+        // Past its first half hour, the operator's gauge shows it waiting on M-PESA.
+        if (!unsettledSeen && clock - start > 31 * 60_000) {
+          assert.match(await f.deps.metrics.registry.metrics(), /invoiceiq_payment_attempts_unsettled 1\b/);
+          unsettledSeen = true;
+        }
       } catch (error) {
         const row = await attemptRow(a.attemptId);
         failure = `reconcile() threw ${((clock - start) / 3600_000).toFixed(1)} h into the outage, after ${asked} queries (query_count ${row.query_count}): ${error instanceof Error ? error.message : String(error)}`;
@@ -87,6 +93,7 @@ describe('reconciliation through a day-long M-PESA outage', () => {
       if ((await attemptRow(a.attemptId)).status !== 'pending') break;
     }
     assert.equal(failure, undefined, failure);
+    assert.match(await f.deps.metrics.registry.metrics(), /invoiceiq_payment_attempts_unsettled 0\b/, 'given up: nothing left unsettled');
     const row = await attemptRow(a.attemptId);
     assert.equal(row.status, 'expired', `still ${row.status} after a day (query_count ${row.query_count})`);
     assert.match(row.result_desc ?? '', /never answered/);

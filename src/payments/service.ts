@@ -17,7 +17,7 @@ import type { Database, InvoiceEventsTable, PaymentAttemptStatus, PaymentAttempt
 import { sha256Hex } from '../security.js';
 import type { OutboundDraft } from '../domain/outbound.js';
 import { dueDateFor, nairobiMidnight, nairobiToday } from '../domain/invoice.js';
-import { RECONCILE_AFTER_MS, decidePaymentRequest, expiresAfterQuery, failureReason, planResults, type PaymentRequestDecision, type ResultPlan, type UnsettledQuery } from '../domain/payment.js';
+import { EXPIRE_AFTER_MS, RECONCILE_AFTER_MS, decidePaymentRequest, expiresAfterQuery, failureReason, planResults, type PaymentRequestDecision, type ResultPlan, type UnsettledQuery } from '../domain/payment.js';
 import { formatAmount, formatInvoiceNumber } from '../domain/parse.js';
 import { texts } from '../domain/texts.js';
 import type { Outbox } from '../delivery/outbox.js';
@@ -634,6 +634,15 @@ export function createPayments(deps: PaymentsDeps): Payments {
         }),
       );
     }
+    // What is left pending past the usual end is waiting on M-PESA to answer at all: the gauge
+    // an operator alerts on (an outage, or credentials Daraja refuses).
+    const unsettled = await db
+      .selectFrom('payment_attempts')
+      .select(sql<string>`count(*)`.as('n'))
+      .where('status', '=', 'pending')
+      .where('created_at', '<', new Date(at.getTime() - EXPIRE_AFTER_MS))
+      .executeTakeFirstOrThrow();
+    metrics.paymentsUnsettled.set(Number(unsettled.n));
     return totals;
   }
 
