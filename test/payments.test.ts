@@ -285,6 +285,21 @@ describe('review findings', () => {
     assert.equal(daraja.pushes().filter((r) => r.body.PhoneNumber === p.customer).length, 1);
   });
 
+  test('an invoice cancelled while its prompt was on the phone, then paid: paid, receipts to both, and the merchant told it had been cancelled', async () => {
+    const s = await invoiceWithPush();
+    await say(s.merchant, `cancel ${s.invoice.number}`);
+    assert.equal((await invoiceRow(s.invoice.id)).status, 'cancelled');
+    assert.equal((await callback(s.token, success(s, 1500, 'RCPTCANC01'))).status, 200);
+    const invoice = await invoiceRow(s.invoice.id);
+    assert.deepEqual([invoice.status, invoice.mpesa_receipt], ['paid', 'RCPTCANC01'], 'the money moved: it is paid');
+    assert.equal((await kindsTo(s.customer)).filter((k) => k === 'receipt').length, 1);
+    const receipts = await f.database.handle.db.selectFrom('outbound_messages').select('content').where('recipient', '=', s.merchant).where('kind', '=', 'receipt').execute();
+    assert.equal(receipts.length, 1);
+    assert.match(JSON.stringify(receipts[0]!.content), /You had cancelled this invoice.*refund one of the two payments/);
+    const paid = await f.database.handle.db.selectFrom('invoice_events').select('data').where('invoice_id', '=', s.invoice.id).where('type', '=', 'paid').executeTakeFirstOrThrow();
+    assert.match(JSON.stringify(paid.data), /was_cancelled/);
+  });
+
   test('a success callback without an Amount is not trusted: review, not paid', async () => {
     const s = await invoiceWithPush();
     const body = callbackBody({ checkoutRequestId: s.checkoutRequestId, merchantRequestId: s.merchantRequestId, resultCode: 1032, resultDesc: 'x' });

@@ -266,6 +266,8 @@ const cases: Cases = {
     { label: 'payer in an unknown format', out: t.paidToMerchant(7, 1500, '+44 7911 123456', RECEIPT), ids: [] },
     { label: 'no payer number', out: t.paidToMerchant(7, 1500, '', RECEIPT), ids: [] },
     { label: 'extreme', out: t.paidToMerchant(99999, MAX, OTHER_PHONE, ODD_RECEIPT), ids: [] },
+    { label: 'was cancelled', out: t.paidToMerchant(7, 1500, PHONE, RECEIPT, { wasCancelled: true }), ids: [] },
+    { label: 'extreme, was cancelled', out: t.paidToMerchant(99999, MAX, OTHER_PHONE, ODD_RECEIPT, { wasCancelled: true }), ids: [] },
   ],
   paymentFailedToCustomer: (t) => [
     { label: 'ordinary', out: t.paymentFailedToCustomer(NAME, 7, 1500), ids: pay('INV-0007') },
@@ -415,6 +417,7 @@ for (const language of languages) {
       has('receiptToCustomer', 'extreme', LONG_NAME, '*KES 250,000*', 'NLJ7RT61SV');
       has('paidToMerchant', 'ordinary', '*INV-0007*', '*KES 1,500*', '0712 *** 678', RECEIPT);
       has('paidToMerchant', 'no receipt', '*INV-0007*', '*KES 1,500*', '0712 *** 678', 'M-PESA');
+      has('paidToMerchant', 'was cancelled', '*INV-0007*', '*KES 1,500*', RECEIPT, language === 'en' ? 'cancelled' : 'umeighairi', language === 'en' ? 'refund' : 'mrudishie');
       has('paidToMerchant', '01 number', '0112 *** 678');
       has('paidToMerchant', 'extreme', '*INV-99999*', '*KES 250,000*', '0112 *** 678');
       has('paymentFailedToCustomer', 'ordinary', NAME, '*INV-0007*', '*KES 1,500*', 'M-PESA');

@@ -551,7 +551,7 @@ const en: Texts = {
       merchantName,
     );
   },
-  paidToMerchant: (number, amount, payerPhone, receipt) => {
+  paidToMerchant: (number, amount, payerPhone, receipt, options) => {
     const shown = receiptShown(receipt);
     return text(
       [
@@ -559,6 +559,9 @@ const en: Texts = {
         // On its own line: the mask's asterisks must not pair with the bold markers above.
         `Paid by: ${maskPhone(payerPhone)}`,
         shown === null ? 'M-PESA confirmed the payment but sent no receipt number.' : `M-PESA receipt: ${shown}`,
+        ...(options?.wasCancelled === true
+          ? ['', 'You had cancelled this invoice, but the customer paid the M-PESA prompt they already had, so it is now marked paid. If you sent them another invoice for the same thing, refund one of the two payments.']
+          : []),
       ].join('\n'),
     );
   },
@@ -918,7 +921,7 @@ const sw: Texts = {
       merchantName,
     );
   },
-  paidToMerchant: (number, amount, payerPhone, receipt) => {
+  paidToMerchant: (number, amount, payerPhone, receipt, options) => {
     const shown = receiptShown(receipt);
     return text(
       [
@@ -926,6 +929,9 @@ const sw: Texts = {
         // On its own line: the mask's asterisks must not pair with the bold markers above.
         `Mlipaji: ${maskPhone(payerPhone)}`,
         shown === null ? 'M-PESA imethibitisha malipo lakini haikutuma nambari ya risiti.' : `Risiti ya M-PESA: ${shown}`,
+        ...(options?.wasCancelled === true
+          ? ['', 'Ulikuwa umeighairi ankara hii, lakini mteja alilipa ombi la M-PESA alilokuwa nalo tayari, kwa hivyo sasa imewekwa kuwa imelipwa. Kama ulimtumia ankara nyingine kwa kitu hicho hicho, mrudishie moja ya malipo hayo mawili.']
+          : []),
       ].join('\n'),
     );
   },

@@ -73,7 +73,7 @@ export type Texts = {
   alreadyPaid(number: number): MessageContent;
   receiptToCustomer(merchantName: string, number: number, amount: number, receipt: string | null): MessageContent; // "Paid. M-PESA receipt NLJ7RT61SV. Thank you!" (receipt null: "confirmed by M-PESA")
   receiptToCustomerSms(merchantName: string, number: number, amount: number, receipt: string | null): string; // <= 160 chars
-  paidToMerchant(number: number, amount: number, payerPhone: string, receipt: string | null): MessageContent; // payer's number MASKED like 0712 *** 678
+  paidToMerchant(number: number, amount: number, payerPhone: string, receipt: string | null, options?: { wasCancelled: boolean }): MessageContent; // payer's number MASKED like 0712 *** 678; wasCancelled: the merchant had cancelled it (the prompt was already on the phone): it is now paid; refund one if another invoice replaced it
   paymentFailedToCustomer(merchantName: string, number: number, amount: number): MessageContent; // "not completed; reply PAY to try again" + button pay:INV-0007 "Pay now"
   paymentFailedToCustomerSms(merchantName: string, number: number, amount: number): string; // <= 160 chars, "reply PAY"
   paymentFailedToMerchant(number: number, reason: PaymentFailureReason): MessageContent; // the reason in words

@@ -386,7 +386,15 @@ export function createPayments(deps: PaymentsDeps): Payments {
         case 'mark_paid':
           attemptRows.set(attempt.id, { ...row, status: 'succeeded', result_code: 0, mpesa_receipt: result.receipt });
           paidInvoices.push({ id: f.id, receipt: result.receipt });
-          events.push({ invoice_id: f.id, actor: 'mpesa', type: 'paid', data: JSON.stringify({ receipt: result.receipt, attempt_id: attempt.id }) });
+          // Cancelled while its prompt was on the phone, and paid: the money moved, so it is paid,
+          // and the merchant is told it had been cancelled (a replacement invoice may be paid too).
+          const wasCancelled = f.status === 'cancelled';
+          events.push({
+            invoice_id: f.id,
+            actor: 'mpesa',
+            type: 'paid',
+            data: JSON.stringify({ receipt: result.receipt, attempt_id: attempt.id, ...(wasCancelled ? { was_cancelled: true } : {}) }),
+          });
           drafts.push(
             {
               recipient: f.customer_phone,
@@ -398,7 +406,12 @@ export function createPayments(deps: PaymentsDeps): Payments {
                 template: { parameters: [merchantName.slice(0, 60) || 'InvoiceIQ', formatInvoiceNumber(f.number), formatAmount(amount), result.receipt ?? '-'] },
               },
             },
-            { recipient: f.merchant_phone, kind: 'receipt', invoiceId: f.id, payload: { message: merchantTexts.paidToMerchant(f.number, amount, result.phone ?? attempt.phone, result.receipt) } },
+            {
+              recipient: f.merchant_phone,
+              kind: 'receipt',
+              invoiceId: f.id,
+              payload: { message: merchantTexts.paidToMerchant(f.number, amount, result.phone ?? attempt.phone, result.receipt, { wasCancelled }) },
+            },
           );
           return { status: 'applied', plan };
       }
