@@ -128,7 +128,7 @@ test("an invoice that reaches nobody: the merchant gets a notice, in the merchan
   assert.ok(f.sms.some((m) => m.to === `+${merchantPhone}` && m.message.includes('INV-0001') && m.message.includes('hali 1')));
 });
 
-test('the same failure reported twice (SMS Failed twice, then Rejected) tells the merchant once; going unreached again after being reached is told again', async () => {
+test('the same failure reported twice (SMS Failed twice, then Rejected) tells the merchant once; once a reminder reached the customer, a later failure of the invoice message does not make it unreached again', async () => {
   const { invoiceId, messageId, merchantPhone, customer } = await sentInvoice();
   f.graph.queue({ kind: 'error', status: 400, code: 131026, message: 'Message undeliverable' });
   assert.equal(await f.deps.outbox.deliver(messageId), 'fell_back');
@@ -153,17 +153,17 @@ test('the same failure reported twice (SMS Failed twice, then Rejected) tells th
   f.graph.queue({ kind: 'error', status: 400, code: 131026, message: 'Message undeliverable' });
   f.smsAnswers.push({ statusCode: 403 });
   assert.equal(await f.deps.outbox.deliver(again!), 'failed');
-  assert.equal(await invoiceStatus(invoiceId), 'failed');
-  assert.equal((await toMerchant(merchantPhone)).length, 2);
+  assert.equal(await invoiceStatus(invoiceId), 'sent', 'the reminder reached the customer: not "reached on no channel"');
+  assert.equal((await toMerchant(merchantPhone)).length, 1, 'nobody told to check a number that works');
 });
 
-test("an invoice's own message whose stored content no longer reads fails at once: the invoice is unreached and the merchant told", async () => {
+test("an invoice's own message whose stored content no longer reads fails at once: the invoice is unreached, and the merchant is not told to check the number (the fault is ours)", async () => {
   const { invoiceId, messageId, merchantPhone } = await sentInvoice();
   await f.database.handle.db.updateTable('outbound_messages').set({ content: JSON.stringify({ message: { type: 'fax' } }) }).where('id', '=', messageId).execute();
   assert.equal(await f.deps.outbox.deliver(messageId), 'failed');
   assert.equal(await invoiceStatus(invoiceId), 'failed');
   assert.deepEqual(await events(invoiceId), ['unreached']);
-  assert.deepEqual((await toMerchant(merchantPhone)).map((m) => m.kind), ['notice']);
+  assert.deepEqual(await toMerchant(merchantPhone), []);
 });
 
 test('an SMS delivery report racing the record of its send (committed between the report\'s two look-ups) is applied, not answered 404 (Postgres only)', async (t) => {

@@ -171,6 +171,10 @@ const cases: Cases = {
   ],
   invoiceNotFound: (t) => [{ label: '7', out: t.invoiceNotFound(7), ids: [] }],
   reminderSent: (t) => [{ label: 'sent', out: t.reminderSent(7, PHONE), ids: [] }],
+  invoiceUnreachedSms: (t) => [
+    { label: 'ordinary', out: t.invoiceUnreachedSms(7, PHONE), ids: [] },
+    { label: 'extreme', out: t.invoiceUnreachedSms(99999, OTHER_PHONE), ids: [] },
+  ],
   invoiceUnreached: (t) => [
     { label: 'ordinary', out: t.invoiceUnreached(7, PHONE), ids: [] },
     { label: 'extreme', out: t.invoiceUnreached(99999, OTHER_PHONE), ids: [] },

@@ -17,8 +17,9 @@ import { texts } from '../domain/texts.js';
 import type { Outbox } from './outbox.js';
 
 /**
- * Marks the invoices of these messages failed, where the message is the invoice's own and the
- * invoice is still `sent`, and writes each one's notice to its merchant. Returns the notices'
+ * Marks the invoices of these messages failed, where the message is the invoice's own, the
+ * invoice is still `sent` and none of its other invoice or reminder messages has gone out, and
+ * (unless `notify` is false) writes each one's notice to its merchant. Returns the notices'
  * ids, for the caller to dispatch after commit.
  *
  * Once per going unreached: only the statement that turns the invoice from `sent` to `failed`
@@ -30,6 +31,7 @@ export async function markInvoicesUnreached(
   trx: Transaction<Database>,
   messageIds: readonly string[],
   outbox: Pick<Outbox, 'enqueue'>,
+  options: { notify: boolean } = { notify: true },
 ): Promise<string[]> {
   if (messageIds.length === 0) return [];
   const { rows } = await sql<{ id: string; number: number; customer_phone: string; merchant_phone: string; merchant_language: Language }>`
@@ -38,6 +40,11 @@ export async function markInvoicesUnreached(
       from outbound_messages o
       where o.id = any(${[...messageIds]}::uuid[]) and o.kind = 'invoice' and o.status = 'failed'
         and i.id = o.invoice_id and i.status = 'sent'
+        -- Reached by another of its messages (a reminder gone out, the invoice sent again): a
+        -- late failure report about this one does not undo that.
+        and not exists (
+          select 1 from outbound_messages r
+          where r.invoice_id = i.id and r.id <> o.id and r.kind in ('invoice', 'reminder') and r.status in ('sent', 'delivered', 'read'))
       returning i.id, i.number, i.customer_phone, i.merchant_id, o.id as message_id
     ), recorded as (
       insert into invoice_events (invoice_id, actor, type, data)
@@ -47,14 +54,18 @@ export async function markInvoicesUnreached(
     from unreached u join merchants m on m.id = u.merchant_id
     order by u.id`.execute(trx);
   // Nothing went unreached (the usual case: the failed message was no invoice's own): no second statement.
-  if (rows.length === 0) return [];
+  if (rows.length === 0 || !options.notify) return [];
   return outbox.enqueue(
     trx,
     rows.map((row) => ({
       recipient: row.merchant_phone,
       kind: 'notice' as const,
       invoiceId: row.id,
-      payload: { message: texts[row.merchant_language].invoiceUnreached(row.number, row.customer_phone) },
+      // Often by SMS (a failure reported hours later, the merchant's window closed): a plain one.
+      payload: {
+        message: texts[row.merchant_language].invoiceUnreached(row.number, row.customer_phone),
+        sms: texts[row.merchant_language].invoiceUnreachedSms(row.number, row.customer_phone),
+      },
     })),
   );
 }

@@ -408,7 +408,10 @@ export function createOutbox(deps: OutboxDeps): Outbox {
         .set({ status: 'failed', last_error: lastError, updated_at: sql`now()` })
         .where('id', '=', messageId)
         .execute();
-      notices.push(...(await markInvoicesUnreached(trx, [messageId], { enqueue })));
+      // Unreached, but not for the reason the merchant's notice gives (their customer's number
+      // failing on WhatsApp and SMS): the fault is ours, and the error log below is the signal.
+      // The merchant sees the invoice as not delivered in list and status.
+      notices.push(...(await markInvoicesUnreached(trx, [messageId], { enqueue }, { notify: false })));
       return 'failed';
     });
     if (outcome !== 'failed') return outcome;

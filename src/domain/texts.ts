@@ -436,6 +436,8 @@ const en: Texts = {
   },
   invoiceNotFound: (number) => text(`I can't find ${inv(number)} in your invoices. Type list to see your latest ones.`),
   reminderSent: (number, customerPhone) => text(`Reminder for ${inv(number)} sent to ${phone(customerPhone)}, with a new M-PESA prompt.`),
+  invoiceUnreachedSms: (number, customerPhone) =>
+    `InvoiceIQ: invoice ${formatInvoiceNumber(number)} could not reach ${phone(customerPhone)} by WhatsApp or SMS. Check the number; reply status ${number} to see it.`,
   invoiceUnreached: (number, customerPhone) =>
     text(
       `⚠️ Invoice ${inv(number)} could not reach ${phone(customerPhone)} on WhatsApp or SMS. ` +
@@ -807,6 +809,8 @@ const sw: Texts = {
   },
   invoiceNotFound: (number) => text(`Sijapata ${inv(number)} kwenye ankara zako. Andika orodha uone za hivi karibuni.`),
   reminderSent: (number, customerPhone) => text(`Nimemkumbusha ${phone(customerPhone)} kuhusu ${inv(number)} na kumtumia ombi jipya la M-PESA.`),
+  invoiceUnreachedSms: (number, customerPhone) =>
+    `InvoiceIQ: ankara ${formatInvoiceNumber(number)} haikumfikia ${phone(customerPhone)} kwa WhatsApp wala SMS. Hakikisha nambari; jibu hali ${number} uione.`,
   invoiceUnreached: (number, customerPhone) =>
     text(
       `⚠️ Ankara ${inv(number)} haikumfikia ${phone(customerPhone)} kwa WhatsApp wala kwa SMS. ` +

@@ -54,6 +54,7 @@ export type Texts = {
   invoiceDetail(detail: InvoiceDetail): MessageContent;
   invoiceNotFound(number: number): MessageContent; // identical for "not yours" and "does not exist"
   reminderSent(number: number, customerPhone: string): MessageContent;
+  invoiceUnreachedSms(number: number, customerPhone: string): string; // the same by SMS: plain GSM text, <= 160 chars
   invoiceUnreached(number: number, customerPhone: string): MessageContent; // the invoice reached the customer on neither WhatsApp nor SMS: check the number; "status 7" to see it, or make a new invoice with the right number
   cannotRemind(number: number, status: 'paid' | 'cancelled'): MessageContent;
   invoiceCancelled(number: number): MessageContent;
