@@ -119,7 +119,8 @@ describe('createBatcher: a spare batch when the running ones are slow', () => {
   };
 
   test('a batch stuck past spareAfterMs lets one more start beyond maxConcurrent, never two; its own keys still wait', async () => {
-    const { batcher, calls, maxOutstanding } = manualBatcher({ maxConcurrent: 1, spareAfterMs: 30 });
+    // A threshold far above a few event-loop turns, even on a loaded CI machine (30 ms was not).
+    const { batcher, calls, maxOutstanding } = manualBatcher({ maxConcurrent: 1, spareAfterMs: 300 });
     const stuck = observe(batcher.submit('a1'));
     await until(() => calls.length === 1, 'the first batch to start');
     const sameKey = observe(batcher.submit('a2'));
