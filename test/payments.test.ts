@@ -93,6 +93,10 @@ async function invoiceWithPush(amount = 1500) {
   const [attempt] = await attemptsOf(invoice.id);
   return { ...p, invoice, token, push: pushRequest, checkoutRequestId: attempt!.checkout_request_id!, merchantRequestId: attempt!.merchant_request_id! };
 }
+/** The fake answers queries in order, whoever asks: leave only this invoice's attempts pending. */
+async function onlyPending(invoiceId: string) {
+  await f.database.handle.db.updateTable('payment_attempts').set({ status: 'failed' }).where('status', '=', 'pending').where('invoice_id', '<>', invoiceId).execute();
+}
 async function attemptsOf(invoiceId: string) {
   return f.database.handle.db.selectFrom('payment_attempts').selectAll().where('invoice_id', '=', invoiceId).orderBy('created_at').execute();
 }
@@ -338,12 +342,15 @@ describe('new prompts', () => {
     const s = await invoiceWithPush();
     const failed = callbackBody({ checkoutRequestId: s.checkoutRequestId, merchantRequestId: s.merchantRequestId, resultCode: 2001, resultDesc: 'wrong PIN' });
     await callback(s.token, failed);
+    const [first] = await attemptsOf(s.invoice.id);
     await say(s.merchant, `remind ${s.invoice.number}`);
     await waitFor(() => daraja.pushes().filter((r) => r.body.PhoneNumber === s.customer).length === 2, 10_000, 'second push');
     const second = daraja.pushes().filter((r) => r.body.PhoneNumber === s.customer)[1]!;
     const token2 = tokenOf(second);
-    await waitFor(async () => (await attemptsOf(s.invoice.id))[1]?.checkout_request_id != null);
-    const attempt2 = (await attemptsOf(s.invoice.id))[1]!;
+    // Both attempts were created at the same (test) clock time: the second is the other one, not the second by created_at.
+    const secondAttempt = async () => (await attemptsOf(s.invoice.id)).find((a) => a.id !== first!.id);
+    await waitFor(async () => (await secondAttempt())?.checkout_request_id != null);
+    const attempt2 = (await secondAttempt())!;
     await callback(token2, success({ checkoutRequestId: attempt2.checkout_request_id!, merchantRequestId: attempt2.merchant_request_id!, customer: s.customer }, 1500, 'RCPTSECOND'));
     await callback(s.token, failed);
     assert.equal((await invoiceRow(s.invoice.id)).status, 'paid');
@@ -416,10 +423,6 @@ describe('paid twice, learnt first from the STK query', () => {
 });
 
 describe('reconciliation', () => {
-  /** The fake answers queries in order, whoever asks: leave only this test's attempt pending. */
-  async function onlyPending(invoiceId: string) {
-    await f.database.handle.db.updateTable('payment_attempts').set({ status: 'failed' }).where('status', '=', 'pending').where('invoice_id', '<>', invoiceId).execute();
-  }
 
   test('a lost callback is healed by the STK query through the same path; still-processing stays pending', async () => {
     const s = await invoiceWithPush();
@@ -473,9 +476,6 @@ describe('reconciliation', () => {
 });
 
 describe('reconciliation when M-PESA does not answer', () => {
-  async function onlyPending(invoiceId: string) {
-    await f.database.handle.db.updateTable('payment_attempts').set({ status: 'failed' }).where('status', '=', 'pending').where('invoice_id', '<>', invoiceId).execute();
-  }
   const unanswered = { kind: 'error', status: 503, code: '503.001.01', message: 'Service Unavailable' } as const;
   async function merchantNotices(merchant: string) {
     return f.database.handle.db.selectFrom('outbound_messages').select('content').where('recipient', '=', merchant).where('kind', '=', 'notice').execute();
@@ -595,9 +595,6 @@ describe('reminders', () => {
 
 describe('review: a wrong-amount callback after a payment learnt from the STK query', () => {
   /** The fake answers queries in order, whoever asks: leave only this invoice's attempts pending. */
-  async function onlyPending(invoiceId: string) {
-    await f.database.handle.db.updateTable('payment_attempts').set({ status: 'failed' }).where('status', '=', 'pending').where('invoice_id', '<>', invoiceId).execute();
-  }
   /** A second Payments over the same database (a second worker), with its own Daraja client. */
   function worker(client: DarajaClient) {
     return createPayments({ db: f.database.handle.db, jobs: f.deps.jobs, outbox: f.deps.outbox, daraja: client, config: f.deps.config, metrics: f.deps.metrics, logger: f.deps.logger, now });

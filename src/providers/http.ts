@@ -98,11 +98,16 @@ export function leanAdapter(agents: { http: HttpAgent; https: HttpsAgent }, maxR
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
       let req: ClientRequest;
-      const fail = (error: AxiosError): void => {
-        if (settled) return;
+      /** Ends the call once (false if it had ended): the deadline and the abort listener go with it. */
+      const settle = (): boolean => {
+        if (settled) return false;
         settled = true;
         clearTimeout(timer);
         config.signal?.removeEventListener?.('abort', onAbort);
+        return true;
+      };
+      const fail = (error: AxiosError): void => {
+        if (!settle()) return;
         req.destroy();
         reject(error);
       };
@@ -117,10 +122,7 @@ export function leanAdapter(agents: { http: HttpAgent; https: HttpsAgent }, maxR
         });
         res.on('error', (error) => fail(AxiosError.from(error, AxiosError.ERR_BAD_RESPONSE, config, req)));
         res.on('end', () => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          config.signal?.removeEventListener?.('abort', onAbort);
+          if (!settle()) return;
           const text = Buffer.concat(chunks).toString('utf8');
           const response: AxiosResponse = {
             // A byte order mark would keep axios from reading the JSON (its own adapter drops it too).
