@@ -37,10 +37,21 @@ export async function freshDatabase(): Promise<{ url: string; drop(): Promise<vo
   };
 }
 
+/** Child processes still running: killed if the benchmark exits early (an error), so none outlives it. */
+const children = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of children) child.kill('SIGKILL');
+});
+function track(child: ChildProcess): ChildProcess {
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+
 /** Starts bench/webhook-server.ts in `mode` (app or baseline) in a child process. */
 export function startServer(mode: 'app' | 'baseline', url: string, graphUrl: string): Promise<{ port: number; child: ChildProcess }> {
   const profile = process.env.BENCH_CPU_PROF === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`];
-  const child = spawn(process.execPath, [...profile, '--import', 'tsx', 'bench/webhook-server.ts', mode, url, graphUrl], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = track(spawn(process.execPath, [...profile, '--import', 'tsx', 'bench/webhook-server.ts', mode, url, graphUrl], { stdio: ['ignore', 'pipe', 'inherit'] }));
   return new Promise((resolve, reject) => {
     let out = '';
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -305,7 +316,7 @@ export const monotonicMs = (): number => Number(process.hrtime.bigint()) / 1e6;
  * reply to each recipient arrives (monotonicMs).
  */
 export async function startGraph(): Promise<{ url: string; arrivals(): Promise<Map<string, number>>; clear(): Promise<void>; close(): Promise<void> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/graph-server.ts'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = track(spawn(process.execPath, ['--import', 'tsx', 'bench/graph-server.ts'], { stdio: ['ignore', 'pipe', 'inherit'] }));
   const port = await new Promise<number>((resolve, reject) => {
     let out = '';
     child.stdout!.on('data', (chunk: Buffer) => {

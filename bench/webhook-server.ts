@@ -2,7 +2,9 @@
  * The server side of bench/webhook.ts, run as a child process so the load generator does
  * not share its event loop. Modes:
  *   app       the real InvoiceIQ app (signature, zod, exactly-once transaction, outbox, eager reply)
- *   baseline  a bare Hono handler doing one INSERT ... ON CONFLICT DO NOTHING (any POST path)
+ *   baseline  a bare Hono handler doing one INSERT ... ON CONFLICT DO NOTHING (any POST path);
+ *             and, for bench/stats.ts, the summary's best hand-written query served as JSON:
+ *             GET /stats-baseline/all?from=&to= (rollups), /stats-baseline/one?from=&to=&merchant=<id>
  * Prints `READY <port>` when listening; exits on SIGTERM.
  */
 import { serve } from '@hono/node-server';
@@ -13,6 +15,7 @@ import { loadConfig } from '../src/config.js';
 import { openDatabase } from '../src/db/connect.js';
 import { createDeps } from '../src/deps.js';
 import { createLogger } from '../src/logger.js';
+import { overOneMerchant, overRollups } from './stats-queries.js';
 
 const [mode, databaseUrl, graphUrl] = process.argv.slice(2);
 if ((mode !== 'app' && mode !== 'baseline') || databaseUrl === undefined) {
@@ -38,6 +41,17 @@ if (mode === 'baseline') {
       [id, JSON.stringify(body)],
     );
     return c.json({ status: 'received' });
+  });
+  // One query, as a prepared statement (its best way to run), and its row as JSON.
+  app.get('/stats-baseline/all', async (c) => {
+    const { rows } = await database.pool.query({ name: 'baseline_all', text: overRollups, values: [c.req.query('from'), c.req.query('to')] });
+    return c.json(rows[0]);
+  });
+  app.get('/stats-baseline/one', async (c) => {
+    const from = new Date(`${c.req.query('from')}T00:00:00+03:00`);
+    const to = new Date(new Date(`${c.req.query('to')}T00:00:00+03:00`).getTime() + 86_400_000);
+    const { rows } = await database.pool.query({ name: 'baseline_one', text: overOneMerchant, values: [from, to, c.req.query('merchant')] });
+    return c.json(rows[0]);
   });
   fetchHandler = app.fetch;
 } else {

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import fc from 'fast-check';
 import { sql, type Kysely } from 'kysely';
+import type { DatabaseHandle } from '../src/db/connect.js';
 import type { Database, InvoiceStatus } from '../src/db/schema.js';
 import { createMigrator, migrateToLatest } from '../src/db/migrate.js';
 import { createLogger } from '../src/logger.js';
@@ -48,7 +49,7 @@ before(async () => {
 after(() => database.dispose());
 
 /** `summary`'s presentation, applied to the base-table figures. */
-async function expectedSummary(d: Kysely<Database>, period: Period, now: Date): Promise<Summary> {
+async function expectedSummary(d: DatabaseHandle, period: Period, now: Date): Promise<Summary> {
   const row = await fromInvoices(d, period, null, now);
   const n = (v: string | null) => (v === null ? 0 : Number(v));
   const everSent = n(row.ever_sent);
@@ -62,9 +63,9 @@ async function expectedSummary(d: Kysely<Database>, period: Period, now: Date): 
   };
 }
 
-async function assertRollupsMatch(d: Kysely<Database>, label: string, periods = PERIODS, nows = NOWS): Promise<void> {
+async function assertRollupsMatch(d: DatabaseHandle, label: string, periods = PERIODS, nows = NOWS): Promise<void> {
   for (const period of periods) {
-    assert.deepEqual(await daily(d, period, null), await dailyFromInvoices(d, period, null), `${label}: daily series ${JSON.stringify(period)}`);
+    assert.deepEqual(await daily(d.db, period, null), await dailyFromInvoices(d.db, period, null), `${label}: daily series ${JSON.stringify(period)}`);
     for (const now of nows) {
       assert.deepEqual(await summary(d, period, null, now), await expectedSummary(d, period, now), `${label}: ${JSON.stringify(period)} at ${now.toISOString()}`);
     }
@@ -179,7 +180,7 @@ test('truncating invoices (directly or by cascade) empties both rollup tables', 
   assert.equal(await count(db, 'invoice_stats_daily'), 0);
   assert.equal(await count(db, 'invoice_stats_delta'), 0);
   assert.equal(await count(db, 'invoice_activity_daily'), 0);
-  await assertRollupsMatch(db, 'after truncate');
+  await assertRollupsMatch(database.handle, 'after truncate');
   // Truncated by cascade from merchants: the trigger on invoices fires too.
   await insertInvoice(db, { merchant: 2, status: 'paid', amount: 30, createdMs: BASE, sentAfter: 1000, paidAfter: 5000, dueIn: 1 });
   await foldStatsDeltas(db);
@@ -198,11 +199,11 @@ test('property: after any sequence of invoice changes and folds, the rollup summ
       await sql`truncate invoices cascade`.execute(db);
       const live: string[] = [];
       for (const op of ops) await apply(db, op, live);
-      await assertRollupsMatch(db, 'before the last fold');
+      await assertRollupsMatch(database.handle, 'before the last fold');
       await foldStatsDeltas(db);
       assert.equal(await count(db, 'invoice_stats_delta'), 0);
       assert.equal(await count(db, 'invoice_activity_delta'), 0);
-      await assertRollupsMatch(db, 'after the last fold');
+      await assertRollupsMatch(database.handle, 'after the last fold');
     }),
     { numRuns: 15 },
   );
@@ -215,7 +216,7 @@ test('folding empties the deltas, changes no figure, is a no-op the second time 
   await foldStatsDeltas(db);
   // The sent invoice moves to paid: its (day, 'sent', due) row now counts nothing.
   await db.updateTable('invoices').set({ status: 'paid', paid_at: sql<Date>`sent_at + interval '90 minutes'` }).where('id', '=', a).execute();
-  const before = await summary(db, PERIODS[2]!, null, NOWS[3]!);
+  const before = await summary(database.handle, PERIODS[2]!, null, NOWS[3]!);
   // Deltas come summed per rollup key: one out of (day, 'sent', due), one into (day, 'paid', due).
   assert.equal(await count(db, 'invoice_stats_delta'), 2);
   // Activity: its sending day loses and regains one sent (nets to nothing, so no row); its
@@ -224,7 +225,7 @@ test('folding empties the deltas, changes no figure, is a no-op the second time 
   assert.equal(await foldStatsDeltas(db), 2 + 1);
   assert.equal(await count(db, 'invoice_stats_delta'), 0);
   assert.equal(await count(db, 'invoice_activity_delta'), 0);
-  assert.deepEqual(await summary(db, PERIODS[2]!, null, NOWS[3]!), before);
+  assert.deepEqual(await summary(database.handle, PERIODS[2]!, null, NOWS[3]!), before);
   assert.equal(await foldStatsDeltas(db), 0);
   const zero = await db.selectFrom('invoice_stats_daily').selectAll().where(sql<boolean>`invoices = 0`).execute();
   assert.deepEqual(zero, []);
@@ -234,7 +235,7 @@ test('folding empties the deltas, changes no figure, is a no-op the second time 
   assert.deepEqual(await db.selectFrom('invoice_activity_daily').selectAll().where(sql<boolean>`sent = 0 and paid = 0 and collected = 0`).execute(), []);
   const statuses = await db.selectFrom('invoice_stats_daily').select('status').distinct().execute();
   assert.deepEqual(statuses.map((r) => r.status), ['paid']);
-  await assertRollupsMatch(db, 'after folds');
+  await assertRollupsMatch(database.handle, 'after folds');
 });
 
 test('an update that changes no tracked column writes no delta', async () => {
@@ -265,7 +266,7 @@ test('one statement changing many invoices appends its deltas summed per key, no
   await db.updateTable('invoices').set({ status: 'paid', paid_at: sql<Date>`sent_at + interval '5 minutes'` }).where('id', 'in', ids).execute();
   assert.equal(await count(db, 'invoice_stats_delta'), 2, "one row out of (day, 'sent', due), one into (day, 'paid', due)");
   assert.equal(await count(db, 'invoice_activity_delta'), 1, 'one paying day');
-  await assertRollupsMatch(db, 'after a ten-invoice statement');
+  await assertRollupsMatch(database.handle, 'after a ten-invoice statement');
 });
 
 test('concurrent writers and folds: the figures stay exact', async () => {
@@ -297,11 +298,11 @@ test('concurrent writers and folds: the figures stay exact', async () => {
     return folded;
   };
   await Promise.all([...Array.from({ length: 8 }, (_, w) => writer(w)), folder(), folder(), folder()]);
-  await assertRollupsMatch(db, 'after concurrent writes', [PERIODS[2]!, PERIODS[1]!], NOWS);
+  await assertRollupsMatch(database.handle, 'after concurrent writes', [PERIODS[2]!, PERIODS[1]!], NOWS);
   await foldStatsDeltas(db);
   assert.equal(await count(db, 'invoice_stats_delta'), 0);
-  await assertRollupsMatch(db, 'after the final fold', [PERIODS[2]!, PERIODS[1]!], NOWS);
-  const total = await summary(db, PERIODS[2]!, null, NOWS[0]!);
+  await assertRollupsMatch(database.handle, 'after the final fold', [PERIODS[2]!, PERIODS[1]!], NOWS);
+  const total = await summary(database.handle, PERIODS[2]!, null, NOWS[0]!);
   assert.equal(total.invoice_stats.total, 16 + 8 * 3);
   assert.equal(total.invoice_stats.paid, 16);
 });
@@ -313,7 +314,7 @@ test('statsFoldJob folds the deltas', async () => {
   await statsFoldJob(db).handle({}, { logger, jobId: 'x', retryCount: 0 });
   assert.equal(await count(db, 'invoice_stats_delta'), 0);
   assert.equal(await count(db, 'invoice_activity_delta'), 0);
-  await assertRollupsMatch(db, 'after the job', [PERIODS[2]!], [NOWS[0]!]);
+  await assertRollupsMatch(database.handle, 'after the job', [PERIODS[2]!], [NOWS[0]!]);
 });
 
 test('migrating backfills the rollups from existing invoices; down and up again work', async () => {
@@ -342,13 +343,13 @@ test('migrating backfills the rollups from existing invoices; down and up again 
     assert.ok((await count(d, 'invoice_stats_daily')) > 0);
     assert.equal(await count(d, 'invoice_activity_delta'), 0);
     assert.ok((await count(d, 'invoice_activity_daily')) > 0);
-    await assertRollupsMatch(d, 'after the backfill');
+    await assertRollupsMatch(empty.handle, 'after the backfill');
     check(await createMigrator(d).migrateTo('2026_11_22_0003_dashboard'));
     const left = await sql<{ n: string }>`select count(*) as n from information_schema.tables where table_name like 'invoice_stats_%' or table_name like 'invoice_activity_%'`.execute(d);
     assert.equal(Number(left.rows[0]!.n), 0);
     await sql`update invoices set amount = amount + 1 where status = 'pending'`.execute(d); // no trigger left to fail
     await migrateToLatest(d);
-    await assertRollupsMatch(d, 'after down and up again');
+    await assertRollupsMatch(empty.handle, 'after down and up again');
   } finally {
     await empty.dispose();
   }

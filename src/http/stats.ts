@@ -60,7 +60,7 @@ export function statsRoutes(deps: Pick<Deps, 'database' | 'auth' | 'now'>): Hono
     const at = now();
     const scope = readScope(c, viewer, at);
     c.header('Cache-Control', 'no-store');
-    return c.json(await summary(deps.database.db, scope.period, scope.merchant, at));
+    return c.json(await summary(deps.database, scope.period, scope.merchant, at));
   });
 
   routes.get('/stats/daily', async (c) => {
