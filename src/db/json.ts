@@ -15,8 +15,23 @@ export function withoutNul<T>(value: T): T {
   return value;
 }
 
+/**
+ * JSON text can only carry U+0000 as the escape `\u0000` (a raw control character is not
+ * valid JSON), so text without that sequence has none, and most has none: it skips the walk.
+ * (A person's literal backslash-u-0000 takes the walk too, which changes nothing.)
+ */
+const mayHoldNul = (json: string) => json.includes('\\u0000');
+
+/** JSON.parse, then U+0000 removed from every string and key. Throws as JSON.parse does. */
+export function parseJsonWithoutNul(text: string): unknown {
+  const value = JSON.parse(text) as unknown;
+  return mayHoldNul(text) ? withoutNul(value) : value;
+}
+
 /** JSON text for a jsonb column, without U+0000. */
 export function jsonb(value: unknown): string {
+  const text = JSON.stringify(value);
+  if (text === undefined || !mayHoldNul(text)) return text;
   return JSON.stringify(value, (_key, inner: unknown) => (typeof inner === 'string' ? inner.replace(/\u0000/g, '') : inner));
 }
 

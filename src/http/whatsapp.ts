@@ -4,7 +4,7 @@
  * forged request), then zod, then one transaction per event; answered as soon as the
  * events are committed. Replies go out after the answer (eager dispatch), never before.
  */
-import { withoutNul } from '../db/json.js';
+import { parseJsonWithoutNul } from '../db/json.js';
 import { Hono } from 'hono';
 import type { Deps } from '../deps.js';
 import { WebhookPayload } from '../providers/whatsapp/schemas.js';
@@ -41,7 +41,7 @@ export function whatsappRoutes(deps: Pick<Deps, 'config' | 'inbound' | 'metrics'
     let json: unknown;
     try {
       // U+0000 cannot be stored (jsonb) and means nothing in a chat: gone at the boundary.
-      json = withoutNul(JSON.parse(Buffer.from(raw).toString('utf8')) as unknown);
+      json = parseJsonWithoutNul(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('utf8'));
     } catch {
       await deps.inbound.storeRejected(raw, undefined, 'body is not JSON');
       c.get('logger').warn('signed webhook body is not JSON; stored as rejected');
