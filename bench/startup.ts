@@ -13,6 +13,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { APP_NODE_FLAGS } from './lib.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 const adminUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -67,8 +68,8 @@ async function main(): Promise<void> {
   const bareServer = "require('node:http').createServer((q,s)=>s.end('ok')).listen(process.env.PORT,'127.0.0.1')";
   try {
     // Unmeasured first starts: migrate the Postgres database and create the embedded one.
-    await timeToReady(['dist/src/main.js'], { ...base, DATABASE_URL: url.toString() });
-    await timeToReady(['dist/src/main.js'], { ...base, DATA_DIR: dataDir });
+    await timeToReady([...APP_NODE_FLAGS, 'dist/src/main.js'], { ...base, DATABASE_URL: url.toString() });
+    await timeToReady([...APP_NODE_FLAGS, 'dist/src/main.js'], { ...base, DATA_DIR: dataDir });
 
     const results = {
       date: new Date().toISOString(),
@@ -76,12 +77,12 @@ async function main(): Promise<void> {
       runs: RUNS,
       baseline_bare_node_http: await series('baseline (bare node:http server)', ['-e', bareServer], base, '/'),
       // A deployment (Postgres, provider accounts configured) never runs the simulator.
-      postgres: await series('postgres (dist)', ['dist/src/main.js'], { ...base, DATABASE_URL: url.toString(), SIMULATOR: 'off' }),
-      postgres_simulator: await series('postgres, simulator mode (dist)', ['dist/src/main.js'], { ...base, DATABASE_URL: url.toString() }),
+      postgres: await series('postgres (dist)', [...APP_NODE_FLAGS, 'dist/src/main.js'], { ...base, DATABASE_URL: url.toString(), SIMULATOR: 'off' }),
+      postgres_simulator: await series('postgres, simulator mode (dist)', [...APP_NODE_FLAGS, 'dist/src/main.js'], { ...base, DATABASE_URL: url.toString() }),
       // `npm start` with no accounts: simulator mode on the embedded database.
-      embedded_existing: await series('embedded, existing data dir, simulator mode (dist)', ['dist/src/main.js'], { ...base, DATA_DIR: dataDir }),
-      embedded_existing_no_simulator: await series('embedded, existing data dir, SIMULATOR=off (dist)', ['dist/src/main.js'], { ...base, DATA_DIR: dataDir, SIMULATOR: 'off' }),
-      embedded_existing_tsx: await series('embedded, existing data dir (npm start / tsx)', ['--import', 'tsx', 'src/main.ts'], { ...base, DATA_DIR: dataDir }),
+      embedded_existing: await series('embedded, existing data dir, simulator mode (dist)', [...APP_NODE_FLAGS, 'dist/src/main.js'], { ...base, DATA_DIR: dataDir }),
+      embedded_existing_no_simulator: await series('embedded, existing data dir, SIMULATOR=off (dist)', [...APP_NODE_FLAGS, 'dist/src/main.js'], { ...base, DATA_DIR: dataDir, SIMULATOR: 'off' }),
+      embedded_existing_tsx: await series('embedded, existing data dir (npm start / tsx)', [...APP_NODE_FLAGS, '--import', 'tsx', 'src/main.ts'], { ...base, DATA_DIR: dataDir }),
       goals: { postgres_ms: 1000, embedded_existing_ms: 2000 },
     };
     mkdirSync('bench/results', { recursive: true });
