@@ -15,10 +15,10 @@ const value = fc.letrec((tie) => ({
   object: fc.dictionary(tricky, tie('node'), { maxKeys: 4 }),
 })).node;
 
-/** The full walk, as before the fast path: every string value stripped. */
-const slowJsonb = (v: unknown) => JSON.stringify(v, (_key, inner: unknown) => (typeof inner === 'string' ? inner.replace(/\u0000/g, '') : inner));
+/** What jsonb must give for plain JSON values: the text of the value with every NUL gone (keys too). */
+const slowJsonb = (v: unknown) => JSON.stringify(withoutNul(v));
 
-test('jsonb: the same text as the full walk, and never a NUL escape in string values', () => {
+test('jsonb: the same text as the full walk, and never a NUL escape in keys or values', () => {
   fc.assert(
     fc.property(value, (v) => {
       assert.equal(jsonb(v), slowJsonb(v));
@@ -26,6 +26,9 @@ test('jsonb: the same text as the full walk, and never a NUL escape in string va
     { numRuns: 2000 },
   );
   assert.equal(jsonb({ text: 'a\u0000b' }), '{"text":"ab"}');
+  assert.equal(jsonb({ 'te\u0000xt': { ['\u0000']: 1 } }), '{"text":{"":1}}');
+  // Dates keep their JSON form on the slow path too.
+  assert.equal(jsonb({ at: new Date('2026-12-01T00:00:00Z'), text: '\u0000' }), '{"at":"2026-12-01T00:00:00.000Z","text":""}');
   // A person's literal backslash-u-0000 is text, kept as it was.
   assert.equal(jsonb({ text: '\\u0000' }), '{"text":"\\\\u0000"}');
 });
@@ -41,4 +44,10 @@ test('parseJsonWithoutNul: the same value as parsing then walking, for any JSON 
   assert.deepEqual(parseJsonWithoutNul('{"k\\u0000ey":["x\\u0000y",{"z":"\\u0000"}]}'), { key: ['xy', { z: '' }] });
   assert.deepEqual(parseJsonWithoutNul('{"text":"\\\\u0000"}'), { text: '\\u0000' });
   assert.throws(() => parseJsonWithoutNul('{"unclosed":'), SyntaxError);
+  // A "__proto__" key stays an ordinary key on both paths (never the object's prototype).
+  for (const text of ['{"__proto__":{"x":1}}', '{"__proto__":{"x":"\\u0000"}}']) {
+    const parsed = parseJsonWithoutNul(text) as Record<string, unknown>;
+    assert.equal(Object.getPrototypeOf(parsed), Object.prototype, text);
+    assert.ok(Object.hasOwn(parsed, '__proto__'), text);
+  }
 });

@@ -152,6 +152,19 @@ async function pglitePool(pglite: PGlite): Promise<pg.Pool> {
   // One connection, never closed for idleness: the PGlite session is the database.
   const pool = new pg.Pool({ ...createPgConfig(pglite), max: 1, idleTimeoutMillis: 0 });
   pool.on('error', () => undefined);
+  // pg-pool's own query() ends the client a query failed on; here every client is PGlite's
+  // one session, so one failed statement (pg-boss's, a summary's) would end the database for
+  // the whole process. Its client is given back instead, as Kysely does.
+  const query = async (...args: unknown[]): Promise<unknown> => {
+    if (typeof args.at(-1) === 'function') throw new TypeError('pool.query: callbacks are not supported on the embedded database');
+    const client = await pool.connect();
+    try {
+      return await (client.query as (...a: unknown[]) => Promise<unknown>)(...args);
+    } finally {
+      client.release();
+    }
+  };
+  pool.query = query as typeof pool.query;
   return pool;
 }
 

@@ -8,9 +8,8 @@ export function withoutNul<T>(value: T): T {
   if (typeof value === 'string') return value.replace(/\u0000/g, '') as T;
   if (Array.isArray(value)) return value.map((item) => withoutNul(item)) as T;
   if (value !== null && typeof value === 'object') {
-    const out: Record<string, unknown> = {};
-    for (const [key, inner] of Object.entries(value)) out[key.replace(/\u0000/g, '')] = withoutNul(inner);
-    return out as T;
+    // fromEntries defines own properties: a "__proto__" key stays a key, as JSON.parse makes it.
+    return Object.fromEntries(Object.entries(value).map(([key, inner]) => [key.replace(/\u0000/g, ''), withoutNul(inner)])) as T;
   }
   return value;
 }
@@ -32,7 +31,13 @@ export function parseJsonWithoutNul(text: string): unknown {
 export function jsonb(value: unknown): string {
   const text = JSON.stringify(value);
   if (text === undefined || !mayHoldNul(text)) return text;
-  return JSON.stringify(value, (_key, inner: unknown) => (typeof inner === 'string' ? inner.replace(/\u0000/g, '') : inner));
+  // The replacer sees each value after its toJSON (a Date is a string by then); keys too.
+  return JSON.stringify(value, (_key, inner: unknown) => {
+    if (typeof inner === 'string') return inner.replace(/\u0000/g, '');
+    if (inner === null || typeof inner !== 'object' || Array.isArray(inner)) return inner;
+    if (!Object.keys(inner).some((key) => key.includes('\u0000'))) return inner;
+    return Object.fromEntries(Object.entries(inner).map(([key, v]) => [key.replace(/\u0000/g, ''), v as unknown]));
+  });
 }
 
 /**
