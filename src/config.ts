@@ -129,6 +129,10 @@ const ProductionRules = EnvSchema.superRefine((env, ctx) => {
   if (env.MPESA_CALLBACK_URL !== undefined && !env.MPESA_CALLBACK_URL.startsWith('https://')) {
     ctx.addIssue({ code: 'custom', path: ['MPESA_CALLBACK_URL'], message: 'must be https in production' });
   }
+  // The dashboard's sign-in links carry a single-use token: never over plain HTTP.
+  if (env.PUBLIC_BASE_URL !== undefined && !env.PUBLIC_BASE_URL.startsWith('https://')) {
+    ctx.addIssue({ code: 'custom', path: ['PUBLIC_BASE_URL'], message: 'must be https in production' });
+  }
   if (env.STATS_API_TOKEN !== undefined && env.STATS_API_TOKEN.length < 32) {
     ctx.addIssue({ code: 'custom', path: ['STATS_API_TOKEN'], message: 'must be at least 32 characters in production' });
   }

@@ -10,7 +10,7 @@ import { getCookie, setCookie, deleteCookie } from 'hono/cookie';
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.js';
 import { sameSecret, sha256Hex } from '../security.js';
-import { requestAddress, socketAddress } from './client-address.js';
+import { clientPrefix, requestAddress, socketAddress } from './client-address.js';
 import { ApiError } from './errors.js';
 
 export const SESSION_COOKIE = 'invoiceiq_session';
@@ -32,7 +32,13 @@ export function createFailureLimiter(limit = 20, windowMs = 60_000, now: () => n
       const t = now();
       const w = windows.get(key);
       if (w === undefined || t - w.start >= windowMs) {
-        if (windows.size > 10_000) windows.clear(); // bounded memory under a spray of addresses
+        // Bounded memory under a spray of addresses: ended windows go; a blocked address is
+        // never forgotten early (clearing them all would unblock it). Full of live windows, a
+        // new address is not counted until some end.
+        if (windows.size >= 10_000) {
+          for (const [k, v] of windows) if (t - v.start >= windowMs) windows.delete(k);
+          if (windows.size >= 10_000 && w === undefined) return;
+        }
         windows.set(key, { start: t, count: 1 });
       } else {
         w.count += 1;
@@ -48,7 +54,9 @@ export type FailureLimiter = ReturnType<typeof createFailureLimiter>;
  * is all there is.
  */
 export function callerKey(c: Context): string {
-  return (socketAddress(c) === undefined ? c.req.header('fly-client-ip') : requestAddress(c)) ?? 'local';
+  const address = (socketAddress(c) === undefined ? c.req.header('fly-client-ip') : requestAddress(c)) ?? 'local';
+  // An IPv6 client counts once for its whole /64, or it could rotate past the limit.
+  return clientPrefix(address);
 }
 
 /**

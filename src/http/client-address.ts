@@ -28,3 +28,23 @@ export function socketAddress(c: Context): string | undefined {
 export function requestAddress(c: Context): string | undefined {
   return clientAddress(socketAddress(c), { fly: c.req.header('fly-client-ip'), forwarded: c.req.header('x-forwarded-for') });
 }
+
+/**
+ * The part of an address that names one client: an IPv4 address whole, an IPv6 address's /64
+ * (one host, a home line or a VPS, holds a whole /64: 2^64 addresses to rotate through).
+ * Anything that is not an IP address is returned as it is.
+ */
+export function clientPrefix(address: string): string {
+  const plain = address.trim().replace(/^\[|\]$/g, '').replace(/%.*$/, '');
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(plain);
+  if (mapped !== null) return mapped[1]!;
+  if (!plain.includes(':') || !/^[0-9a-f:.]+$/i.test(plain)) return plain;
+  const [head = '', tail, ...more] = plain.split('::');
+  if (more.length > 0) return plain;
+  const headGroups = head === '' ? [] : head.split(':');
+  const tailGroups = tail === undefined || tail === '' ? [] : tail.split(':');
+  const missing = 8 - headGroups.length - tailGroups.length;
+  if (tail === undefined ? missing !== 0 : missing < 1) return plain;
+  const groups = [...headGroups, ...Array.from({ length: missing }, () => '0'), ...tailGroups];
+  return `${groups.slice(0, 4).map((g) => (Number.parseInt(g, 16) || 0).toString(16)).join(':')}::/64`;
+}

@@ -2,6 +2,7 @@
 import { Hono } from 'hono';
 import type { DatabaseHandle } from '../db/connect.js';
 import type { Metrics } from '../metrics.js';
+import { errorBody } from './errors.js';
 import type { AppEnv } from './middleware.js';
 
 /** Readiness fails when the database does not answer within this long. */
@@ -17,6 +18,9 @@ export function healthRoutes(deps: { database: Pick<DatabaseHandle, 'ping'>; met
       : c.json({ status: 'unavailable', database: 'disconnected' }, 503);
   });
   routes.get('/metrics', async (c) => {
+    // For the private network (Fly's scraper): a request through Fly's public edge carries
+    // Fly-Client-IP, and payment and message volumes are not for the internet.
+    if (c.req.header('fly-client-ip') !== undefined) return c.json(errorBody(c, 'not_found', `No route for GET ${c.req.path}.`), 404);
     const body = await deps.metrics.registry.metrics();
     return c.body(body, 200, { 'Content-Type': deps.metrics.registry.contentType });
   });

@@ -1,0 +1,110 @@
+/**
+ * Security edges found in review (each test failed on the code before its fix): the failed
+ * sign-in limiter counts an IPv6 client once per /64 and never forgets a blocked address
+ * early; PUBLIC_BASE_URL (sign-in links) must be https in production; /metrics is not served
+ * through Fly's public edge.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { loadConfig } from '../src/config.js';
+import { clientPrefix } from '../src/http/client-address.js';
+import { createTestDatabase, type TestDatabase } from './helpers/database.js';
+import { buildDashboardApp, type DashboardApp } from './helpers/dashboard.js';
+import { buildTestApp } from './helpers/app.js';
+
+const TOKEN = 'review-token-0123456789abcdef0123456789';
+
+/** Every variable production requires (values are dummies). */
+const PRODUCTION: Record<string, string> = {
+  APP_ENV: 'production',
+  DATABASE_URL: 'postgres://invoiceiq@db.internal:5432/invoiceiq',
+  WABA_TOKEN: 'waba-token',
+  WABA_PHONE_ID: '109876543210987',
+  WABA_VERIFY_TOKEN: 'verify-token',
+  WABA_APP_SECRET: 'app-secret',
+  SMS_API_KEY: 'sms-key',
+  SMS_USERNAME: 'sms-user',
+  MPESA_CONSUMER_KEY: 'consumer-key',
+  MPESA_CONSUMER_SECRET: 'consumer-secret',
+  MPESA_SHORTCODE: '174379',
+  MPESA_PASSKEY: 'passkey',
+  MPESA_CALLBACK_URL: 'https://invoiceiq.example/payments/stk/callback',
+  STATS_API_TOKEN: TOKEN,
+};
+
+/** What @hono/node-server hands the app as c.env: the request's socket. */
+const socket = (remoteAddress: string) => ({ incoming: { socket: { remoteAddress } } });
+
+/** Fly's edge proxy, as the app sees it: a private address. */
+const FLY_PROXY = '172.16.7.2';
+
+let database: TestDatabase;
+let t: DashboardApp;
+
+before(async () => {
+  database = await createTestDatabase();
+  t = buildDashboardApp(database, { env: { STATS_API_TOKEN: TOKEN } });
+});
+after(() => database.dispose());
+
+const wrongBearer = (headers: Record<string, string>, env: object) =>
+  t.app.request('/stats/summary', { headers: { authorization: 'Bearer wrong-guess', ...headers } }, env);
+
+describe('rate limiting of failed credentials', () => {
+  test('IPv6: one client rotating addresses inside its own /64 is still limited after 20 failures', async () => {
+    // A single host (any VPS, any home IPv6 line) owns at least a /64: 2^64 addresses.
+    const statuses: number[] = [];
+    for (let i = 1; i <= 25; i += 1) {
+      const res = await wrongBearer({ 'fly-client-ip': `2001:db8:42:7::${i.toString(16)}` }, socket(FLY_PROXY));
+      statuses.push(res.status);
+    }
+    assert.equal(statuses.slice(0, 20).every((s) => s === 401), true);
+    assert.deepEqual(statuses.slice(20), [429, 429, 429, 429, 429], 'addresses of one /64 must share one failure counter');
+  });
+
+  test('a blocked address stays blocked when 10,001 other addresses fail (the limiter must not forget everyone at once)', async () => {
+    const attacker = { 'fly-client-ip': '198.51.100.77' };
+    for (let i = 0; i < 20; i += 1) assert.equal((await wrongBearer(attacker, socket(FLY_PROXY))).status, 401);
+    assert.equal((await wrongBearer(attacker, socket(FLY_PROXY))).status, 429, 'blocked after 20 failures');
+    // One failure from each of 10,001 other addresses (distinct /64s: cheap for anyone with a /48).
+    for (let i = 0; i < 10_001; i += 1) await wrongBearer({ 'fly-client-ip': `2001:db8:99:${i.toString(16)}::1` }, socket(FLY_PROXY));
+    const res = await t.app.request('/dashboard/login', { method: 'POST', body: new URLSearchParams({ token: 'next-guess' }), headers: attacker }, socket(FLY_PROXY));
+    assert.equal(res.status, 429, 'the attacker is still within its blocked minute');
+  });
+});
+
+describe('production configuration', () => {
+  test('PUBLIC_BASE_URL must be https in production (it carries the single-use sign-in token)', () => {
+    assert.throws(() => loadConfig({ ...PRODUCTION, PUBLIC_BASE_URL: 'http://invoiceiq.example' }), /PUBLIC_BASE_URL/);
+  });
+
+  test('GET /metrics is not served to the public internet in production (payment and message volumes)', async () => {
+    const prod = buildTestApp(database, { env: PRODUCTION });
+    prod.deps.metrics.paymentAttempts.inc({ outcome: 'succeeded' }, 3);
+    // Anyone on the internet, through Fly's edge (https://<app>.fly.dev/metrics): the proxy adds Fly-Client-IP.
+    const res = await prod.app.request('/metrics', { headers: { 'fly-client-ip': '203.0.113.9' } }, socket(FLY_PROXY));
+    const body = await res.text();
+    assert.notEqual(res.status, 200, `public GET /metrics answered 200 and shows e.g. ${body.split('\n').find((l) => l.startsWith('invoiceiq_payment_attempts_total{'))}`);
+  });
+});
+
+
+test('clientPrefix: IPv4 whole, IPv6 by its /64 in one spelling, anything else as it is', () => {
+  const cases: Array<[string, string]> = [
+    ['198.51.100.7', '198.51.100.7'],
+    ['::ffff:198.51.100.7', '198.51.100.7'],
+    ['2001:db8:42:7::1', '2001:db8:42:7::/64'],
+    ['2001:0db8:0042:0007:ffff:1:2:3', '2001:db8:42:7::/64'],
+    ['2001:DB8:42:7:0:0:0:9', '2001:db8:42:7::/64'],
+    ['2001:db8::1', '2001:db8:0:0::/64'],
+    ['[2001:db8:42:7::5]', '2001:db8:42:7::/64'],
+    ['fe80::1%eth0', 'fe80:0:0:0::/64'],
+    ['::1', '0:0:0:0::/64'],
+    ['::', '0:0:0:0::/64'],
+    ['local', 'local'],
+    ['1::2::3', '1::2::3'],
+    ['1:2:3', '1:2:3'],
+    ['1:2:3:4:5:6:7:8:9', '1:2:3:4:5:6:7:8:9'],
+  ];
+  for (const [input, expected] of cases) assert.equal(clientPrefix(input), expected, input);
+});
