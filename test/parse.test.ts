@@ -549,6 +549,11 @@ describe('parseInvoiceNumber', () => {
     ['9999', 9999],
     ['INV-9999', 9999],
     ['00000042', 42],
+    // Past INV-9999 the numbers go on (INV-10000 is the 10,000th invoice): still read.
+    ['10000', 10000],
+    ['INV-10000', 10000],
+    ['INV-12345', 12345],
+    ['inv 99999999', 99_999_999],
   ];
   for (const [input, expected] of accepted) {
     test(`accepts ${JSON.stringify(input)}`, () => {
@@ -561,9 +566,8 @@ describe('parseInvoiceNumber', () => {
     ' ',
     '0',
     'INV-0000',
-    '10000',
-    'INV-10000',
-    'INV-12345',
+    '100000000',
+    'INV-100000000',
     '-7',
     '7.5',
     '7a',
@@ -592,11 +596,11 @@ describe('parseInvoiceNumber', () => {
     assert.ok(formatInvoiceNumber(9999).length <= 12);
   });
 
-  test('property: never throws; accepted values are 1..9999', () => {
+  test('property: never throws; accepted values are 1..99,999,999', () => {
     fc.assert(
       fc.property(fc.oneof(everyString, longString), s => {
         const r = parseInvoiceNumber(s);
-        if (r.ok) assert.ok(Number.isInteger(r.value) && r.value >= 1 && r.value <= 9999);
+        if (r.ok) assert.ok(Number.isInteger(r.value) && r.value >= 1 && r.value <= 99_999_999);
         else assert.equal(r.error, 'invalid_invoice_number');
       }),
       { numRuns: 2000 },
@@ -605,7 +609,7 @@ describe('parseInvoiceNumber', () => {
 
   test('property: parseInvoiceNumber(formatInvoiceNumber(n)) == n, in every spelling', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 1, max: 9999 }), fc.constantFrom('', 'INV-', 'inv-', 'INV', 'inv ', '#'), fc.boolean(), (n, prefix, pad) => {
+      fc.property(fc.integer({ min: 1, max: 99_999_999 }), fc.constantFrom('', 'INV-', 'inv-', 'INV', 'inv ', '#'), fc.boolean(), (n, prefix, pad) => {
         assert.deepEqual(parseInvoiceNumber(formatInvoiceNumber(n)), okOf(n));
         const digits = pad ? String(n).padStart(4, '0') : String(n);
         assert.deepEqual(parseInvoiceNumber(prefix + digits), okOf(n), prefix + digits);
@@ -614,9 +618,9 @@ describe('parseInvoiceNumber', () => {
     );
   });
 
-  test('property: numbers above 9999 are refused', () => {
+  test('property: numbers above 99,999,999 (longer than an AccountReference) are refused', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 10_000, max: Number.MAX_SAFE_INTEGER }), n => {
+      fc.property(fc.integer({ min: 100_000_000, max: Number.MAX_SAFE_INTEGER }), n => {
         assert.deepEqual(parseInvoiceNumber(formatInvoiceNumber(n)), errOf('invalid_invoice_number'));
         assert.deepEqual(parseInvoiceNumber(String(n)), errOf('invalid_invoice_number'));
       }),

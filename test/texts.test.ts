@@ -286,6 +286,11 @@ const cases: Cases = {
     ...FAILURE_REASONS.map((reason) => ({ label: reason, out: t.paymentFailedToMerchant(7, reason), ids: [] })),
     { label: 'extreme', out: t.paymentFailedToMerchant(99999, 'no_answer'), ids: [] },
   ],
+  paidTwiceToMerchant: (t) => [
+    { label: 'ordinary', out: t.paidTwiceToMerchant(7, 1500, RECEIPT), ids: [] },
+    { label: 'no receipt', out: t.paidTwiceToMerchant(7, 1500, null), ids: [] },
+    { label: 'extreme', out: t.paidTwiceToMerchant(99999, MAX, ODD_RECEIPT), ids: [] },
+  ],
   paymentNeedsReview: (t) => [
     { label: 'ordinary', out: t.paymentNeedsReview(7, 1500, 1000), ids: [] },
     { label: 'extreme', out: t.paymentNeedsReview(99999, MAX, 1), ids: [] },
@@ -427,6 +432,8 @@ for (const language of languages) {
       has('paymentFailedToCustomer', 'ordinary', NAME, '*INV-0007*', '*KES 1,500*', 'M-PESA');
       has('paymentFailedToCustomer', 'extreme', LONG_NAME, '*INV-9999*', '*KES 250,000*');
       for (const reason of FAILURE_REASONS) has('paymentFailedToMerchant', reason, '*INV-0007*');
+      has('paidTwiceToMerchant', 'ordinary', '*INV-0007*', '*KES 1,500*', RECEIPT, language === 'en' ? 'Refund' : 'Mrudishie');
+      has('paidTwiceToMerchant', 'extreme', '*INV-99999*', '*KES 250,000*');
       has('paymentNeedsReview', 'ordinary', '*INV-0007*', '*KES 1,500*', '*KES 1,000*');
       has('paymentNeedsReview', 'extreme', '*INV-99999*', '*KES 250,000*', '*KES 1*');
       has('reminderDue', 'ordinary', NAME, '*INV-0007*', '*KES 1,500*');
@@ -634,7 +641,7 @@ for (const language of languages) {
       assert.notEqual(body(language, 'reminderDue', 'ordinary'), body(language, 'reminderDue', 'today'));
       assert.ok(body(language, 'reminderDue', 'ordinary').includes(language === 'en' ? 'tomorrow' : 'kesho'));
       assert.ok(body(language, 'reminderDue', 'today').includes(language === 'en' ? 'today' : 'leo'));
-      for (const fn of ['paymentNeedsReview'] as const) {
+      for (const fn of ['paymentNeedsReview', 'paidTwiceToMerchant'] as const) {
         assert.ok(body(language, fn, 'ordinary').includes(language === 'en' ? 'status 7' : 'hali 7'));
       }
     });

@@ -145,7 +145,7 @@ export function createConversationHandler(options: ConversationShellOptions = {}
       });
     }
 
-    async function customerInvoices(number: number | null): Promise<Array<CustomerInvoice & { id: string }>> {
+    async function customerInvoices(number: number | null, tag?: string): Promise<Array<CustomerInvoice & { id: string }>> {
       let query = trx
         .selectFrom('invoices')
         .innerJoin('merchants', 'merchants.id', 'invoices.merchant_id')
@@ -155,6 +155,8 @@ export function createConversationHandler(options: ConversationShellOptions = {}
         .orderBy('invoices.created_at', 'desc')
         .limit(10);
       if (number !== null) query = query.where('invoices.number', '=', number);
+      // The tag is hex from our own list row (the machine checked it): the id's first 8 digits.
+      if (tag !== undefined) query = query.where(sql<boolean>`left(invoices.id::text, 8) = ${tag}`);
       return (await query.execute()).map((r) => ({
         id: r.id,
         merchantName: r.business_name ?? '',
@@ -317,7 +319,7 @@ export function createConversationHandler(options: ConversationShellOptions = {}
           return;
         }
         case 'customer_pay': {
-          const invoices = await customerInvoices(effect.number);
+          const invoices = await customerInvoices(effect.number, effect.tag);
           const [only] = invoices;
           if (invoices.length !== 1 || only === undefined) return void toMe(t().customerInvoices(invoices));
           if (options.payments === undefined) return void toMe(t().customerPayPending(only));

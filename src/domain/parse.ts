@@ -144,11 +144,15 @@ export function parseDescription(input: string): ParseResult<string, 'descriptio
 // Invoice numbers
 // ---------------------------------------------------------------------------
 
-const MAX_INVOICE_NUMBER = 9999;
+/** INV- and eight digits: the 12 characters an STK push's AccountReference holds. */
+const MAX_INVOICE_NUMBER = 99_999_999;
 /** '7', '0007', 'inv-0007', 'INV7', 'inv 7', 'invoice 7', '#7', 'inv #7'. */
 const INVOICE_NUMBER = /^(?:inv(?:oice)?\s*[-#]?\s*|#\s*)?(\d+)$/;
 
-/** '7', '0007', 'INV-0007', 'inv 7', '#7' -> 7. Only 1..9999 (INV-0001..INV-9999). */
+/**
+ * '7', '0007', 'INV-0007', 'inv 7', '#7' -> 7. 1..99,999,999: every number the invoices are
+ * given (INV-0001, ... INV-9999, INV-10000, ...).
+ */
 export function parseInvoiceNumber(input: string): ParseResult<number, 'invalid_invoice_number'> {
   if (typeof input !== 'string' || input.length > 40) return fail('invalid_invoice_number');
   const digits = INVOICE_NUMBER.exec(input.trim().toLowerCase())?.[1];

@@ -158,13 +158,19 @@ function buttons(body: string, choices: readonly Button[]): MessageContent {
 
 const payId = (n: number) => `pay:${formatInvoiceNumber(n)}`;
 
-/** Several unpaid invoices for one customer: a list whose rows are `pay:INV-0007`. */
+/**
+ * Several unpaid invoices for one customer: a list whose rows are `pay:INV-0007`. Two merchants
+ * may both have an INV-0007: those rows are `pay:INV-0007~<first 8 hex digits of the invoice's
+ * id>`, so each names its own invoice (row ids must be unique, and a tap must pay that one).
+ */
 function payList(body: string, button: string, invoices: readonly CustomerInvoice[]): MessageContent {
-  // Row ids must be unique, but two merchants may both have an INV-0007: the first one wins.
+  const numbers = invoices.map((invoice) => invoice.number);
+  const shared = new Set(numbers.filter((n, i) => numbers.indexOf(n) !== i));
   const seen = new Set<string>();
   const rows: Array<{ id: string; title: string; description: string }> = [];
   for (const invoice of invoices) {
-    const id = payId(invoice.number);
+    const tag = shared.has(invoice.number) && invoice.id !== undefined ? `~${invoice.id.replace(/-/g, '').slice(0, 8).toLowerCase()}` : '';
+    const id = `${payId(invoice.number)}${tag}`;
     if (seen.has(id) || rows.length >= LIST_ROWS_MAX) continue;
     seen.add(id);
     rows.push({
@@ -582,6 +588,13 @@ const en: Texts = {
     ),
   paymentFailedToMerchant: (number, reason) =>
     text(`${inv(number)} is not paid yet: ${failureWords(EN_FAILURE, reason)}\n\n${enFailureAdvice(number, reason)}`),
+  paidTwiceToMerchant: (number, amount, receipt) => {
+    const shown = receiptShown(receipt);
+    return text(
+      `⚠️ ${inv(number)} was paid twice: M-PESA confirmed a second payment of ${money(amount)}${shown === null ? '' : ` (receipt ${shown})`}.\n\n` +
+        `The invoice stays marked paid. Refund the customer one of the two payments. Type status ${number} to see the attempts.`,
+    );
+  },
   paymentNeedsReview: (number, expected, received, options = { alreadyPaid: false }) =>
     text(
       `⚠️ A payment of ${money(received)} came in for ${inv(number)}, but the invoice is for ${money(expected)}.\n\n` +
@@ -954,6 +967,13 @@ const sw: Texts = {
     ),
   paymentFailedToMerchant: (number, reason) =>
     text(`${inv(number)} bado haijalipwa: ${failureWords(SW_FAILURE, reason)}\n\n${swFailureAdvice(number, reason)}`),
+  paidTwiceToMerchant: (number, amount, receipt) => {
+    const shown = receiptShown(receipt);
+    return text(
+      `⚠️ ${inv(number)} imelipwa mara mbili: M-PESA imethibitisha malipo ya pili ya ${money(amount)}${shown === null ? '' : ` (risiti ${shown})`}.\n\n` +
+        `Ankara inabaki kama imelipwa. Mrudishie mteja moja ya malipo hayo mawili. Andika hali ${number} uone majaribio.`,
+    );
+  },
   paymentNeedsReview: (number, expected, received, options = { alreadyPaid: false }) =>
     text(
       `⚠️ Malipo ya ${money(received)} yamepokelewa kwa ${inv(number)}, lakini ankara ni ya ${money(expected)}.\n\n` +

@@ -18,7 +18,8 @@ export type InvoiceDetail = InvoiceLine & {
   attempts: Array<{ at: Date; status: string; resultDesc: string | null }>;
 };
 export type MerchantSummary = { sent: number; paid: number; outstandingAmount: number; collectedThisMonth: number; overdue: number };
-export type CustomerInvoice = { merchantName: string; number: number; amount: number; description: string; dueDate: Date | null };
+/** `id`: the invoice's id; a list of invoices that share a number tells them apart by it. */
+export type CustomerInvoice = { merchantName: string; number: number; amount: number; description: string; dueDate: Date | null; id?: string };
 
 export type Texts = {
   // onboarding
@@ -78,6 +79,7 @@ export type Texts = {
   paymentFailedToCustomer(merchantName: string, number: number, amount: number): MessageContent; // "not completed; reply PAY to try again" + button pay:INV-0007 "Pay now"
   paymentFailedToCustomerSms(merchantName: string, number: number, amount: number): string; // <= 160 chars, "reply PAY"
   paymentFailedToMerchant(number: number, reason: PaymentFailureReason): MessageContent; // the reason in words
+  paidTwiceToMerchant(number: number, amount: number, receipt: string | null): MessageContent; // to the merchant: a second payment came in for an invoice already paid; it stays paid; refund one (the receipt finds it)
   paymentNeedsReview(number: number, expected: number, received: number, options?: { alreadyPaid: boolean }): MessageContent; // to the merchant: amount paid differs; not marked paid (alreadyPaid: the invoice stays paid as M-PESA confirmed before); recorded for review
   reminderDue(merchantName: string, number: number, amount: number, dueDate: Date, when: 'tomorrow' | 'today'): MessageContent; // with pay button
   reminderDueSms(merchantName: string, number: number, amount: number, dueDate: Date, when: 'tomorrow' | 'today'): string; // <= 160 chars, "reply PAY"

@@ -197,12 +197,24 @@ export function createPayments(deps: PaymentsDeps): Payments {
       .where('push_started_at', 'is', null)
       // Never prompt for an invoice paid or cancelled while this push waited (e.g. a job retry).
       .where('invoice_id', 'in', (eb) => eb.selectFrom('invoices').select('id').where('status', 'not in', ['paid', 'cancelled']))
+      // Nor once a newer attempt exists for the invoice (started while this one waited for a
+      // retry): one prompt at a time, or the customer could pay twice.
+      .where(({ not, exists, selectFrom }) =>
+        not(
+          exists(
+            selectFrom('payment_attempts as newer')
+              .select('newer.id')
+              .whereRef('newer.invoice_id', '=', 'payment_attempts.invoice_id')
+              .whereRef('newer.created_at', '>', 'payment_attempts.created_at'),
+          ),
+        ),
+      )
       .returning(['id', 'invoice_id', 'amount', 'phone', 'initiated_by'])
       .executeTakeFirst();
     if (claimed === undefined) {
       await db
         .updateTable('payment_attempts')
-        .set({ status: 'expired', result_desc: 'invoice paid or cancelled before the prompt', completed_at: sql`now()`, updated_at: sql`now()` })
+        .set({ status: 'expired', result_desc: 'invoice paid or cancelled, or a newer prompt started, before the prompt', completed_at: sql`now()`, updated_at: sql`now()` })
         .where('id', '=', attemptId)
         .where('status', '=', 'pending')
         .where('push_started_at', 'is', null)
@@ -313,6 +325,8 @@ export function createPayments(deps: PaymentsDeps): Payments {
       new Map(owners.map((o) => [o.mpesa_receipt!, o.id])),
     );
 
+    // Invoices this group marks paid: a review note for another of their attempts says so.
+    const paying = new Set(inputs.filter((_, index) => plans[index]!.action === 'mark_paid').map(({ attempt }) => attempt.invoice_id));
     const attemptRows = new Map<string, { id: string; status: PaymentAttemptStatus; result_code: number; result_desc: string | null; mpesa_receipt: string | null; review_reason: string | null }>();
     const paidInvoices: Array<{ id: string; receipt: string | null }> = [];
     const receiptsForInvoices: Array<{ id: string; receipt: string | null }> = [];
@@ -334,7 +348,13 @@ export function createPayments(deps: PaymentsDeps): Payments {
           // The receipt goes in the review note, not the unique receipt column: it did not pay this invoice.
           attemptRows.set(attempt.id, { ...row, status: 'failed', review_reason: `${plan.reason}: paid ${result.amount ?? 'unknown'} receipt ${result.receipt ?? '-'}` });
           events.push({ invoice_id: f.id, actor: 'mpesa', type: 'payment_needs_review', data: JSON.stringify({ asked, paid: result.amount, receipt: result.receipt }) });
-          drafts.push({ recipient: f.merchant_phone, kind: 'notice', invoiceId: f.id, payload: { message: merchantTexts.paymentNeedsReview(f.number, asked, result.amount ?? 0) } });
+          drafts.push({
+            recipient: f.merchant_phone,
+            kind: 'notice',
+            invoiceId: f.id,
+            // Paid by another attempt (before, or in this same group): the text must not say it is not.
+            payload: { message: merchantTexts.paymentNeedsReview(f.number, asked, result.amount ?? 0, { alreadyPaid: f.status === 'paid' || paying.has(f.id) }) },
+          });
           return { status: 'review', plan };
         case 'review_receipt': {
           // A payment already recorded (from the STK query) stays as it is; its receipt is not
@@ -372,7 +392,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
           // and the receipt is kept on this attempt to find the money.
           attemptRows.set(attempt.id, { ...row, status: 'failed', mpesa_receipt: result.receipt, ...paidTwice(result.receipt) });
           events.push({ invoice_id: f.id, actor: 'mpesa', type: 'duplicate_payment', data: JSON.stringify({ receipt: result.receipt, attempt_id: attempt.id }) });
-          drafts.push({ recipient: f.merchant_phone, kind: 'notice', invoiceId: f.id, payload: { message: merchantTexts.paymentNeedsReview(f.number, amount, result.amount ?? amount) } });
+          drafts.push({ recipient: f.merchant_phone, kind: 'notice', invoiceId: f.id, payload: { message: merchantTexts.paidTwiceToMerchant(f.number, result.amount ?? amount, result.receipt) } });
           return { status: 'review', plan };
         case 'add_receipt':
           if (attempt.status === 'succeeded') {
@@ -619,6 +639,8 @@ export function createPayments(deps: PaymentsDeps): Payments {
       metrics.paymentAttempts.inc({ outcome: 'expired' });
       if (unsettled === 'unanswered') logger.error({ attempt_id: attempt.id }, 'gave up asking M-PESA about a payment attempt: no query was answered for a day; the merchant is told to check their M-PESA messages');
       const facts = await invoiceFacts(trx, ended.invoice_id);
+      // Paid by another attempt, or cancelled: "not paid yet" would be false, or news to nobody.
+      if (facts.status === 'paid' || facts.status === 'cancelled') return [];
       return notify(trx, [
         { recipient: facts.merchant_phone, kind: 'notice', invoiceId: facts.id, payload: { message: texts[facts.merchant_language ?? 'en'].paymentFailedToMerchant(facts.number, 'no_answer') } },
       ]);

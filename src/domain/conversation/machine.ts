@@ -35,7 +35,8 @@ export const ConversationStateSchema = z.discriminatedUnion('step', [
   z.object({ version: z.literal(STATE_VERSION), step: z.literal('idle') }),
   z.object({ version: z.literal(STATE_VERSION), step: z.literal('awaiting_business_name') }),
   z.object({ version: z.literal(STATE_VERSION), step: z.literal('awaiting_customer'), draft: z.object({}), touchedAt }),
-  z.object({ version: z.literal(STATE_VERSION), step: z.literal('awaiting_amount'), draft: z.object({ customerPhone: msisdn }), touchedAt }),
+  // The description too when a one-line invoice gave a good one and a bad amount.
+  z.object({ version: z.literal(STATE_VERSION), step: z.literal('awaiting_amount'), draft: z.object({ customerPhone: msisdn, description: description.optional() }), touchedAt }),
   z.object({
     version: z.literal(STATE_VERSION),
     step: z.literal('awaiting_description'),
@@ -177,8 +178,13 @@ class Dialogue {
         this.do({ type: 'set_language', language: command.language });
         this.language = command.language;
         return this.say(this.t.languageSet()).done(state);
-      case 'pay':
-        return this.do({ type: 'customer_pay', number: command.ref === null ? null : this.invoiceNumberOrNull(command.ref) }).done(state);
+      case 'pay': {
+        // `INV-0007~1a2b3c4d`: a list row naming one of two invoices with the same number (two merchants).
+        const tagged = command.ref === null ? null : /^(.+)~([0-9a-f]{8})$/i.exec(command.ref);
+        const ref = tagged === null ? command.ref : tagged[1]!;
+        const number = ref === null ? null : this.invoiceNumberOrNull(ref);
+        return this.do({ type: 'customer_pay', number, ...(tagged === null || number === null ? {} : { tag: tagged[2]!.toLowerCase() }) }).done(state);
+      }
       default:
         return null;
     }
@@ -212,12 +218,28 @@ class Dialogue {
       case 'new_invoice':
         return this.startDraft();
       case 'quick_invoice': {
+        // A part that does not read keeps the parts before it: the draft waits at that step,
+        // so following the hint finishes the invoice (as in the step-by-step flow).
         const phone = parsePhone(command.phone);
-        if (!phone.ok) return this.say(this.t.invalidPhone()).done(IDLE);
+        if (!phone.ok) return this.say(this.t.invalidPhone()).done({ version: STATE_VERSION, step: 'awaiting_customer', draft: {}, touchedAt: this.touched() });
         const money = parseAmount(command.amount, this.context.maxAmount);
-        if (!money.ok) return this.say(this.t.invalidAmount(money.error, this.context.maxAmount)).done(IDLE);
         const text = parseDescription(command.description);
-        if (!text.ok) return this.say(this.t.invalidDescription(text.error)).done(IDLE);
+        if (!money.ok) {
+          return this.say(this.t.invalidAmount(money.error, this.context.maxAmount)).done({
+            version: STATE_VERSION,
+            step: 'awaiting_amount',
+            draft: { customerPhone: phone.value, ...(text.ok ? { description: text.value } : {}) },
+            touchedAt: this.touched(),
+          });
+        }
+        if (!text.ok) {
+          return this.say(this.t.invalidDescription(text.error)).done({
+            version: STATE_VERSION,
+            step: 'awaiting_description',
+            draft: { customerPhone: phone.value, amount: money.value },
+            touchedAt: this.touched(),
+          });
+        }
         return this.toConfirmation({ customerPhone: phone.value, amount: money.value, description: text.value });
       }
       case 'list':
@@ -281,6 +303,9 @@ function merchantTurn(d: Dialogue, state: ConversationState, input: Read): Trans
       if (input.kind !== 'text') return d.say(d.t.staleButton()).say(d.t.askAmount(state.draft.customerPhone)).done({ ...state, touchedAt: d.touched() });
       const money = parseAmount(input.text, d.context.maxAmount);
       if (!money.ok) return d.say(d.t.invalidAmount(money.error, d.context.maxAmount)).done({ ...state, touchedAt: d.touched() });
+      if (state.draft.description !== undefined) {
+        return d.toConfirmation({ customerPhone: state.draft.customerPhone, amount: money.value, description: state.draft.description });
+      }
       return d.say(d.t.askDescription()).done({
         version: STATE_VERSION,
         step: 'awaiting_description',
@@ -316,10 +341,14 @@ function newcomerTurn(d: Dialogue, state: ConversationState, input: Read): Trans
   if (state.step === 'awaiting_business_name') {
     if (input.kind !== 'text') return d.say(d.t.onlyTextAndButtons()).say(d.t.askBusinessName()).done(state);
     if (command?.kind === 'cancel') return d.say(d.t.draftCancelled()).done(IDLE);
+    // "help" is a question, not a business name: the question stands.
+    if (command?.kind === 'help') return d.say(d.t.askBusinessName()).done(state);
     const name = parseBusinessName(input.text);
     if (name === null) return d.say(d.t.businessNameInvalid()).done(state);
     return d.do({ type: 'register_merchant', businessName: name }).say(d.t.registered(name)).done(IDLE);
   }
+  // Media, stickers, reactions...: a polite word, and nothing changes (no onboarding started).
+  if (input.kind === 'other') return d.say(d.t.onlyTextAndButtons()).done(state);
   // A customer talks to the customer side unless they ask to start a business of their own.
   if (d.context.isCustomer && command?.kind !== 'new_invoice') return d.do({ type: 'customer_help' }).done(IDLE);
   return d.say(d.t.askBusinessName()).done({ version: STATE_VERSION, step: 'awaiting_business_name' });

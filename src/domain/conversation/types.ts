@@ -73,7 +73,8 @@ export type Effect =
   | { type: 'cancel_invoice'; number: number }
   | { type: 'show_summary' }
   | { type: 'set_language'; language: Language }
-  | { type: 'customer_pay'; number: number | null }
+  /** `tag`: the first 8 hex digits of the invoice's id, when its number alone names several. */
+  | { type: 'customer_pay'; number: number | null; tag?: string }
   | { type: 'customer_help' }
   | { type: 'dashboard_link' };
 
