@@ -59,6 +59,11 @@ const EnvSchema = z.object({
   SMS_USE_SANDBOX: booleanFromEnv.default(false),
   SMS_TIMEOUT_MS: z.coerce.number({ error: 'must be a number' }).int().min(100).max(60_000).default(10_000),
 
+  // The largest invoice a merchant may create (M-PESA takes at most 250,000 in one prompt), and
+  // the days from sending to the due date.
+  INVOICE_MAX_AMOUNT: z.coerce.number({ error: 'must be a number' }).int().min(1).max(250_000).default(250_000),
+  INVOICE_DUE_DAYS: z.coerce.number({ error: 'must be a number' }).int().min(1).max(365).default(7),
+
   DELIVERY_MAX_ATTEMPTS: z.coerce.number({ error: 'must be a number' }).int().min(1).max(20).default(5),
   DELIVERY_SAFETY_NET_SECONDS: z.coerce.number({ error: 'must be a number' }).int().min(0).max(3600).default(15),
   INBOUND_MAX_ATTEMPTS: z.coerce.number({ error: 'must be a number' }).int().min(1).max(50).default(8),
@@ -175,6 +180,7 @@ export type Config = Readonly<{
     useSandbox: boolean;
     timeoutMs: number;
   }>;
+  invoices: Readonly<{ maxAmount: number; dueDays: number }>;
   delivery: Readonly<{ maxAttempts: number; inboundMaxAttempts: number; safetyNetSeconds: number }>;
   mpesa: Readonly<{
     consumerKey: string | undefined;
@@ -273,6 +279,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       useSandbox: e.SMS_USE_SANDBOX,
       timeoutMs: e.SMS_TIMEOUT_MS,
     },
+    invoices: { maxAmount: e.INVOICE_MAX_AMOUNT, dueDays: e.INVOICE_DUE_DAYS },
     delivery: {
       maxAttempts: e.DELIVERY_MAX_ATTEMPTS,
       inboundMaxAttempts: e.INBOUND_MAX_ATTEMPTS,

@@ -114,6 +114,8 @@ export function createDeps(options: DepsOptions): Deps {
     outbox,
     conversation: options.conversation ?? createConversationHandler({
         payments,
+        maxAmount: config.invoices.maxAmount,
+        dueDays: config.invoices.dueDays,
         ...(dashboardLink === undefined ? {} : { dashboardLink }),
         ...(options.now === undefined ? {} : { now: options.now }),
       }),

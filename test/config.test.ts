@@ -263,3 +263,10 @@ test('no provider timeout the configuration accepts lets a claim expire while it
   problemFor(configError({ WABA_TIMEOUT_MS: String(LONGEST_PROVIDER_TIMEOUT_MS + 1) }), 'WABA_TIMEOUT_MS');
   problemFor(configError({ SMS_TIMEOUT_MS: String(LONGEST_PROVIDER_TIMEOUT_MS + 1) }), 'SMS_TIMEOUT_MS');
 });
+
+test('INVOICE_MAX_AMOUNT and INVOICE_DUE_DAYS: defaults 250,000 and 7; whole numbers in range, or a clear error', () => {
+  assert.deepEqual(loadConfig({}).invoices, { maxAmount: 250_000, dueDays: 7 });
+  assert.deepEqual(loadConfig({ INVOICE_MAX_AMOUNT: '1000', INVOICE_DUE_DAYS: '14' }).invoices, { maxAmount: 1000, dueDays: 14 });
+  for (const value of ['0', '250001', '1.5', 'lots']) problemFor(configError({ INVOICE_MAX_AMOUNT: value }), 'INVOICE_MAX_AMOUNT');
+  for (const value of ['0', '366', 'soon']) problemFor(configError({ INVOICE_DUE_DAYS: value }), 'INVOICE_DUE_DAYS');
+});

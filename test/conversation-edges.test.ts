@@ -116,3 +116,40 @@ describe('end to end (webhooks, shell, database)', () => {
     }
   });
 });
+
+test('the confirmation shows the due date the configured days away (dueDays in the context)', () => {
+  const draft = { customerPhone: '254712345678', amount: 1500, description: 'flour' };
+  const seven = converse(IDLE, text('invoice 0712345678 1500 flour'), context());
+  const fourteen = converse(IDLE, text('invoice 0712345678 1500 flour'), context({ dueDays: 14 }));
+  // 2026-11-22 12:00 in Nairobi: due 2026-11-29 by default, 2026-12-06 with 14 days.
+  assert.deepEqual(replies(seven.effects), [texts.en.confirm(draft, new Date('2026-11-29T00:00:00+03:00'), null)]);
+  assert.deepEqual(replies(fourteen.effects), [texts.en.confirm(draft, new Date('2026-12-06T00:00:00+03:00'), null)]);
+});
+
+describe('configured limits (INVOICE_MAX_AMOUNT, INVOICE_DUE_DAYS), through the service as wired', () => {
+  const clock = new Date('2026-11-22T07:00:00.000Z').getTime();
+  let f: ChannelFixture;
+  before(async () => {
+    f = await startChannelFixture({ env: { INVOICE_MAX_AMOUNT: '1000', INVOICE_DUE_DAYS: '14', DELIVERY_SAFETY_NET_SECONDS: '3600' }, now: () => new Date(clock) });
+  });
+  after(() => f.close());
+  const say = (from: string, body: string) =>
+    f.post(envelope({ contacts: [{ profile: { name: 'x' }, wa_id: from }], messages: [{ from, id: wamid(), timestamp: String(Math.floor(clock / 1000)), type: 'text', text: { body } }] }));
+
+  test('an amount over the configured maximum is refused with it; the due date is the configured days away', async () => {
+    const M = '254722100077';
+    await say(M, 'hi');
+    await say(M, 'Config Shop');
+    await say(M, 'invoice 0733100077 1500 flour');
+    const rows = await f.database.handle.db.selectFrom('outbound_messages').select('content').where('recipient', '=', M).orderBy('created_at').orderBy('id').execute();
+    const last = (rows.at(-1)!.content as { message: MessageContent }).message;
+    assert.deepEqual(last, texts.en.invalidAmount('amount_too_large', 1000));
+    await say(M, '900');
+    await say(M, 'yes');
+    const invoice = await f.database.handle.db.selectFrom('invoices').select(['amount', 'due_date']).where('customer_phone', '=', '254733100077').executeTakeFirstOrThrow();
+    assert.equal(Number(invoice.amount), 900);
+    const due = invoice.due_date instanceof Date ? invoice.due_date.toISOString().slice(0, 10) : String(invoice.due_date).slice(0, 10);
+    // Sent 2026-11-22 10:00 in Nairobi: due 14 days later.
+    assert.equal(due, '2026-12-06');
+  });
+});

@@ -11,7 +11,7 @@ import type { Database } from '../db/schema.js';
 import { converse } from '../domain/conversation/machine.js';
 import type { Effect, Language, MachineContext, RecentInvoice } from '../domain/conversation/types.js';
 import { DUPLICATE_WINDOW_MS } from '../domain/conversation/types.js';
-import { decideCancel, decideRemind, dueDateFor, isOverdue, nairobiMidnight, nairobiToday } from '../domain/invoice.js';
+import { decideCancel, decideRemind, dueDateFor, INVOICE_DUE_DAYS, isOverdue, nairobiMidnight, nairobiToday } from '../domain/invoice.js';
 import type { MessageContent, OutboundDraft } from '../domain/outbound.js';
 import { DEFAULT_MAX_AMOUNT, formatAmount, formatInvoiceNumber } from '../domain/parse.js';
 import { texts } from '../domain/texts.js';
@@ -47,6 +47,8 @@ async function languageOf(trx: Trx, phone: string): Promise<Language> {
 export type ConversationShellOptions = {
   now?: () => Date;
   maxAmount?: number;
+  /** Days from sending to the due date (INVOICE_DUE_DAYS). */
+  dueDays?: number;
   payments?: Pick<Payments, 'requestPayment'>;
   /** Creates a single-use dashboard sign-in link for a merchant; absent when the dashboard has no public URL. */
   dashboardLink?: (trx: Trx, merchantId: string) => Promise<string>;
@@ -55,6 +57,7 @@ export type ConversationShellOptions = {
 export function createConversationHandler(options: ConversationShellOptions = {}): ConversationHandler {
   const now = options.now ?? (() => new Date());
   const maxAmount = options.maxAmount ?? DEFAULT_MAX_AMOUNT;
+  const dueDays = options.dueDays ?? INVOICE_DUE_DAYS;
 
   /**
    * The facts every turn needs, for every sender in `senders` (a relation of phone, state,
@@ -104,6 +107,7 @@ export function createConversationHandler(options: ConversationShellOptions = {}
       isCustomer: facts.is_customer,
       recentInvoices: recent,
       maxAmount,
+      dueDays,
     };
     const { state, effects } = converse(conversation?.state ?? { version: 0 }, message.input, context);
 
@@ -124,7 +128,7 @@ export function createConversationHandler(options: ConversationShellOptions = {}
       const ct = texts[customerLanguage];
       const name = merchant?.business_name ?? '';
       const amount = Number(invoice.amount);
-      const due = invoice.due_date === null ? nairobiMidnight(dueDateFor(at)) : nairobiMidnight(dayOf(invoice.due_date)!);
+      const due = invoice.due_date === null ? nairobiMidnight(dueDateFor(at, dueDays)) : nairobiMidnight(dayOf(invoice.due_date)!);
       const content =
         kind === 'invoice'
           ? ct.invoiceToCustomer(name, invoice.number, amount, invoice.description, due, invoice.customer_phone)
@@ -200,7 +204,7 @@ export function createConversationHandler(options: ConversationShellOptions = {}
               // The shell's clock, not the database's: the duplicate guard and due dates agree with it.
               created_at: at,
               sent_at: at,
-              due_date: dueDateFor(at),
+              due_date: dueDateFor(at, dueDays),
             })
             .returningAll()
             .executeTakeFirstOrThrow();

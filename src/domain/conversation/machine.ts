@@ -140,8 +140,8 @@ function duplicateOf(draft: CompleteDraft, context: MachineContext): number | nu
   return match?.number ?? null;
 }
 
-function dueDate(now: Date): Date {
-  return nairobiMidnight(dueDateFor(now));
+function dueDate(now: Date, days?: number): Date {
+  return nairobiMidnight(dueDateFor(now, days));
 }
 
 class Dialogue {
@@ -201,7 +201,7 @@ class Dialogue {
 
   toConfirmation(draft: CompleteDraft): Transition {
     const duplicate = duplicateOf(draft, this.context);
-    return this.say(this.t.confirm(draft, dueDate(this.context.now), duplicate)).done({
+    return this.say(this.t.confirm(draft, dueDate(this.context.now, this.context.dueDays), duplicate)).done({
       version: STATE_VERSION,
       step: 'awaiting_confirmation',
       draft,

@@ -60,6 +60,8 @@ export type MachineContext = {
   /** The merchant's invoices created in the last DUPLICATE_WINDOW_MS (duplicate guard). */
   recentInvoices: readonly RecentInvoice[];
   maxAmount: number;
+  /** Days from sending to the due date (default INVOICE_DUE_DAYS, 7). */
+  dueDays?: number;
 };
 
 /** What the shell carries out, in order, inside the same transaction. */
