@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { MessageContent } from '../src/domain/outbound.js';
-import { texts } from '../src/domain/texts.js';
+import { templateName, texts } from '../src/domain/texts.js';
 import type { CustomerInvoice, InvoiceDetail, InvoiceLine, PaymentFailureReason, Texts } from '../src/domain/texts.types.js';
 
 type Language = keyof typeof texts;
@@ -779,4 +779,17 @@ test("a failed invoice reads as not delivered (it reached the customer on no cha
   assert.match(JSON.stringify(en), /Not delivered/);
   assert.doesNotMatch(JSON.stringify(en), /Payment failed/);
   assert.match(JSON.stringify(sw), /Haikumfikia mteja/);
+});
+
+test('templateName: at most 60 characters, never half an emoji, the service name when empty', () => {
+  const loneSurrogate = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+  for (const name of ['A' + '🙂'.repeat(30), '🙂'.repeat(40), 'Mama Mboga 👩🏽‍🌾'.repeat(5), 'x'.repeat(100)]) {
+    const out = templateName(name);
+    assert.ok(out.length <= 60 && out.length >= 55, `${out.length}: ${out}`);
+    assert.doesNotMatch(out, loneSurrogate, out);
+    assert.ok(name.trim().startsWith(out));
+  }
+  assert.equal(templateName('Duka la Mama'), 'Duka la Mama');
+  assert.equal(templateName('   '), 'InvoiceIQ');
+  assert.equal(templateName(''), 'InvoiceIQ');
 });

@@ -14,7 +14,7 @@ import { DUPLICATE_WINDOW_MS } from '../domain/conversation/types.js';
 import { decideCancel, decideRemind, dueDateFor, INVOICE_DUE_DAYS, isOverdue, nairobiMidnight, nairobiToday } from '../domain/invoice.js';
 import type { MessageContent, OutboundDraft } from '../domain/outbound.js';
 import { DEFAULT_MAX_AMOUNT, formatAmount, formatInvoiceNumber } from '../domain/parse.js';
-import { texts } from '../domain/texts.js';
+import { templateName, texts } from '../domain/texts.js';
 import type { CustomerInvoice, InvoiceDetail, InvoiceLine } from '../domain/texts.types.js';
 import type { Payments } from '../payments/service.js';
 import type { ConversationBatch, ConversationHandler, ConversationMessage, SenderFacts } from './port.js';
@@ -142,7 +142,7 @@ export function createConversationHandler(options: ConversationShellOptions = {}
           sms: ct.invoiceToCustomerSms(name, invoice.number, amount, invoice.description, due),
           template: {
             // One layout per template kind: the reminder template takes the due date where the invoice takes the description.
-            parameters: [name.slice(0, 60) || 'InvoiceIQ', formatInvoiceNumber(invoice.number), formatAmount(amount), kind === 'invoice' ? invoice.description : nairobiToday(due)],
+            parameters: [templateName(name), formatInvoiceNumber(invoice.number), formatAmount(amount), kind === 'invoice' ? invoice.description : nairobiToday(due)],
             buttonPayload: `pay:${formatInvoiceNumber(invoice.number)}`,
           },
         },

@@ -75,6 +75,19 @@ const ELLIPSIS = '...';
 const graphemes = new Intl.Segmenter('en', { granularity: 'grapheme' });
 
 /** At most `max` UTF-16 units, cut between user-perceived characters (never half an emoji), '...' when cut. */
+/**
+ * The merchant's name as a template parameter: at most 60 characters, cut between graphemes
+ * (never half an emoji: a lone surrogate is not valid text), or the service's name when empty.
+ */
+export function templateName(name: string): string {
+  let out = '';
+  for (const { segment } of graphemes.segment(name.trim())) {
+    if (out.length + segment.length > 60) break;
+    out += segment;
+  }
+  return out === '' ? 'InvoiceIQ' : out;
+}
+
 function clip(text: string, max: number): string {
   if (text.length <= max) return text;
   if (max <= ELLIPSIS.length) return ELLIPSIS.slice(0, Math.max(0, max));

@@ -19,7 +19,7 @@ import type { OutboundDraft } from '../domain/outbound.js';
 import { dueDateFor, nairobiMidnight, nairobiToday } from '../domain/invoice.js';
 import { EXPIRE_AFTER_MS, RECONCILE_AFTER_MS, decidePaymentRequest, expiresAfterQuery, failureReason, planResults, type PaymentRequestDecision, type ResultPlan, type UnsettledQuery } from '../domain/payment.js';
 import { formatAmount, formatInvoiceNumber } from '../domain/parse.js';
-import { texts } from '../domain/texts.js';
+import { templateName, texts } from '../domain/texts.js';
 import type { Outbox } from '../delivery/outbox.js';
 import { NoJobData, scheduledJob, type JobDefinition, type JobQueue } from '../jobs/queue.js';
 import type { Logger } from '../logger.js';
@@ -423,7 +423,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
               payload: {
                 message: customerTexts.receiptToCustomer(merchantName, f.number, amount, result.receipt),
                 sms: customerTexts.receiptToCustomerSms(merchantName, f.number, amount, result.receipt),
-                template: { parameters: [merchantName.slice(0, 60) || 'InvoiceIQ', formatInvoiceNumber(f.number), formatAmount(amount), result.receipt ?? '-'] },
+                template: { parameters: [templateName(merchantName), formatInvoiceNumber(f.number), formatAmount(amount), result.receipt ?? '-'] },
               },
             },
             {
@@ -722,7 +722,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
               payload: {
                 message: t.reminderDue(name, facts.number, amount, dueDate, when),
                 sms: t.reminderDueSms(name, facts.number, amount, dueDate, when),
-                template: { parameters: [name.slice(0, 60) || 'InvoiceIQ', formatInvoiceNumber(facts.number), formatAmount(amount), day], buttonPayload: `pay:${formatInvoiceNumber(facts.number)}` },
+                template: { parameters: [templateName(name), formatInvoiceNumber(facts.number), formatAmount(amount), day], buttonPayload: `pay:${formatInvoiceNumber(facts.number)}` },
               },
             },
           ]);
