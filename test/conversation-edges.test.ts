@@ -80,6 +80,22 @@ describe('end to end (webhooks, shell, database)', () => {
     await say(phone, name);
   }
 
+  test('a customer with 12 unpaid invoices is told 12, and shown the latest 10', async () => {
+    const M = '254722100012';
+    const CUSTOMER = '254733100012';
+    await onboard(M, 'Twelve Shop');
+    const merchant = await f.database.handle.db.selectFrom('merchants').select('id').where('phone', '=', M).executeTakeFirstOrThrow();
+    await f.database.handle.db
+      .insertInto('invoices')
+      .values(Array.from({ length: 12 }, (_, i) => ({ merchant_id: merchant.id, number: i + 1, customer_phone: CUSTOMER, amount: '100', description: `item ${i + 1}`, status: 'sent' as const, created_at: new Date(clock - (12 - i) * 60_000) })))
+      .execute();
+    await say(CUSTOMER, 'pay');
+    const reply = await lastTo(CUSTOMER);
+    assert.equal(reply.type, 'list');
+    assert.match(JSON.stringify(reply), /You have 12 unpaid invoices\. Here are the first 10\./);
+    assert.equal(reply.type === 'list' ? reply.sections.flatMap((section) => section.rows).length : 0, 10);
+  });
+
   test('a customer with INV-0001 from two merchants can pay each one (no endless "choose invoice" loop)', async () => {
     const A = '254722100001';
     const B = '254722100002';

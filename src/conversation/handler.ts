@@ -157,7 +157,8 @@ export function createConversationHandler(options: ConversationShellOptions = {}
         .where('invoices.customer_phone', '=', phone)
         .where('invoices.status', 'in', ['pending', 'sent', 'failed'])
         .orderBy('invoices.created_at', 'desc')
-        .limit(10);
+        // The list shows 10 rows but says how many there are ("You have 12 ... the first 10").
+        .limit(100);
       if (number !== null) query = query.where('invoices.number', '=', number);
       // The tag is hex from our own list row (the machine checked it): the id's first 8 digits.
       if (tag !== undefined) query = query.where(sql<boolean>`left(invoices.id::text, 8) = ${tag}`);
