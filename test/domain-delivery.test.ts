@@ -227,7 +227,8 @@ describe('afterWhatsAppFailure', () => {
   const cases: Array<{ name: string; error: FailureFacts; attempt: number; max: number; random: number; expected: FailureDecision }> = [
     { name: 'retryable 500, attempts left -> retry after the backoff', error: facts(true), attempt: 1, max: 5, random: 0, expected: { action: 'retry', delaySeconds: 1 } },
     { name: 'retryable, third attempt -> backoff grows', error: facts(true, '131000'), attempt: 3, max: 5, random: 0, expected: { action: 'retry', delaySeconds: 4 } },
-    { name: 'retryable 130429 with retry-after 7 > backoff -> waits 7 s', error: facts(true, '130429', 7), attempt: 1, max: 5, random: 0.5, expected: { action: 'retry', delaySeconds: 7 } },
+    { name: 'retryable 130429 with retry-after 7 > backoff -> waits 7 s (random 0)', error: facts(true, '130429', 7), attempt: 1, max: 5, random: 0, expected: { action: 'retry', delaySeconds: 7 } },
+    { name: 'retry-after 7 > backoff, random 0.5 -> spread to 8.8 s', error: facts(true, '130429', 7), attempt: 1, max: 5, random: 0.5, expected: { action: 'retry', delaySeconds: 8.8 } },
     { name: 'retry-after shorter than the backoff -> the backoff wins', error: facts(true, '130429', 1), attempt: 5, max: 8, random: 0, expected: { action: 'retry', delaySeconds: 16 } },
     { name: 'retry-after 0 -> the backoff', error: facts(true, '131056', 0), attempt: 2, max: 5, random: 0, expected: { action: 'retry', delaySeconds: 2 } },
     { name: 'retryable, one attempt before the last -> retry', error: facts(true), attempt: 4, max: 5, random: 0, expected: { action: 'retry', delaySeconds: 8 } },
@@ -251,6 +252,15 @@ describe('afterWhatsAppFailure', () => {
       assert.deepEqual(afterWhatsAppFailure(c.error, c.attempt, c.max, c.random), c.expected);
     });
   }
+
+  test('a burst limited with the same Retry-After does not retry in the same second (found in review)', () => {
+    const delays = [0, 0.25, 0.5, 0.75, 0.999].map((random) => afterWhatsAppFailure(facts(true, '130429', 120), 1, 5, random));
+    const seconds = delays.map((d) => (d.action === 'retry' ? d.delaySeconds : Number.NaN));
+    assert.ok(seconds.every((x) => x >= 120 && x <= 180), seconds.join(', '));
+    assert.equal(new Set(seconds.map(Math.floor)).size, 5, `spread: ${seconds.join(', ')}`);
+    const sms = [0, 0.999].map((random) => afterSmsFailure(facts(true, '500', 60), 1, 5, random));
+    assert.notDeepEqual(sms[0], sms[1]);
+  });
 
   test('the retry delay uses `random` for its jitter', () => {
     const low = afterWhatsAppFailure(facts(true), 6, 10, 0);

@@ -1,42 +1,83 @@
 import { sql, type RawBuilder } from 'kysely';
 
 /**
- * JSON for jsonb columns. Postgres refuses U+0000 inside jsonb text, and a provider (or a
- * person) can send it: strip it at every boundary so one character cannot crash a webhook.
+ * JSON for jsonb columns. Postgres refuses U+0000 inside jsonb text, and a lone UTF-16
+ * surrogate (half an emoji, as a cut string or a crafted `\ud800` leaves), and a provider (or a
+ * person) can send either: both are cleaned at every boundary so one character cannot crash
+ * a webhook. NUL goes; a lone surrogate becomes U+FFFD, as UTF-8 encoding would make it.
  */
-export function withoutNul<T>(value: T): T {
-  if (typeof value === 'string') return value.replace(/\u0000/g, '') as T;
-  if (Array.isArray(value)) return value.map((item) => withoutNul(item)) as T;
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+const cleanString = (text: string) => text.replace(/\u0000/g, '').replace(LONE_SURROGATE, '\uFFFD');
+
+/** `value` with every string and key cleaned (see above). */
+export function storable<T>(value: T): T {
+  if (typeof value === 'string') return cleanString(value) as T;
+  if (Array.isArray(value)) return value.map((item) => storable(item)) as T;
   if (value !== null && typeof value === 'object') {
     // fromEntries defines own properties: a "__proto__" key stays a key, as JSON.parse makes it.
-    return Object.fromEntries(Object.entries(value).map(([key, inner]) => [key.replace(/\u0000/g, ''), withoutNul(inner)])) as T;
+    return Object.fromEntries(Object.entries(value).map(([key, inner]) => [cleanString(key), storable(inner)])) as T;
   }
   return value;
 }
 
 /**
- * JSON text can only carry U+0000 as the escape `\u0000` (a raw control character is not
- * valid JSON), so text without that sequence has none, and most has none: it skips the walk.
- * (A person's literal backslash-u-0000 takes the walk too, which changes nothing.)
+ * JSON text can carry U+0000 only as the escape `\u0000` (a raw control character is not
+ * valid JSON), and JSON.stringify writes a lone surrogate only as an escape `\udXXX`: text
+ * without those sequences needs no cleaning, and most has none, so it skips the walk. (A
+ * person's literal backslash-u-0000, or an escaped but whole surrogate pair, takes the walk
+ * too, which changes nothing.)
  */
-const mayHoldNul = (json: string) => json.includes('\\u0000');
+const mayNeedCleaning = (json: string) => json.includes('\\u0000') || /\\u[dD][89a-fA-F]/.test(json);
 
-/** JSON.parse, then U+0000 removed from every string and key. Throws as JSON.parse does. */
-export function parseJsonWithoutNul(text: string): unknown {
-  const value = JSON.parse(text) as unknown;
-  return mayHoldNul(text) ? withoutNul(value) : value;
+/** How deep a body may nest (Meta's payloads: about 10 levels). Deeper is refused when parsed. */
+export const MAX_JSON_DEPTH = 64;
+
+/** A body nested deeper than MAX_JSON_DEPTH: turning it back into JSON would overflow the stack. */
+export class JsonTooDeepError extends SyntaxError {
+  constructor() {
+    super(`JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
+    this.name = 'JsonTooDeepError';
+  }
 }
 
-/** JSON text for a jsonb column, without U+0000. */
+/** Whether JSON text opens more than `max` arrays or objects inside each other (no recursion). */
+function nestsDeeperThan(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i += 1) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 92) i += 1; // backslash: skip the escaped character
+      else if (c === 34) inString = false;
+    } else if (c === 34) inString = true;
+    else if (c === 123 || c === 91) {
+      depth += 1;
+      if (depth > max) return true;
+    } else if (c === 125 || c === 93) depth -= 1;
+  }
+  return false;
+}
+
+/**
+ * JSON.parse, then every string and key cleaned (see above). Throws as JSON.parse does, and
+ * JsonTooDeepError for a body nested deeper than MAX_JSON_DEPTH.
+ */
+export function parseStorableJson(text: string): unknown {
+  const value = JSON.parse(text) as unknown;
+  if (nestsDeeperThan(text, MAX_JSON_DEPTH)) throw new JsonTooDeepError();
+  return mayNeedCleaning(text) ? storable(value) : value;
+}
+
+/** JSON text for a jsonb column: no U+0000, no lone surrogate. */
 export function jsonb(value: unknown): string {
   const text = JSON.stringify(value);
-  if (text === undefined || !mayHoldNul(text)) return text;
+  if (text === undefined || !mayNeedCleaning(text)) return text;
   // The replacer sees each value after its toJSON (a Date is a string by then); keys too.
   return JSON.stringify(value, (_key, inner: unknown) => {
-    if (typeof inner === 'string') return inner.replace(/\u0000/g, '');
+    if (typeof inner === 'string') return cleanString(inner);
     if (inner === null || typeof inner !== 'object' || Array.isArray(inner)) return inner;
-    if (!Object.keys(inner).some((key) => key.includes('\u0000'))) return inner;
-    return Object.fromEntries(Object.entries(inner).map(([key, v]) => [key.replace(/\u0000/g, ''), v as unknown]));
+    if (Object.keys(inner).every((key) => cleanString(key) === key)) return inner;
+    return Object.fromEntries(Object.entries(inner).map(([key, v]) => [cleanString(key), v as unknown]));
   });
 }
 

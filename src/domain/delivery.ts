@@ -42,10 +42,21 @@ export function backoffSeconds(attempt: number, random: number, baseSeconds = 2,
 
 export type FailureFacts = { retryable: boolean; code: string | undefined; retryAfterSeconds: number | undefined };
 
+/**
+ * The wait before a retry: the backoff, or the provider's Retry-After when that is longer,
+ * spread over up to half again (by `random`). Without the spread every message limited in
+ * the same burst would retry in the same second, and be limited again.
+ */
+export function retryDelaySeconds(retryAfterSeconds: number | undefined, attempt: number, random: number): number {
+  const backoff = backoffSeconds(attempt, random);
+  const after = retryAfterSeconds ?? 0;
+  return after > backoff ? Math.round((after + (random * after) / 2) * 10) / 10 : backoff;
+}
+
 /** After a WhatsApp send fails: retry what can be retried while attempts remain, otherwise SMS. */
 export function afterWhatsAppFailure(error: FailureFacts, attempt: number, maxAttempts: number, random: number): FailureDecision {
   if (error.retryable && attempt < maxAttempts) {
-    return { action: 'retry', delaySeconds: Math.max(error.retryAfterSeconds ?? 0, backoffSeconds(attempt, random)) };
+    return { action: 'retry', delaySeconds: retryDelaySeconds(error.retryAfterSeconds, attempt, random) };
   }
   return { action: 'fallback', reason: error.retryable ? 'whatsapp_retries_exhausted' : `whatsapp_error_${error.code ?? 'unknown'}` };
 }
@@ -53,7 +64,7 @@ export function afterWhatsAppFailure(error: FailureFacts, attempt: number, maxAt
 /** After an SMS send fails: retry gateway trouble while attempts remain; otherwise the message failed. */
 export function afterSmsFailure(error: FailureFacts, attempt: number, maxAttempts: number, random: number): FailureDecision {
   if (error.retryable && attempt < maxAttempts) {
-    return { action: 'retry', delaySeconds: Math.max(error.retryAfterSeconds ?? 0, backoffSeconds(attempt, random)) };
+    return { action: 'retry', delaySeconds: retryDelaySeconds(error.retryAfterSeconds, attempt, random) };
   }
   return { action: 'fail', reason: `sms_error_${error.code ?? 'unknown'}` };
 }

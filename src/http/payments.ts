@@ -5,7 +5,7 @@
  * nothing. An optional allow-list of source addresses (MPESA_CALLBACK_ALLOWED_IPS) is applied
  * first, trusting Fly-Client-IP / X-Forwarded-For only from a proxy on a private network.
  */
-import { parseJsonWithoutNul } from '../db/json.js';
+import { parseStorableJson } from '../db/json.js';
 import { Hono } from 'hono';
 import type { Deps } from '../deps.js';
 import { parseStkCallback } from '../providers/mpesa/schemas.js';
@@ -30,7 +30,7 @@ export function paymentRoutes(deps: Pick<Deps, 'config' | 'payments' | 'metrics'
     }
     let body: unknown;
     try {
-      body = parseJsonWithoutNul(await c.req.text());
+      body = parseStorableJson(await c.req.text());
     } catch {
       deps.metrics.callbacksRejected.inc({ reason: 'malformed' });
       throw new ApiError(400, 'malformed_json', 'The request body is not valid JSON.');

@@ -4,7 +4,7 @@
  * messageId) along its lifecycle; each (id, status) is applied once (src/inbound/sms-report.ts).
  */
 import { Hono } from 'hono';
-import { parseJsonWithoutNul, withoutNul } from '../db/json.js';
+import { parseStorableJson, storable } from '../db/json.js';
 import type { Deps } from '../deps.js';
 import { DeliveryReport, UnknownReportError } from '../inbound/sms-report.js';
 import { ApiError, describeIssues } from './errors.js';
@@ -14,13 +14,13 @@ async function readReport(contentType: string, read: { text(): Promise<string> }
   const text = await read.text();
   if (/application\/json/i.test(contentType)) {
     try {
-      return parseJsonWithoutNul(text);
+      return parseStorableJson(text);
     } catch {
       throw new ApiError(400, 'malformed_json', 'The request body is not valid JSON.');
     }
   }
   // U+0000 cannot be stored (text or jsonb columns): gone at the boundary, as for webhooks.
-  if (/application\/x-www-form-urlencoded/i.test(contentType)) return withoutNul(Object.fromEntries(new URLSearchParams(text)));
+  if (/application\/x-www-form-urlencoded/i.test(contentType)) return storable(Object.fromEntries(new URLSearchParams(text)));
   throw new ApiError(415, 'unsupported_media_type', 'Send the report as application/x-www-form-urlencoded or application/json.');
 }
 

@@ -4,7 +4,7 @@
  * forged request), then zod, then one transaction per event; answered as soon as the
  * events are committed. Replies go out after the answer (eager dispatch), never before.
  */
-import { parseJsonWithoutNul } from '../db/json.js';
+import { JsonTooDeepError, parseStorableJson } from '../db/json.js';
 import { Hono } from 'hono';
 import type { Deps } from '../deps.js';
 import { WebhookPayload } from '../providers/whatsapp/schemas.js';
@@ -40,11 +40,12 @@ export function whatsappRoutes(deps: Pick<Deps, 'config' | 'inbound' | 'metrics'
 
     let json: unknown;
     try {
-      // U+0000 cannot be stored (jsonb) and means nothing in a chat: gone at the boundary.
-      json = parseJsonWithoutNul(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('utf8'));
-    } catch {
-      await deps.inbound.storeRejected(raw, undefined, 'body is not JSON');
-      c.get('logger').warn('signed webhook body is not JSON; stored as rejected');
+      // U+0000 and lone surrogates cannot be stored (jsonb): cleaned at the boundary.
+      json = parseStorableJson(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('utf8'));
+    } catch (error) {
+      const reason = error instanceof JsonTooDeepError ? error.message : 'body is not JSON';
+      await deps.inbound.storeRejected(raw, undefined, reason);
+      c.get('logger').warn({ reason }, 'signed webhook body not accepted as JSON; stored as rejected');
       return c.json({ status: 'rejected' }, 200);
     }
     const parsed = WebhookPayload.safeParse(json);

@@ -338,7 +338,12 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
   async function runBatch(items: readonly MessageItem[]): Promise<Array<ItemOutcome | Error>> {
     try {
       const outcomes = await db.transaction().execute(async (trx) => {
-        const input = [...items]
+        // The same wamid twice in one group (from two senders: Meta never sends that, a forged
+        // pair could): the first counts, the others are duplicates, as they would be one by one.
+        const firstOfKey = new Map<string, MessageItem>();
+        for (const item of items) if (!firstOfKey.has(item.key)) firstOfKey.set(item.key, item);
+        const unique = [...firstOfKey.values()];
+        const input = [...unique]
           .sort((a, b) => (a.stored.message.from < b.stored.message.from ? -1 : a.stored.message.from > b.stored.message.from ? 1 : 0))
           .map((item) => ({
             key: item.key,
@@ -367,22 +372,22 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
           )
           ${merged ? conversation.factsOf!(sql`senders`) : sql`select phone from senders`}`.execute(trx);
         const fresh = new Set(rows.map((row) => row.phone));
-        const todo = items.filter((item) => fresh.has(item.stored.message.from));
-        const drafts = new Map<string, OutboundDraft[]>();
+        const todo = unique.filter((item) => fresh.has(item.stored.message.from));
+        const drafts = new Map<MessageItem, OutboundDraft[]>();
         let saveStatement: RawBuilder<unknown> | undefined;
         if (conversation.prepare !== undefined && todo.length > 0) {
           const phones = todo.map((item) => item.stored.message.from);
           const batch = await (merged ? conversation.prepare(trx, phones, rows) : conversation.prepare(trx, phones));
-          for (const item of todo) drafts.set(item.key, await batch.run(conversationMessage(item.stored)));
+          for (const item of todo) drafts.set(item, await batch.run(conversationMessage(item.stored)));
           // The states go out in the same statement as the replies.
           saveStatement = batch.saveStatement();
         } else {
-          for (const item of todo) drafts.set(item.key, await conversation(trx, conversationMessage(item.stored)));
+          for (const item of todo) drafts.set(item, await conversation(trx, conversationMessage(item.stored)));
         }
-        const ids = await deps.outbox.enqueue(trx, todo.flatMap((item) => drafts.get(item.key) ?? []), saveStatement);
+        const ids = await deps.outbox.enqueue(trx, todo.flatMap((item) => drafts.get(item) ?? []), saveStatement);
         let next = 0;
         return items.map((item): ItemOutcome => {
-          const mine = drafts.get(item.key);
+          const mine = drafts.get(item);
           if (mine === undefined) return { kind: 'duplicate', ids: [] };
           const slice = ids.slice(next, next + mine.length);
           next += mine.length;
@@ -483,6 +488,7 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
     },
     async storeRejected(rawBody, parsed, reason) {
       const key = sha256Hex(rawBody);
+      // The raw text, cut at 100,000 UTF-16 units (jsonb() mends half an emoji at the cut).
       const payload = parsed === undefined ? { raw: Buffer.from(rawBody).toString('utf8').slice(0, 100_000) } : parsed;
       await db
         .insertInto('inbound_events')

@@ -5,7 +5,8 @@
  */
 import { z } from 'zod';
 
-const unixSeconds = z.string().regex(/^\d+$/, 'unix seconds as a string');
+// At most 11 digits: a Date holds it (a longer one would fail every retry until dead).
+const unixSeconds = z.string().regex(/^\d{1,11}$/, 'unix seconds as a string');
 
 const base = {
   from: z.string().min(1),
