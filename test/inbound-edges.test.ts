@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
+import { DeliveryReport } from '../src/inbound/sms-report.js';
 import { envelope, signed, textMessage, wamid } from './fixtures/whatsapp.js';
 import { startChannelFixture, type ChannelFixture } from './helpers/channel.js';
 
@@ -126,4 +127,12 @@ describe('exactly once', () => {
     const replies = await f.database.handle.db.selectFrom('outbound_messages').select('recipient').where('recipient', 'in', [a, b]).execute();
     assert.equal(replies.length, 1, `one effect for one wamid, got replies to ${replies.map((r) => r.recipient).join(', ')}`);
   });
+});
+
+test('an SMS delivery report in JSON with numeric networkCode and retryCount reads (it was a 422, and the status was lost)', () => {
+  const parsed = DeliveryReport.safeParse({ id: 'ATXid_1', status: 'Success', phoneNumber: '+254712345678', networkCode: 63902, retryCount: 0 });
+  assert.ok(parsed.success, JSON.stringify(parsed.error?.issues));
+  assert.equal(parsed.data.networkCode, '63902');
+  assert.equal(parsed.data.retryCount, '0');
+  assert.equal(DeliveryReport.safeParse({ id: 'ATXid_1', status: 'Success', retryCount: { x: 1 } }).success, false);
 });

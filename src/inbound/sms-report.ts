@@ -15,9 +15,10 @@ export const DeliveryReport = z.looseObject({
   id: z.string().trim().min(1).max(200),
   status: z.enum(['Sent', 'Submitted', 'Buffered', 'Success', 'Failed', 'Rejected', 'AbsentSubscriber', 'Expired']),
   phoneNumber: z.string().optional(),
-  networkCode: z.string().optional(),
+  // Form bodies carry text; a JSON report may carry these two as numbers: either reads.
+  networkCode: z.union([z.string(), z.number().transform(String)]).optional(),
   failureReason: z.string().max(200).optional(),
-  retryCount: z.string().optional(),
+  retryCount: z.union([z.string(), z.number().transform(String)]).optional(),
 });
 export type DeliveryReport = z.infer<typeof DeliveryReport>;
 
