@@ -26,10 +26,8 @@ const CUSTOMER = '254733000001';
 function say(from: string, body: string) {
   return f.post(envelope({ contacts: [{ profile: { name: 'x' }, wa_id: from }], messages: [{ from, id: wamid(), timestamp: String(Math.floor(clock / 1000)), type: 'text', text: { body } }] }));
 }
-function tap(from: string, id: string, title = id) {
-  return f.post(
-    envelope({ messages: [{ from, id: wamid(), timestamp: String(Math.floor(clock / 1000)), type: 'interactive', interactive: { type: 'button_reply', button_reply: { id, title } } }] }),
-  );
+function tap(from: string, id: string, title = id, kind: 'button_reply' | 'list_reply' = 'button_reply') {
+  return f.post(envelope({ messages: [{ from, id: wamid(), timestamp: String(Math.floor(clock / 1000)), type: 'interactive', interactive: { type: kind, [kind]: { id, title } } }] }));
 }
 
 /** Every message written to `phone`, oldest first. */
@@ -206,5 +204,64 @@ describe('isolation, customers, concurrency, expiry', () => {
     await say(MERCHANT, 'list');
     const all = await messagesTo(MERCHANT);
     assert.deepEqual(all.at(-2)!.content.message, texts.en.stateReset());
+  });
+});
+
+describe('edges found in review (each test failed on the code before its fix)', () => {
+  async function onboard(phone: string, name: string) {
+    await say(phone, 'hi');
+    await say(phone, name);
+  }
+
+  test('a customer with 12 unpaid invoices is told 12, and shown the latest 10', async () => {
+    const M = '254722100012';
+    const CUSTOMER = '254733100012';
+    await onboard(M, 'Twelve Shop');
+    const merchant = await f.database.handle.db.selectFrom('merchants').select('id').where('phone', '=', M).executeTakeFirstOrThrow();
+    await f.database.handle.db
+      .insertInto('invoices')
+      .values(Array.from({ length: 12 }, (_, i) => ({ merchant_id: merchant.id, number: i + 1, customer_phone: CUSTOMER, amount: '100', description: `item ${i + 1}`, status: 'sent' as const, created_at: new Date(clock - (12 - i) * 60_000) })))
+      .execute();
+    await say(CUSTOMER, 'pay');
+    const reply = await lastTo(CUSTOMER);
+    assert.equal(reply.type, 'list');
+    assert.match(JSON.stringify(reply), /You have 12 unpaid invoices\. Here are the first 10\./);
+    assert.equal(reply.type === 'list' ? reply.sections.flatMap((section) => section.rows).length : 0, 10);
+  });
+
+  test('a customer with INV-0001 from two merchants can pay each one (no endless "choose invoice" loop)', async () => {
+    const A = '254722100001';
+    const B = '254722100002';
+    const CUSTOMER = '254733100001';
+    await onboard(A, 'Shop A');
+    await onboard(B, 'Shop B');
+    await say(A, 'invoice 0733100001 500 eggs');
+    await say(A, 'yes');
+    await say(B, 'invoice 0733100001 800 milk');
+    await say(B, 'yes');
+
+    // The customer types PAY: "with several, a list to choose from".
+    await say(CUSTOMER, 'pay');
+    const list = await lastTo(CUSTOMER);
+    assert.equal(list.type, 'list');
+    const rows = list.type === 'list' ? list.sections.flatMap((s) => s.rows) : [];
+    // The customer taps the (only) row the bot offered: it must lead somewhere, not to the same list again.
+    await tap(CUSTOMER, rows[0]!.id, rows[0]!.id, 'list_reply');
+    const afterTap = await lastTo(CUSTOMER);
+    assert.notDeepEqual(afterTap, list, 'tapping the row the bot offered answers with the very same list: the customer can never pay');
+    assert.equal(rows.length, 2, `"You have 2 unpaid invoices" but the list offers ${rows.length} row(s)`);
+  });
+
+  test('a merchant past INV-9999 can still use status / remind / cancel on the invoice the bot just numbered', async () => {
+    const M = '254722100003';
+    await onboard(M, 'Busy Shop');
+    await f.database.handle.db.updateTable('merchants').set({ next_invoice_number: 10000 }).where('phone', '=', M).execute();
+    await say(M, 'invoice 0733100002 1500 cement');
+    await say(M, 'yes');
+    assert.deepEqual(await lastTo(M), texts.en.invoiceCreated(10000, '254733100002', 1500));
+    for (const ref of ['10000', 'INV-10000']) {
+      await say(M, `status ${ref}`);
+      assert.notDeepEqual(await lastTo(M), texts.en.invalidInvoiceNumber('status'), `status ${ref}: "Which invoice?" for INV-10000 the bot itself created`);
+    }
   });
 });

@@ -8,6 +8,7 @@ import { gunzipSync } from 'node:zlib';
 import { SESSION_COOKIE } from '../src/http/auth.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';
 import { buildDashboardApp, cookiePair, type DashboardApp } from './helpers/dashboard.js';
+import { productionEnv } from './helpers/app.js';
 
 const TOKEN = 'dashboard-token-0123456789abcdef0123456789';
 const MERCHANT_PHONE = '254711200001';
@@ -100,24 +101,7 @@ describe('admin sign-in', () => {
   });
 
   test('APP_ENV=production: the cookie is also Secure', async () => {
-    const production = buildDashboardApp(database, {
-      env: {
-        APP_ENV: 'production',
-        DATABASE_URL: 'postgres://invoiceiq@db.internal:5432/invoiceiq',
-        WABA_TOKEN: 'waba-token',
-        WABA_PHONE_ID: '109876543210987',
-        WABA_VERIFY_TOKEN: 'verify-token',
-        WABA_APP_SECRET: 'app-secret',
-        SMS_API_KEY: 'sms-key',
-        SMS_USERNAME: 'sms-user',
-        MPESA_CONSUMER_KEY: 'consumer-key',
-        MPESA_CONSUMER_SECRET: 'consumer-secret',
-        MPESA_SHORTCODE: '174379',
-        MPESA_PASSKEY: 'passkey',
-        MPESA_CALLBACK_URL: 'https://invoiceiq.example/payments/stk/callback',
-        STATS_API_TOKEN: TOKEN,
-      },
-    });
+    const production = buildDashboardApp(database, { env: productionEnv(TOKEN) });
     const res = await postForm(production.app, '/dashboard/login', { token: TOKEN });
     assert.equal(res.status, 303);
     const cookie = res.headers.get('set-cookie') ?? '';

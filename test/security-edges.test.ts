@@ -10,27 +10,11 @@ import { loadConfig } from '../src/config.js';
 import { clientPrefix } from '../src/http/client-address.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';
 import { buildDashboardApp, type DashboardApp } from './helpers/dashboard.js';
-import { buildTestApp } from './helpers/app.js';
+import { buildTestApp, productionEnv } from './helpers/app.js';
 
 const TOKEN = 'review-token-0123456789abcdef0123456789';
 
-/** Every variable production requires (values are dummies). */
-const PRODUCTION: Record<string, string> = {
-  APP_ENV: 'production',
-  DATABASE_URL: 'postgres://invoiceiq@db.internal:5432/invoiceiq',
-  WABA_TOKEN: 'waba-token',
-  WABA_PHONE_ID: '109876543210987',
-  WABA_VERIFY_TOKEN: 'verify-token',
-  WABA_APP_SECRET: 'app-secret',
-  SMS_API_KEY: 'sms-key',
-  SMS_USERNAME: 'sms-user',
-  MPESA_CONSUMER_KEY: 'consumer-key',
-  MPESA_CONSUMER_SECRET: 'consumer-secret',
-  MPESA_SHORTCODE: '174379',
-  MPESA_PASSKEY: 'passkey',
-  MPESA_CALLBACK_URL: 'https://invoiceiq.example/payments/stk/callback',
-  STATS_API_TOKEN: TOKEN,
-};
+const PRODUCTION = productionEnv(TOKEN);
 
 /** What @hono/node-server hands the app as c.env: the request's socket. */
 const socket = (remoteAddress: string) => ({ incoming: { socket: { remoteAddress } } });

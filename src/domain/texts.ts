@@ -182,7 +182,7 @@ function payList(body: string, button: string, invoices: readonly CustomerInvoic
   const seen = new Set<string>();
   const rows: Array<{ id: string; title: string; description: string }> = [];
   for (const invoice of invoices) {
-    const tag = shared.has(invoice.number) && invoice.id !== undefined ? `~${invoice.id.replace(/-/g, '').slice(0, 8).toLowerCase()}` : '';
+    const tag = shared.has(invoice.number) && invoice.id !== undefined ? `~${invoice.id.slice(0, 8)}` : '';
     const id = `${payId(invoice.number)}${tag}`;
     if (seen.has(id) || rows.length >= LIST_ROWS_MAX) continue;
     seen.add(id);

@@ -11,6 +11,26 @@ import type { JobDefinition } from '../../src/jobs/queue.js';
 import { createLogger, type Logger } from '../../src/logger.js';
 import type { TestDatabase } from './database.js';
 
+/** Every variable production requires (dummy values), with `statsToken` as STATS_API_TOKEN. */
+export function productionEnv(statsToken: string): Record<string, string> {
+  return {
+    APP_ENV: 'production',
+    DATABASE_URL: 'postgres://invoiceiq@db.internal:5432/invoiceiq',
+    WABA_TOKEN: 'waba-token',
+    WABA_PHONE_ID: '109876543210987',
+    WABA_VERIFY_TOKEN: 'verify-token',
+    WABA_APP_SECRET: 'app-secret',
+    SMS_API_KEY: 'sms-key',
+    SMS_USERNAME: 'sms-user',
+    MPESA_CONSUMER_KEY: 'consumer-key',
+    MPESA_CONSUMER_SECRET: 'consumer-secret',
+    MPESA_SHORTCODE: '174379',
+    MPESA_PASSKEY: 'passkey',
+    MPESA_CALLBACK_URL: 'https://invoiceiq.example/payments/stk/callback',
+    STATS_API_TOKEN: statsToken,
+  };
+}
+
 export type LogLine = Record<string, unknown> & { level: string; message: string; timestamp: string };
 
 export type LogCapture = { logger: Logger; lines: LogLine[]; text(): string };
