@@ -16,7 +16,7 @@ import { readFileSync } from 'node:fs';
 import { Socket, type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import axios from 'axios';
-import { MAX_RESPONSE_BYTES, armKeepAliveOnce, createProviderHttp, leanAdapter } from '../src/providers/http.js';
+import { MAX_RESPONSE_BYTES, armKeepAliveOnce, createProviderHttp, leanAdapter, preparedJsonPost } from '../src/providers/http.js';
 
 let server: Server;
 let base: string;
@@ -308,5 +308,84 @@ describe('what axios\'s own adapter did that provider calls rely on', () => {
     assert.deepEqual(await createDarajaClient(settings, axios.create({ maxRedirects: 0 })).stkQuery('ws_CO_bom'), { state: 'completed', resultCode: 0, resultDesc: 'The service request is processed successfully.' });
     const result = await createDarajaClient(settings).stkQuery('ws_CO_bom').catch((error: unknown) => `rejected: ${error instanceof Error ? error.message : String(error)}`);
     assert.deepEqual(result, { state: 'completed', resultCode: 0, resultDesc: 'The service request is processed successfully.' });
+  });
+});
+
+describe('preparedJsonPost: the WhatsApp send with its configuration merged once', () => {
+  let server: Server;
+  let base = '';
+  const seen: Array<{ headers: IncomingMessage['headers']; method: string | undefined; url: string | undefined; body: string }> = [];
+  let answer: (res: ServerResponse) => void = (res) => res.end();
+  before(async () => {
+    server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        seen.push({ headers: req.headers, method: req.method, url: req.url, body: Buffer.concat(chunks).toString() });
+        answer(res);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+  const options = { timeout: 2_000, headers: { Authorization: 'Bearer t0k', 'Content-Type': 'application/json' } };
+  /** What the server saw of a request, less what differs between any two calls (the connection). */
+  const request = (i: number) => {
+    const { connection: _c, ...headers } = seen[i]!.headers;
+    return { ...seen[i]!, headers };
+  };
+
+  test('sends what http.post sends (method, path, headers, body) and answers the same parsed response', async () => {
+    answer = (res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"messages":[{"id":"wamid.P"}]}');
+    };
+    const http = createProviderHttp();
+    seen.length = 0;
+    const body = { to: '254712345678', text: { body: 'Habari, ü €' } };
+    const viaPost = await http.post(`${base}/v21.0/1/messages`, body, options);
+    const viaPrepared = await preparedJsonPost(http, options)(`${base}/v21.0/1/messages`, body);
+    assert.deepEqual(request(1), request(0));
+    assert.equal(request(0).headers.authorization, 'Bearer t0k');
+    assert.deepEqual(viaPrepared.data, viaPost.data);
+    assert.deepEqual(viaPrepared.data, { messages: [{ id: 'wamid.P' }] });
+    assert.equal(viaPrepared.status, 200);
+  });
+
+  test('an error answer is the same AxiosError with its body parsed, so Meta\'s code is read (and a body that is not JSON stays text)', async () => {
+    const http = createProviderHttp();
+    const post = preparedJsonPost(http, options);
+    answer = (res) => {
+      res.writeHead(400, { 'content-type': 'application/json' });
+      res.end('{"error":{"message":"Recipient not on WhatsApp","code":131026}}');
+    };
+    const viaPost = await http.post(`${base}/m`, {}, options).catch((error: unknown) => error);
+    const viaPrepared = await post(`${base}/m`, {}).catch((error: unknown) => error);
+    assert.ok(axios.isAxiosError(viaPrepared) && axios.isAxiosError(viaPost));
+    assert.equal(viaPrepared.response?.status, 400);
+    assert.deepEqual(viaPrepared.response?.data, viaPost.response?.data);
+    assert.deepEqual(viaPrepared.response?.data, { error: { message: 'Recipient not on WhatsApp', code: 131026 } });
+    answer = (res) => {
+      res.writeHead(502, { 'content-type': 'text/html' });
+      res.end('<html>Bad gateway</html>');
+    };
+    const html = await post(`${base}/m`, {}).catch((error: unknown) => error);
+    assert.ok(axios.isAxiosError(html));
+    assert.equal(html.response?.data, '<html>Bad gateway</html>');
+  });
+
+  test('an instance with another adapter goes through http.post unchanged (axios\'s own adapter sends its own User-Agent)', async () => {
+    answer = (res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"ok":1}');
+    };
+    seen.length = 0;
+    const stock = axios.create({ maxRedirects: 0 });
+    assert.deepEqual((await preparedJsonPost(stock, options)(`${base}/m`, { a: 1 })).data, { ok: 1 });
+    assert.match(String(seen[0]?.headers['user-agent']), /^axios\//);
   });
 });

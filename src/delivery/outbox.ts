@@ -6,15 +6,17 @@
  * Delivery claims a row (queued -> sending) in a short transaction, calls the provider
  * outside any transaction, and records the outcome in another. A claim is what stops the
  * eager path and the job from sending one message twice; a claim older than
- * CLAIM_TIMEOUT_SECONDS (a crashed worker) may be taken again.
+ * CLAIM_TIMEOUT_SECONDS (a crashed worker) may be taken again. A writer that dispatches as
+ * soon as it commits (the payments path) may write its rows already claimed (enqueueClaimed),
+ * which spares the claim statement; nothing else changes.
  */
 import { createCoalescer } from '../batch.js';
-import { jsonb, keyIn } from '../db/json.js';
+import { jsonb, keyIn, storable } from '../db/json.js';
 import { randomInt, randomUUID } from 'node:crypto';
 import { sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
 import { z } from 'zod';
 import type { Config } from '../config.js';
-import type { Database } from '../db/schema.js';
+import type { Channel, Database } from '../db/schema.js';
 import { invoicesReachedStatement, markInvoicesUnreached } from './invoice-reach.js';
 import { afterSmsFailure, afterWhatsAppFailure, chooseRoute, type FailureDecision } from '../domain/delivery.js';
 import { OutboundPayload, smsText, type OutboundDraft, type OutboundKind } from '../domain/outbound.js';
@@ -38,6 +40,29 @@ export const CLAIM_TIMEOUT_SECONDS = 180;
 
 export type DeliveryOutcome = 'sent' | 'retry_scheduled' | 'fell_back' | 'failed' | 'not_pending' | 'busy';
 
+/**
+ * A message this worker holds the claim on (status sending, stamped `updated_at`), with what its
+ * send needs: the recipient's last inbound message (the 24-hour window) and the write order to
+ * the microsecond.
+ */
+type Claimed = {
+  id: string;
+  recipient: string;
+  kind: string;
+  content: unknown;
+  channel: Channel | null;
+  attempts: number;
+  updated_at: Date;
+  recipient_last_inbound_at: Date | null;
+  write_order: string;
+};
+
+/** What enqueueClaimed wrote: every row's id, and the rows written already claimed by this process (and when). */
+export type Written = { readonly ids: readonly string[]; readonly claimed: readonly Claimed[]; readonly claimedAt: number };
+
+/** Nothing written. */
+export const NOTHING_WRITTEN: Written = { ids: [], claimed: [], claimedAt: 0 };
+
 export type Outbox = {
   /**
    * Writes drafts as outbox rows with their delivery jobs, inside `trx`. Returns the row ids.
@@ -45,6 +70,15 @@ export type Outbox = {
    * statement as the rows, as a data-modifying WITH: one round trip less.
    */
   enqueue(trx: Transaction<Database>, drafts: readonly OutboundDraft[], alongside?: RawBuilder<unknown>): Promise<string[]>;
+  /**
+   * Writes drafts as enqueue does, but already claimed by this process (sending, stamped) where
+   * nothing older to the same person is unsent, so that delivering them after commit
+   * (dispatchWritten) takes no claim statement. For a caller that dispatches as soon as `trx`
+   * commits: if it rolls back, the rows and their claims go with it; if the process dies first,
+   * the claims time out and the jobs deliver them. A message that must wait behind an older one
+   * to the same person is written queued, as by enqueue.
+   */
+  enqueueClaimed(trx: Transaction<Database>, drafts: readonly OutboundDraft[]): Promise<Written>;
   /**
    * Queues an existing row again for SMS (a `failed` status report). At most once per message:
    * one that fell back already fails for good instead. Returns what to dispatch after commit:
@@ -57,6 +91,8 @@ export type Outbox = {
   deliverMany(messageIds: readonly string[]): Promise<Map<string, DeliveryOutcome | Error>>;
   /** Eager dispatch after commit: delivers in the background (from the next event-loop turn), logging, never throwing. */
   dispatchSoon(messageIds: readonly string[]): void;
+  /** Eager dispatch after commit of what enqueueClaimed wrote: its claimed rows without a claim statement, the rest as dispatchSoon. */
+  dispatchWritten(written: Written): void;
   /** Resolves when every background dispatch started so far has finished (tests, shutdown). */
   idle(): Promise<void>;
   readonly job: JobDefinition<typeof DeliverJobData>;
@@ -104,22 +140,21 @@ export function createOutbox(deps: OutboxDeps): Outbox {
    * (each person's messages go in order): it is tried again once the dispatches running now
    * have finished, a few times; after that, its job is the safety net.
    */
-  function dispatch(take: () => readonly string[], round: number, after: Promise<unknown>): void {
+  function dispatch(deliverNow: () => Promise<Map<string, DeliveryOutcome | Error>>, round: number, after: Promise<unknown>): void {
     const run = after.then(async () => {
-      const ids = take();
       let outcomes: Map<string, DeliveryOutcome | Error>;
       try {
-        outcomes = await deliverMany(ids);
+        outcomes = await deliverNow();
       } catch (error) {
         // Per-message failures are logged inside; this is the claim itself failing.
-        logger.error({ messages: ids.length, error }, 'eager delivery failed; the jobs will retry');
+        logger.error({ error }, 'eager delivery failed; the jobs will retry');
         return;
       }
-      const waiting = ids.filter((id) => outcomes.get(id) === 'busy');
+      const waiting = [...outcomes].filter(([, outcome]) => outcome === 'busy').map(([id]) => id);
       if (waiting.length === 0 || round >= EAGER_REDISPATCH_ROUNDS) return;
       const others = [...inFlight].filter((other) => other !== tracked);
       const pause = Promise.allSettled(others).then(() => new Promise((resolve) => setTimeout(resolve, 10 * (round + 1))));
-      dispatch(() => waiting, round + 1, pause);
+      dispatch(() => deliverMany(waiting), round + 1, pause);
     });
     const tracked: Promise<void> = run.finally(() => inFlight.delete(tracked));
     inFlight.add(tracked);
@@ -255,7 +290,6 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     message.updated_at = renewed.updated_at;
     return true;
   }
-  type Claimed = Awaited<ReturnType<typeof claim>>[number];
 
   /** Gives claims back (still ours: same stamp), unsent: the messages are queued again. */
   async function release(messages: readonly Claimed[]): Promise<void> {
@@ -496,9 +530,8 @@ export function createOutbox(deps: OutboxDeps): Outbox {
    * recorded in one statement. Failures take the per-message path (retry or fall back).
    */
   async function deliverMany(messageIds: readonly string[]): Promise<Map<string, DeliveryOutcome | Error>> {
-    const outcomes = new Map<string, DeliveryOutcome | Error>();
-    if (messageIds.length === 0) return outcomes;
-    let claimed = await claim(messageIds);
+    if (messageIds.length === 0) return new Map();
+    let claimed: Claimed[] = await claim(messageIds);
     const claimedAt = performance.now();
     // Fewer claimed than asked: an older message asked for may have been lost to another
     // worker's claim while its newer ones were claimed (see giveBackOvertaking).
@@ -506,6 +539,32 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       const givenBack = await giveBackOvertaking(claimed);
       if (givenBack.size > 0) claimed = claimed.filter((m) => !givenBack.has(m.id));
     }
+    const outcomes = await sendClaimed(claimed, claimedAt);
+    const unclaimed = messageIds.filter((id) => !outcomes.has(id));
+    if (unclaimed.length > 0) {
+      const rows = await db
+        .selectFrom('outbound_messages')
+        .select(['id', 'status', due('outbound_messages').as('due')])
+        .where('id', 'in', unclaimed)
+        .execute();
+      const found = new Map(rows.map((row) => [row.id, row]));
+      for (const id of unclaimed) {
+        const row = found.get(id);
+        // Sending elsewhere, or due but waiting behind an older message to the same person:
+        // busy (its job tries again). Done, or waiting for its retry's own job: not pending.
+        outcomes.set(id, row !== undefined && (row.status === 'sending' || (row.status === 'queued' && row.due)) ? 'busy' : 'not_pending');
+      }
+    }
+    return outcomes;
+  }
+
+  /**
+   * Sends messages this worker has claimed (at `claimedAt`, performance.now()): each
+   * recipient's in the order they were written, different recipients at once. Answers each
+   * message's outcome.
+   */
+  async function sendClaimed(claimed: readonly Claimed[], claimedAt: number): Promise<Map<string, DeliveryOutcome | Error>> {
+    const outcomes = new Map<string, DeliveryOutcome | Error>();
     const byRecipient = new Map<string, Claimed[]>();
     const inOrder = [...claimed].sort((a, b) => (a.write_order < b.write_order ? -1 : a.write_order > b.write_order ? 1 : a.id < b.id ? -1 : 1));
     for (const message of inOrder) {
@@ -541,21 +600,6 @@ export function createOutbox(deps: OutboxDeps): Outbox {
         }
       }),
     );
-    const unclaimed = messageIds.filter((id) => !outcomes.has(id));
-    if (unclaimed.length > 0) {
-      const rows = await db
-        .selectFrom('outbound_messages')
-        .select(['id', 'status', due('outbound_messages').as('due')])
-        .where('id', 'in', unclaimed)
-        .execute();
-      const found = new Map(rows.map((row) => [row.id, row]));
-      for (const id of unclaimed) {
-        const row = found.get(id);
-        // Sending elsewhere, or due but waiting behind an older message to the same person:
-        // busy (its job tries again). Done, or waiting for its retry's own job: not pending.
-        outcomes.set(id, row !== undefined && (row.status === 'sending' || (row.status === 'queued' && row.due)) ? 'busy' : 'not_pending');
-      }
-    }
     return outcomes;
   }
 
@@ -648,8 +692,20 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       await alongside?.execute(trx);
       return [];
     }
-    // One statement for the rows, their jobs and the caller's write, however many drafts; the
-    // rows as one parameter (a VALUES list of hundreds costs more to plan than to run).
+    return [...(await write(trx, drafts, { alongside, claim: false })).ids];
+  }
+
+  async function enqueueClaimed(trx: Transaction<Database>, drafts: readonly OutboundDraft[]): Promise<Written> {
+    return drafts.length === 0 ? NOTHING_WRITTEN : write(trx, drafts, { alongside: undefined, claim: true });
+  }
+
+  /**
+   * Writes the rows, their jobs and the caller's write in one statement, however many drafts;
+   * the rows as one parameter (a VALUES list of hundreds costs more to plan than to run). With
+   * `claim`, a row goes in claimed by this process (sending, all stamped alike) unless an older
+   * message to the same person is unsent; claim's own rule, judged at the insert.
+   */
+  async function write(trx: Transaction<Database>, drafts: readonly OutboundDraft[], options: { alongside: RawBuilder<unknown> | undefined; claim: boolean }): Promise<Written> {
     const rows = drafts.map((draft, index) => ({
       id: randomUUID(),
       recipient: draft.recipient,
@@ -662,19 +718,61 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     const jobs = rows.map((row) => ({ data: { messageId: row.id }, startAfterSeconds: deps.config.delivery.safetyNetSeconds }));
     // The jobs go in with the rows (and the caller's write): one statement, one round trip.
     const withJobs = deps.jobs.insertStatement(job, jobs);
-    const before = [alongside === undefined ? [] : [sql`alongside as (${alongside})`], withJobs === undefined ? [] : [sql`jobs as (${withJobs})`]].flat();
+    const before = [
+      options.alongside === undefined ? [] : [sql`alongside as (${options.alongside})`],
+      withJobs === undefined ? [] : [sql`jobs as (${withJobs})`],
+      // One stamp for the whole claim (release and recordSent recognise the claim by it), to the
+      // millisecond as a JS Date holds it, from the clock: the claim times out from the insert.
+      options.claim ? [sql`stamp as (select date_trunc('milliseconds', clock_timestamp()) as at)`] : [],
+    ].flat();
+    const claimedAt = performance.now();
     // Rows written together keep their order: now() is the same for the whole transaction and
     // a coarse clock (the embedded database's) can give one statement's rows equal
     // clock_timestamp()s, so each row is also a microsecond after the one before.
-    await sql`
+    const { rows: inserted } = await sql<{ id: string; status: string; updated_at: Date; recipient_last_inbound_at: Date | null; write_order: string }>`
       ${before.length === 0 ? sql`` : sql`with ${sql.join(before)}`}
-      insert into outbound_messages (id, recipient, kind, content, invoice_id, created_at)
-      select v.id, v.recipient, v.kind, v.content, v.invoice_id, clock_timestamp() + make_interval(secs => v.ord / 1000000.0)
+      insert into outbound_messages (id, recipient, kind, content, invoice_id, created_at${options.claim ? sql`, status, updated_at` : sql``})
+      select v.id, v.recipient, v.kind, v.content, v.invoice_id, clock_timestamp() + make_interval(secs => v.ord / 1000000.0)${
+        options.claim
+          ? sql`,
+        case when exists (
+          select 1 from outbound_messages older where older.recipient = v.recipient and older.status in ('queued', 'sending')
+        ) then 'queued' else 'sending' end,
+        (select at from stamp)`
+          : sql``
+      }
       from jsonb_to_recordset(${jsonb(rows)}::jsonb) as v(id uuid, recipient text, kind text, content jsonb, invoice_id uuid, ord int)
-      order by v.ord`.execute(trx);
+      order by v.ord${
+        options.claim
+          ? sql`
+      returning outbound_messages.id, outbound_messages.status, outbound_messages.updated_at,
+        (select c.last_inbound_at from conversations c where c.phone = outbound_messages.recipient) as recipient_last_inbound_at,
+        to_char(outbound_messages.created_at at time zone 'UTC', 'YYYYMMDDHH24MISSUS') as write_order`
+          : sql``
+      }`.execute(trx);
     // A queue this process did not create: one at a time, so a missing queue is an error.
     if (withJobs === undefined) await deps.jobs.enqueueMany(trx, job, jobs);
-    return rows.map((row) => row.id);
+    const ids: string[] = rows.map((row) => row.id);
+    if (!options.claim) return { ids, claimed: [], claimedAt };
+    // The content is the one just written, not read back (as stored: storable, as jsonb wrote it).
+    const byId = new Map<string, (typeof rows)[number]>(rows.map((row) => [row.id, row]));
+    const claimed = inserted
+      .filter((row) => row.status === 'sending')
+      .map((row): Claimed => {
+        const own = byId.get(row.id)!;
+        return {
+          id: row.id,
+          recipient: own.recipient,
+          kind: own.kind,
+          content: storable(own.content),
+          channel: null,
+          attempts: 0,
+          updated_at: row.updated_at,
+          recipient_last_inbound_at: row.recipient_last_inbound_at,
+          write_order: row.write_order,
+        };
+      });
+    return { ids, claimed, claimedAt };
   }
 
   function dispatchSoon(messageIds: readonly string[]): void {
@@ -685,12 +783,31 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     // Deferred one turn of the event loop (the caller answers its request first); every
     // request answered in that turn is delivered together (deliverMany keeps each
     // recipient's messages in the order they were written).
-    dispatch(() => dispatchQueue.splice(0), 0, new Promise<void>((resolve) => setImmediate(resolve)));
+    dispatch(() => deliverMany(dispatchQueue.splice(0)), 0, new Promise<void>((resolve) => setImmediate(resolve)));
+  }
+
+  /** Writes whose claims have been handed to a dispatch: a claim held in memory is used once. */
+  const dispatchedWrites = new WeakSet<Written>();
+
+  function dispatchWritten(written: Written): void {
+    if (dispatchedWrites.has(written)) {
+      // Again: its claims are spent; the ids go the way of any other (claimed first, in the database).
+      dispatchSoon(written.ids);
+      return;
+    }
+    dispatchedWrites.add(written);
+    const claimed = new Set(written.claimed.map((m) => m.id));
+    if (claimed.size > 0) {
+      // Deferred like dispatchSoon: the caller answers its request first.
+      dispatch(() => sendClaimed(written.claimed, written.claimedAt), 0, new Promise<void>((resolve) => setImmediate(resolve)));
+    }
+    dispatchSoon(written.ids.filter((id) => !claimed.has(id)));
   }
 
   return {
     job,
     enqueue,
+    enqueueClaimed,
     async fallBackToSms(trx, messageId, reason) {
       const { fellBack, notices } = await fallBackToSms(trx, messageId, reason);
       return fellBack ? [messageId] : notices;
@@ -700,6 +817,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     deliver,
     deliverMany,
     dispatchSoon,
+    dispatchWritten,
     async idle() {
       while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
     },

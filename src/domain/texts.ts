@@ -80,8 +80,11 @@ const graphemes = new Intl.Segmenter('en', { granularity: 'grapheme' });
  * (never half an emoji: a lone surrogate is not valid text), or the service's name when empty.
  */
 export function templateName(name: string): string {
+  const trimmed = name.trim();
+  // Whole when it fits (every receipt names its merchant): no grapheme is cut, nothing to segment.
+  if (trimmed.length <= 60) return trimmed === '' ? 'InvoiceIQ' : trimmed;
   let out = '';
-  for (const { segment } of graphemes.segment(name.trim())) {
+  for (const { segment } of graphemes.segment(trimmed)) {
     if (out.length + segment.length > 60) break;
     out += segment;
   }

@@ -20,7 +20,7 @@ import { dueDateFor, nairobiMidnight, nairobiToday } from '../domain/invoice.js'
 import { EXPIRE_AFTER_MS, RECONCILE_AFTER_MS, decidePaymentRequest, expiresAfterQuery, failureReason, planResults, type PaymentRequestDecision, type ResultPlan, type UnsettledQuery } from '../domain/payment.js';
 import { formatAmount, formatInvoiceNumber } from '../domain/parse.js';
 import { templateName, texts } from '../domain/texts.js';
-import type { Outbox } from '../delivery/outbox.js';
+import { NOTHING_WRITTEN, type Outbox, type Written } from '../delivery/outbox.js';
 import { NoJobData, scheduledJob, type JobDefinition, type JobQueue } from '../jobs/queue.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
@@ -60,7 +60,7 @@ export type Payments = {
 export type PaymentsDeps = {
   db: Kysely<Database>;
   jobs: Pick<JobQueue, 'enqueue'>;
-  outbox: Pick<Outbox, 'enqueue' | 'dispatchSoon'>;
+  outbox: Pick<Outbox, 'enqueue' | 'dispatchSoon' | 'enqueueClaimed' | 'dispatchWritten'>;
   daraja: DarajaClient;
   config: Pick<Config, 'mpesa'>;
   metrics: Metrics;
@@ -298,8 +298,8 @@ export function createPayments(deps: PaymentsDeps): Payments {
    * the invoices locked and read, receipts looked up, then one write per table. Returns one
    * outcome per input and the ids of the messages written.
    */
-  async function applyResults(trx: Trx, inputs: readonly ResultInput[]): Promise<{ applied: Applied[]; messageIds: string[] }> {
-    if (inputs.length === 0) return { applied: [], messageIds: [] };
+  async function applyResults(trx: Trx, inputs: readonly ResultInput[]): Promise<{ applied: Applied[]; outbound: Written }> {
+    if (inputs.length === 0) return { applied: [], outbound: NOTHING_WRITTEN };
     // Locked after the attempts (always in that order, by id): the status read is the one the writes see.
     const facts = await invoiceFactsMany(trx, inputs.map((input) => input.attempt.invoice_id), { lock: true });
     const receipts = [...new Set(inputs.flatMap(({ result }) => (result.resultCode === 0 && result.receipt !== null ? [result.receipt] : [])))];
@@ -463,8 +463,9 @@ export function createPayments(deps: PaymentsDeps): Payments {
         where i.id = r.id and ${keyIn('i.id', receiptsForInvoices.map((r) => r.id))} and i.mpesa_receipt is null`.execute(trx);
     }
     if (events.length > 0) await trx.insertInto('invoice_events').values(events).execute();
-    const messageIds = drafts.length === 0 ? [] : await notify(trx, drafts);
-    return { applied, messageIds };
+    // Written claimed: the caller delivers them once this commits, with no claim statement.
+    const outbound = await deps.outbox.enqueueClaimed(trx, drafts);
+    return { applied, outbound };
   }
 
   /** Counts results once they are committed (a group rolled back and re-applied counts once). */
@@ -480,7 +481,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
 
   /** One transaction for a group of callbacks (distinct tokens): lock, record, apply. */
   async function applyCallbacks(items: readonly CallbackItem[]): Promise<CallbackOutcome[]> {
-    const { outcomes, applied, messageIds } = await db.transaction().execute(async (trx) => {
+    const { outcomes, applied, outbound } = await db.transaction().execute(async (trx) => {
       // Only the hash is stored: looking the attempt up by it is the comparison.
       const attempts = await trx
         .selectFrom('payment_attempts')
@@ -498,7 +499,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
         else if (attempt.checkout_request_id !== null && attempt.checkout_request_id !== result.checkoutRequestId) outcomes[index] = { status: 'rejected', reason: 'checkout_mismatch' };
         else accepted.push({ index, attempt, result, key: `${result.checkoutRequestId}:${result.resultCode}:${result.receipt ?? ''}:${result.amount ?? ''}` });
       });
-      if (accepted.length === 0) return { outcomes, applied: [], messageIds: [] };
+      if (accepted.length === 0) return { outcomes, applied: [], outbound: NOTHING_WRITTEN };
       // The push's answer never reached us (timeout), but Safaricom's callback did.
       const unnamed = accepted.filter(({ attempt }) => attempt.checkout_request_id === null).map(({ attempt, result }) => ({ id: attempt.id, checkout: result.checkoutRequestId }));
       if (unnamed.length > 0) {
@@ -517,15 +518,15 @@ export function createPayments(deps: PaymentsDeps): Payments {
       const fresh = new Set(recorded.map((row) => row.external_key));
       const toApply = accepted.filter(({ key }) => fresh.delete(key));
       // A genuine success callback always carries the amount: one without it is not trusted.
-      const { applied, messageIds } = await applyResults(trx, toApply.map(({ attempt, result }) => ({ attempt, result, amountRequired: true })));
+      const { applied, outbound } = await applyResults(trx, toApply.map(({ attempt, result }) => ({ attempt, result, amountRequired: true })));
       toApply.forEach(({ index }, i) => {
         outcomes[index] = { status: applied[i]!.status };
       });
-      return { outcomes, applied, messageIds };
+      return { outcomes, applied, outbound };
     });
     metrics.groupCommitSize.observe({ path: 'mpesa_callback' }, items.length);
     countResults(applied);
-    deps.outbox.dispatchSoon(messageIds);
+    deps.outbox.dispatchWritten(outbound);
     return outcomes;
   }
 
@@ -611,7 +612,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
     }
     const unsettled: UnsettledQuery = attempt.checkout_request_id === null ? 'not_queryable' : answer === undefined ? 'unanswered' : 'still_processing';
     let results: Applied[] = [];
-    const ids = await db.transaction().execute(async (trx) => {
+    const written = await db.transaction().execute(async (trx): Promise<Written> => {
       if (answer?.state === 'completed') {
         totals.applied += 1;
         const locked = await trx.selectFrom('payment_attempts').selectAll().where('id', '=', attempt.id).forUpdate().executeTakeFirstOrThrow();
@@ -619,9 +620,9 @@ export function createPayments(deps: PaymentsDeps): Payments {
         const result = { resultCode: answer.resultCode, resultDesc: answer.resultDesc, amount: null, receipt: null, phone: null };
         const done = await applyResults(trx, [{ attempt: locked, result, amountRequired: false }]);
         results = done.applied;
-        return done.messageIds;
+        return done.outbound;
       }
-      if (!expiresAfterQuery(at.getTime() - attempt.created_at.getTime(), unsettled)) return [];
+      if (!expiresAfterQuery(at.getTime() - attempt.created_at.getTime(), unsettled)) return NOTHING_WRITTEN;
       const ended = await trx
         .updateTable('payment_attempts')
         .set({
@@ -634,19 +635,19 @@ export function createPayments(deps: PaymentsDeps): Payments {
         .where('status', '=', 'pending')
         .returning('invoice_id')
         .executeTakeFirst();
-      if (ended === undefined) return [];
+      if (ended === undefined) return NOTHING_WRITTEN;
       totals.expired += 1;
       metrics.paymentAttempts.inc({ outcome: 'expired' });
       if (unsettled === 'unanswered') logger.error({ attempt_id: attempt.id }, 'gave up asking M-PESA about a payment attempt: no query was answered for a day; the merchant is told to check their M-PESA messages');
       const facts = await invoiceFacts(trx, ended.invoice_id);
       // Paid by another attempt, or cancelled: "not paid yet" would be false, or news to nobody.
-      if (facts.status === 'paid' || facts.status === 'cancelled') return [];
-      return notify(trx, [
+      if (facts.status === 'paid' || facts.status === 'cancelled') return NOTHING_WRITTEN;
+      return deps.outbox.enqueueClaimed(trx, [
         { recipient: facts.merchant_phone, kind: 'notice', invoiceId: facts.id, payload: { message: texts[facts.merchant_language ?? 'en'].paymentFailedToMerchant(facts.number, 'no_answer') } },
       ]);
     });
     countResults(results);
-    deps.outbox.dispatchSoon(ids);
+    deps.outbox.dispatchWritten(written);
   }
 
   async function reconcile(options: { olderThanMs?: number; askAgainNow?: boolean } = {}): Promise<{ queried: number; applied: number; expired: number }> {

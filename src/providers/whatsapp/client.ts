@@ -4,7 +4,7 @@
  * classified retryable or not. A factory over axios with a timeout on every call.
  */
 import axios, { type AxiosInstance } from 'axios';
-import { createProviderHttp } from '../http.js';
+import { createProviderHttp, preparedJsonPost } from '../http.js';
 import type { MessageContent } from '../../domain/outbound.js';
 import { ProviderError, TransportError } from '../errors.js';
 import { ErrorResponse, SendResponse } from './schemas.js';
@@ -98,17 +98,15 @@ function metaError(data: unknown): { code?: string; message?: string } {
 
 export function createWhatsAppClient(settings: WhatsAppClientSettings, http: AxiosInstance = createProviderHttp()): WhatsAppClient {
   const configured = settings.token !== undefined && settings.phoneId !== undefined;
+  const url = `${settings.baseUrl}/${settings.apiVersion}/${settings.phoneId}/messages`;
+  const postJson = preparedJsonPost(http, { timeout: settings.timeoutMs, headers: { Authorization: `Bearer ${settings.token}`, 'Content-Type': 'application/json' } });
 
   async function post(to: string, body: Record<string, unknown>): Promise<{ wamid: string | null }> {
     if (!configured) {
       throw new TransportError({ provider: 'whatsapp', reason: 'not_configured', message: 'WABA_TOKEN / WABA_PHONE_ID are not set' });
     }
     try {
-      const response = await http.post(
-        `${settings.baseUrl}/${settings.apiVersion}/${settings.phoneId}/messages`,
-        { messaging_product: 'whatsapp', recipient_type: 'individual', to, ...body },
-        { timeout: settings.timeoutMs, headers: { Authorization: `Bearer ${settings.token}`, 'Content-Type': 'application/json' } },
-      );
+      const response = await postJson(url, { messaging_product: 'whatsapp', recipient_type: 'individual', to, ...body });
       const parsed = SendResponse.safeParse(response.data);
       // A 2xx is Meta's acceptance, whatever its body says: sending again (or by SMS) would
       // deliver the message twice. Only its id, for the status webhooks, is then unknown.

@@ -1,0 +1,122 @@
+/**
+ * Messages written already claimed (src/delivery/outbox.ts enqueueClaimed, dispatchWritten):
+ * the payments path writes its receipts and notices claimed by the process that writes them,
+ * so delivering them after commit takes no claim statement. Shown here: they are stored
+ * `sending` under one stamp, go out once each and in write order; a person with an older
+ * unsent message gets the new one queued behind it; what was claimed by a process that died
+ * before sending is taken over after the claim timeout and sent once; a rolled-back write
+ * leaves nothing. Real database (both kinds), fake Graph API on 127.0.0.1.
+ */
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, test } from 'node:test';
+import { sql } from 'kysely';
+import { CLAIM_TIMEOUT_SECONDS, type Written } from '../src/delivery/outbox.js';
+import type { OutboundDraft } from '../src/domain/outbound.js';
+import { startChannelFixture, type ChannelFixture } from './helpers/channel.js';
+
+let f: ChannelFixture;
+before(async () => {
+  f = await startChannelFixture({ env: { DELIVERY_SAFETY_NET_SECONDS: '3600', WABA_TIMEOUT_MS: '1000' } });
+});
+after(() => f.close());
+beforeEach(async () => {
+  await f.deps.outbox.idle();
+  f.graph.reset();
+});
+
+let next = 700;
+const phone = () => `2547033${String((next += 1)).padStart(5, '0')}`;
+const texts = (to: string, n: number, from = 0): OutboundDraft[] =>
+  Array.from({ length: n }, (_, i) => ({ recipient: to, kind: 'reply', payload: { message: { type: 'text', body: `part ${from + i}` } } }));
+const bodies = (to: string) => f.graph.sentTo(to).map((r) => (r.body.text as { body: string }).body);
+const rows = (ids: readonly string[]) =>
+  f.database.handle.db.selectFrom('outbound_messages').select(['id', 'status', 'updated_at']).where('id', 'in', [...ids]).orderBy('created_at').execute();
+
+async function contact(to: string): Promise<void> {
+  // The recipient wrote in the last 24 hours: free-form messages are allowed.
+  await sql`insert into conversations (phone, state, last_inbound_at) values (${to}, '{"version":0}'::jsonb, now()) on conflict do nothing`.execute(f.database.handle.db);
+}
+const writeClaimed = (drafts: OutboundDraft[]): Promise<Written> => f.database.handle.db.transaction().execute((trx) => f.deps.outbox.enqueueClaimed(trx, drafts));
+
+test('written claimed: stored sending under one stamp, then sent once each, in write order, and recorded sent', async () => {
+  const to = phone();
+  await contact(to);
+  const written = await writeClaimed(texts(to, 3));
+  assert.equal(written.ids.length, 3);
+  assert.deepEqual(written.claimed.map((m) => m.id), written.ids, 'all claimed: nothing older to this person is unsent');
+  const stored = await rows(written.ids);
+  assert.deepEqual(stored.map((r) => r.status), ['sending', 'sending', 'sending']);
+  assert.equal(new Set(stored.map((r) => r.updated_at.getTime())).size, 1, 'one stamp for the whole claim');
+  assert.equal(stored[0]!.updated_at.getTime(), written.claimed[0]!.updated_at.getTime(), 'the stamp the process holds is the stored one');
+  // Another worker (a job, a dispatch) cannot take them meanwhile.
+  assert.equal(await f.deps.outbox.deliver(written.ids[0]!), 'busy');
+  f.deps.outbox.dispatchWritten(written);
+  f.deps.outbox.dispatchWritten(written);
+  await f.deps.outbox.idle();
+  assert.deepEqual(bodies(to), ['part 0', 'part 1', 'part 2'], 'each once, in the order written (dispatched twice)');
+  assert.deepEqual((await rows(written.ids)).map((r) => r.status), ['sent', 'sent', 'sent']);
+});
+
+test('a person with an older unsent message: the new one is written queued and goes out after it', async () => {
+  const to = phone();
+  await contact(to);
+  const [older] = await f.database.handle.db.transaction().execute((trx) => f.deps.outbox.enqueue(trx, texts(to, 1)));
+  const written = await writeClaimed(texts(to, 2, 1));
+  assert.deepEqual(written.claimed, [], 'nothing claimed while an older message waits');
+  assert.deepEqual((await rows(written.ids)).map((r) => r.status), ['queued', 'queued']);
+  // The new ones are dispatched first: they still wait for the older one.
+  f.deps.outbox.dispatchWritten(written);
+  await f.deps.outbox.idle();
+  assert.deepEqual(bodies(to), []);
+  f.deps.outbox.dispatchSoon([older!, ...written.ids]);
+  await f.deps.outbox.idle();
+  assert.deepEqual(bodies(to), ['part 0', 'part 1', 'part 2']);
+});
+
+test('claimed by a process that died before sending: taken over after the claim timeout, sent once', async () => {
+  const to = phone();
+  await contact(to);
+  const written = await writeClaimed(texts(to, 1));
+  // Never dispatched (the process died). Until the claim times out, nobody else sends it.
+  assert.equal(await f.deps.outbox.deliver(written.ids[0]!), 'busy');
+  await f.database.handle.db
+    .updateTable('outbound_messages')
+    .set({ updated_at: sql`now() - make_interval(secs => ${CLAIM_TIMEOUT_SECONDS + 1})` })
+    .where('id', '=', written.ids[0]!)
+    .execute();
+  assert.equal(await f.deps.outbox.deliver(written.ids[0]!), 'sent');
+  assert.equal(await f.deps.outbox.deliver(written.ids[0]!), 'not_pending');
+  assert.deepEqual(bodies(to), ['part 0']);
+});
+
+test('a write rolled back leaves no message and no claim behind', async () => {
+  const to = phone();
+  await contact(to);
+  let ids: readonly string[] = [];
+  await assert.rejects(
+    f.database.handle.db.transaction().execute(async (trx) => {
+      ids = (await f.deps.outbox.enqueueClaimed(trx, texts(to, 2))).ids;
+      throw new Error('the business write failed');
+    }),
+    /business write failed/,
+  );
+  assert.equal(ids.length, 2);
+  assert.deepEqual(await rows(ids), []);
+  // A later message to the same person is not held back by the rolled-back ones.
+  const written = await writeClaimed(texts(to, 1, 5));
+  assert.equal(written.claimed.length, 1);
+  f.deps.outbox.dispatchWritten(written);
+  await f.deps.outbox.idle();
+  assert.deepEqual(bodies(to), ['part 5']);
+});
+
+test('the content sent is the content stored: a lone surrogate is sent as U+FFFD, as jsonb stored it', async () => {
+  const to = phone();
+  await contact(to);
+  const written = await writeClaimed([{ recipient: to, kind: 'reply', payload: { message: { type: 'text', body: 'half \ud83d emoji' } } }]);
+  f.deps.outbox.dispatchWritten(written);
+  await f.deps.outbox.idle();
+  assert.deepEqual(bodies(to), ['half \ufffd emoji']);
+  const stored = await f.database.handle.db.selectFrom('outbound_messages').select('content').where('id', '=', written.ids[0]!).executeTakeFirstOrThrow();
+  assert.deepEqual(stored.content, { message: { type: 'text', body: 'half \ufffd emoji' } });
+});
