@@ -5,18 +5,21 @@
  * `sending` under one stamp, go out once each and in write order; a person with an older
  * unsent message gets the new one queued behind it; what was claimed by a process that died
  * before sending is taken over after the claim timeout and sent once; a rolled-back write
- * leaves nothing. Real database (both kinds), fake Graph API on 127.0.0.1.
+ * leaves nothing. And the safety net of a write: one deliver-message job for its messages (not
+ * one each), which fails while one of them cannot go yet and sends nothing twice on its retry.
+ * Real database (both kinds), fake Graph API on 127.0.0.1.
  */
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
 import { sql } from 'kysely';
-import { CLAIM_TIMEOUT_SECONDS, type Written } from '../src/delivery/outbox.js';
+import { CLAIM_TIMEOUT_SECONDS, IDS_PER_JOB, type Written } from '../src/delivery/outbox.js';
 import type { OutboundDraft } from '../src/domain/outbound.js';
 import { startChannelFixture, type ChannelFixture } from './helpers/channel.js';
 
 let f: ChannelFixture;
 before(async () => {
-  f = await startChannelFixture({ env: { DELIVERY_SAFETY_NET_SECONDS: '3600', WABA_TIMEOUT_MS: '1000' } });
+  // A long timeout: one test sends 300 messages at once to the fake Graph API on a busy machine.
+  f = await startChannelFixture({ env: { DELIVERY_SAFETY_NET_SECONDS: '3600', WABA_TIMEOUT_MS: '20000' } });
 });
 after(() => f.close());
 beforeEach(async () => {
@@ -119,4 +122,68 @@ test('the content sent is the content stored: a lone surrogate is sent as U+FFFD
   assert.deepEqual(bodies(to), ['half \ufffd emoji']);
   const stored = await f.database.handle.db.selectFrom('outbound_messages').select('content').where('id', '=', written.ids[0]!).executeTakeFirstOrThrow();
   assert.deepEqual(stored.content, { message: { type: 'text', body: 'half \ufffd emoji' } });
+});
+
+/** The safety-net jobs holding any of `ids`, each as the ids it carries. */
+const jobsFor = async (ids: readonly string[]): Promise<string[][]> =>
+  (
+    await f.database.handle.pool.query<{ data: { messageIds?: string[]; messageId?: string } }>(
+      `select data from pgboss.job where name = 'deliver-message' and (data->'messageIds' ?| $1::text[] or data->>'messageId' = any($1)) order by created_on`,
+      [ids],
+    )
+  ).rows.map((row) => row.data.messageIds ?? [row.data.messageId!]);
+
+test('one safety-net job per write, carrying its messages (a write of more than IDS_PER_JOB gets several)', async () => {
+  const to = phone();
+  await contact(to);
+  const ids = await f.database.handle.db.transaction().execute((trx) => f.deps.outbox.enqueue(trx, texts(to, 3)));
+  assert.deepEqual(await jobsFor(ids), [ids]);
+  const people = Array.from({ length: IDS_PER_JOB + 1 }, phone);
+  const many = await f.database.handle.db.transaction().execute((trx) =>
+    f.deps.outbox.enqueue(trx, people.map((recipient, i) => ({ recipient, kind: 'reply', payload: { message: { type: 'text', body: `m ${i}` } } }))),
+  );
+  // Written by one statement: their order among themselves is not kept.
+  const jobs = (await jobsFor(many)).sort((x, y) => y.length - x.length);
+  assert.deepEqual(jobs.map((j) => j.length), [IDS_PER_JOB, 1]);
+  assert.deepEqual(jobs.flat().sort(), [...many].sort());
+});
+
+test('a write\'s job delivers what nobody dispatched; while one of its messages cannot go yet the job fails (pg-boss retries it), and the retry sends nothing twice', async () => {
+  const [a, b] = [phone(), phone()];
+  await contact(a);
+  await contact(b);
+  // b's older message is being sent by another worker: b's new one must wait for it.
+  const [older] = await f.database.handle.db.transaction().execute((trx) => f.deps.outbox.enqueue(trx, texts(b, 1)));
+  await f.database.handle.db.updateTable('outbound_messages').set({ status: 'sending', updated_at: sql`now()` }).where('id', '=', older!).execute();
+  const ids = await f.database.handle.db.transaction().execute((trx) => f.deps.outbox.enqueue(trx, [...texts(a, 2), ...texts(b, 1, 1)]));
+  const context = { logger: f.deps.logger, jobId: 'j-write', retryCount: 0 };
+  await assert.rejects(f.deps.outbox.job.handle({ messageIds: [...ids] }, context), /another worker|not sent yet/);
+  assert.deepEqual(bodies(a), ['part 0', 'part 1'], 'the others went out');
+  assert.deepEqual(bodies(b), []);
+  // The other worker sent its message; the job's retry sends b's, and a's not again.
+  await f.database.handle.db.updateTable('outbound_messages').set({ status: 'sent' }).where('id', '=', older!).execute();
+  await f.deps.outbox.job.handle({ messageIds: [...ids] }, { ...context, retryCount: 1 });
+  assert.deepEqual(bodies(a), ['part 0', 'part 1']);
+  assert.deepEqual(bodies(b), ['part 1']);
+});
+
+test('a fetched batch of write jobs is delivered in chunks, each job answered for its own messages', async () => {
+  const people = Array.from({ length: 300 }, phone);
+  for (const to of people) await contact(to);
+  const drafts = people.map((recipient, i) => ({ recipient, kind: 'reply', payload: { message: { type: 'text', body: `c ${i}` } } }) satisfies OutboundDraft);
+  const ids = await f.database.handle.db.transaction().execute((trx) => f.deps.outbox.enqueue(trx, drafts));
+  // One person's message is held by another worker: only the job carrying it fails.
+  const held = ids[200]!;
+  await f.database.handle.db.updateTable('outbound_messages').set({ status: 'sending', updated_at: sql`now()` }).where('id', '=', held).execute();
+  const jobs = [ids.slice(0, 128), ids.slice(128, 256), ids.slice(256)];
+  const errors = await f.deps.outbox.job.handleBatch!(jobs.map((messageIds, i) => ({ data: { messageIds }, jobId: `b-${i}`, retryCount: 0 })));
+  assert.equal(errors.length, 3);
+  assert.equal(errors[0], undefined);
+  assert.match(String(errors[1]?.message), /another worker|not sent yet/);
+  assert.equal(errors[2], undefined);
+  assert.deepEqual(
+    people.map((to) => bodies(to).length),
+    people.map((_, i) => (i === 200 ? 0 : 1)),
+    'every message but the held one, each once',
+  );
 });

@@ -104,7 +104,16 @@ export type Outbox = {
 /** Far beyond any retry delay (backoff caps at 5 minutes) and any claim (3 minutes). */
 export const STUCK_AFTER_MINUTES = 30;
 
-const DeliverJobData = z.object({ messageId: z.uuid() });
+/** Message ids one safety-net job carries at most (a write of more gets several jobs). */
+export const IDS_PER_JOB = 128;
+/**
+ * A delivery job: one message (a retry, a fallback to SMS), or the messages one write wrote
+ * (their safety net: one job per write, not one per message).
+ */
+const DeliverJobData = z.union([z.object({ messageId: z.uuid() }), z.object({ messageIds: z.array(z.uuid()).min(1).max(IDS_PER_JOB) })]);
+const idsOf = (data: z.infer<typeof DeliverJobData>): readonly string[] => ('messageIds' in data ? data.messageIds : [data.messageId]);
+/** Ids delivered together by one fetched batch of jobs at most (one claim statement each). */
+const IDS_PER_DELIVERY = 256;
 /** Times an eagerly dispatched message that waits behind another is tried again before its job takes over. */
 const EAGER_REDISPATCH_ROUNDS = 5;
 
@@ -167,19 +176,46 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     retryDelaySeconds: 5,
     retryBackoff: true,
     batchSize: 50,
-    async handle({ messageId }) {
-      const outcome = await deliver(messageId);
-      if (outcome === 'busy') throw new MessageBusyError(BUSY);
+    async handle(data) {
+      const error = jobError(idsOf(data), await deliverMany(idsOf(data)));
+      if (error !== undefined) throw error;
     },
     async handleBatch(items) {
-      const outcomes = await deliverMany(items.map((item) => item.data.messageId));
-      return items.map((item) => {
-        const outcome = outcomes.get(item.data.messageId);
-        if (outcome instanceof Error) return outcome;
-        return outcome === 'busy' ? new MessageBusyError(BUSY) : undefined;
-      });
+      // Several jobs at once, in chunks of at most IDS_PER_DELIVERY ids (a job's own ids together).
+      const errors: Array<Error | undefined> = [];
+      let chunk: Array<(typeof items)[number]> = [];
+      let size = 0;
+      const flush = async (): Promise<void> => {
+        if (chunk.length === 0) return;
+        const outcomes = await deliverMany(chunk.flatMap((item) => idsOf(item.data)));
+        for (const item of chunk) errors.push(jobError(idsOf(item.data), outcomes));
+        chunk = [];
+        size = 0;
+      };
+      for (const item of items) {
+        if (size > 0 && size + idsOf(item.data).length > IDS_PER_DELIVERY) await flush();
+        chunk.push(item);
+        size += idsOf(item.data).length;
+      }
+      await flush();
+      return errors;
     },
   };
+
+  /**
+   * A job is done when each of its messages is: an unexpected error fails it (that error), and
+   * so does a message that cannot go yet (busy): pg-boss tries the job again later, and the
+   * messages already done answer not_pending then.
+   */
+  function jobError(ids: readonly string[], outcomes: Map<string, DeliveryOutcome | Error>): Error | undefined {
+    let busy = false;
+    for (const id of ids) {
+      const outcome = outcomes.get(id);
+      if (outcome instanceof Error) return outcome;
+      if (outcome === 'busy') busy = true;
+    }
+    return busy ? new MessageBusyError(BUSY) : undefined;
+  }
 
   async function scheduleJob(trx: Transaction<Database>, messageId: string, delaySeconds: number): Promise<void> {
     await deps.jobs.enqueue(trx, job, { messageId }, { startAfterSeconds: Math.max(0, Math.ceil(delaySeconds)) });
@@ -714,8 +750,12 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       invoice_id: draft.invoiceId ?? null,
       ord: index,
     }));
-    // The safety-net jobs wait a little, so the eager path normally finishes first.
-    const jobs = rows.map((row) => ({ data: { messageId: row.id }, startAfterSeconds: deps.config.delivery.safetyNetSeconds }));
+    // The safety net: one job for the write's messages (a few for a large write), waiting a
+    // little so that the eager path normally finishes first.
+    const jobs: Array<{ data: z.infer<typeof DeliverJobData>; startAfterSeconds: number }> = [];
+    for (let at = 0; at < rows.length; at += IDS_PER_JOB) {
+      jobs.push({ data: { messageIds: rows.slice(at, at + IDS_PER_JOB).map((row) => row.id) }, startAfterSeconds: deps.config.delivery.safetyNetSeconds });
+    }
     // The jobs go in with the rows (and the caller's write): one statement, one round trip.
     const withJobs = deps.jobs.insertStatement(job, jobs);
     const before = [
