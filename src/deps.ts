@@ -138,6 +138,6 @@ export function createDeps(options: DepsOptions): Deps {
     daraja,
     payments,
     simulator: options.simulator,
-    jobDefinitions: [heartbeatJob, outbox.job, outbox.sweepJob, inbound.retryJob, inbound.retrySweepJob, ...payments.jobs, statsFoldJob(database.db), ...(options.extraJobs ?? [])],
+    jobDefinitions: [heartbeatJob, outbox.job, outbox.writeJob, outbox.sweepJob, inbound.retryJob, inbound.retrySweepJob, ...payments.jobs, statsFoldJob(database.db), ...(options.extraJobs ?? [])],
   };
 }

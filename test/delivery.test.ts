@@ -368,7 +368,7 @@ describe('never twice', () => {
     const [id] = await write(draft(to));
     await new Promise((resolve) => setTimeout(resolve, 1_000));
     assert.equal((await row(id!)).status, 'queued', 'nothing delivers it before its job is due');
-    await f.database.handle.pool.query(`update pgboss.job set start_after = now() where name = 'deliver-message' and data->'messageIds' ? $1`, [id]);
+    await f.database.handle.pool.query(`update pgboss.job set start_after = now() where name = 'deliver-messages' and data->'messageIds' ? $1`, [id]);
     await waitFor(async () => (await row(id!)).status === 'sent', 10_000, 'job delivery');
     f.deps.outbox.dispatchSoon([id!]);
     await f.deps.outbox.idle();

@@ -400,7 +400,7 @@ test('the sweep delivers what has been left queued or sending for 30 minutes (it
   const [done] = await write(texts(doneTo, 1));
   const db = f.database.handle.db;
   // Their jobs are gone (failed after all retries, or deleted by hand).
-  await f.database.handle.pool.query(`delete from pgboss.job where name = 'deliver-message' and (data->>'messageId' = any($1) or data->'messageIds' ?| $1::text[])`, [[stuckQueued, fresh, done]]);
+  await f.database.handle.pool.query(`delete from pgboss.job where name in ('deliver-message', 'deliver-messages') and (data->>'messageId' = any($1) or data->'messageIds' ?| $1::text[])`, [[stuckQueued, fresh, done]]);
   await db.updateTable('outbound_messages').set({ updated_at: sql`now() - interval '31 minutes'` }).where('id', '=', stuckQueued!).execute();
   await db.updateTable('outbound_messages').set({ status: 'sent', updated_at: sql`now() - interval '2 hours'` }).where('id', '=', done!).execute();
   await f.deps.outbox.sweepJob.handle({}, { logger: f.deps.logger, jobId: 'sweep-1', retryCount: 0 });

@@ -128,7 +128,7 @@ test('the content sent is the content stored: a lone surrogate is sent as U+FFFD
 const jobsFor = async (ids: readonly string[]): Promise<string[][]> =>
   (
     await f.database.handle.pool.query<{ data: { messageIds?: string[]; messageId?: string } }>(
-      `select data from pgboss.job where name = 'deliver-message' and (data->'messageIds' ?| $1::text[] or data->>'messageId' = any($1)) order by created_on`,
+      `select data from pgboss.job where name = 'deliver-messages' and data->'messageIds' ?| $1::text[] order by created_on`,
       [ids],
     )
   ).rows.map((row) => row.data.messageIds ?? [row.data.messageId!]);
@@ -157,12 +157,12 @@ test('a write\'s job delivers what nobody dispatched; while one of its messages 
   await f.database.handle.db.updateTable('outbound_messages').set({ status: 'sending', updated_at: sql`now()` }).where('id', '=', older!).execute();
   const ids = await f.database.handle.db.transaction().execute((trx) => f.deps.outbox.enqueue(trx, [...texts(a, 2), ...texts(b, 1, 1)]));
   const context = { logger: f.deps.logger, jobId: 'j-write', retryCount: 0 };
-  await assert.rejects(f.deps.outbox.job.handle({ messageIds: [...ids] }, context), /another worker|not sent yet/);
+  await assert.rejects(f.deps.outbox.writeJob.handle({ messageIds: [...ids] }, context), /another worker|not sent yet/);
   assert.deepEqual(bodies(a), ['part 0', 'part 1'], 'the others went out');
   assert.deepEqual(bodies(b), []);
   // The other worker sent its message; the job's retry sends b's, and a's not again.
   await f.database.handle.db.updateTable('outbound_messages').set({ status: 'sent' }).where('id', '=', older!).execute();
-  await f.deps.outbox.job.handle({ messageIds: [...ids] }, { ...context, retryCount: 1 });
+  await f.deps.outbox.writeJob.handle({ messageIds: [...ids] }, { ...context, retryCount: 1 });
   assert.deepEqual(bodies(a), ['part 0', 'part 1']);
   assert.deepEqual(bodies(b), ['part 1']);
 });
@@ -176,7 +176,7 @@ test('a fetched batch of write jobs is delivered in chunks, each job answered fo
   const held = ids[200]!;
   await f.database.handle.db.updateTable('outbound_messages').set({ status: 'sending', updated_at: sql`now()` }).where('id', '=', held).execute();
   const jobs = [ids.slice(0, 128), ids.slice(128, 256), ids.slice(256)];
-  const errors = await f.deps.outbox.job.handleBatch!(jobs.map((messageIds, i) => ({ data: { messageIds }, jobId: `b-${i}`, retryCount: 0 })));
+  const errors = await f.deps.outbox.writeJob.handleBatch!(jobs.map((messageIds, i) => ({ data: { messageIds }, jobId: `b-${i}`, retryCount: 0 })));
   assert.equal(errors.length, 3);
   assert.equal(errors[0], undefined);
   assert.match(String(errors[1]?.message), /another worker|not sent yet/);

@@ -96,6 +96,8 @@ export type Outbox = {
   /** Resolves when every background dispatch started so far has finished (tests, shutdown). */
   idle(): Promise<void>;
   readonly job: JobDefinition<typeof DeliverJobData>;
+  /** The safety net of a write: one job for the messages one write wrote. */
+  readonly writeJob: JobDefinition<typeof DeliverWriteJobData>;
   /** Delivers again what has been queued or sending for STUCK_AFTER_MINUTES (its job gone or exhausted). */
   sweep(): Promise<number>;
   readonly sweepJob: JobDefinition<NoJobData>;
@@ -106,12 +108,16 @@ export const STUCK_AFTER_MINUTES = 30;
 
 /** Message ids one safety-net job carries at most (a write of more gets several jobs). */
 export const IDS_PER_JOB = 128;
+/** A delivery job of one message (`deliver-message`: a retry, a fallback to SMS). */
+const DeliverJobData = z.object({ messageId: z.uuid() });
 /**
- * A delivery job: one message (a retry, a fallback to SMS), or the messages one write wrote
- * (their safety net: one job per write, not one per message).
+ * The safety net of one write (`deliver-messages`): its messages, one job for them all. A queue
+ * of its own, which a release that did not know it never fetches: an older machine during a
+ * rolling deploy (or after a rollback) leaves these jobs waiting instead of dropping their
+ * data as invalid for `deliver-message`.
  */
-const DeliverJobData = z.union([z.object({ messageId: z.uuid() }), z.object({ messageIds: z.array(z.uuid()).min(1).max(IDS_PER_JOB) })]);
-const idsOf = (data: z.infer<typeof DeliverJobData>): readonly string[] => ('messageIds' in data ? data.messageIds : [data.messageId]);
+const DeliverWriteJobData = z.object({ messageIds: z.array(z.uuid()).min(1).max(IDS_PER_JOB) });
+const idsOf = (data: z.infer<typeof DeliverJobData> | z.infer<typeof DeliverWriteJobData>): readonly string[] => ('messageIds' in data ? data.messageIds : [data.messageId]);
 /** Ids delivered together by one fetched batch of jobs at most (one claim statement each). */
 const IDS_PER_DELIVERY = 256;
 /** Times an eagerly dispatched message that waits behind another is tried again before its job takes over. */
@@ -169,38 +175,43 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     inFlight.add(tracked);
   }
 
-  const job: JobDefinition<typeof DeliverJobData> = {
-    name: 'deliver-message',
-    schema: DeliverJobData,
-    retryLimit: 20,
-    retryDelaySeconds: 5,
-    retryBackoff: true,
-    batchSize: 50,
-    async handle(data) {
-      const error = jobError(idsOf(data), await deliverMany(idsOf(data)));
-      if (error !== undefined) throw error;
-    },
-    async handleBatch(items) {
-      // Several jobs at once, in chunks of at most IDS_PER_DELIVERY ids (a job's own ids together).
-      const errors: Array<Error | undefined> = [];
-      let chunk: Array<(typeof items)[number]> = [];
-      let size = 0;
-      const flush = async (): Promise<void> => {
-        if (chunk.length === 0) return;
-        const outcomes = await deliverMany(chunk.flatMap((item) => idsOf(item.data)));
-        for (const item of chunk) errors.push(jobError(idsOf(item.data), outcomes));
-        chunk = [];
-        size = 0;
-      };
-      for (const item of items) {
-        if (size > 0 && size + idsOf(item.data).length > IDS_PER_DELIVERY) await flush();
-        chunk.push(item);
-        size += idsOf(item.data).length;
-      }
-      await flush();
-      return errors;
-    },
-  };
+  /** A delivery job kind: delivers its message ids, fetched batches in chunks of at most IDS_PER_DELIVERY ids. */
+  function deliveryJob<S extends typeof DeliverJobData | typeof DeliverWriteJobData>(name: string, schema: S): JobDefinition<S> {
+    return {
+      name,
+      schema,
+      retryLimit: 20,
+      retryDelaySeconds: 5,
+      retryBackoff: true,
+      batchSize: 50,
+      async handle(data) {
+        const error = jobError(idsOf(data), await deliverMany(idsOf(data)));
+        if (error !== undefined) throw error;
+      },
+      async handleBatch(items) {
+        // Several jobs at once, in chunks of at most IDS_PER_DELIVERY ids (a job's own ids together).
+        const errors: Array<Error | undefined> = [];
+        let chunk: Array<(typeof items)[number]> = [];
+        let size = 0;
+        const flush = async (): Promise<void> => {
+          if (chunk.length === 0) return;
+          const outcomes = await deliverMany(chunk.flatMap((item) => idsOf(item.data)));
+          for (const item of chunk) errors.push(jobError(idsOf(item.data), outcomes));
+          chunk = [];
+          size = 0;
+        };
+        for (const item of items) {
+          if (size > 0 && size + idsOf(item.data).length > IDS_PER_DELIVERY) await flush();
+          chunk.push(item);
+          size += idsOf(item.data).length;
+        }
+        await flush();
+        return errors;
+      },
+    };
+  }
+  const job = deliveryJob('deliver-message', DeliverJobData);
+  const writeJob = deliveryJob('deliver-messages', DeliverWriteJobData);
 
   /**
    * A job is done when each of its messages is: an unexpected error fails it (that error), and
@@ -752,12 +763,12 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     }));
     // The safety net: one job for the write's messages (a few for a large write), waiting a
     // little so that the eager path normally finishes first.
-    const jobs: Array<{ data: z.infer<typeof DeliverJobData>; startAfterSeconds: number }> = [];
+    const jobs: Array<{ data: z.infer<typeof DeliverWriteJobData>; startAfterSeconds: number }> = [];
     for (let at = 0; at < rows.length; at += IDS_PER_JOB) {
       jobs.push({ data: { messageIds: rows.slice(at, at + IDS_PER_JOB).map((row) => row.id) }, startAfterSeconds: deps.config.delivery.safetyNetSeconds });
     }
     // The jobs go in with the rows (and the caller's write): one statement, one round trip.
-    const withJobs = deps.jobs.insertStatement(job, jobs);
+    const withJobs = deps.jobs.insertStatement(writeJob, jobs);
     const before = [
       options.alongside === undefined ? [] : [sql`alongside as (${options.alongside})`],
       withJobs === undefined ? [] : [sql`jobs as (${withJobs})`],
@@ -791,7 +802,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
           : sql``
       }`.execute(trx);
     // A queue this process did not create: one at a time, so a missing queue is an error.
-    if (withJobs === undefined) await deps.jobs.enqueueMany(trx, job, jobs);
+    if (withJobs === undefined) await deps.jobs.enqueueMany(trx, writeJob, jobs);
     const ids: string[] = rows.map((row) => row.id);
     if (!options.claim) return { ids, claimed: [], claimedAt };
     // The content is the one just written, not read back (as stored: storable, as jsonb wrote it).
@@ -839,13 +850,30 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     const claimed = new Set(written.claimed.map((m) => m.id));
     if (claimed.size > 0) {
       // Deferred like dispatchSoon: the caller answers its request first.
-      dispatch(() => sendClaimed(written.claimed, written.claimedAt), 0, new Promise<void>((resolve) => setImmediate(resolve)));
+      dispatch(
+        async () => {
+          // The insert judged "nothing older unsent" on its own snapshot: an older message to the
+          // same person written by a transaction that had not committed then, and has since, was
+          // not seen. Those claimed rows go back and wait for it (one statement; the old path's
+          // claim after commit saw it). Any committed later than this is later in commit order too.
+          const givenBack = await giveBackOvertaking(written.claimed);
+          const outcomes = await sendClaimed(
+            written.claimed.filter((m) => !givenBack.has(m.id)),
+            written.claimedAt,
+          );
+          for (const id of givenBack) outcomes.set(id, 'busy');
+          return outcomes;
+        },
+        0,
+        new Promise<void>((resolve) => setImmediate(resolve)),
+      );
     }
     dispatchSoon(written.ids.filter((id) => !claimed.has(id)));
   }
 
   return {
     job,
+    writeJob,
     enqueue,
     enqueueClaimed,
     async fallBackToSms(trx, messageId, reason) {

@@ -189,7 +189,9 @@ function readJson(data: unknown): unknown {
  * a call, and each call hands the instance's lean adapter a copy carrying its own url and body;
  * the answer's JSON is read as axios reads it, on success and in an error's response alike, so
  * callers see the same AxiosResponse and AxiosError. An instance with any other adapter (one
- * whose reading of the configuration is not known here) goes through `http.post` unchanged.
+ * whose reading of the configuration is not known here), or with interceptors, goes through
+ * `http.post` unchanged. The instance's defaults are read once, here: later changes to them
+ * are not seen.
  */
 export function preparedJsonPost(
   http: AxiosInstance,
@@ -205,7 +207,11 @@ export function preparedJsonPost(
   const headers = AxiosHeaders.concat(sets.common as RawAxiosHeaders, sets.post as RawAxiosHeaders, own as RawAxiosHeaders);
   headers.setContentType('application/json', false);
   const base = { ...merged, headers } as InternalAxiosRequestConfig;
+  const intercepted = (): boolean =>
+    [http.interceptors.request.handlers, http.interceptors.response.handlers].some((handlers) => handlers?.some((handler) => handler !== null) === true);
   return async (url, body) => {
+    // Interceptors run only inside axios's own pipeline: an instance given some goes that way.
+    if (intercepted()) return http.post(url, body, options);
     try {
       const response = await adapter({ ...base, url, data: JSON.stringify(body) });
       response.data = readJson(response.data);
