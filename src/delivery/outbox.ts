@@ -1,7 +1,8 @@
 /**
  * The outbound pipeline. Messages are outbox rows written in the transaction that caused
- * them, each with a `deliver-message` job as the safety net; the request that wrote them
- * delivers them right after commit ("eager dispatch"), so the job usually finds them sent.
+ * them, with a `deliver-messages` job for the write as the safety net (a retry or an SMS
+ * fallback gets a `deliver-message` job of its own); the request that wrote them delivers
+ * them right after commit ("eager dispatch"), so the job usually finds them sent.
  *
  * Delivery claims a row (queued -> sending) in a short transaction, calls the provider
  * outside any transaction, and records the outcome in another. A claim is what stops the
