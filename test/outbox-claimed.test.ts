@@ -9,7 +9,9 @@
  * one each), which fails while one of them cannot go yet and sends nothing twice on its retry.
  * The tests marked "was a defect" come from a review and failed on the first version: a
  * person's messages out of order when two writes overlapped (Postgres), write jobs that the
- * previous release would drop during a rolling deploy, and axios interceptors skipped.
+ * previous release would drop during a rolling deploy, axios interceptors skipped, and claims
+ * left held for the claim timeout when a statement after them failed (a fault injected by a
+ * database trigger).
  * Real database (both kinds; the overlapping writes need Postgres), fake Graph API on 127.0.0.1.
  */
 import assert from 'node:assert/strict';
@@ -376,4 +378,85 @@ test("a written-claimed message whose claim was taken over before its late send 
     written.ids.map((id) => rows.find((r) => r.id === id)?.status),
     ['sent', 'sending', 'queued'],
   );
+});
+
+/**
+ * The next UPDATE statement on outbound_messages fails (once: a sequence is not rolled back),
+ * as a dropped connection or a statement timeout would. A statement-level trigger fires even
+ * when the update matches no row.
+ */
+async function failNextOutboxUpdate(nth = 1): Promise<() => Promise<void>> {
+  const db = f.database.handle.db;
+  await sql`create sequence if not exists fault_seq`.execute(db);
+  await sql`select setval('fault_seq', 1, false)`.execute(db);
+  await sql.raw(`create or replace function fault_next_update() returns trigger language plpgsql as $$
+    begin
+      if nextval('fault_seq') = ${nth} then raise exception 'injected failure'; end if;
+      return null;
+    end $$`).execute(db);
+  await sql`drop trigger if exists fault_next_update on outbound_messages`.execute(db);
+  await sql`create trigger fault_next_update before update on outbound_messages for each statement execute function fault_next_update()`.execute(db);
+  return async () => {
+    await sql`drop trigger if exists fault_next_update on outbound_messages`.execute(db);
+  };
+}
+
+const statuses = async (ids: readonly string[]) =>
+  (await f.database.handle.db.selectFrom('outbound_messages').select(['status']).where('id', 'in', [...ids]).orderBy('created_at').execute()).map((r) => r.status);
+
+test('was a defect: a write whose eager dispatch fails before sending (its give-back statement fails) is given back, so its safety-net job delivers it at once, not after the 180 s claim timeout', async () => {
+  const to = phone();
+  await contact(to);
+  const written = await writeClaimed(texts(to, 2));
+  assert.equal(written.claimed.length, 2, 'written claimed');
+  const disarm = await failNextOutboxUpdate();
+  try {
+    // dispatchWritten: its first statement (giveBackOvertaking, an UPDATE) fails once.
+    f.deps.outbox.dispatchWritten(written);
+    await f.deps.outbox.idle();
+  } finally {
+    await disarm();
+  }
+  assert.deepEqual(bodies(to), [], 'nothing went out (the dispatch failed before any send)');
+  // The write's safety-net job (deliver-messages) runs: it should deliver them now, as it
+  // would have on the code before (the failed claim statement left them queued).
+  const context = { logger: f.deps.logger, jobId: 'failed-dispatch', retryCount: 0 };
+  let jobError: unknown;
+  try {
+    await f.deps.outbox.writeJob.handle({ messageIds: [...written.ids] }, context);
+  } catch (error) {
+    jobError = error;
+  }
+  const after = await statuses(written.ids);
+  assert.equal(jobError, undefined, `the safety-net job failed (${String(jobError)}); messages: ${after.join(', ')} — still claimed by a dispatch that gave up, until CLAIM_TIMEOUT_SECONDS`);
+  assert.deepEqual(bodies(to), ['part 0', 'part 1']);
+  assert.deepEqual(after, ['sent', 'sent']);
+});
+
+test('was a defect: a job whose claim succeeds but whose give-back statement then fails gives its claims back, so the job\'s retry delivers, not after the 180 s claim timeout', async () => {
+  const [a, b] = [phone(), phone()];
+  await contact(a);
+  await contact(b);
+  const ids = await f.database.handle.db.transaction().execute((trx) => f.deps.outbox.enqueue(trx, [...texts(a, 1), ...texts(b, 1)]));
+  // The eager path sent a's message already; b's is still queued when the write's job runs.
+  await f.database.handle.db.updateTable('outbound_messages').set({ status: 'sent' }).where('id', '=', ids[0]!).execute();
+  // The job: its claim (1st UPDATE) takes b's only (fewer than asked), so giveBackOvertaking
+  // runs (2nd UPDATE), which fails once.
+  const disarm = await failNextOutboxUpdate(2);
+  const context = { logger: f.deps.logger, jobId: 'failed-give-back', retryCount: 0 };
+  try {
+    await assert.rejects(f.deps.outbox.writeJob.handle({ messageIds: [...ids] }, context), /injected failure/);
+  } finally {
+    await disarm();
+  }
+  // pg-boss retries the job (5 s later); it should deliver b's message now.
+  let retryError: unknown;
+  try {
+    await f.deps.outbox.writeJob.handle({ messageIds: [...ids] }, { ...context, retryCount: 1 });
+  } catch (error) {
+    retryError = error;
+  }
+  const after = await statuses([ids[1]!]);
+  assert.equal(retryError, undefined, `the job's retry failed (${String(retryError)}); b's message: ${after.join(', ')} — claimed by the failed run, until CLAIM_TIMEOUT_SECONDS`);
+  assert.deepEqual(bodies(b), ['part 0']);
 });

@@ -321,6 +321,20 @@ export function createOutbox(deps: OutboxDeps): Outbox {
   }
 
   /**
+   * giveBackOvertaking, or, if that statement fails, every claim given back (nothing has been
+   * sent yet) before the error goes on: left claimed, the messages would wait out the claim
+   * timeout, their jobs answered busy meanwhile.
+   */
+  async function giveBackOrRelease(claimed: readonly Claimed[]): Promise<Set<string>> {
+    try {
+      return await giveBackOvertaking(claimed);
+    } catch (error) {
+      await release(claimed).catch((releaseError: unknown) => logger.error({ messages: claimed.length, error: releaseError }, 'claims could not be given back; they time out'));
+      throw error;
+    }
+  }
+
+  /**
    * Renews a claim taken a while ago, just before its send, if it is still ours (nobody took
    * it over after CLAIM_TIMEOUT_SECONDS). False: another worker has the message now.
    */
@@ -584,7 +598,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     // Fewer claimed than asked: an older message asked for may have been lost to another
     // worker's claim while its newer ones were claimed (see giveBackOvertaking).
     if (claimed.length > 0 && claimed.length < new Set(messageIds).size) {
-      const givenBack = await giveBackOvertaking(claimed);
+      const givenBack = await giveBackOrRelease(claimed);
       if (givenBack.size > 0) claimed = claimed.filter((m) => !givenBack.has(m.id));
     }
     const outcomes = await sendClaimed(claimed, claimedAt);
@@ -857,7 +871,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
           // same person written by a transaction that had not committed then, and has since, was
           // not seen. Those claimed rows go back and wait for it (one statement; the old path's
           // claim after commit saw it). Any committed later than this is later in commit order too.
-          const givenBack = await giveBackOvertaking(written.claimed);
+          const givenBack = await giveBackOrRelease(written.claimed);
           const outcomes = await sendClaimed(
             written.claimed.filter((m) => !givenBack.has(m.id)),
             written.claimedAt,

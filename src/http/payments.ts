@@ -13,7 +13,7 @@ import { requestAddress } from './client-address.js';
 import { ApiError } from './errors.js';
 import type { AppEnv } from './middleware.js';
 
-export function paymentRoutes(deps: Pick<Deps, 'config' | 'payments' | 'metrics'>): Hono<AppEnv> {
+export function paymentRoutes(deps: Pick<Deps, 'config' | 'payments' | 'metrics' | 'jobs'>): Hono<AppEnv> {
   const routes = new Hono<AppEnv>();
   const accepted = { ResultCode: 0, ResultDesc: 'Accepted' };
 
@@ -41,6 +41,9 @@ export function paymentRoutes(deps: Pick<Deps, 'config' | 'payments' | 'metrics'
       logger.warn({ reason: 'malformed' }, 'stk callback refused');
       throw new ApiError(422, 'invalid_callback', parsed.error);
     }
+    // Right after start-up the server listens before the job queues exist (a release's new
+    // queue, on an existing database): a callback that arrives then waits for them, as webhooks do.
+    await deps.jobs.ready;
     const outcome = await deps.payments.handleCallback(c.req.param('token'), parsed.value);
     if (outcome.status === 'rejected') {
       deps.metrics.callbacksRejected.inc({ reason: outcome.reason });
