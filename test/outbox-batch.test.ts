@@ -30,8 +30,7 @@ const texts = (to: string, n: number): OutboundDraft[] =>
 const bodies = (to: string) => f.graph.sentTo(to).map((r) => (r.body.text as { body: string }).body);
 
 async function write(drafts: OutboundDraft[]): Promise<string[]> {
-  // The recipient wrote in the last 24 hours: free-form messages are allowed.
-  await sql`insert into conversations (phone, state, last_inbound_at) values (${drafts[0]!.recipient}, '{"version":0}'::jsonb, now()) on conflict do nothing`.execute(f.database.handle.db);
+  await f.chatting(drafts[0]!.recipient);
   return f.database.handle.db.transaction().execute((trx) => f.deps.outbox.enqueue(trx, drafts));
 }
 

@@ -45,10 +45,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const rows = (ids: readonly string[]) =>
   f.database.handle.db.selectFrom('outbound_messages').select(['id', 'status', 'updated_at']).where('id', 'in', [...ids]).orderBy('created_at').execute();
 
-async function contact(to: string): Promise<void> {
-  // The recipient wrote in the last 24 hours: free-form messages are allowed.
-  await sql`insert into conversations (phone, state, last_inbound_at) values (${to}, '{"version":0}'::jsonb, now()) on conflict do nothing`.execute(f.database.handle.db);
-}
+const contact = (to: string): Promise<void> => f.chatting(to);
 const writeClaimed = (drafts: OutboundDraft[]): Promise<Written> => f.database.handle.db.transaction().execute((trx) => f.deps.outbox.enqueueClaimed(trx, drafts));
 
 test('written claimed: stored sending under one stamp, then sent once each, in write order, and recorded sent', async () => {
@@ -401,8 +398,7 @@ async function failNextOutboxUpdate(nth = 1): Promise<() => Promise<void>> {
   };
 }
 
-const statuses = async (ids: readonly string[]) =>
-  (await f.database.handle.db.selectFrom('outbound_messages').select(['status']).where('id', 'in', [...ids]).orderBy('created_at').execute()).map((r) => r.status);
+const statuses = async (ids: readonly string[]) => (await rows(ids)).map((r) => r.status);
 
 test('was a defect: a write whose eager dispatch fails before sending (its give-back statement fails) is given back, so its safety-net job delivers it at once, not after the 180 s claim timeout', async () => {
   const to = phone();

@@ -166,7 +166,6 @@ export function leanAdapter(agents: { http: HttpAgent; https: HttpsAgent }, maxR
 /** The adapters leanAdapter made: preparedJsonPost knows what they read of a configuration. */
 const leanAdapters = new WeakSet<AxiosAdapter>();
 
-
 /**
  * JSON text as axios's default response transform reads it: parsed when it is JSON, otherwise
  * left as it came (a proxy's HTML error page, say).

@@ -3,6 +3,7 @@
  * against a fake Graph server on 127.0.0.1, and Africa's Talking intercepted with nock
  * (the SDK hard-codes its host).
  */
+import { sql } from 'kysely';
 import nock from 'nock';
 import type { ConversationHandler } from '../../src/conversation/port.js';
 import type { JobDefinition } from '../../src/jobs/queue.js';
@@ -25,6 +26,8 @@ export type ChannelFixture = TestApp & {
   smsAnswers: Array<{ statusCode: number } | { httpStatus: number }>;
   post(payload: unknown, headers?: Record<string, string>): Promise<Response>;
   count(table: 'inbound_events' | 'outbound_messages' | 'conversations'): Promise<number>;
+  /** `phone` wrote in the last 24 hours (free-form messages are allowed); nothing if it has a conversation already. */
+  chatting(phone: string): Promise<void>;
   close(): Promise<void>;
 };
 
@@ -98,6 +101,9 @@ export async function startChannelFixture(
     async count(table) {
       const row = await database.handle.db.selectFrom(table).select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
       return Number(row.n);
+    },
+    async chatting(phone) {
+      await sql`insert into conversations (phone, state, last_inbound_at) values (${phone}, '{"version":0}'::jsonb, now()) on conflict do nothing`.execute(database.handle.db);
     },
     async close() {
       await t.deps.outbox.idle();
