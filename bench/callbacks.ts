@@ -10,9 +10,11 @@
  * rounds of BENCH_SECONDS / BENCH_ROUNDS each) so both see the same moments of the machine,
  * at each concurrency of BENCH_CONCURRENCY (default 32,64,128,256); throughput is each one's
  * best level (lib.ts concurrencySweep), and every level's own ratio is reported too.
- * Callbacks that arrive together are group-committed (src/payments/service.ts); each
- * level's mean group size is reported, and the receipts' delivery state once delivery has
- * caught up.
+ * A callback is done when both its receipts have gone: each of the app's turns lasts until
+ * none is left queued or sending (its `settleMs` after the last answer), so receipts sent
+ * after the load, or during the baseline's turn, are not free. Callbacks that arrive
+ * together are group-committed (src/payments/service.ts); each level's mean group size is
+ * reported, and the receipts' delivery state at the end.
  * Writes bench/results/callbacks.json. Traffic goes to 127.0.0.1 only; bounded in time.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -85,6 +87,32 @@ function callbacks(): () => BenchRequest {
   };
 }
 
+/**
+ * Resolves once the app has no receipt left to send (none queued or sending), polling every
+ * 20 ms; the app's turn lasts until then (lib.ts closedLoop). Throws after 60 s: a backlog that
+ * does not drain is a fault, not a figure.
+ */
+function drained(url: string): { settle(): Promise<void>; close(): Promise<void> } {
+  const client = new pg.Client({ connectionString: url });
+  const connected = client.connect();
+  return {
+    async settle() {
+      await connected;
+      const until = Date.now() + 60_000;
+      for (;;) {
+        const { rows } = await client.query<{ n: number }>(`select count(*)::int as n from outbound_messages where status in ('queued', 'sending')`);
+        if (rows[0]!.n === 0) return;
+        if (Date.now() > until) throw new Error(`${rows[0]!.n} receipts still unsent 60 s after the load stopped`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    },
+    async close() {
+      await connected;
+      await client.end();
+    },
+  };
+}
+
 /** Receipts in the outbox by status, once delivery has caught up (at most 10 s). */
 async function receiptsAfterDrain(url: string): Promise<Record<string, number>> {
   const until = Date.now() + 10_000;
@@ -106,15 +134,13 @@ async function main(): Promise<void> {
   const baseline = await startServer('baseline', baselineDb.url, graph.url);
   const app = await startServer('app', appDb.url, graph.url);
   const meanGroup = groupCommitsSince(appDb.url, 'mpesa_callback');
+  const receiptsOut = drained(appDb.url);
   const sweep = await concurrencySweep(
-    { baseline: { ...baseline, next: callbacks() }, app: { ...app, next: callbacks() } },
+    { baseline: { ...baseline, next: callbacks() }, app: { ...app, next: callbacks(), settle: receiptsOut.settle } },
     { levels: LEVELS, rounds: ROUNDS, seconds: SECONDS / ROUNDS },
-    async () => {
-      // Read at once, before the job workers catch up: receipts the measured rate did not pay for yet.
-      const receipts = await outboxState(appDb.url);
-      return { mean_group: await meanGroup(), receipts_unsent_at_end: unsent(receipts) };
-    },
+    async () => ({ mean_group: await meanGroup() }),
   );
+  await receiptsOut.close();
   results.receipts = await receiptsAfterDrain(appDb.url);
   await stopServer(baseline.child);
   await stopServer(app.child);

@@ -114,18 +114,29 @@ export function get(port: number, path: string, headers: Record<string, string> 
   });
 }
 
-/** Fixed concurrency for `seconds`; counts 200s as done, anything else as errors. */
-export type LoopResult = { rps: number; requests: number; errors: number; cpuMsPerRequest?: CpuShare };
+/**
+ * Fixed concurrency for `seconds`; counts 200s as done, anything else as errors. With a
+ * `settle`, `seconds` is the time until the work the requests left behind was done too
+ * (`settleMs` of it after the last answer), and the CPU is counted over that whole time.
+ */
+export type LoopResult = { rps: number; requests: number; errors: number; seconds?: number; settleMs?: number; cpuMsPerRequest?: CpuShare };
 
-/** `concurrency` clients, each sending its next request as soon as the last is answered, for `seconds`. */
+/**
+ * `concurrency` clients, each sending its next request as soon as the last is answered, for
+ * `seconds`. Then `settle`, if given: resolves once the server has finished what the requests
+ * left for later (receipts still to send). The rate counts that time, so work deferred past
+ * the load (or done during another contender's turn) is not free.
+ */
 export async function closedLoop(
   port: number,
   seconds: number,
   concurrency: number,
   next: () => BenchRequest,
   server?: ChildProcess,
+  settle?: () => Promise<void>,
 ): Promise<LoopResult> {
-  const deadline = performance.now() + seconds * 1000;
+  const started = performance.now();
+  const deadline = started + seconds * 1000;
   let requests = 0;
   let errors = 0;
   const cpuBefore = cpuSnapshot(server?.pid);
@@ -142,42 +153,68 @@ export async function closedLoop(
       }
     }),
   );
+  if (settle === undefined) {
+    const cpu = cpuPerRequest(cpuBefore, cpuSnapshot(server?.pid), requests);
+    return { rps: Math.round((requests / seconds) * 10) / 10, requests, errors, ...(cpu === undefined ? {} : { cpuMsPerRequest: cpu }) };
+  }
+  const answered = performance.now();
+  await settle();
+  const ended = performance.now();
   const cpu = cpuPerRequest(cpuBefore, cpuSnapshot(server?.pid), requests);
-  return { rps: Math.round((requests / seconds) * 10) / 10, requests, errors, ...(cpu === undefined ? {} : { cpuMsPerRequest: cpu }) };
+  const elapsed = (ended - started) / 1000;
+  return {
+    rps: Math.round((requests / elapsed) * 10) / 10,
+    requests,
+    errors,
+    seconds: Math.round(elapsed * 1000) / 1000,
+    settleMs: Math.round(ended - answered),
+    ...(cpu === undefined ? {} : { cpuMsPerRequest: cpu }),
+  };
 }
 
-export type Contender = { port: number; child: ChildProcess; next: () => BenchRequest };
+/** `settle`: see closedLoop; the contender's turn lasts until it resolves. */
+export type Contender = { port: number; child: ChildProcess; next: () => BenchRequest; settle?: () => Promise<void> };
 
 /**
  * Throughput of a baseline and the app, their closed loops taking turns for `rounds` rounds of
  * `seconds` each (after a one-second warm-up each): both see the same moments of a noisy
  * shared machine, instead of one the first half of a run and the other the second half.
- * The ratio is app over baseline on the totals; each round's own ratio is listed too.
+ * The ratio is app over baseline on the totals; each round's own ratio is listed too. A
+ * contender's turn lasts until it has settled (Contender.settle): `settleMs` is the longest
+ * such wait of its rounds.
  */
 export async function alternatingLoops(
   contenders: { baseline: Contender; app: Contender },
   options: { rounds: number; seconds: number; concurrency: number },
 ): Promise<{ baseline: LoopResult; app: LoopResult; ratio: number; round_ratios: number[] }> {
-  const totals = { baseline: { requests: 0, errors: 0, cpu: [] as CpuShare[] }, app: { requests: 0, errors: 0, cpu: [] as CpuShare[] } };
+  type Total = { requests: number; errors: number; seconds: number; settleMs: number[]; cpu: CpuShare[] };
+  const fresh = (): Total => ({ requests: 0, errors: 0, seconds: 0, settleMs: [], cpu: [] });
+  const totals = { baseline: fresh(), app: fresh() };
   const roundRatios: number[] = [];
-  for (const name of ['baseline', 'app'] as const) await closedLoop(contenders[name].port, 1, options.concurrency, contenders[name].next);
+  // Warm-up; a contender that settles does so here too, so nothing it left runs in the next turn.
+  for (const name of ['baseline', 'app'] as const) {
+    const c = contenders[name];
+    await closedLoop(c.port, 1, options.concurrency, c.next, undefined, c.settle);
+  }
   for (let round = 0; round < options.rounds; round += 1) {
     const rps: Record<string, number> = {};
     for (const name of ['baseline', 'app'] as const) {
       const c = contenders[name];
-      const result = await closedLoop(c.port, options.seconds, options.concurrency, c.next, c.child);
+      const result = await closedLoop(c.port, options.seconds, options.concurrency, c.next, c.child, c.settle);
       totals[name].requests += result.requests;
       totals[name].errors += result.errors;
+      totals[name].seconds += result.seconds ?? options.seconds;
+      if (result.settleMs !== undefined) totals[name].settleMs.push(result.settleMs);
       if (result.cpuMsPerRequest !== undefined) totals[name].cpu.push({ ...result.cpuMsPerRequest });
       rps[name] = result.rps;
     }
     roundRatios.push(Math.round((rps.app! / rps.baseline!) * 100) / 100);
   }
-  const seconds = options.rounds * options.seconds;
   const summarise = (name: 'baseline' | 'app'): LoopResult => {
     const t = totals[name];
     const cpu = t.cpu.length === 0 ? undefined : averageCpu(t.cpu);
-    return { rps: Math.round((t.requests / seconds) * 10) / 10, requests: t.requests, errors: t.errors, ...(cpu === undefined ? {} : { cpuMsPerRequest: cpu }) };
+    const settled = t.settleMs.length === 0 ? {} : { seconds: Math.round(t.seconds * 1000) / 1000, settleMs: Math.max(...t.settleMs) };
+    return { rps: Math.round((t.requests / t.seconds) * 10) / 10, requests: t.requests, errors: t.errors, ...settled, ...(cpu === undefined ? {} : { cpuMsPerRequest: cpu }) };
   };
   const baseline = summarise('baseline');
   const app = summarise('app');
