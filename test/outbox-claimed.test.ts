@@ -456,3 +456,70 @@ test('was a defect: a job whose claim succeeds but whose give-back statement the
   assert.equal(retryError, undefined, `the job's retry failed (${String(retryError)}); b's message: ${after.join(', ')} — claimed by the failed run, until CLAIM_TIMEOUT_SECONDS`);
   assert.deepEqual(bodies(b), ['part 0']);
 });
+
+test('a message written queued behind one this process is sending goes as soon as that send is done, not on a timer or by its job', async () => {
+  const to = phone();
+  await contact(to);
+  const release = f.graph.holdAnswersTo(to);
+  const first = await writeClaimed(texts(to, 1));
+  f.deps.outbox.dispatchWritten(first);
+  await waitFor(() => bodies(to).length === 1, 5_000, 'the first send under way');
+  const second = await writeClaimed(texts(to, 1, 1));
+  assert.deepEqual(second.claimed, [], 'written queued: an older message to this person is being sent');
+  assert.deepEqual(second.queued.map((m) => m.id), second.ids);
+  f.deps.outbox.dispatchWritten(second);
+  // Longer than every eager retry together (5 + 10 + ... + 320 ms): had it been tried and left
+  // to its job (an hour away here), it would not go below.
+  await sleep(800);
+  assert.deepEqual(bodies(to), ['part 0'], 'nothing overtakes the send under way');
+  release();
+  await waitFor(async () => (await rows(second.ids))[0]!.status === 'sent', 5_000, 'the second sent after the first');
+  assert.deepEqual(bodies(to), ['part 0', 'part 1']);
+});
+
+test("a message waiting behind another worker's send is tried again within milliseconds of it, however long this process's other sends take", async () => {
+  const to = phone();
+  const slow = phone();
+  await contact(to);
+  await contact(slow);
+  // This process is busy with a send that takes long, to somebody else.
+  const releaseSlow = f.graph.holdAnswersTo(slow);
+  try {
+    const other = await writeClaimed(texts(slow, 1));
+    f.deps.outbox.dispatchWritten(other);
+    await waitFor(() => f.graph.sentTo(slow).length === 1, 5_000, 'the slow send under way');
+    // Another worker holds the claim on an older message to `to`.
+    const [older] = await f.database.handle.db.transaction().execute((trx) => f.deps.outbox.enqueue(trx, texts(to, 1)));
+    await f.database.handle.db.updateTable('outbound_messages').set({ status: 'sending', updated_at: sql`date_trunc('milliseconds', now())` }).where('id', '=', older!).execute();
+    const newer = await writeClaimed(texts(to, 1, 1));
+    assert.deepEqual(newer.claimed, []);
+    f.deps.outbox.dispatchWritten(newer);
+    await sleep(15);
+    // That worker has sent it.
+    await f.database.handle.db.updateTable('outbound_messages').set({ status: 'sent' }).where('id', '=', older!).execute();
+    await waitFor(async () => (await rows(newer.ids))[0]!.status === 'sent', 3_000, 'the newer sent while the slow send still waits');
+    assert.deepEqual(bodies(to), ['part 1']);
+    assert.equal(f.graph.sentTo(slow).length, 1);
+  } finally {
+    releaseSlow();
+  }
+});
+
+test('a message waiting behind one whose send fails (a retry later) is not sent ahead of it, and goes after it', async () => {
+  const to = phone();
+  await contact(to);
+  const release = f.graph.holdAnswersTo(to);
+  const first = await writeClaimed(texts(to, 1));
+  f.deps.outbox.dispatchWritten(first);
+  await waitFor(() => bodies(to).length === 1, 5_000, 'the first send under way');
+  const second = await writeClaimed(texts(to, 1, 1));
+  f.deps.outbox.dispatchWritten(second);
+  f.graph.queue({ kind: 'error', status: 500, code: 1, message: 'unknown error' });
+  release();
+  await f.deps.outbox.idle();
+  assert.deepEqual(bodies(to), ['part 0'], 'one try of the first; the second waits');
+  assert.deepEqual((await rows([...first.ids, ...second.ids])).map((r) => r.status), ['queued', 'queued']);
+  await f.database.handle.db.updateTable('outbound_messages').set({ next_attempt_at: sql`now()` }).where('id', '=', first.ids[0]!).execute();
+  await f.deps.outbox.deliverMany([...second.ids, ...first.ids]);
+  assert.deepEqual(bodies(to), ['part 0', 'part 0', 'part 1']);
+});

@@ -58,11 +58,22 @@ type Claimed = {
   write_order: string;
 };
 
-/** What enqueueClaimed wrote: every row's id, and the rows written already claimed by this process (and when). */
-export type Written = { readonly ids: readonly string[]; readonly claimed: readonly Claimed[]; readonly claimedAt: number };
+/**
+ * What enqueueClaimed wrote: every row's id, the rows written already claimed by this process
+ * (and when), and the rows written queued behind an older unsent message to the same person.
+ */
+export type Written = {
+  readonly ids: readonly string[];
+  readonly claimed: readonly Claimed[];
+  readonly claimedAt: number;
+  readonly queued: ReadonlyArray<{ readonly id: string; readonly recipient: string }>;
+};
+
+/** What an eager delivery did: each message's outcome, and the recipient of each it found. */
+type Delivered = { outcomes: Map<string, DeliveryOutcome | Error>; recipients: Map<string, string> };
 
 /** Nothing written. */
-export const NOTHING_WRITTEN: Written = { ids: [], claimed: [], claimedAt: 0 };
+export const NOTHING_WRITTEN: Written = { ids: [], claimed: [], claimedAt: 0, queued: [] };
 
 export type Outbox = {
   /**
@@ -122,7 +133,9 @@ const idsOf = (data: z.infer<typeof DeliverJobData> | z.infer<typeof DeliverWrit
 /** Ids delivered together by one fetched batch of jobs at most (one claim statement each). */
 const IDS_PER_DELIVERY = 256;
 /** Times an eagerly dispatched message that waits behind another is tried again before its job takes over. */
-const EAGER_REDISPATCH_ROUNDS = 5;
+const EAGER_REDISPATCH_ROUNDS = 7;
+/** The first pause before such a try (ms); each next one is twice as long. */
+const REDISPATCH_PAUSE_MS = 5;
 
 /** Thrown by the job when the message cannot go yet: pg-boss retries it later. */
 class MessageBusyError extends Error {}
@@ -149,28 +162,70 @@ export function createOutbox(deps: OutboxDeps): Outbox {
   const renewAfterMs = deps.claimRenewAfterMs ?? CLAIM_RENEW_AFTER_MS;
   const inFlight = new Set<Promise<unknown>>();
   const dispatchQueue: string[] = [];
+  /** Recipients this process is sending to now, and how many of its sends to each are running. */
+  const sendingTo = new Map<string, number>();
+  /**
+   * Messages written queued behind an older message to the same person that this process is
+   * sending: dispatched as soon as that send is done (sendClaimed), instead of trying a claim
+   * that must fail now and then again on a timer. Their jobs remain the safety net.
+   */
+  const waitingFor = new Map<string, Set<string>>();
+
+  /** Message `id` goes when this process's sends to `recipient` are over (the caller saw one running). */
+  function waitFor(recipient: string, id: string): void {
+    const waiting = waitingFor.get(recipient);
+    if (waiting === undefined) waitingFor.set(recipient, new Set([id]));
+    else waiting.add(id);
+  }
+
+  /** A send to `recipient` starts (sendClaimed). */
+  function sendingStarts(recipient: string): void {
+    sendingTo.set(recipient, (sendingTo.get(recipient) ?? 0) + 1);
+  }
+
+  /** A send to `recipient` is over: the last one running wakes the messages waiting for it. */
+  function sendingEnds(recipient: string): void {
+    const left = (sendingTo.get(recipient) ?? 1) - 1;
+    if (left > 0) {
+      sendingTo.set(recipient, left);
+      return;
+    }
+    sendingTo.delete(recipient);
+    const waiting = waitingFor.get(recipient);
+    if (waiting === undefined) return;
+    waitingFor.delete(recipient);
+    dispatchSoon([...waiting]);
+  }
 
   /**
-   * Eager delivery of `ids` once `after` has settled. A message answered busy most often waits
-   * behind a message to the same person that another dispatch of this process is sending
-   * (each person's messages go in order): it is tried again once the dispatches running now
-   * have finished, a few times; after that, its job is the safety net.
+   * Eager delivery of `ids` once `after` has settled. A message answered busy waits behind an
+   * older message to the same person (each person's messages go in order). If this process is
+   * sending to that person, it goes as soon as those sends are over (waitFor). Otherwise the
+   * older one was most often sent meanwhile, or is about to be by another dispatch of this
+   * process: it is tried again after a short pause, doubling, a few times (5 to 320 ms); after
+   * that (another worker's message, a retry waiting for its time), its job is the safety net.
    */
-  function dispatch(deliverNow: () => Promise<Map<string, DeliveryOutcome | Error>>, round: number, after: Promise<unknown>): void {
+  function dispatch(deliverNow: () => Promise<Delivered>, round: number, after: Promise<unknown>): void {
     const run = after.then(async () => {
-      let outcomes: Map<string, DeliveryOutcome | Error>;
+      let delivered: Delivered;
       try {
-        outcomes = await deliverNow();
+        delivered = await deliverNow();
       } catch (error) {
         // Per-message failures are logged inside; this is the claim itself failing.
         logger.error({ error }, 'eager delivery failed; the jobs will retry');
         return;
       }
-      const waiting = [...outcomes].filter(([, outcome]) => outcome === 'busy').map(([id]) => id);
+      const waiting: string[] = [];
+      for (const [id, outcome] of delivered.outcomes) {
+        if (outcome !== 'busy') continue;
+        // Behind a message this process is sending to the same person: it goes when that has gone.
+        const recipient = delivered.recipients.get(id);
+        if (recipient !== undefined && sendingTo.has(recipient)) waitFor(recipient, id);
+        else waiting.push(id);
+      }
       if (waiting.length === 0 || round >= EAGER_REDISPATCH_ROUNDS) return;
-      const others = [...inFlight].filter((other) => other !== tracked);
-      const pause = Promise.allSettled(others).then(() => new Promise((resolve) => setTimeout(resolve, 10 * (round + 1))));
-      dispatch(() => deliverMany(waiting), round + 1, pause);
+      const pause = new Promise((resolve) => setTimeout(resolve, REDISPATCH_PAUSE_MS * 2 ** round));
+      dispatch(() => deliverManyTo(waiting), round + 1, pause);
     });
     const tracked: Promise<void> = run.finally(() => inFlight.delete(tracked));
     inFlight.add(tracked);
@@ -592,7 +647,12 @@ export function createOutbox(deps: OutboxDeps): Outbox {
    * recorded in one statement. Failures take the per-message path (retry or fall back).
    */
   async function deliverMany(messageIds: readonly string[]): Promise<Map<string, DeliveryOutcome | Error>> {
-    if (messageIds.length === 0) return new Map();
+    return (await deliverManyTo(messageIds)).outcomes;
+  }
+
+  /** deliverMany, with the recipient of each message it claimed or found waiting. */
+  async function deliverManyTo(messageIds: readonly string[]): Promise<Delivered> {
+    if (messageIds.length === 0) return { outcomes: new Map(), recipients: new Map() };
     let claimed: Claimed[] = await claim(messageIds);
     const claimedAt = performance.now();
     // Fewer claimed than asked: an older message asked for may have been lost to another
@@ -602,11 +662,12 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       if (givenBack.size > 0) claimed = claimed.filter((m) => !givenBack.has(m.id));
     }
     const outcomes = await sendClaimed(claimed, claimedAt);
+    const recipients = new Map(claimed.map((m) => [m.id, m.recipient]));
     const unclaimed = messageIds.filter((id) => !outcomes.has(id));
     if (unclaimed.length > 0) {
       const rows = await db
         .selectFrom('outbound_messages')
-        .select(['id', 'status', due('outbound_messages').as('due')])
+        .select(['id', 'status', 'recipient', due('outbound_messages').as('due')])
         .where('id', 'in', unclaimed)
         .execute();
       const found = new Map(rows.map((row) => [row.id, row]));
@@ -615,9 +676,10 @@ export function createOutbox(deps: OutboxDeps): Outbox {
         // Sending elsewhere, or due but waiting behind an older message to the same person:
         // busy (its job tries again). Done, or waiting for its retry's own job: not pending.
         outcomes.set(id, row !== undefined && (row.status === 'sending' || (row.status === 'queued' && row.due)) ? 'busy' : 'not_pending');
+        if (row !== undefined) recipients.set(id, row.recipient);
       }
     }
-    return outcomes;
+    return { outcomes, recipients };
   }
 
   /**
@@ -625,7 +687,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
    * recipient's in the order they were written, different recipients at once. Answers each
    * message's outcome.
    */
-  async function sendClaimed(claimed: readonly Claimed[], claimedAt: number): Promise<Map<string, DeliveryOutcome | Error>> {
+  async function sendClaimed(claimed: readonly Claimed[], claimedAt: number, registered?: Set<string>): Promise<Map<string, DeliveryOutcome | Error>> {
     const outcomes = new Map<string, DeliveryOutcome | Error>();
     const byRecipient = new Map<string, Claimed[]>();
     const inOrder = [...claimed].sort((a, b) => (a.write_order < b.write_order ? -1 : a.write_order > b.write_order ? 1 : a.id < b.id ? -1 : 1));
@@ -636,33 +698,45 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     }
     await Promise.all(
       [...byRecipient.values()].map(async (messages) => {
-        for (const [index, message] of messages.entries()) {
-          try {
-            // Sends before this one may have taken long (timeouts, a fallback): a claim near
-            // its timeout is renewed first, so no other worker can take it over mid-send.
-            // A claim taken over is "not done" like any other: the other worker has not sent
-            // it yet, so this person's later messages must not go ahead of it (below).
-            const renewed = performance.now() - claimedAt < renewAfterMs || (await renewClaim(message));
-            const outcome = renewed ? await deliverClaimed(message) : 'busy';
-            outcomes.set(message.id, outcome);
-            if (outcome === 'sent' || outcome === 'failed') continue;
-          } catch (error) {
-            // This message only (it stays claimed; its job retries it after the claim times out).
-            logger.error({ message_id: message.id, error }, 'delivery failed unexpectedly');
-            outcomes.set(message.id, error instanceof Error ? error : new Error(String(error)));
-          }
-          // Not done (a retry later, an SMS to come, taken over, an error): this person's
-          // later messages wait for it. Their claims go back, and their jobs try again.
-          const later = messages.slice(index + 1);
-          if (later.length > 0) {
-            await release(later);
-            for (const waiting of later) outcomes.set(waiting.id, 'busy');
-          }
-          return;
+        const recipient = messages[0]!.recipient;
+        // Counted as being sent to already (dispatchWritten): this send takes that count over.
+        if (registered?.delete(recipient) !== true) sendingStarts(recipient);
+        try {
+          await sendInOrder(messages);
+        } finally {
+          sendingEnds(recipient);
         }
       }),
     );
     return outcomes;
+
+    /** One recipient's messages, one after another; stops at the first that is not done. */
+    async function sendInOrder(messages: readonly Claimed[]): Promise<void> {
+      for (const [index, message] of messages.entries()) {
+        try {
+          // Sends before this one may have taken long (timeouts, a fallback): a claim near
+          // its timeout is renewed first, so no other worker can take it over mid-send.
+          // A claim taken over is "not done" like any other: the other worker has not sent
+          // it yet, so this person's later messages must not go ahead of it (below).
+          const renewed = performance.now() - claimedAt < renewAfterMs || (await renewClaim(message));
+          const outcome = renewed ? await deliverClaimed(message) : 'busy';
+          outcomes.set(message.id, outcome);
+          if (outcome === 'sent' || outcome === 'failed') continue;
+        } catch (error) {
+          // This message only (it stays claimed; its job retries it after the claim times out).
+          logger.error({ message_id: message.id, error }, 'delivery failed unexpectedly');
+          outcomes.set(message.id, error instanceof Error ? error : new Error(String(error)));
+        }
+        // Not done (a retry later, an SMS to come, taken over, an error): this person's
+        // later messages wait for it. Their claims go back, and their jobs try again.
+        const later = messages.slice(index + 1);
+        if (later.length > 0) {
+          await release(later);
+          for (const waiting of later) outcomes.set(waiting.id, 'busy');
+        }
+        return;
+      }
+    }
   }
 
   /** One claimed message: send it, or decide what its failure means. */
@@ -819,7 +893,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     // A queue this process did not create: one at a time, so a missing queue is an error.
     if (withJobs === undefined) await deps.jobs.enqueueMany(trx, writeJob, jobs);
     const ids: string[] = rows.map((row) => row.id);
-    if (!options.claim) return { ids, claimed: [], claimedAt };
+    if (!options.claim) return { ids, claimed: [], claimedAt, queued: [] };
     // The content is the one just written, not read back (as stored: storable, as jsonb wrote it).
     const byId = new Map<string, (typeof rows)[number]>(rows.map((row) => [row.id, row]));
     const claimed = inserted
@@ -838,7 +912,8 @@ export function createOutbox(deps: OutboxDeps): Outbox {
           write_order: row.write_order,
         };
       });
-    return { ids, claimed, claimedAt };
+    const queued = inserted.filter((row) => row.status === 'queued').map((row) => ({ id: row.id, recipient: byId.get(row.id)!.recipient }));
+    return { ids, claimed, claimedAt, queued };
   }
 
   function dispatchSoon(messageIds: readonly string[]): void {
@@ -849,7 +924,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     // Deferred one turn of the event loop (the caller answers its request first); every
     // request answered in that turn is delivered together (deliverMany keeps each
     // recipient's messages in the order they were written).
-    dispatch(() => deliverMany(dispatchQueue.splice(0)), 0, new Promise<void>((resolve) => setImmediate(resolve)));
+    dispatch(() => deliverManyTo(dispatchQueue.splice(0)), 0, new Promise<void>((resolve) => setImmediate(resolve)));
   }
 
   /** Writes whose claims have been handed to a dispatch: a claim held in memory is used once. */
@@ -864,26 +939,43 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     dispatchedWrites.add(written);
     const claimed = new Set(written.claimed.map((m) => m.id));
     if (claimed.size > 0) {
+      // Their recipients count as being sent to from now on, not only once the deferred send
+      // starts: a message queued behind one of them meanwhile waits for it (below).
+      const registered = new Set(written.claimed.map((m) => m.recipient));
+      registered.forEach(sendingStarts);
       // Deferred like dispatchSoon: the caller answers its request first.
       dispatch(
         async () => {
-          // The insert judged "nothing older unsent" on its own snapshot: an older message to the
-          // same person written by a transaction that had not committed then, and has since, was
-          // not seen. Those claimed rows go back and wait for it (one statement; the old path's
-          // claim after commit saw it). Any committed later than this is later in commit order too.
-          const givenBack = await giveBackOrRelease(written.claimed);
-          const outcomes = await sendClaimed(
-            written.claimed.filter((m) => !givenBack.has(m.id)),
-            written.claimedAt,
-          );
-          for (const id of givenBack) outcomes.set(id, 'busy');
-          return outcomes;
+          try {
+            // The insert judged "nothing older unsent" on its own snapshot: an older message to the
+            // same person written by a transaction that had not committed then, and has since, was
+            // not seen. Those claimed rows go back and wait for it (one statement; the old path's
+            // claim after commit saw it). Any committed later than this is later in commit order too.
+            const givenBack = await giveBackOrRelease(written.claimed);
+            const outcomes = await sendClaimed(
+              written.claimed.filter((m) => !givenBack.has(m.id)),
+              written.claimedAt,
+              registered,
+            );
+            for (const id of givenBack) outcomes.set(id, 'busy');
+            return { outcomes, recipients: new Map(written.claimed.map((m) => [m.id, m.recipient])) };
+          } finally {
+            // Those whose send never started (given back, or the statement failed).
+            registered.forEach(sendingEnds);
+          }
         },
         0,
         new Promise<void>((resolve) => setImmediate(resolve)),
       );
     }
-    dispatchSoon(written.ids.filter((id) => !claimed.has(id)));
+    // Written queued behind a message this process is sending: they go when it has gone.
+    const now: string[] = [];
+    for (const { id, recipient } of written.queued) {
+      if (sendingTo.has(recipient)) waitFor(recipient, id);
+      else now.push(id);
+    }
+    const queued = new Set(written.queued.map((m) => m.id));
+    dispatchSoon([...now, ...written.ids.filter((id) => !claimed.has(id) && !queued.has(id))]);
   }
 
   return {

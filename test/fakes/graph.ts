@@ -32,6 +32,8 @@ export type FakeGraph = {
   waitForRequests(count: number, timeoutMs?: number): Promise<RecordedRequest[]>;
   /** Holds every answer until the returned function is called, then sends them all at once. */
   holdAnswers(): () => void;
+  /** Holds the answers to sends to `to` only, as holdAnswers. */
+  holdAnswersTo(to: string): () => void;
   close(): Promise<void>;
 };
 
@@ -42,6 +44,7 @@ export async function startFakeGraph(): Promise<FakeGraph> {
   let counter = 0;
   const hanging = new Set<() => void>();
   let held: Array<() => void> | null = null;
+  const heldTo = new Map<string, Array<() => void>>();
 
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -57,6 +60,11 @@ export async function startFakeGraph(): Promise<FakeGraph> {
       requests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, body, receivedAt: Date.now() });
       if (held !== null) {
         held.push(() => answer(res, body));
+        return;
+      }
+      const heldForThem = typeof body.to === 'string' ? heldTo.get(body.to) : undefined;
+      if (heldForThem !== undefined) {
+        heldForThem.push(() => answer(res, body));
         return;
       }
       answer(res, body);
@@ -113,6 +121,14 @@ export async function startFakeGraph(): Promise<FakeGraph> {
       return () => {
         const waiting = held ?? [];
         held = null;
+        for (const send of waiting) send();
+      };
+    },
+    holdAnswersTo(to) {
+      if (!heldTo.has(to)) heldTo.set(to, []);
+      return () => {
+        const waiting = heldTo.get(to) ?? [];
+        heldTo.delete(to);
         for (const send of waiting) send();
       };
     },
