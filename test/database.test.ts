@@ -258,3 +258,35 @@ test('close() releases the lock, is idempotent, and a later open sees the data w
   }
   assert.ok(!existsSync(lockPath));
 });
+
+test('a wamid or an SMS id belongs to one message at most; the many messages with neither are not in those indexes, and lookups by either id use them', async () => {
+  const db = database.handle.db;
+  const message = (wamid: string | null, smsId: string | null) =>
+    db
+      .insertInto('outbound_messages')
+      .values({ recipient: '254700000901', kind: 'reply', content: JSON.stringify({ message: { type: 'text', body: 'x' } }), provider_message_id: wamid, sms_message_id: smsId })
+      .execute();
+  await message('wamid.UNIQUE-ONE', null);
+  await message(null, 'ATXid_unique_one');
+  await message(null, null);
+  await message(null, null);
+  await assert.rejects(message('wamid.UNIQUE-ONE', null), /duplicate key value violates unique constraint "outbound_messages_wamid_key"/);
+  await assert.rejects(message(null, 'ATXid_unique_one'), /duplicate key value violates unique constraint "outbound_messages_sms_id_key"/);
+  const indexes = await sql<{ indexdef: string }>`select indexdef from pg_indexes where tablename = 'outbound_messages' and indexdef like '%message_id%'`.execute(db);
+  assert.deepEqual(
+    indexes.rows.map((row) => row.indexdef.replace(/^.* USING /, '')).sort(),
+    ['btree (provider_message_id) WHERE (provider_message_id IS NOT NULL)', 'btree (sms_message_id) WHERE (sms_message_id IS NOT NULL)'],
+  );
+  // As the status reports ask (src/inbound/whatsapp.ts, src/inbound/sms-report.ts), with the id as a parameter.
+  for (const [column, index] of [
+    ['provider_message_id', 'outbound_messages_wamid_key'],
+    ['sms_message_id', 'outbound_messages_sms_id_key'],
+  ] as const) {
+    const plan = await db.transaction().execute(async (trx) => {
+      // A handful of rows: without this a scan of the table would be cheaper.
+      await sql`set local enable_seqscan = off`.execute(trx);
+      return trx.selectFrom('outbound_messages').select('id').where(column, '=', 'some-id').forUpdate().explain();
+    });
+    assert.match(JSON.stringify(plan), new RegExp(`using ${index}`), column);
+  }
+});
