@@ -103,9 +103,16 @@ export type Outbox = {
   deliverMany(messageIds: readonly string[]): Promise<Map<string, DeliveryOutcome | Error>>;
   /** Eager dispatch after commit: delivers in the background (from the next event-loop turn), logging, never throwing. */
   dispatchSoon(messageIds: readonly string[]): void;
-  /** Eager dispatch after commit of what enqueueClaimed wrote: its claimed rows without a claim statement, the rest as dispatchSoon. */
+  /**
+   * Eager dispatch after commit of what enqueueClaimed wrote: its claimed rows without a claim
+   * statement; the rest as dispatchSoon, or, when written queued behind a message this process
+   * is sending to the same person, once that send is over.
+   */
   dispatchWritten(written: Written): void;
-  /** Resolves when every background dispatch started so far has finished (tests, shutdown). */
+  /**
+   * Resolves when every background dispatch started so far has finished, and no message waits
+   * for a send to its person to end (tests, shutdown).
+   */
   idle(): Promise<void>;
   readonly job: JobDefinition<typeof DeliverJobData>;
   /** The safety net of a write: one job for the messages one write wrote. */
@@ -132,10 +139,20 @@ const DeliverWriteJobData = z.object({ messageIds: z.array(z.uuid()).min(1).max(
 const idsOf = (data: z.infer<typeof DeliverJobData> | z.infer<typeof DeliverWriteJobData>): readonly string[] => ('messageIds' in data ? data.messageIds : [data.messageId]);
 /** Ids delivered together by one fetched batch of jobs at most (one claim statement each). */
 const IDS_PER_DELIVERY = 256;
-/** Times an eagerly dispatched message that waits behind another is tried again before its job takes over. */
+/**
+ * Times an eagerly dispatched message that waits behind another is tried again on a timer
+ * (5 to 320 ms), before the settled tries below, then its job. Per dispatch: a message woken
+ * after waiting for a send to its person (waitFor) starts afresh.
+ */
 const EAGER_REDISPATCH_ROUNDS = 7;
 /** The first pause before such a try (ms); each next one is twice as long. */
 const REDISPATCH_PAUSE_MS = 5;
+/**
+ * Then, tries each made once every dispatch this process was running has settled: the older
+ * message may be in one of them, its claim statement slow (a lock), its recipient not yet
+ * counted as being sent to.
+ */
+const SETTLED_REDISPATCH_ROUNDS = 3;
 
 /** Thrown by the job when the message cannot go yet: pg-boss retries it later. */
 class MessageBusyError extends Error {}
@@ -162,12 +179,16 @@ export function createOutbox(deps: OutboxDeps): Outbox {
   const renewAfterMs = deps.claimRenewAfterMs ?? CLAIM_RENEW_AFTER_MS;
   const inFlight = new Set<Promise<unknown>>();
   const dispatchQueue: string[] = [];
-  /** Recipients this process is sending to now, and how many of its sends to each are running. */
+  /**
+   * Recipients this process is sending to now, and how many of its sends to each are running
+   * (sendClaimed's, counted from dispatchWritten for the rows written claimed).
+   */
   const sendingTo = new Map<string, number>();
   /**
-   * Messages written queued behind an older message to the same person that this process is
-   * sending: dispatched as soon as that send is done (sendClaimed), instead of trying a claim
-   * that must fail now and then again on a timer. Their jobs remain the safety net.
+   * Messages that wait for an older message to the same person while this process is sending
+   * to that person (written queued, or answered busy): dispatched as soon as this process's
+   * sends to that person are all over, instead of trying a claim that must fail now and then
+   * again on a timer. Their jobs remain the safety net.
    */
   const waitingFor = new Map<string, Set<string>>();
 
@@ -178,7 +199,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     else waiting.add(id);
   }
 
-  /** A send to `recipient` starts (sendClaimed). */
+  /** A send to `recipient` starts (sendClaimed, or dispatchWritten ahead of it). */
   function sendingStarts(recipient: string): void {
     sendingTo.set(recipient, (sendingTo.get(recipient) ?? 0) + 1);
   }
@@ -202,8 +223,10 @@ export function createOutbox(deps: OutboxDeps): Outbox {
    * older message to the same person (each person's messages go in order). If this process is
    * sending to that person, it goes as soon as those sends are over (waitFor). Otherwise the
    * older one was most often sent meanwhile, or is about to be by another dispatch of this
-   * process: it is tried again after a short pause, doubling, a few times (5 to 320 ms); after
-   * that (another worker's message, a retry waiting for its time), its job is the safety net.
+   * process: it is tried again after a short pause, doubling, a few times (5 to 320 ms), then
+   * a few times more once the dispatches running then have settled (one may be claiming the
+   * older message slowly). After that (another worker's message, a retry waiting for its
+   * time), its job is the safety net. A message woken after waiting starts its tries afresh.
    */
   function dispatch(deliverNow: () => Promise<Delivered>, round: number, after: Promise<unknown>): void {
     const run = after.then(async () => {
@@ -223,8 +246,9 @@ export function createOutbox(deps: OutboxDeps): Outbox {
         if (recipient !== undefined && sendingTo.has(recipient)) waitFor(recipient, id);
         else waiting.push(id);
       }
-      if (waiting.length === 0 || round >= EAGER_REDISPATCH_ROUNDS) return;
-      const pause = new Promise((resolve) => setTimeout(resolve, REDISPATCH_PAUSE_MS * 2 ** round));
+      if (waiting.length === 0 || round >= EAGER_REDISPATCH_ROUNDS + SETTLED_REDISPATCH_ROUNDS) return;
+      const others = round < EAGER_REDISPATCH_ROUNDS ? [] : [...inFlight].filter((other) => other !== tracked);
+      const pause = Promise.allSettled(others).then(() => new Promise((resolve) => setTimeout(resolve, REDISPATCH_PAUSE_MS * 2 ** Math.min(round, EAGER_REDISPATCH_ROUNDS - 1))));
       dispatch(() => deliverManyTo(waiting), round + 1, pause);
     });
     const tracked: Promise<void> = run.finally(() => inFlight.delete(tracked));
@@ -338,8 +362,17 @@ export function createOutbox(deps: OutboxDeps): Outbox {
 
   /**
    * Gives back (queued again, only while the claim is ours: same stamp) the claimed rows that
-   * an older unsent message to the same person, not claimed here, would be overtaken by.
-   * Returns the ids given back.
+   * an older unsent message to the same person, not claimed here, would be overtaken by, or
+   * that would go out at the same time as a newer one being sent (under a live claim, not
+   * ours). Returns the ids given back.
+   *
+   * The second case: two writes claimed in overlapping transactions (dispatchWritten), the one
+   * that inserted first committing last. Neither insert saw the other's rows; the newer write,
+   * committed first, is being sent when this one commits. Its rows are not older, so the first
+   * case lets this write through, and the person would get the two interleaved. Given back,
+   * this write's rows wait for those sends to end and then go (in commit order). In no other
+   * case is a newer message to the person under a live claim while an older one is unsent:
+   * claim refuses it.
    *
    * Why: claim's `not exists` is judged on the statement's snapshot. On Postgres, when it waits
    * for another worker's lock on an older message in `messageIds` and that worker commits its
@@ -365,11 +398,13 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       set status = 'queued'
       where o.id in (${sql.join(ids)}) and o.status = 'sending' and o.updated_at = ${claimed[0]!.updated_at}
         and exists (
-          select 1 from outbound_messages older
-          where older.recipient = o.recipient
-            and older.status in ('queued', 'sending')
-            and (older.created_at, older.id) < (o.created_at, o.id)
-            and older.id not in (${sql.join(ids)})
+          select 1 from outbound_messages other
+          where other.recipient = o.recipient
+            and other.id not in (${sql.join(ids)})
+            and (
+              (other.status in ('queued', 'sending') and (other.created_at, other.id) < (o.created_at, o.id))
+              or (other.status = 'sending' and other.updated_at >= now() - make_interval(secs => ${CLAIM_TIMEOUT_SECONDS}))
+            )
         )
       returning o.id`.execute(db);
     return new Set(rows.map((row) => row.id));
@@ -994,7 +1029,12 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     dispatchSoon,
     dispatchWritten,
     async idle() {
-      while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+      // Messages waiting for a send to their person (perhaps a job's, not tracked here) count:
+      // they are dispatched when it ends.
+      while (inFlight.size > 0 || waitingFor.size > 0) {
+        if (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+        else await new Promise((resolve) => setTimeout(resolve, 5));
+      }
     },
   };
 }
