@@ -517,9 +517,12 @@ test('a message waiting behind one whose send fails (a retry later) is not sent 
   f.graph.queue({ kind: 'error', status: 500, code: 1, message: 'unknown error' });
   release();
   await f.deps.outbox.idle();
-  assert.deepEqual(bodies(to), ['part 0'], 'one try of the first; the second waits');
-  assert.deepEqual((await rows([...first.ids, ...second.ids])).map((r) => r.status), ['queued', 'queued']);
-  await f.database.handle.db.updateTable('outbound_messages').set({ next_attempt_at: sql`now()` }).where('id', '=', first.ids[0]!).execute();
+  // The first's retry (its job, a second or two away) may have gone meanwhile, and then the
+  // second after it; if not, both go now, the first made due.
+  await f.database.handle.db.updateTable('outbound_messages').set({ next_attempt_at: sql`now()` }).where('id', '=', first.ids[0]!).where('status', '=', 'queued').execute();
   await f.deps.outbox.deliverMany([...second.ids, ...first.ids]);
-  assert.deepEqual(bodies(to), ['part 0', 'part 0', 'part 1']);
+  assert.deepEqual((await rows([...first.ids, ...second.ids])).map((r) => r.status), ['sent', 'sent']);
+  const sent = bodies(to);
+  assert.deepEqual(sent, [...sent.filter((body) => body === 'part 0'), 'part 1'], 'the second only after every try of the first');
+  assert.ok(sent.length >= 3, 'the first tried twice');
 });

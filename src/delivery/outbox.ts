@@ -148,11 +148,12 @@ const EAGER_REDISPATCH_ROUNDS = 7;
 /** The first pause before such a try (ms); each next one is twice as long. */
 const REDISPATCH_PAUSE_MS = 5;
 /**
- * Then, tries each made once every dispatch this process was running has settled: the older
- * message may be in one of them, its claim statement slow (a lock), its recipient not yet
- * counted as being sent to.
+ * Then, tries each made once every dispatch this process was running has settled, and 320 ms
+ * more: the older message may be in one of them, not yet counted as being sent to (its claim
+ * statement waiting for a connection or a lock under load, or itself between two tries). Under
+ * load those waits stretch with the load; idle, these tries span about 6 s, and then the job.
  */
-const SETTLED_REDISPATCH_ROUNDS = 3;
+const SETTLED_REDISPATCH_ROUNDS = 20;
 
 /** Thrown by the job when the message cannot go yet: pg-boss retries it later. */
 class MessageBusyError extends Error {}
@@ -397,14 +398,23 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       update outbound_messages o
       set status = 'queued'
       where o.id in (${sql.join(ids)}) and o.status = 'sending' and o.updated_at = ${claimed[0]!.updated_at}
-        and exists (
-          select 1 from outbound_messages other
-          where other.recipient = o.recipient
-            and other.id not in (${sql.join(ids)})
-            and (
-              (other.status in ('queued', 'sending') and (other.created_at, other.id) < (o.created_at, o.id))
-              or (other.status = 'sending' and other.updated_at >= now() - make_interval(secs => ${CLAIM_TIMEOUT_SECONDS}))
-            )
+        -- Two subqueries, not one with an OR: each is then an index scan of the person's unsent
+        -- rows (one OR across them made Postgres hash every unsent row of the table).
+        and (
+          exists (
+            select 1 from outbound_messages older
+            where older.recipient = o.recipient
+              and older.status in ('queued', 'sending')
+              and (older.created_at, older.id) < (o.created_at, o.id)
+              and older.id not in (${sql.join(ids)})
+          )
+          or exists (
+            select 1 from outbound_messages newer
+            where newer.recipient = o.recipient
+              and newer.status = 'sending'
+              and newer.updated_at >= now() - make_interval(secs => ${CLAIM_TIMEOUT_SECONDS})
+              and newer.id not in (${sql.join(ids)})
+          )
         )
       returning o.id`.execute(db);
     return new Set(rows.map((row) => row.id));
