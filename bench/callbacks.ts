@@ -19,7 +19,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import pg from 'pg';
-import { closeAgent, concurrencyLevels, concurrencySweep, freshDatabase, groupCommitsSince, outboxState, startGraph, startServer, stopServer, unsent, type BenchRequest } from './lib.js';
+import { closeAgent, concurrencyLevels, concurrencySweep, freshDatabase, groupCommitsSince, outboxDrained, outboxState, startGraph, startServer, stopServer, unsent, type BenchRequest } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 /** The concurrency levels (closed-loop clients), each measured in turn (lib.ts concurrencySweep). */
@@ -87,32 +87,6 @@ function callbacks(): () => BenchRequest {
   };
 }
 
-/**
- * Resolves once the app has no receipt left to send (none queued or sending), polling every
- * 20 ms; the app's turn lasts until then (lib.ts closedLoop). Throws after 60 s: a backlog that
- * does not drain is a fault, not a figure.
- */
-function drained(url: string): { settle(): Promise<void>; close(): Promise<void> } {
-  const client = new pg.Client({ connectionString: url });
-  const connected = client.connect();
-  return {
-    async settle() {
-      await connected;
-      const until = Date.now() + 60_000;
-      for (;;) {
-        const { rows } = await client.query<{ n: number }>(`select count(*)::int as n from outbound_messages where status in ('queued', 'sending')`);
-        if (rows[0]!.n === 0) return;
-        if (Date.now() > until) throw new Error(`${rows[0]!.n} receipts still unsent 60 s after the load stopped`);
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
-    },
-    async close() {
-      await connected;
-      await client.end();
-    },
-  };
-}
-
 /** Receipts in the outbox by status, once delivery has caught up (at most 10 s). */
 async function receiptsAfterDrain(url: string): Promise<Record<string, number>> {
   const until = Date.now() + 10_000;
@@ -134,7 +108,7 @@ async function main(): Promise<void> {
   const baseline = await startServer('baseline', baselineDb.url, graph.url);
   const app = await startServer('app', appDb.url, graph.url);
   const meanGroup = groupCommitsSince(appDb.url, 'mpesa_callback');
-  const receiptsOut = drained(appDb.url);
+  const receiptsOut = outboxDrained(appDb.url);
   const sweep = await concurrencySweep(
     { baseline: { ...baseline, next: callbacks() }, app: { ...app, next: callbacks(), settle: receiptsOut.settle } },
     { levels: LEVELS, rounds: ROUNDS, seconds: SECONDS / ROUNDS },

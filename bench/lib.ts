@@ -422,6 +422,33 @@ export function groupCommitsSince(url: string, source: 'whatsapp_message' | 'mpe
   };
 }
 
+/**
+ * settle() resolves once the app has no message left to send (none queued or sending),
+ * polling every 20 ms: a contender's `settle` (closedLoop), so its turn lasts until the
+ * replies or receipts its requests wrote have gone. Throws after 60 s: a backlog that does not
+ * drain is a fault, not a figure.
+ */
+export function outboxDrained(url: string): { settle(): Promise<void>; close(): Promise<void> } {
+  const client = new pg.Client({ connectionString: url });
+  const connected = client.connect();
+  return {
+    async settle() {
+      await connected;
+      const until = Date.now() + 60_000;
+      for (;;) {
+        const { rows } = await client.query<{ n: number }>(`select count(*)::int as n from outbound_messages where status in ('queued', 'sending')`);
+        if (rows[0]!.n === 0) return;
+        if (Date.now() > until) throw new Error(`${rows[0]!.n} messages still unsent 60 s after the load stopped`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    },
+    async close() {
+      await connected;
+      await client.end();
+    },
+  };
+}
+
 /** Messages still queued or sending in an outboxState. */
 export const unsent = (state: Record<string, number>): number => (state.queued ?? 0) + (state.sending ?? 0);
 

@@ -6,9 +6,10 @@
  *    delivered to the fake Graph API) vs a bare Hono handler doing one INSERT ... ON CONFLICT
  *    DO NOTHING, same run, same Postgres, taking turns (BENCH_ROUNDS rounds) so both see the
  *    same moments of the machine, at each concurrency of BENCH_CONCURRENCY (default
- *    32,64,128,256). Throughput is each one's best level (lib.ts concurrencySweep); each
- *    level also reports its own ratio, the app's mean group-commit size and the replies still
- *    unsent when the level ended.
+ *    32,64,128,256). The app's turn lasts until its replies have gone (none queued or
+ *    sending), and its rate counts that time. Throughput is each one's best level (lib.ts
+ *    concurrencySweep); each level also reports its own ratio, the app's mean group-commit
+ *    size and the longest wait for its replies after a turn (settleMs).
  * 2. Ack latency at a fixed 500 req/s (open loop) for the real app: p50/p99 over
  *    BENCH_ACK_SECONDS (10) after BENCH_WARMUP_SECONDS (20) at the same rate, whose figures
  *    are reported beside them; the p99 of each second too.
@@ -20,7 +21,7 @@
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { closeAgent, closedLoop, concurrencyLevels, concurrencySweep, freshDatabase, groupCommitsSince, monotonicMs, openLoop, outboxState, percentile, startGraph, startServer, stopServer, unsent, type BenchRequest } from './lib.js';
+import { closeAgent, closedLoop, concurrencyLevels, concurrencySweep, freshDatabase, groupCommitsSince, monotonicMs, openLoop, outboxDrained, outboxState, percentile, startGraph, startServer, stopServer, type BenchRequest } from './lib.js';
 
 const SECRET = 'bench-secret';
 const THROUGHPUT_SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
@@ -84,15 +85,17 @@ async function main(): Promise<void> {
     const baseline = await startServer('baseline', baselineDb.url, graph.url);
     const app = await startServer('app', appDb.url, graph.url);
     const meanGroup = groupCommitsSince(appDb.url, 'whatsapp_message');
+    // The app's turn lasts until its replies have gone (lib.ts closedLoop: settle).
+    const repliesOut = outboxDrained(appDb.url);
     const sweep = await concurrencySweep(
-      { baseline: { ...baseline, next: webhookRequest }, app: { ...app, next: webhookRequest } },
+      { baseline: { ...baseline, next: webhookRequest }, app: { ...app, next: webhookRequest, settle: repliesOut.settle } },
       { levels: LEVELS, rounds: ROUNDS, seconds: THROUGHPUT_SECONDS / ROUNDS },
       async () => {
-        // Read at once, before the job workers catch up: replies the measured rate did not pay for yet.
         const replies = await outboxState(appDb.url);
-        return { mean_group: await meanGroup(), replies_unsent_at_end: unsent(replies), replies_sent_so_far: replies.sent ?? 0 };
+        return { mean_group: await meanGroup(), replies_sent_so_far: replies.sent ?? 0 };
       },
     );
+    await repliesOut.close();
     await stopServer(baseline.child);
     await stopServer(app.child);
     await baselineDb.drop();
