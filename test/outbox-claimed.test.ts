@@ -12,6 +12,14 @@
  * previous release would drop during a rolling deploy, axios interceptors skipped, and claims
  * left held for the claim timeout when a statement after them failed (a fault injected by a
  * database trigger).
+ *
+ * Messages that wait for an older message to the same person (sendingTo / waitingFor: parked
+ * behind a send this process is running to that person, woken when it ends; otherwise eager
+ * retries on a 5..320 ms timer, then once the dispatches in flight have settled). From a
+ * review of that change: the tests marked "was a defect" failed on it; the one marked "was a
+ * defect (older)" failed before it too. Two more pin what the review found right: sends
+ * counted per person are all uncounted in the end, so a later message to that person is not
+ * parked for ever.
  * Real database (both kinds; the overlapping writes need Postgres), fake Graph API on 127.0.0.1.
  */
 import assert from 'node:assert/strict';
@@ -457,7 +465,11 @@ test('was a defect: a job whose claim succeeds but whose give-back statement the
   assert.deepEqual(bodies(b), ['part 0']);
 });
 
-test('a message written queued behind one this process is sending goes as soon as that send is done, not on a timer or by its job', async () => {
+/**
+ * A person's first message being sent (its answer held until `release`), and a second one
+ * written while it is: dispatched both.
+ */
+async function secondWhileFirstIsSent(): Promise<{ to: string; release: () => void; first: Written; second: Written }> {
   const to = phone();
   await contact(to);
   const release = f.graph.holdAnswersTo(to);
@@ -465,9 +477,14 @@ test('a message written queued behind one this process is sending goes as soon a
   f.deps.outbox.dispatchWritten(first);
   await waitFor(() => bodies(to).length === 1, 5_000, 'the first send under way');
   const second = await writeClaimed(texts(to, 1, 1));
+  f.deps.outbox.dispatchWritten(second);
+  return { to, release, first, second };
+}
+
+test('a message written queued behind one this process is sending goes as soon as that send is done, not on a timer or by its job', async () => {
+  const { to, release, second } = await secondWhileFirstIsSent();
   assert.deepEqual(second.claimed, [], 'written queued: an older message to this person is being sent');
   assert.deepEqual(second.queued.map((m) => m.id), second.ids);
-  f.deps.outbox.dispatchWritten(second);
   // Longer than every eager retry together (5 + 10 + ... + 320 ms): had it been tried and left
   // to its job (an hour away here), it would not go below.
   await sleep(800);
@@ -506,14 +523,7 @@ test("a message waiting behind another worker's send is tried again within milli
 });
 
 test('a message waiting behind one whose send fails (a retry later) is not sent ahead of it, and goes after it', async () => {
-  const to = phone();
-  await contact(to);
-  const release = f.graph.holdAnswersTo(to);
-  const first = await writeClaimed(texts(to, 1));
-  f.deps.outbox.dispatchWritten(first);
-  await waitFor(() => bodies(to).length === 1, 5_000, 'the first send under way');
-  const second = await writeClaimed(texts(to, 1, 1));
-  f.deps.outbox.dispatchWritten(second);
+  const { to, release, first, second } = await secondWhileFirstIsSent();
   f.graph.queue({ kind: 'error', status: 500, code: 1, message: 'unknown error' });
   release();
   await f.deps.outbox.idle();
@@ -525,4 +535,145 @@ test('a message waiting behind one whose send fails (a retry later) is not sent 
   const sent = bodies(to);
   assert.deepEqual(sent, [...sent.filter((body) => body === 'part 0'), 'part 1'], 'the second only after every try of the first');
   assert.ok(sent.length >= 3, 'the first tried twice');
+});
+
+const db = () => f.database.handle.db;
+const enqueue = (drafts: OutboundDraft[]): Promise<string[]> => db().transaction().execute((trx) => f.deps.outbox.enqueue(trx, drafts));
+
+/**
+ * Probe of this process's count of sends to `to` (read through behaviour only): a message
+ * queued behind another worker's send, which that worker finishes 30 ms later, is sent by the
+ * eager path (its timer retries) within a few seconds. Were a send to `to` still counted, the
+ * message would be parked for a wake-up that never comes (its job is an hour away).
+ */
+async function eagerPathStillWorksFor(to: string): Promise<void> {
+  const [older] = await enqueue(texts(to, 1, 90));
+  await db().updateTable('outbound_messages').set({ status: 'sending', updated_at: sql`date_trunc('milliseconds', now())` }).where('id', '=', older!).execute();
+  const newer = await writeClaimed(texts(to, 1, 91));
+  assert.equal(newer.claimed.length, 0, 'written queued behind the other worker');
+  f.deps.outbox.dispatchWritten(newer);
+  await sleep(30);
+  await db().updateTable('outbound_messages').set({ status: 'sent' }).where('id', '=', older!).execute();
+  await waitFor(async () => (await statuses(newer.ids))[0] === 'sent', 4_000, `the probe message to ${to} sent by the eager path (a send to them still counted?)`);
+}
+
+test('parked behind a send that falls back to SMS (nested deliver), the next message goes after the SMS, and nothing is left counted', async () => {
+  const to = phone();
+  await f.chatting(to);
+  const smsBefore = f.sms.length;
+  const release = f.graph.holdAnswersTo(to);
+  const first = await writeClaimed(texts(to, 1));
+  f.deps.outbox.dispatchWritten(first);
+  await waitFor(() => bodies(to).length === 1, 5_000, 'the first send under way');
+  const second = await writeClaimed(texts(to, 1, 1));
+  assert.equal(second.claimed.length, 0);
+  f.deps.outbox.dispatchWritten(second);
+  // A final WhatsApp error: the first falls back to SMS, sent at once (nested deliver).
+  f.graph.queue({ kind: 'error', status: 400, code: 131026, message: 'undeliverable' });
+  release();
+  await waitFor(async () => (await statuses(second.ids))[0] === 'sent', 5_000, 'the second sent after the first fell back');
+  assert.equal(f.sms.length, smsBefore + 1, 'the first went by SMS');
+  assert.deepEqual(bodies(to), ['part 0', 'part 1']);
+  await f.deps.outbox.idle();
+  await eagerPathStillWorksFor(to);
+});
+
+test('the same Written dispatched twice while its queued message is parked: sent once each, in order, nothing left counted', async () => {
+  const to = phone();
+  await f.chatting(to);
+  const release = f.graph.holdAnswersTo(to);
+  const first = await writeClaimed(texts(to, 2));
+  f.deps.outbox.dispatchWritten(first);
+  f.deps.outbox.dispatchWritten(first);
+  await waitFor(() => bodies(to).length === 1, 5_000, 'the first send under way');
+  const second = await writeClaimed(texts(to, 1, 2));
+  f.deps.outbox.dispatchWritten(second);
+  f.deps.outbox.dispatchWritten(second);
+  await sleep(100);
+  release();
+  await waitFor(async () => (await statuses(second.ids))[0] === 'sent', 5_000, 'the second write sent');
+  await f.deps.outbox.idle();
+  assert.deepEqual(bodies(to), ['part 0', 'part 1', 'part 2']);
+  await eagerPathStillWorksFor(to);
+});
+
+test("was a defect: idle() resolved while a message was still parked behind a job's send, and that message went out after idle()", async () => {
+  const to = phone();
+  await f.chatting(to);
+  const release = f.graph.holdAnswersTo(to);
+  const ids = await enqueue(texts(to, 1));
+  // The write's safety-net job runs (this process's pg-boss worker): its send is held.
+  const job = f.deps.outbox.writeJob.handle({ messageIds: ids }, { logger: f.deps.logger, jobId: 'review-job', retryCount: 0 });
+  try {
+    await waitFor(() => bodies(to).length === 1, 5_000, "the job's send under way");
+    const newer = await writeClaimed(texts(to, 1, 1));
+    assert.equal(newer.claimed.length, 0);
+    f.deps.outbox.dispatchWritten(newer);
+  } finally {
+    release();
+  }
+  // Nothing of the outbox's own is in flight now: only the parked message, woken when the job's send ends.
+  await f.deps.outbox.idle();
+  const atIdle = bodies(to);
+  await job;
+  await sleep(500);
+  await f.deps.outbox.idle();
+  assert.deepEqual(atIdle, ['part 0', 'part 1'], 'idle() waits for the parked message to go');
+  assert.deepEqual(bodies(to), atIdle, 'nothing sent after idle()');
+});
+
+test('was a defect, Postgres: a message waiting behind an older one whose dispatch by this process is in flight, its claim statement slow (a row lock held 1.5 s), is sent once the older has gone, not left to its job', async (t) => {
+  if (f.database.kind !== 'postgres') return t.skip('needs two connections (TEST_DATABASE_URL)');
+  const to = phone();
+  await f.chatting(to);
+  const [older] = await enqueue(texts(to, 1));
+  // Another transaction holds the older row's lock (as a slow statement on it would): this
+  // process's claim of it waits.
+  const locker = await db().startTransaction().execute();
+  try {
+    await locker.selectFrom('outbound_messages').select('id').where('id', '=', older!).forUpdate().execute();
+    f.deps.outbox.dispatchSoon([older!]);
+    await sleep(50);
+    const newer = await writeClaimed(texts(to, 1, 1));
+    assert.equal(newer.claimed.length, 0, 'written queued behind the older');
+    f.deps.outbox.dispatchWritten(newer);
+    await sleep(1_500);
+  } finally {
+    await locker.commit().execute();
+  }
+  await f.deps.outbox.idle();
+  assert.deepEqual(bodies(to).slice(0, 1), ['part 0']);
+  assert.deepEqual(bodies(to), ['part 0', 'part 1'], 'the newer was given up after 635 ms of timer retries while the older (this process\'s own dispatch) was still claiming; only its job (an hour away here) sends it now');
+});
+
+test('was a defect (older), Postgres: two claimed writes to one person in overlapping transactions, the one that inserted first committing last, went out at the same time (interleaved); now one after the other, in commit order', async (t) => {
+  if (f.database.kind !== 'postgres') return t.skip('needs two connections (TEST_DATABASE_URL)');
+  const to = phone();
+  await f.chatting(to);
+  const one = await db().startTransaction().execute();
+  const two = await db().startTransaction().execute();
+  let release: (() => void) | undefined;
+  try {
+    // Written first (older created_at), committed last.
+    const first = await f.deps.outbox.enqueueClaimed(one, texts(to, 2, 0));
+    const second = await f.deps.outbox.enqueueClaimed(two, texts(to, 2, 2));
+    assert.equal(first.claimed.length + second.claimed.length, 4, 'each claimed on its own snapshot');
+    await two.commit().execute();
+    release = f.graph.holdAnswers();
+    f.deps.outbox.dispatchWritten(second);
+    await waitFor(() => bodies(to).length >= 1, 5_000, "the second write's first send under way");
+    await one.commit().execute();
+    f.deps.outbox.dispatchWritten(first);
+    await sleep(400);
+    assert.deepEqual(bodies(to), ['part 2'], "a second send to the person started while 'part 2' was unanswered: the two writes go out at once, interleaved");
+    release();
+    await f.deps.outbox.idle();
+    assert.deepEqual(bodies(to), ['part 2', 'part 3', 'part 0', 'part 1'], 'the write committed first, then the other');
+  } finally {
+    release?.();
+    await f.deps.outbox.idle();
+    await one.rollback().execute().catch(() => undefined);
+    await two.rollback().execute().catch(() => undefined);
+    t.diagnostic(`sent: ${JSON.stringify(bodies(to))}`);
+  }
 });
