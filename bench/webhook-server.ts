@@ -73,7 +73,7 @@ if (mode === 'baseline') {
   stopJobs = async () => {
     // Safety-net jobs from a load phase may still be running: let them finish before the pool closes.
     await deps.jobs.stop(10_000);
-    await deps.outbox.idle();
+    await deps.outbox.stop();
   };
   fetchHandler = createApp(deps).fetch;
 }

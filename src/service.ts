@@ -158,7 +158,7 @@ export async function startService(givenConfig: Config, logger: Logger, options:
         // Workers first (they may start deliveries), then wait for deliveries in flight.
         await jobsStarted.catch(() => undefined);
         await jobs.stop(config.shutdownTimeoutMs / 2);
-        await deps.outbox.idle();
+        await deps.outbox.stop();
         await simulated?.simulator.close();
         await database.close();
         logger.info('InvoiceIQ stopped');

@@ -677,3 +677,33 @@ test('was a defect (older), Postgres: two claimed writes to one person in overla
     t.diagnostic(`sent: ${JSON.stringify(bodies(to))}`);
   }
 });
+
+test('stop() (shutdown) leaves a message that cannot go yet to its job at once, instead of waiting out its eager tries (seconds), and sends nothing more', async () => {
+  const outbox = createOutbox({
+    db: db(),
+    jobs: f.deps.jobs,
+    whatsapp: f.deps.whatsapp,
+    sms: f.deps.sms,
+    config: f.deps.config,
+    metrics: f.deps.metrics,
+    logger: f.deps.logger,
+  });
+  const to = phone();
+  await contact(to);
+  // Another worker holds a live claim on an older message to this person.
+  const [older] = await enqueue(texts(to, 1));
+  await db().updateTable('outbound_messages').set({ status: 'sending', updated_at: sql`date_trunc('milliseconds', now())` }).where('id', '=', older!).execute();
+  const newer = await db().transaction().execute((trx) => outbox.enqueueClaimed(trx, texts(to, 1, 1)));
+  outbox.dispatchWritten(newer);
+  await sleep(50);
+  // Its eager tries would go on for about 7 s (idle() waits them out); stop() does not.
+  const started = Date.now();
+  await outbox.stop();
+  const took = Date.now() - started;
+  assert.ok(took < 3_000, `stop() took ${took} ms`);
+  assert.deepEqual((await rows(newer.ids)).map((r) => r.status), ['queued'], 'left queued for its job');
+  assert.deepEqual(bodies(to), []);
+  await db().updateTable('outbound_messages').set({ status: 'sent' }).where('id', '=', older!).execute();
+  await sleep(300);
+  assert.deepEqual(bodies(to), [], 'no eager try after stop()');
+});

@@ -114,6 +114,11 @@ export type Outbox = {
    * for a send to its person to end (tests, shutdown).
    */
   idle(): Promise<void>;
+  /**
+   * Shutdown: from now on a message that cannot go yet is left to its job at once (no more
+   * eager tries, which may span seconds), then as idle().
+   */
+  stop(): Promise<void>;
   readonly job: JobDefinition<typeof DeliverJobData>;
   /** The safety net of a write: one job for the messages one write wrote. */
   readonly writeJob: JobDefinition<typeof DeliverWriteJobData>;
@@ -192,6 +197,8 @@ export function createOutbox(deps: OutboxDeps): Outbox {
    * again on a timer. Their jobs remain the safety net.
    */
   const waitingFor = new Map<string, Set<string>>();
+  /** Set by stop(): busy messages are left to their jobs instead of being tried again. */
+  let stopping = false;
 
   /** Message `id` goes when this process's sends to `recipient` are over (the caller saw one running). */
   function waitFor(recipient: string, id: string): void {
@@ -247,7 +254,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
         if (recipient !== undefined && sendingTo.has(recipient)) waitFor(recipient, id);
         else waiting.push(id);
       }
-      if (waiting.length === 0 || round >= EAGER_REDISPATCH_ROUNDS + SETTLED_REDISPATCH_ROUNDS) return;
+      if (waiting.length === 0 || stopping || round >= EAGER_REDISPATCH_ROUNDS + SETTLED_REDISPATCH_ROUNDS) return;
       const others = round < EAGER_REDISPATCH_ROUNDS ? [] : [...inFlight].filter((other) => other !== tracked);
       const pause = Promise.allSettled(others).then(() => new Promise((resolve) => setTimeout(resolve, REDISPATCH_PAUSE_MS * 2 ** Math.min(round, EAGER_REDISPATCH_ROUNDS - 1))));
       dispatch(() => deliverManyTo(waiting), round + 1, pause);
@@ -972,6 +979,15 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     dispatch(() => deliverManyTo(dispatchQueue.splice(0)), 0, new Promise<void>((resolve) => setImmediate(resolve)));
   }
 
+  async function idle(): Promise<void> {
+    // Messages waiting for a send to their person (perhaps a job's, not tracked here) count:
+    // they are dispatched when it ends.
+    while (inFlight.size > 0 || waitingFor.size > 0) {
+      if (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+      else await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
+
   /** Writes whose claims have been handed to a dispatch: a claim held in memory is used once. */
   const dispatchedWrites = new WeakSet<Written>();
 
@@ -1038,13 +1054,10 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     deliverMany,
     dispatchSoon,
     dispatchWritten,
-    async idle() {
-      // Messages waiting for a send to their person (perhaps a job's, not tracked here) count:
-      // they are dispatched when it ends.
-      while (inFlight.size > 0 || waitingFor.size > 0) {
-        if (inFlight.size > 0) await Promise.allSettled([...inFlight]);
-        else await new Promise((resolve) => setTimeout(resolve, 5));
-      }
+    idle,
+    async stop() {
+      stopping = true;
+      await idle();
     },
   };
 }
