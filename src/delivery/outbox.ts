@@ -370,17 +370,19 @@ export function createOutbox(deps: OutboxDeps): Outbox {
 
   /**
    * Gives back (queued again, only while the claim is ours: same stamp) the claimed rows that
-   * an older unsent message to the same person, not claimed here, would be overtaken by, or
-   * that would go out at the same time as a newer one being sent (under a live claim, not
-   * ours). Returns the ids given back.
+   * an older unsent message to the same person, not claimed here, would be overtaken by, and,
+   * for rows just written claimed (`written`), those that would go out at the same time as a
+   * newer one being sent (under a live claim, not ours). Returns the ids given back.
    *
    * The second case: two writes claimed in overlapping transactions (dispatchWritten), the one
    * that inserted first committing last. Neither insert saw the other's rows; the newer write,
    * committed first, is being sent when this one commits. Its rows are not older, so the first
    * case lets this write through, and the person would get the two interleaved. Given back,
-   * this write's rows wait for those sends to end and then go (in commit order). In no other
-   * case is a newer message to the person under a live claim while an older one is unsent:
-   * claim refuses it.
+   * this write's rows wait for those sends to end and then go (in commit order). Only for
+   * fresh writes: an older message can also be unsent again while a newer one is being sent
+   * when it falls back to SMS after a `failed` report, and such a fallback must not wait (a
+   * batch of jobs asking for it with another message answered busy would give it back on every
+   * try).
    *
    * Why: claim's `not exists` is judged on the statement's snapshot. On Postgres, when it waits
    * for another worker's lock on an older message in `messageIds` and that worker commits its
@@ -399,7 +401,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
    * no other worker can claim for CLAIM_TIMEOUT_SECONDS (they answer busy meanwhile). On PGlite
    * (one connection, no race) it finds nothing to give back.
    */
-  async function giveBackOvertaking(claimed: readonly Claimed[]): Promise<Set<string>> {
+  async function giveBackOvertaking(claimed: readonly Claimed[], written: boolean): Promise<Set<string>> {
     const ids = claimed.map((m) => m.id);
     const { rows } = await sql<{ id: string }>`
       update outbound_messages o
@@ -415,13 +417,13 @@ export function createOutbox(deps: OutboxDeps): Outbox {
               and (older.created_at, older.id) < (o.created_at, o.id)
               and older.id not in (${sql.join(ids)})
           )
-          or exists (
+          ${written ? sql`or exists (
             select 1 from outbound_messages newer
             where newer.recipient = o.recipient
               and newer.status = 'sending'
               and newer.updated_at >= now() - make_interval(secs => ${CLAIM_TIMEOUT_SECONDS})
               and newer.id not in (${sql.join(ids)})
-          )
+          )` : sql``}
         )
       returning o.id`.execute(db);
     return new Set(rows.map((row) => row.id));
@@ -432,9 +434,9 @@ export function createOutbox(deps: OutboxDeps): Outbox {
    * sent yet) before the error goes on: left claimed, the messages would wait out the claim
    * timeout, their jobs answered busy meanwhile.
    */
-  async function giveBackOrRelease(claimed: readonly Claimed[]): Promise<Set<string>> {
+  async function giveBackOrRelease(claimed: readonly Claimed[], written = false): Promise<Set<string>> {
     try {
-      return await giveBackOvertaking(claimed);
+      return await giveBackOvertaking(claimed, written);
     } catch (error) {
       await release(claimed).catch((releaseError: unknown) => logger.error({ messages: claimed.length, error: releaseError }, 'claims could not be given back; they time out'));
       throw error;
@@ -1012,7 +1014,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
             // same person written by a transaction that had not committed then, and has since, was
             // not seen. Those claimed rows go back and wait for it (one statement; the old path's
             // claim after commit saw it). Any committed later than this is later in commit order too.
-            const givenBack = await giveBackOrRelease(written.claimed);
+            const givenBack = await giveBackOrRelease(written.claimed, true);
             const outcomes = await sendClaimed(
               written.claimed.filter((m) => !givenBack.has(m.id)),
               written.claimedAt,
