@@ -19,7 +19,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import pg from 'pg';
-import { closeAgent, concurrencyLevels, concurrencySweep, freshDatabase, groupCommitsSince, outboxDrained, outboxState, startGraph, startServer, stopServer, unsent, type BenchRequest } from './lib.js';
+import { closeAgent, concurrencyLevels, concurrencySweep, freshDatabase, groupCommitsSince, outboxDrained, outboxState, startGraph, startServer, stopServer, type BenchRequest } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 /** The concurrency levels (closed-loop clients), each measured in turn (lib.ts concurrencySweep). */
@@ -87,17 +87,6 @@ function callbacks(): () => BenchRequest {
   };
 }
 
-/** Receipts in the outbox by status, once delivery has caught up (at most 10 s). */
-async function receiptsAfterDrain(url: string): Promise<Record<string, number>> {
-  const until = Date.now() + 10_000;
-  let now = await outboxState(url);
-  while (Date.now() < until && unsent(now) > 0) {
-    await new Promise((resolve) => setTimeout(resolve, 250));
-    now = await outboxState(url);
-  }
-  return now;
-}
-
 async function main(): Promise<void> {
   const results: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, concurrency: LEVELS, seconds: SECONDS };
   const graph = await startGraph();
@@ -115,7 +104,8 @@ async function main(): Promise<void> {
     async () => ({ mean_group: await meanGroup() }),
   );
   await receiptsOut.close();
-  results.receipts = await receiptsAfterDrain(appDb.url);
+  // Every turn ended with its receipts gone (outboxDrained): by status, at the end.
+  results.receipts = await outboxState(appDb.url);
   await stopServer(baseline.child);
   await stopServer(app.child);
   await graph.close();

@@ -449,8 +449,6 @@ export function outboxDrained(url: string): { settle(): Promise<void>; close(): 
   };
 }
 
-/** Messages still queued or sending in an outboxState. */
-export const unsent = (state: Record<string, number>): number => (state.queued ?? 0) + (state.sending ?? 0);
 
 /**
  * The app's outbox right after a load phase: how many messages each status holds. Replies

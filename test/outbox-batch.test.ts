@@ -9,9 +9,8 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
 import { sql } from 'kysely';
 import pg from 'pg';
-import { createOutbox } from '../src/delivery/outbox.js';
 import type { OutboundDraft } from '../src/domain/outbound.js';
-import { startChannelFixture, waitFor, type ChannelFixture } from './helpers/channel.js';
+import { startChannelFixture, textDrafts, waitFor, type ChannelFixture } from './helpers/channel.js';
 
 let f: ChannelFixture;
 before(async () => {
@@ -25,9 +24,8 @@ beforeEach(async () => {
 
 let next = 500;
 const phone = () => `2547022${String((next += 1)).padStart(5, '0')}`;
-const texts = (to: string, n: number): OutboundDraft[] =>
-  Array.from({ length: n }, (_, i) => ({ recipient: to, kind: 'reply', payload: { message: { type: 'text', body: `part ${i}` } } }));
-const bodies = (to: string) => f.graph.sentTo(to).map((r) => (r.body.text as { body: string }).body);
+const texts = textDrafts;
+const bodies = (to: string) => f.sentTexts(to);
 
 async function write(drafts: OutboundDraft[]): Promise<string[]> {
   await f.chatting(drafts[0]!.recipient);
@@ -182,17 +180,7 @@ test('a later message alone is not sent while an earlier one to the same person 
 });
 
 /** The fixture's outbox, except that every message's claim is renewed before its send (as after 20 s of earlier sends). */
-const renewingOutbox = () =>
-  createOutbox({
-    db: f.database.handle.db,
-    jobs: f.deps.jobs,
-    whatsapp: f.deps.whatsapp,
-    sms: f.deps.sms,
-    config: f.deps.config,
-    metrics: f.deps.metrics,
-    logger: f.deps.logger,
-    claimRenewAfterMs: 0,
-  });
+const renewingOutbox = () => f.anotherOutbox({ claimRenewAfterMs: 0 });
 
 test('a claim taken over by another worker during an earlier slow send is not used: that message is not sent twice', async () => {
   const outbox = renewingOutbox();

@@ -25,13 +25,13 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
 import { sql, type Transaction } from 'kysely';
-import { CLAIM_TIMEOUT_SECONDS, IDS_PER_JOB, createOutbox, type Written } from '../src/delivery/outbox.js';
+import { CLAIM_TIMEOUT_SECONDS, IDS_PER_JOB, type Written } from '../src/delivery/outbox.js';
 import type { Database } from '../src/db/schema.js';
 import { createProviderHttp } from '../src/providers/http.js';
 import { createWhatsAppClient } from '../src/providers/whatsapp/client.js';
 import type { OutboundDraft } from '../src/domain/outbound.js';
 import { z } from 'zod';
-import { startChannelFixture, waitFor, type ChannelFixture } from './helpers/channel.js';
+import { startChannelFixture, textDrafts, waitFor, type ChannelFixture } from './helpers/channel.js';
 
 let f: ChannelFixture;
 before(async () => {
@@ -46,9 +46,8 @@ beforeEach(async () => {
 
 let next = 700;
 const phone = () => `2547033${String((next += 1)).padStart(5, '0')}`;
-const texts = (to: string, n: number, from = 0): OutboundDraft[] =>
-  Array.from({ length: n }, (_, i) => ({ recipient: to, kind: 'reply', payload: { message: { type: 'text', body: `part ${from + i}` } } }));
-const bodies = (to: string) => f.graph.sentTo(to).map((r) => (r.body.text as { body: string }).body);
+const texts = textDrafts;
+const bodies = (to: string) => f.sentTexts(to);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const rows = (ids: readonly string[]) =>
   f.database.handle.db.selectFrom('outbound_messages').select(['id', 'status', 'updated_at']).where('id', 'in', [...ids]).orderBy('created_at').execute();
@@ -351,16 +350,7 @@ test('jobs of one message ({messageId}) and write jobs ({messageIds}) are delive
 
 test("a written-claimed message whose claim was taken over before its late send is not sent, and the person's later one waits (renewal uses the write's stamp)", async () => {
   // Every claim is renewed before its send, as after CLAIM_RENEW_AFTER_MS of earlier sends.
-  const outbox = createOutbox({
-    db: f.database.handle.db,
-    jobs: f.deps.jobs,
-    whatsapp: f.deps.whatsapp,
-    sms: f.deps.sms,
-    config: f.deps.config,
-    metrics: f.deps.metrics,
-    logger: f.deps.logger,
-    claimRenewAfterMs: 0,
-  });
+  const outbox = f.anotherOutbox({ claimRenewAfterMs: 0 });
   const to = phone();
   await contact(to);
   const written = await f.database.handle.db.transaction().execute((trx) => outbox.enqueueClaimed(trx, texts(to, 3)));
@@ -507,7 +497,7 @@ test("a message waiting behind another worker's send is tried again within milli
     await waitFor(() => f.graph.sentTo(slow).length === 1, 5_000, 'the slow send under way');
     // Another worker holds the claim on an older message to `to`.
     const [older] = await f.database.handle.db.transaction().execute((trx) => f.deps.outbox.enqueue(trx, texts(to, 1)));
-    await f.database.handle.db.updateTable('outbound_messages').set({ status: 'sending', updated_at: sql`date_trunc('milliseconds', now())` }).where('id', '=', older!).execute();
+    await f.claimedElsewhere(older!);
     const newer = await writeClaimed(texts(to, 1, 1));
     assert.deepEqual(newer.claimed, []);
     f.deps.outbox.dispatchWritten(newer);
@@ -548,7 +538,7 @@ const enqueue = (drafts: OutboundDraft[]): Promise<string[]> => db().transaction
  */
 async function eagerPathStillWorksFor(to: string): Promise<void> {
   const [older] = await enqueue(texts(to, 1, 90));
-  await db().updateTable('outbound_messages').set({ status: 'sending', updated_at: sql`date_trunc('milliseconds', now())` }).where('id', '=', older!).execute();
+  await f.claimedElsewhere(older!);
   const newer = await writeClaimed(texts(to, 1, 91));
   assert.equal(newer.claimed.length, 0, 'written queued behind the other worker');
   f.deps.outbox.dispatchWritten(newer);
@@ -558,16 +548,9 @@ async function eagerPathStillWorksFor(to: string): Promise<void> {
 }
 
 test('parked behind a send that falls back to SMS (nested deliver), the next message goes after the SMS, and nothing is left counted', async () => {
-  const to = phone();
-  await f.chatting(to);
   const smsBefore = f.sms.length;
-  const release = f.graph.holdAnswersTo(to);
-  const first = await writeClaimed(texts(to, 1));
-  f.deps.outbox.dispatchWritten(first);
-  await waitFor(() => bodies(to).length === 1, 5_000, 'the first send under way');
-  const second = await writeClaimed(texts(to, 1, 1));
+  const { to, release, second } = await secondWhileFirstIsSent();
   assert.equal(second.claimed.length, 0);
-  f.deps.outbox.dispatchWritten(second);
   // A final WhatsApp error: the first falls back to SMS, sent at once (nested deliver).
   f.graph.queue({ kind: 'error', status: 400, code: 131026, message: 'undeliverable' });
   release();
@@ -679,20 +662,12 @@ test('was a defect (older), Postgres: two claimed writes to one person in overla
 });
 
 test('stop() (shutdown) leaves a message that cannot go yet to its job at once, instead of waiting out its eager tries (seconds), and sends nothing more', async () => {
-  const outbox = createOutbox({
-    db: db(),
-    jobs: f.deps.jobs,
-    whatsapp: f.deps.whatsapp,
-    sms: f.deps.sms,
-    config: f.deps.config,
-    metrics: f.deps.metrics,
-    logger: f.deps.logger,
-  });
+  const outbox = f.anotherOutbox();
   const to = phone();
   await contact(to);
   // Another worker holds a live claim on an older message to this person.
   const [older] = await enqueue(texts(to, 1));
-  await db().updateTable('outbound_messages').set({ status: 'sending', updated_at: sql`date_trunc('milliseconds', now())` }).where('id', '=', older!).execute();
+  await f.claimedElsewhere(older!);
   const newer = await db().transaction().execute((trx) => outbox.enqueueClaimed(trx, texts(to, 1, 1)));
   outbox.dispatchWritten(newer);
   await sleep(50);

@@ -13,7 +13,7 @@ import { after, before, beforeEach, test } from 'node:test';
 import { sql } from 'kysely';
 import { CLAIM_TIMEOUT_SECONDS } from '../src/delivery/outbox.js';
 import type { OutboundDraft } from '../src/domain/outbound.js';
-import { startChannelFixture, waitFor, type ChannelFixture } from './helpers/channel.js';
+import { startChannelFixture, textDrafts, waitFor, type ChannelFixture } from './helpers/channel.js';
 
 let f: ChannelFixture;
 before(async () => {
@@ -27,9 +27,8 @@ beforeEach(async () => {
 
 let next = 0;
 const phone = () => `2547055${String((next += 1)).padStart(5, '0')}`;
-const texts = (to: string, n: number, from = 0): OutboundDraft[] =>
-  Array.from({ length: n }, (_, i) => ({ recipient: to, kind: 'reply', payload: { message: { type: 'text', body: `part ${from + i}` } } }));
-const bodies = (to: string) => f.graph.sentTo(to).map((r) => (r.body.text as { body: string }).body);
+const texts = textDrafts;
+const bodies = (to: string) => f.sentTexts(to);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const db = () => f.database.handle.db;
 const enqueue = (drafts: OutboundDraft[]): Promise<string[]> => db().transaction().execute((trx) => f.deps.outbox.enqueue(trx, drafts));
@@ -117,7 +116,7 @@ test('was a defect: the SMS fallback of an older message, dispatched eagerly wit
   const q = phone();
   await f.chatting(q);
   const [qOlder, qNewer] = await enqueue(texts(q, 2));
-  await db().updateTable('outbound_messages').set({ status: 'sending', updated_at: sql`date_trunc('milliseconds', now())` }).where('id', '=', qOlder!).execute();
+  await f.claimedElsewhere(qOlder!);
   const smsBefore = smsTo(to).length;
   // Answered in one turn of the event loop (a status webhook's fallback, a reply): one deliverMany.
   f.deps.outbox.dispatchSoon([a, qNewer!]);

@@ -1000,8 +1000,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       return;
     }
     dispatchedWrites.add(written);
-    const claimed = new Set(written.claimed.map((m) => m.id));
-    if (claimed.size > 0) {
+    if (written.claimed.length > 0) {
       // Their recipients count as being sent to from now on, not only once the deferred send
       // starts: a message queued behind one of them meanwhile waits for it (below).
       const registered = new Set(written.claimed.map((m) => m.recipient));
@@ -1031,14 +1030,14 @@ export function createOutbox(deps: OutboxDeps): Outbox {
         new Promise<void>((resolve) => setImmediate(resolve)),
       );
     }
-    // Written queued behind a message this process is sending: they go when it has gone.
+    // The rest were written queued (every row is one or the other). Behind a message this
+    // process is sending: they go when it has gone.
     const now: string[] = [];
     for (const { id, recipient } of written.queued) {
       if (sendingTo.has(recipient)) waitFor(recipient, id);
       else now.push(id);
     }
-    const queued = new Set(written.queued.map((m) => m.id));
-    dispatchSoon([...now, ...written.ids.filter((id) => !claimed.has(id) && !queued.has(id))]);
+    dispatchSoon(now);
   }
 
   return {

@@ -6,6 +6,8 @@
 import { sql } from 'kysely';
 import nock from 'nock';
 import type { ConversationHandler } from '../../src/conversation/port.js';
+import { createOutbox, type Outbox, type OutboxDeps } from '../../src/delivery/outbox.js';
+import type { OutboundDraft } from '../../src/domain/outbound.js';
 import type { JobDefinition } from '../../src/jobs/queue.js';
 import { startFakeGraph, type FakeGraph } from '../fakes/graph.js';
 import { APP_SECRET, PHONE_ID, signed } from '../fixtures/whatsapp.js';
@@ -28,8 +30,18 @@ export type ChannelFixture = TestApp & {
   count(table: 'inbound_events' | 'outbound_messages' | 'conversations'): Promise<number>;
   /** `phone` wrote in the last 24 hours (free-form messages are allowed); nothing if it has a conversation already. */
   chatting(phone: string): Promise<void>;
+  /** The text bodies sent to `to` on WhatsApp, in the order they arrived. */
+  sentTexts(to: string): string[];
+  /** Another worker holds a live claim on message `id` (sending, stamped now), as if sending it. */
+  claimedElsewhere(id: string): Promise<void>;
+  /** An outbox of its own (as another process's, or with other options) over the same database and providers. */
+  anotherOutbox(options?: Pick<OutboxDeps, 'claimRenewAfterMs'>): Outbox;
   close(): Promise<void>;
 };
+
+/** `n` chat replies to `to`, with the bodies `part <from>`, `part <from + 1>`, ... */
+export const textDrafts = (to: string, n: number, from = 0): OutboundDraft[] =>
+  Array.from({ length: n }, (_, i) => ({ recipient: to, kind: 'reply', payload: { message: { type: 'text', body: `part ${from + i}` } } }));
 
 let smsCounter = 0;
 
@@ -105,6 +117,12 @@ export async function startChannelFixture(
     async chatting(phone) {
       await sql`insert into conversations (phone, state, last_inbound_at) values (${phone}, '{"version":0}'::jsonb, now()) on conflict do nothing`.execute(database.handle.db);
     },
+    sentTexts: (to) => graph.sentTo(to).map((r) => (r.body.text as { body: string }).body),
+    async claimedElsewhere(id) {
+      await database.handle.db.updateTable('outbound_messages').set({ status: 'sending', updated_at: sql`date_trunc('milliseconds', now())` }).where('id', '=', id).execute();
+    },
+    anotherOutbox: (options = {}) =>
+      createOutbox({ db: database.handle.db, jobs: t.deps.jobs, whatsapp: t.deps.whatsapp, sms: t.deps.sms, config: t.deps.config, metrics: t.deps.metrics, logger: t.deps.logger, ...options }),
     async close() {
       await t.deps.outbox.idle();
       await t.deps.jobs.stop(2_000).catch(() => undefined);
