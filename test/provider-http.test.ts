@@ -16,7 +16,7 @@ import { readFileSync } from 'node:fs';
 import { Socket, type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import axios from 'axios';
-import { MAX_RESPONSE_BYTES, armKeepAliveOnce, createProviderHttp, leanAdapter, preparedJsonPost } from '../src/providers/http.js';
+import { MAX_RESPONSE_BYTES, PROVIDER_MAX_SOCKETS, armKeepAliveOnce, createProviderHttp, leanAdapter, preparedJsonPost } from '../src/providers/http.js';
 
 let server: Server;
 let base: string;
@@ -81,6 +81,49 @@ describe('provider HTTP client', () => {
     });
     plainAgent.destroy();
     assert.ok(theirs >= 39, `with Node's own agent it changed ${theirs} times`);
+  });
+
+  test(`bursts of 300 calls at once: at most ${PROVIDER_MAX_SOCKETS} connections, all kept, and the second burst opens none (was a defect)`, async () => {
+    // Every call is answered only once all of its burst has arrived (or after a second), so
+    // the whole burst is in flight together.
+    let open = 0;
+    let most = 0;
+    let waiting: Array<() => void> = [];
+    const burst = 300;
+    answer = (_req, res) => {
+      open += 1;
+      most = Math.max(most, open);
+      const reply = (): void => {
+        open -= 1;
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end('{"ok":true}');
+      };
+      waiting.push(reply);
+      const release = (): void => {
+        const now = waiting;
+        waiting = [];
+        for (const go of now) go();
+      };
+      // The agent holds back what it cannot send: release what has arrived shortly after the last arrival.
+      if (waiting.length === 1) setTimeout(release, 100);
+    };
+    const http = createProviderHttp();
+    try {
+      const before = connections;
+      const sendBurst = () => Promise.all(Array.from({ length: burst }, (_, i) => http.post(`${base}/send`, { i }, { timeout: 5000 })));
+      assert.equal((await sendBurst()).length, burst);
+      const first = connections - before;
+      assert.ok(most <= PROVIDER_MAX_SOCKETS, `${most} calls were open at once`);
+      assert.equal(first, PROVIDER_MAX_SOCKETS, `the first burst opened ${first} connections`);
+      assert.equal((await sendBurst()).length, burst);
+      // Node's own agent closed every connection above its 256 idle ones, and opened them again.
+      assert.equal(connections - before, first, 'the second burst reused the first burst\'s connections');
+    } finally {
+      answer = (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end('{"ok":true}');
+      };
+    }
   });
 
   test("a server that says Keep-Alive: timeout=1 gets its connection closed by the client, as Node's agent does", async () => {
