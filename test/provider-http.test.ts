@@ -126,6 +126,38 @@ describe('provider HTTP client', () => {
     }
   });
 
+  test(`a call waiting for one of the ${PROVIDER_MAX_SOCKETS} connections times out like any other, and the connections stay usable`, async () => {
+    const held: Array<() => void> = [];
+    answer = (req, res) => {
+      const reply = (): void => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end('{"ok":true}');
+      };
+      if (req.url === '/slow') held.push(reply);
+      else reply();
+    };
+    const http = createProviderHttp();
+    try {
+      const slow = Array.from({ length: PROVIDER_MAX_SOCKETS }, () => http.post(`${base}/slow`, {}, { timeout: 10_000 }));
+      while (held.length < PROVIDER_MAX_SOCKETS) await new Promise((resolve) => setTimeout(resolve, 10));
+      // Every connection is taken: this one waits in the agent, and its deadline still holds.
+      const started = performance.now();
+      await assert.rejects(http.post(`${base}/fast`, {}, { timeout: 200 }), (error: unknown) => axios.isAxiosError(error) && error.code === 'ECONNABORTED');
+      assert.ok(performance.now() - started < 2000);
+      for (const reply of held.splice(0)) reply();
+      for (const response of await Promise.all(slow)) assert.equal(response.status, 200);
+      // The timed-out call took no connection with it: the next calls are answered at once.
+      const after = await Promise.all(Array.from({ length: 3 }, () => http.post(`${base}/fast`, {}, { timeout: 2000 })));
+      assert.deepEqual(after.map((response) => response.status), [200, 200, 200]);
+    } finally {
+      for (const reply of held.splice(0)) reply();
+      answer = (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end('{"ok":true}');
+      };
+    }
+  });
+
   test("a server that says Keep-Alive: timeout=1 gets its connection closed by the client, as Node's agent does", async () => {
     answer = (_req, res) => {
       res.writeHead(200, { 'content-type': 'application/json', 'keep-alive': 'timeout=1' });
