@@ -197,4 +197,42 @@ describe('STK callbacks in groups', () => {
     assert.equal((await callback(bad.token, paid(bad, 'RGRPEBOOM'))).status, 200);
     assert.deepEqual(await invoice(bad.invoiceId), { status: 'paid', mpesa_receipt: 'RGRPEBOOM' });
   });
+
+  test('two groups stuck on locks another connection holds do not hold up the next callback: it is paid after about half a second (Postgres only)', async (t) => {
+    if (f.database.kind !== 'postgres') {
+      t.skip('needs two connections (TEST_DATABASE_URL); the embedded database runs one transaction at a time');
+      return;
+    }
+    const { attempts } = await seed(3);
+    const [first, second, third] = attempts as [Seeded, Seeded, Seeded];
+    // Another machine (a reconciliation, say) holds the first two attempts' rows.
+    const holder = await f.database.handle.pool.connect();
+    let stuck: Array<Promise<Response>> = [];
+    try {
+      await holder.query('begin');
+      await holder.query('select id from payment_attempts where id = any($1::uuid[]) for update', [[first.attemptId, second.attemptId]]);
+      // One group each (a group starts on the next turn of the event loop with what has come).
+      stuck.push(callback(first.token, paid(first, 'RGRPSTUCK1')));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      stuck.push(callback(second.token, paid(second, 'RGRPSTUCK2')));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const started = performance.now();
+      const answer = await Promise.race([callback(third.token, paid(third, 'RGRPFREE01')), new Promise<null>((resolve) => setTimeout(resolve, 5000, null))]);
+      const waited = performance.now() - started;
+      assert.notEqual(answer, null, 'the free callback was still waiting after 5 s');
+      assert.equal(answer!.status, 200);
+      assert.deepEqual(await invoice(third.invoiceId), { status: 'paid', mpesa_receipt: 'RGRPFREE01' });
+      // Both slots were taken by the stuck groups: it waited for the spare one, no longer.
+      assert.ok(waited >= 300 && waited < 5000, `the free callback took ${Math.round(waited)} ms`);
+      assert.deepEqual(await invoice(first.invoiceId), { status: 'sent', mpesa_receipt: null });
+    } finally {
+      await holder.query('rollback');
+      holder.release();
+    }
+    // Released, the stuck ones go through too.
+    assert.deepEqual((await Promise.all(stuck)).map((r) => r.status), [200, 200]);
+    assert.deepEqual(await invoice(first.invoiceId), { status: 'paid', mpesa_receipt: 'RGRPSTUCK1' });
+    assert.deepEqual(await invoice(second.invoiceId), { status: 'paid', mpesa_receipt: 'RGRPSTUCK2' });
+    stuck = [];
+  });
 });
