@@ -242,6 +242,30 @@ describe('POST /whatsapp/webhook processing', () => {
     assert.equal(f.graph.sentTo(from).length, 1);
   });
 
+  test('a message stamped two days ahead of our clock opens the 24-hour window from now, not from its stamp, in a group and on its retry (was a defect)', async () => {
+    const ahead = Math.floor(Date.now() / 1000) + 2 * 86_400;
+    const windowOf = async (phone: string) =>
+      (await f.database.handle.db.selectFrom('conversations').select('last_inbound_at').where('phone', '=', phone).executeTakeFirstOrThrow()).last_inbound_at!;
+    const envelopeWith = (from: string, id: string) => envelope({ contacts: [{ profile: { name: 'Wanjiku' }, wa_id: from }], messages: [textMessage(from, 'hi', id, ahead)] });
+
+    // In a group (the usual path).
+    const grouped = '254700000032';
+    assert.equal((await f.post(envelopeWith(grouped, wamid()))).status, 200);
+    const first = await windowOf(grouped);
+    assert.ok(first.getTime() <= Date.now() + 1000, `the window runs from ${first.toISOString()}`);
+
+    // Alone, on the retry of an event whose group and first try failed.
+    const retried = '254700000033';
+    const id = wamid();
+    failuresLeft = 2;
+    assert.equal((await f.post(envelopeWith(retried, id))).status, 200);
+    const stored = await f.database.handle.db.selectFrom('inbound_events').select('id').where('external_key', '=', id).executeTakeFirstOrThrow();
+    assert.equal(await f.deps.inbound.retryEvent(stored.id), 'processed');
+    const second = await windowOf(retried);
+    assert.ok(second.getTime() <= Date.now() + 1000, `the window runs from ${second.toISOString()}`);
+    await f.deps.outbox.idle();
+  });
+
   test('an event that keeps failing is parked as dead after the bounded number of tries and counted', async () => {
     const id = wamid();
     failuresLeft = 100;

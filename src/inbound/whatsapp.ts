@@ -112,7 +112,9 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
 
   /**
    * Upserts and locks the sender's conversation row (messages from one number apply one at
-   * a time) and moves the 24-hour window forward. With `eventValues`, the inbound event is
+   * a time) and moves the 24-hour window forward: to when the message was sent, never later
+   * than now (a timestamp ahead of our clock would keep a window open that Meta has closed,
+   * and every free-form message in that time would be refused, 131047, before its template). With `eventValues`, the inbound event is
    * inserted in the same statement: no row back means the event was a duplicate.
    */
   async function touchConversation(
@@ -123,7 +125,7 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
   ): Promise<boolean> {
     const upsert = (from: string) => sql`
       insert into conversations (phone, state, last_inbound_at)
-      select ${phone}, ${JSON.stringify({ version: 0 })}::jsonb, ${sentAt}::timestamptz ${sql.raw(from)}
+      select ${phone}, ${JSON.stringify({ version: 0 })}::jsonb, least(${sentAt}::timestamptz, now()) ${sql.raw(from)}
       on conflict (phone) do update
         set last_inbound_at = greatest(conversations.last_inbound_at, excluded.last_inbound_at), updated_at = now()
       returning phone`;
@@ -365,7 +367,7 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
             returning external_key
           ), senders as (
             insert into conversations (phone, state, last_inbound_at)
-            select i.phone, '{"version":0}'::jsonb, i.sent_at from input i join event e on e.external_key = i.key order by i.phone
+            select i.phone, '{"version":0}'::jsonb, least(i.sent_at, now()) from input i join event e on e.external_key = i.key order by i.phone
             on conflict (phone) do update
               set last_inbound_at = greatest(conversations.last_inbound_at, excluded.last_inbound_at), updated_at = now()
             returning phone, state, language
