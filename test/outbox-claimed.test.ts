@@ -682,3 +682,47 @@ test('stop() (shutdown) leaves a message that cannot go yet to its job at once, 
   await sleep(300);
   assert.deepEqual(bodies(to), [], 'no eager try after stop()');
 });
+
+test('was a defect: a claim that cannot be given back (the database refuses) loses no other outcome of the call: the other person\'s message is sent and answered, the refused one answered busy', async () => {
+  const x = phone();
+  const y = phone();
+  await contact(x);
+  await contact(y);
+  const [x1, x2] = await f.database.handle.db.transaction().execute((trx) => f.deps.outbox.enqueue(trx, texts(x, 2)));
+  const [y1] = await f.database.handle.db.transaction().execute((trx) => f.deps.outbox.enqueue(trx, texts(y, 1)));
+  // The database refuses to give x's second message back (a fault on that one row).
+  await sql`
+    create or replace function pg_temp_refuse_release() returns trigger language plpgsql as $$
+    begin
+      if old.id = ${sql.lit(x2!)}::uuid and old.status = 'sending' and new.status = 'queued' then
+        raise exception 'refused for the test';
+      end if;
+      return new;
+    end $$`.execute(f.database.handle.db);
+  await sql`create trigger refuse_release before update on outbound_messages for each row execute function pg_temp_refuse_release()`.execute(f.database.handle.db);
+  try {
+    const releaseY = f.graph.holdAnswersTo(y);
+    // x's first message fails for now (503): x's second waits for it, and its claim goes back.
+    f.graph.queue({ kind: 'error', status: 503, code: 2 });
+    const settled = f.deps.outbox.deliverMany([x1!, x2!, y1!]).then(
+      (outcomes) => ({ outcomes }),
+      (error: unknown) => ({ error }),
+    );
+    await waitFor(() => f.graph.sentTo(x).length === 1 && f.graph.sentTo(y).length === 1, 5000, 'both sends made');
+    await sleep(200);
+    releaseY();
+    const result = await settled;
+    assert.ok('outcomes' in result, `the call failed: ${'error' in result ? String(result.error) : ''}`);
+    assert.equal(result.outcomes.get(y1!), 'sent');
+    assert.equal(result.outcomes.get(x1!), 'retry_scheduled');
+    assert.equal(result.outcomes.get(x2!), 'busy');
+  } finally {
+    await sql`drop trigger if exists refuse_release on outbound_messages`.execute(f.database.handle.db);
+    await sql`drop function if exists pg_temp_refuse_release()`.execute(f.database.handle.db);
+  }
+  // y's send was recorded; x's second is still claimed (its claim times out, then its job sends it).
+  const [ySent] = await rows([y1!]);
+  assert.equal(ySent!.status, 'sent');
+  const [, xSecond] = await rows([x1!, x2!]);
+  assert.equal(xSecond!.status, 'sending');
+});

@@ -785,7 +785,9 @@ export function createOutbox(deps: OutboxDeps): Outbox {
         // later messages wait for it. Their claims go back, and their jobs try again.
         const later = messages.slice(index + 1);
         if (later.length > 0) {
-          await release(later);
+          // If the database refuses, the claims stay until they time out (then their jobs send
+          // them); the other people's sends in this call go on, and are answered, as usual.
+          await release(later).catch((error: unknown) => logger.error({ messages: later.length, error }, 'claims could not be given back; they time out'));
           for (const waiting of later) outcomes.set(waiting.id, 'busy');
         }
         return;
