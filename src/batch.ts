@@ -56,10 +56,15 @@ export function createBatcher<I, O>(options: BatcherOptions<I, O>): Batcher<I, O
     const after = options.spareAfterMs;
     if (after === undefined || spareTimer !== undefined || queue.length === 0 || running.size !== options.maxConcurrent) return;
     const latest = Math.max(...[...running].map((batch) => batch.startedAt));
+    const wait = latest + after - performance.now();
+    // Already due: the spare was allowed and nothing waiting could go in it (its key is busy).
+    // No timer then, or it would fire, find the same and set another, about 1,000 a second;
+    // a batch ending or an item arriving schedules the next look anyway.
+    if (wait <= 0) return;
     spareTimer = setTimeout(() => {
       spareTimer = undefined;
       schedule();
-    }, Math.max(0, latest + after - performance.now()));
+    }, wait);
     spareTimer.unref();
   }
 

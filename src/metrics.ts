@@ -81,7 +81,8 @@ export function createMetrics() {
       name: 'invoiceiq_group_commit_size',
       help: 'Items written in one group-commit transaction, by path (whatsapp_message, mpesa_callback)',
       labelNames: ['path'] as const,
-      buckets: [1, 2, 4, 8, 16, 32, 64],
+      // Callback groups hold up to 256, message groups up to 256.
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
       registers: [registry],
     }),
     callbacksRejected: new Counter({
