@@ -51,16 +51,22 @@ export function createBatcher<I, O>(options: BatcherOptions<I, O>): Batcher<I, O
     return [...running].every((batch) => now - batch.startedAt >= after) ? options.maxConcurrent + 1 : options.maxConcurrent;
   }
 
-  /** Items wait while every slot is taken: look again when the running batches would count as slow. */
-  function watchForSpare(): void {
+  /**
+   * Items wait while every slot is taken: look again when the running batches would count as
+   * slow. `spareSeen`: the pump that just ran had the spare slot to give.
+   */
+  function watchForSpare(spareSeen: boolean): void {
     const after = options.spareAfterMs;
     if (after === undefined || spareTimer !== undefined || queue.length === 0 || running.size !== options.maxConcurrent) return;
     const latest = Math.max(...[...running].map((batch) => batch.startedAt));
     const wait = latest + after - performance.now();
-    // Already due: the spare was allowed and nothing waiting could go in it (its key is busy).
-    // No timer then, or it would fire, find the same and set another, about 1,000 a second;
-    // a batch ending or an item arriving schedules the next look anyway.
-    if (wait <= 0) return;
+    if (wait <= 0) {
+      // Due since the pump looked: look again. Already allowed when it looked, and nothing
+      // waiting could go in it (every key busy): no timer, or it would fire, find the same and
+      // set another, about 1,000 a second. A batch ending or an item arriving looks again.
+      if (!spareSeen) schedule();
+      return;
+    }
     spareTimer = setTimeout(() => {
       spareTimer = undefined;
       schedule();
@@ -89,7 +95,8 @@ export function createBatcher<I, O>(options: BatcherOptions<I, O>): Batcher<I, O
 
   function pump(): void {
     scheduled = false;
-    while (running.size < limit() && queue.length > 0) {
+    let allowed = limit();
+    while (running.size < allowed && queue.length > 0) {
       const batch = take();
       if (batch.length === 0) break;
       const started = { startedAt: performance.now() };
@@ -120,8 +127,9 @@ export function createBatcher<I, O>(options: BatcherOptions<I, O>): Batcher<I, O
           for (const waiting of batch) waiting.reject(error);
         },
       );
+      allowed = limit();
     }
-    watchForSpare();
+    watchForSpare(allowed > options.maxConcurrent);
   }
 
   function schedule(): void {

@@ -4,6 +4,7 @@
  * (setImmediate), never milliseconds. Then a fast-check property drives random workloads and
  * checks the batcher's invariants (own result once, per-key order, key exclusivity, limits).
  */
+import { createHook } from 'node:async_hooks';
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
@@ -144,6 +145,58 @@ describe('createBatcher: a spare batch when the running ones are slow', () => {
     finish(calls, 3);
     await until(() => sameKey.settled, 'a2 answered');
     assert.equal(sameKey.value, 'result:a2');
+  });
+
+  test('was a defect (a first fix of the spin below): the spare coming due between the pump\'s look and its timer still starts, without a timer', async () => {
+    // The clock, by hand: each reading after `ticking` is 2 ms after the one before.
+    const realNow = performance.now.bind(performance);
+    let clock = 0;
+    let ticking = false;
+    performance.now = () => {
+      const now = clock;
+      if (ticking) clock += 2;
+      return now;
+    };
+    try {
+      const { batcher, calls } = manualBatcher({ maxConcurrent: 1, spareAfterMs: 100 });
+      observe(batcher.submit('a1'));
+      await until(() => calls.length === 1, 'the first batch (started at 0)');
+      // The pump reads 99 (not slow yet), then 101 when it would set the timer: due already.
+      clock = 99;
+      ticking = true;
+      const other = observe(batcher.submit('b1'));
+      await until(() => calls.length === 2, 'the spare batch');
+      assert.deepEqual(calls[1]!.items, ['b1']);
+      finish(calls, 1);
+      finish(calls, 0);
+      await until(() => other.settled, 'b1 answered');
+    } finally {
+      performance.now = realNow;
+    }
+  });
+
+  test('an item whose key is busy, with the spare already allowed, sets no timers while it waits (was a defect: about 1,000 a second)', async () => {
+    const { batcher, calls } = manualBatcher({ maxConcurrent: 1, spareAfterMs: 30 });
+    observe(batcher.submit('a1'));
+    await until(() => calls.length === 1, 'the first batch');
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    let timers = 0;
+    const hook = createHook({
+      init(_id, type) {
+        if (type === 'Timeout') timers += 1;
+      },
+    });
+    hook.enable();
+    const same = observe(batcher.submit('a2'));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    hook.disable();
+    // The test's own timer is one.
+    assert.ok(timers <= 2, `${timers} timers while a2 waited`);
+    assert.equal(calls.length, 1);
+    finish(calls, 0);
+    await until(() => calls.length === 2, 'a2 after a1');
+    finish(calls, 1);
+    await until(() => same.settled, 'a2 answered');
   });
 
   test('without spareAfterMs, a stuck batch holds the others back', async () => {
