@@ -3,6 +3,7 @@
  */
 import { Hono } from 'hono';
 import type { Deps } from './deps.js';
+import { proxyTrust } from './http/client-address.js';
 import { healthRoutes } from './http/health.js';
 import { dashboardRoutes } from './http/dashboard.js';
 import { applyCommonMiddleware, type AppEnv } from './http/middleware.js';
@@ -14,7 +15,7 @@ import { whatsappRoutes } from './http/whatsapp.js';
 
 export function createApp(deps: Deps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
-  applyCommonMiddleware(app, deps);
+  applyCommonMiddleware(app, { ...deps, proxyTrust: proxyTrust(deps.config.trustedProxies) });
   app.route('/', healthRoutes(deps));
   app.route('/', whatsappRoutes(deps));
   app.route('/', smsRoutes(deps));

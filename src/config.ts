@@ -7,6 +7,7 @@
  * otherwise start-up stops with one message that names every problem.
  */
 import { z } from 'zod';
+import { PRIVATE_NETWORKS, parseNetwork } from './http/client-address.js';
 
 /** Accepts true/false/1/0 (any case, surrounding spaces ignored). */
 const booleanFromEnv = z
@@ -84,6 +85,14 @@ const EnvSchema = z.object({
     .default('')
     .transform((value) => value.split(',').map((ip) => ip.trim()).filter((ip) => ip.length > 0))
     .pipe(z.array(z.union([z.ipv4(), z.ipv6()], { error: 'must be a comma-separated list of IP addresses' }))),
+
+  TRUSTED_PROXIES: z
+    .string()
+    .trim()
+    .default('')
+    .transform((value) => value.split(',').map((item) => item.trim()).filter((item) => item.length > 0))
+    .refine((items) => items.every((item) => parseNetwork(item) !== undefined), { error: 'must be a comma-separated list of addresses or networks (address/prefix)' })
+    .transform((networks) => (networks.length === 0 ? [...PRIVATE_NETWORKS] : networks)),
 
   STATS_API_TOKEN: optionalString,
   PUBLIC_BASE_URL: optionalString.pipe(httpUrl.optional()),
@@ -195,6 +204,8 @@ export type Config = Readonly<{
     timeoutMs: number;
     callbackAllowedIps: readonly string[];
   }>;
+  /** Proxies whose Fly-Client-IP / X-Forwarded-For are believed (addresses or address/prefix networks). */
+  trustedProxies: readonly string[];
   stats: Readonly<{ apiToken: string | undefined; publicBaseUrl: string | undefined }>;
   /**
    * Simulator mode (src/simulator): development with no WhatsApp, M-PESA or SMS credential
@@ -298,6 +309,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       timeoutMs: e.MPESA_TIMEOUT_MS,
       callbackAllowedIps: e.MPESA_CALLBACK_ALLOWED_IPS,
     },
+    trustedProxies: e.TRUSTED_PROXIES,
     stats: { apiToken: e.STATS_API_TOKEN, publicBaseUrl: e.PUBLIC_BASE_URL?.replace(/\/+$/, '') },
     simulator: e.APP_ENV === 'development' && e.SIMULATOR === 'auto' && providerCredentials.every((name) => e[name] === undefined),
   });

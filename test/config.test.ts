@@ -270,3 +270,11 @@ test('INVOICE_MAX_AMOUNT and INVOICE_DUE_DAYS: defaults 250,000 and 7; whole num
   for (const value of ['0', '250001', '1.5', 'lots']) problemFor(configError({ INVOICE_MAX_AMOUNT: value }), 'INVOICE_MAX_AMOUNT');
   for (const value of ['0', '366', 'soon']) problemFor(configError({ INVOICE_DUE_DAYS: value }), 'INVOICE_DUE_DAYS');
 });
+
+test('TRUSTED_PROXIES: any private network by default; addresses and networks of either family, or a clear error', () => {
+  assert.deepEqual(loadConfig({}).trustedProxies, ['127.0.0.0/8', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '::1/128', 'fc00::/7']);
+  assert.deepEqual(loadConfig({ TRUSTED_PROXIES: ' 172.16.0.0/12, fdaa::/16 ,10.1.2.3 ' }).trustedProxies, ['172.16.0.0/12', 'fdaa::/16', '10.1.2.3']);
+  for (const bad of ['10.0.0.0/33', 'fdaa::/129', 'proxy.internal', '10.0.0.0/8/1', '10.0.0.0/-1', '10.0.0/8']) {
+    assert.match(problemFor(configError({ TRUSTED_PROXIES: bad }), 'TRUSTED_PROXIES'), /addresses or networks/, bad);
+  }
+});

@@ -9,7 +9,7 @@ import { after, before, beforeEach, describe, test } from 'node:test';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { texts } from '../src/domain/texts.js';
-import { clientAddress } from '../src/http/client-address.js';
+import { clientAddress, proxyTrust } from '../src/http/client-address.js';
 import { createPayments } from '../src/payments/service.js';
 import type { DarajaClient } from '../src/providers/mpesa/client.js';
 import { callbackBody, startFakeDaraja, type FakeDaraja } from './fakes/daraja.js';
@@ -808,6 +808,41 @@ describe('source allow-list', () => {
     } finally {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }
+  });
+
+  test('with TRUSTED_PROXIES set, the proxy headers are believed from those networks only (real HTTP from 127.0.0.1)', async () => {
+    const post = async (env: Record<string, string>) => {
+      const guarded = buildTestApp(f.database, { env: { MPESA_CALLBACK_ALLOWED_IPS: '196.201.214.206', ...env } });
+      const server = serve({ fetch: guarded.app.fetch, port: 0, hostname: '127.0.0.1' });
+      await new Promise<void>((resolve) => server.once('listening', () => resolve()));
+      const { port } = server.address() as AddressInfo;
+      try {
+        const res = await fetch(`http://127.0.0.1:${port}/payments/stk/callback/some-token`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'fly-client-ip': '196.201.214.206' },
+          body: '{}',
+        });
+        return res.status;
+      } finally {
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      }
+    };
+    // Another machine on the private network (not the proxy) cannot claim an allowed address.
+    assert.equal(await post({ TRUSTED_PROXIES: 'fdaa::/16' }), 403, '127.0.0.1 is not a trusted proxy: its header is not believed');
+    assert.equal(await post({ TRUSTED_PROXIES: '127.0.0.1' }), 422, 'from the trusted proxy, the header is believed');
+  });
+
+  test('proxyTrust: networks of either family, IPv4-mapped sockets as their IPv4, nothing else', () => {
+    const trusted = proxyTrust(['172.16.0.0/12', 'fdaa::/16', '10.1.2.3']);
+    assert.equal(clientAddress('172.31.255.1', { fly: '196.201.214.200' }, trusted), '196.201.214.200');
+    assert.equal(clientAddress('::ffff:172.20.0.9', { fly: '196.201.214.200' }, trusted), '196.201.214.200');
+    assert.equal(clientAddress('fdaa:0:1::3', { forwarded: '6.6.6.6, 196.201.214.200' }, trusted), '196.201.214.200');
+    assert.equal(clientAddress('10.1.2.3', { fly: '196.201.214.200' }, trusted), '196.201.214.200');
+    // Private, but not listed: the socket's own address.
+    assert.equal(clientAddress('10.1.2.4', { fly: '196.201.214.200' }, trusted), '10.1.2.4');
+    assert.equal(clientAddress('192.168.1.1', { fly: '196.201.214.200' }, trusted), '192.168.1.1');
+    assert.equal(clientAddress('fd00::1', { fly: '196.201.214.200' }, trusted), 'fd00::1');
+    assert.throws(() => proxyTrust(['not-an-address']), RangeError);
   });
 
   test('the caller address comes from the proxy header only when the socket is a private proxy', () => {
