@@ -30,33 +30,7 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 let merchantSeq = 0;
 type Seeded = { token: string; checkout: string; invoiceId: string; attemptId: string; customer: string };
 
-/** One merchant with `n` sent invoices of KES 100, each with a pending attempt whose token is known. */
-async function seed(n: number): Promise<Seeded[]> {
-  merchantSeq += 1;
-  const db = f.database.handle.db;
-  const merchant = `2547559${String(merchantSeq).padStart(5, '0')}`;
-  const { id: merchantId } = await db.insertInto('merchants').values({ phone: merchant, business_name: `Review Shop ${merchantSeq}` }).returning('id').executeTakeFirstOrThrow();
-  const out: Seeded[] = [];
-  for (let i = 1; i <= n; i += 1) {
-    const customer = `2547669${String(merchantSeq).padStart(2, '0')}${String(i).padStart(3, '0')}`;
-    const invoice = await db
-      .insertInto('invoices')
-      .values({ merchant_id: merchantId, number: i, customer_phone: customer, amount: '100', description: 'review', status: 'sent', due_date: '2026-12-31' })
-      .returning('id')
-      .executeTakeFirstOrThrow();
-    const token = `review-${merchantSeq}-${i}-token-0123456789abcdef`;
-    const checkout = `ws_CO_review_${merchantSeq}_${i}`;
-    const attempt = await db
-      .insertInto('payment_attempts')
-      .values({ invoice_id: invoice.id, checkout_request_id: checkout, merchant_request_id: `mr_${checkout}`, amount: '100', phone: customer, callback_token_hash: sha256Hex(token), push_started_at: new Date() })
-      .returning('id')
-      .executeTakeFirstOrThrow();
-    out.push({ token, checkout, invoiceId: invoice.id, attemptId: attempt.id, customer });
-  }
-  return out;
-}
-
-/** Like seed, in three statements: `n` invoices of one merchant, each with a pending attempt. */
+/** One merchant with `n` sent invoices of KES 100, each with a pending attempt whose token is known (three statements). */
 async function seedMany(n: number): Promise<{ merchant: string; attempts: Seeded[] }> {
   merchantSeq += 1;
   const db = f.database.handle.db;
@@ -177,7 +151,7 @@ describe('callback groups: 2 at once, a spare after 500 ms', () => {
   });
 
   test('was a defect: both callback groups stuck on a lock and a repeated callback (same token) waiting: the batcher spins on 0 ms timers (hundreds a second) until a group ends', async () => {
-    const [first, second] = (await seed(2)) as [Seeded, Seeded];
+    const [first, second] = (await seedMany(2)).attempts as [Seeded, Seeded];
     // Another connection holds both attempts (a reconciliation, another machine). On the
     // embedded database the one connection itself is held: the groups wait for it instead.
     const holder = await f.database.handle.pool.connect();

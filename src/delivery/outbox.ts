@@ -147,7 +147,7 @@ const IDS_PER_DELIVERY = 256;
 /**
  * Times an eagerly dispatched message that waits behind another is tried again on a timer
  * (5 to 320 ms), before the settled tries below, then its job. Per dispatch: a message woken
- * after waiting for a send to its person (waitFor) starts afresh.
+ * after waiting for a send to its person (waitIfSending) starts afresh.
  */
 const EAGER_REDISPATCH_ROUNDS = 7;
 /** The first pause before such a try (ms); each next one is twice as long. */
@@ -200,11 +200,16 @@ export function createOutbox(deps: OutboxDeps): Outbox {
   /** Set by stop(): busy messages are left to their jobs instead of being tried again. */
   let stopping = false;
 
-  /** Message `id` goes when this process's sends to `recipient` are over (the caller saw one running). */
-  function waitFor(recipient: string, id: string): void {
+  /**
+   * Message `id` goes when this process's sends to `recipient` are over, if any is running
+   * (true); false when none is (the caller tries it otherwise).
+   */
+  function waitIfSending(recipient: string | undefined, id: string): boolean {
+    if (recipient === undefined || !sendingTo.has(recipient)) return false;
     const waiting = waitingFor.get(recipient);
     if (waiting === undefined) waitingFor.set(recipient, new Set([id]));
     else waiting.add(id);
+    return true;
   }
 
   /** A send to `recipient` starts (sendClaimed, or dispatchWritten ahead of it). */
@@ -229,7 +234,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
   /**
    * Eager delivery of `ids` once `after` has settled. A message answered busy waits behind an
    * older message to the same person (each person's messages go in order). If this process is
-   * sending to that person, it goes as soon as those sends are over (waitFor). Otherwise the
+   * sending to that person, it goes as soon as those sends are over (waitIfSending). Otherwise the
    * older one was most often sent meanwhile, or is about to be by another dispatch of this
    * process: it is tried again after a short pause, doubling, a few times (5 to 320 ms), then
    * a few times more once the dispatches running then have settled (one may be claiming the
@@ -248,11 +253,8 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       }
       const waiting: string[] = [];
       for (const [id, outcome] of delivered.outcomes) {
-        if (outcome !== 'busy') continue;
         // Behind a message this process is sending to the same person: it goes when that has gone.
-        const recipient = delivered.recipients.get(id);
-        if (recipient !== undefined && sendingTo.has(recipient)) waitFor(recipient, id);
-        else waiting.push(id);
+        if (outcome === 'busy' && !waitIfSending(delivered.recipients.get(id), id)) waiting.push(id);
       }
       if (waiting.length === 0 || stopping || round >= EAGER_REDISPATCH_ROUNDS + SETTLED_REDISPATCH_ROUNDS) return;
       const others = round < EAGER_REDISPATCH_ROUNDS ? [] : [...inFlight].filter((other) => other !== tracked);
@@ -438,7 +440,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     try {
       return await giveBackOvertaking(claimed, written);
     } catch (error) {
-      await release(claimed).catch((releaseError: unknown) => logger.error({ messages: claimed.length, error: releaseError }, 'claims could not be given back; they time out'));
+      await releaseOrLog(claimed);
       throw error;
     }
   }
@@ -460,6 +462,14 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     // The claim's stamp is now this: what is recorded after the send is checked against it.
     message.updated_at = renewed.updated_at;
     return true;
+  }
+
+  /**
+   * release(), logging instead of throwing when the database refuses: the claims then stay
+   * until they time out, and their jobs send the messages after that.
+   */
+  function releaseOrLog(messages: readonly Claimed[]): Promise<void> {
+    return release(messages).catch((error: unknown) => logger.error({ messages: messages.length, error }, 'claims could not be given back; they time out'));
   }
 
   /** Gives claims back (still ours: same stamp), unsent: the messages are queued again. */
@@ -785,9 +795,8 @@ export function createOutbox(deps: OutboxDeps): Outbox {
         // later messages wait for it. Their claims go back, and their jobs try again.
         const later = messages.slice(index + 1);
         if (later.length > 0) {
-          // If the database refuses, the claims stay until they time out (then their jobs send
-          // them); the other people's sends in this call go on, and are answered, as usual.
-          await release(later).catch((error: unknown) => logger.error({ messages: later.length, error }, 'claims could not be given back; they time out'));
+          // If the database refuses, the other people's sends in this call go on, and are answered, as usual.
+          await releaseOrLog(later);
           for (const waiting of later) outcomes.set(waiting.id, 'busy');
         }
         return;
@@ -1034,12 +1043,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     }
     // The rest were written queued (every row is one or the other). Behind a message this
     // process is sending: they go when it has gone.
-    const now: string[] = [];
-    for (const { id, recipient } of written.queued) {
-      if (sendingTo.has(recipient)) waitFor(recipient, id);
-      else now.push(id);
-    }
-    dispatchSoon(now);
+    dispatchSoon(written.queued.filter(({ id, recipient }) => !waitIfSending(recipient, id)).map(({ id }) => id));
   }
 
   return {
