@@ -376,25 +376,38 @@ test("a written-claimed message whose claim was taken over before its late send 
 });
 
 /**
- * The next UPDATE statement on outbound_messages fails (once: a sequence is not rolled back),
- * as a dropped connection or a statement timeout would. A statement-level trigger fires even
- * when the update matches no row.
+ * The next give-back statement (giveBackOvertaking, an UPDATE on outbound_messages) fails
+ * (once: a sequence is not rolled back), as a dropped connection or a statement timeout would.
+ * A statement-level trigger fires even when the update matches no row; it fails only that
+ * statement (known by its text), so an UPDATE from elsewhere meanwhile (a job retrying an
+ * earlier test's message, on a busy machine) neither takes the failure nor is failed by it.
  */
-async function failNextOutboxUpdate(nth = 1): Promise<() => Promise<void>> {
+async function failNextGiveBack(): Promise<() => Promise<void>> {
   const db = f.database.handle.db;
   await sql`create sequence if not exists fault_seq`.execute(db);
   await sql`select setval('fault_seq', 1, false)`.execute(db);
-  await sql.raw(`create or replace function fault_next_update() returns trigger language plpgsql as $$
+  await sql.raw(`create or replace function fault_next_give_back() returns trigger language plpgsql as $$
     begin
-      if nextval('fault_seq') = ${nth} then raise exception 'injected failure'; end if;
+      if current_query() like '%older.id not in%' and nextval('fault_seq') = 1 then raise exception 'injected failure'; end if;
       return null;
     end $$`).execute(db);
-  await sql`drop trigger if exists fault_next_update on outbound_messages`.execute(db);
-  await sql`create trigger fault_next_update before update on outbound_messages for each statement execute function fault_next_update()`.execute(db);
+  await sql`drop trigger if exists fault_next_give_back on outbound_messages`.execute(db);
+  await sql`create trigger fault_next_give_back before update on outbound_messages for each statement execute function fault_next_give_back()`.execute(db);
   return async () => {
-    await sql`drop trigger if exists fault_next_update on outbound_messages`.execute(db);
+    await sql`drop trigger if exists fault_next_give_back on outbound_messages`.execute(db);
   };
 }
+
+/** Every message to `to`, for a failure's message: what was left unsent, and why. */
+const unsentTo = async (to: string) =>
+  JSON.stringify(
+    await f.database.handle.db
+      .selectFrom('outbound_messages')
+      .select(['id', 'status', 'attempts', 'next_attempt_at', 'last_error', 'updated_at'])
+      .where('recipient', '=', to)
+      .orderBy('created_at')
+      .execute(),
+  );
 
 const statuses = async (ids: readonly string[]) => (await rows(ids)).map((r) => r.status);
 
@@ -403,9 +416,9 @@ test('was a defect: a write whose eager dispatch fails before sending (its give-
   await contact(to);
   const written = await writeClaimed(texts(to, 2));
   assert.equal(written.claimed.length, 2, 'written claimed');
-  const disarm = await failNextOutboxUpdate();
+  const disarm = await failNextGiveBack();
   try {
-    // dispatchWritten: its first statement (giveBackOvertaking, an UPDATE) fails once.
+    // dispatchWritten: its first statement (giveBackOvertaking) fails once.
     f.deps.outbox.dispatchWritten(written);
     await f.deps.outbox.idle();
   } finally {
@@ -422,7 +435,7 @@ test('was a defect: a write whose eager dispatch fails before sending (its give-
     jobError = error;
   }
   const after = await statuses(written.ids);
-  assert.equal(jobError, undefined, `the safety-net job failed (${String(jobError)}); messages: ${after.join(', ')} — still claimed by a dispatch that gave up, until CLAIM_TIMEOUT_SECONDS`);
+  assert.equal(jobError, undefined, `the safety-net job failed (${String(jobError)}); messages: ${after.join(', ')} — still claimed by a dispatch that gave up, until CLAIM_TIMEOUT_SECONDS; to this person: ${await unsentTo(to)}`);
   assert.deepEqual(bodies(to), ['part 0', 'part 1']);
   assert.deepEqual(after, ['sent', 'sent']);
 });
@@ -434,9 +447,8 @@ test('was a defect: a job whose claim succeeds but whose give-back statement the
   const ids = await f.database.handle.db.transaction().execute((trx) => f.deps.outbox.enqueue(trx, [...texts(a, 1), ...texts(b, 1)]));
   // The eager path sent a's message already; b's is still queued when the write's job runs.
   await f.database.handle.db.updateTable('outbound_messages').set({ status: 'sent' }).where('id', '=', ids[0]!).execute();
-  // The job: its claim (1st UPDATE) takes b's only (fewer than asked), so giveBackOvertaking
-  // runs (2nd UPDATE), which fails once.
-  const disarm = await failNextOutboxUpdate(2);
+  // The job: its claim takes b's only (fewer than asked), so giveBackOvertaking runs, and fails once.
+  const disarm = await failNextGiveBack();
   const context = { logger: f.deps.logger, jobId: 'failed-give-back', retryCount: 0 };
   try {
     await assert.rejects(f.deps.outbox.writeJob.handle({ messageIds: [...ids] }, context), /injected failure/);
