@@ -4,47 +4,22 @@
  * Connections are kept alive and reused.
  *
  * axios does the configuration, the JSON on both ways, status validation and its errors; the
- * request itself goes through a small adapter over node:http / node:https (leanAdapter)
- * instead of axios's own, which also handles redirects, proxies from the environment,
+ * request itself goes through a small adapter over undici's dispatcher (leanAdapter) instead
+ * of axios's own over node:http, which also handles redirects, proxies from the environment,
  * compressed and streamed bodies and upload progress, none of which a provider call here
- * uses, at about a third of the CPU of a whole call (bench: a WhatsApp send costs roughly
- * 0.3 ms of CPU through axios's adapter, 0.2 ms through this one). No proxy is used.
+ * uses. undici writes a request's head and body in one go and reads the answer without
+ * node:http's stream machinery: a WhatsApp send to a local server, 64 and 256 at a time,
+ * cost 120-190 us of the sender's CPU through the node:http adapter and 63-75 us this way
+ * (exp micro-benchmark, README "Known limits"). No proxy is used.
  */
-import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import type { Socket } from 'node:net';
 import axios, { AxiosError, AxiosHeaders, type AxiosAdapter, type AxiosInstance, type AxiosRequestConfig, type AxiosResponse, type InternalAxiosRequestConfig, type RawAxiosHeaders } from 'axios';
+import { Agent, type Dispatcher } from 'undici';
 
 /** Who calls, on every provider request that does not say otherwise. */
 export const USER_AGENT = 'InvoiceIQ/0.1 (+node)';
 
 /** The most a provider's answer may hold; a larger one is an error (no provider answer here is near it). */
 export const MAX_RESPONSE_BYTES = 1024 * 1024;
-
-/**
- * Node's agent arms TCP keep-alive again each time a socket goes back to the pool: four
- * setsockopt calls per request, for a setting the socket already has. Armed once per socket
- * here; the rest of Node's own logic (the server's Keep-Alive timeout hint, the idle timeout)
- * runs unchanged.
- */
-export function armKeepAliveOnce<A extends HttpAgent>(agent: A): A {
-  const armed = new WeakSet<object>();
-  const keepSocketAlive = agent.keepSocketAlive.bind(agent) as (socket: Socket) => boolean;
-  agent.keepSocketAlive = ((socket: Socket): boolean => {
-    if (!armed.has(socket)) {
-      armed.add(socket);
-      return keepSocketAlive(socket);
-    }
-    const setKeepAlive = socket.setKeepAlive;
-    socket.setKeepAlive = () => socket;
-    try {
-      return keepSocketAlive(socket);
-    } finally {
-      socket.setKeepAlive = setKeepAlive;
-    }
-  }) as HttpAgent['keepSocketAlive'];
-  return agent;
-}
 
 /** The request's URL: `url` (absolute, or on `baseURL`) with `params` appended. */
 function requestUrl(config: InternalAxiosRequestConfig): URL {
@@ -69,12 +44,14 @@ function requestBody(data: unknown): string | Buffer | undefined {
 }
 
 /**
- * An axios adapter over node:http / node:https with the given keep-alive agents. It honours
- * `timeout` as a deadline for the whole call (connect, send, answer), answering the same
- * AxiosError as axios's adapter (ECONNABORTED, or ETIMEDOUT with transitional.clarifyTimeoutError),
- * and `signal`; the status is checked with `validateStatus` as axios's own `settle` does.
+ * An axios adapter over an undici dispatcher (its connection pool). It honours `timeout` as a
+ * deadline for the whole call (waiting for a connection, connecting, sending, the answer),
+ * answering the same AxiosError as axios's adapter (ECONNABORTED, or ETIMEDOUT with
+ * transitional.clarifyTimeoutError), and `signal`; the status is checked with `validateStatus`
+ * as axios's own `settle` does. A call that ends while it still waits for a connection is
+ * dropped by the pool when its turn comes, unsent: it never takes a connection.
  */
-export function leanAdapter(agents: { http: HttpAgent; https: HttpsAgent }, maxResponseBytes = MAX_RESPONSE_BYTES): AxiosAdapter {
+export function leanAdapter(dispatcher: Dispatcher, maxResponseBytes = MAX_RESPONSE_BYTES): AxiosAdapter {
   const adapter: AxiosAdapter = (config) =>
     new Promise<AxiosResponse>((resolve, reject) => {
       let url: URL;
@@ -86,18 +63,33 @@ export function leanAdapter(agents: { http: HttpAgent; https: HttpsAgent }, maxR
         reject(error instanceof AxiosError ? error : AxiosError.from(error as Error, AxiosError.ERR_BAD_REQUEST, config));
         return;
       }
-      const https = url.protocol === 'https:';
-      if (!https && url.protocol !== 'http:') {
+      if (url.protocol !== 'https:' && url.protocol !== 'http:') {
         reject(new AxiosError(`unsupported protocol ${url.protocol}`, AxiosError.ERR_BAD_REQUEST, config));
         return;
       }
+      // undici writes Content-Length for the body itself (and refuses one that disagrees).
       const headers = config.headers.toJSON(true) as Record<string, string>;
-      if (body !== undefined) headers['Content-Length'] = String(Buffer.byteLength(body));
+      let userAgent = false;
+      for (const name of Object.keys(headers)) {
+        const lower = name.toLowerCase();
+        if (lower === 'content-length') delete headers[name];
+        else if (lower === 'user-agent') userAgent = true;
+      }
       // Some firewalls in front of APIs refuse calls that name no client.
-      if (!Object.keys(headers).some((name) => name.toLowerCase() === 'user-agent')) headers['User-Agent'] = USER_AGENT;
+      if (!userAgent) headers['User-Agent'] = USER_AGENT;
+
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
-      let req: ClientRequest;
+      /** The running request's controller, once the pool has given it a connection. */
+      let controller: Dispatcher.DispatchController | undefined;
+      /** Why the call ended before it had a connection: it is dropped, unsent, when its turn comes. */
+      let endedEarly: Error | undefined;
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let status = 0;
+      let statusText = '';
+      let responseHeaders: Record<string, string | string[] | undefined> = {};
+
       /** Ends the call once (false if it had ended): the deadline and the abort listener go with it. */
       const settle = (): boolean => {
         if (settled) return false;
@@ -108,56 +100,70 @@ export function leanAdapter(agents: { http: HttpAgent; https: HttpsAgent }, maxR
       };
       const fail = (error: AxiosError): void => {
         if (!settle()) return;
-        req.destroy();
+        if (controller === undefined) endedEarly = error;
+        else if (!controller.aborted) controller.abort(error);
         reject(error);
       };
-      const onAbort = (): void => fail(new AxiosError('canceled', AxiosError.ERR_CANCELED, config, req));
-      const onResponse = (res: IncomingMessage): void => {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on('data', (chunk: Buffer) => {
+      const onAbort = (): void => fail(new AxiosError('canceled', AxiosError.ERR_CANCELED, config));
+
+      if (config.signal !== undefined) {
+        if (config.signal.aborted === true) {
+          settled = true;
+          reject(new AxiosError('canceled', AxiosError.ERR_CANCELED, config));
+          return;
+        }
+        config.signal.addEventListener?.('abort', onAbort);
+      }
+      if (config.timeout !== undefined && config.timeout > 0) {
+        timer = setTimeout(() => {
+          const code = config.transitional?.clarifyTimeoutError === true ? AxiosError.ETIMEDOUT : AxiosError.ECONNABORTED;
+          fail(new AxiosError(config.timeoutErrorMessage ?? `timeout of ${config.timeout}ms exceeded`, code, config));
+        }, config.timeout);
+      }
+
+      const handler: Dispatcher.DispatchHandler = {
+        onRequestStart(started) {
+          controller = started;
+          if (endedEarly !== undefined) started.abort(endedEarly);
+        },
+        onResponseStart(_controller, statusCode, received, message) {
+          status = statusCode;
+          statusText = message ?? '';
+          responseHeaders = received;
+        },
+        onResponseData(_controller, chunk) {
           size += chunk.length;
-          if (size > maxResponseBytes) fail(new AxiosError(`maxContentLength size of ${maxResponseBytes} exceeded`, AxiosError.ERR_BAD_RESPONSE, config, req));
+          if (size > maxResponseBytes) fail(new AxiosError(`maxContentLength size of ${maxResponseBytes} exceeded`, AxiosError.ERR_BAD_RESPONSE, config));
           else chunks.push(chunk);
-        });
-        res.on('error', (error) => fail(AxiosError.from(error, AxiosError.ERR_BAD_RESPONSE, config, req)));
-        res.on('end', () => {
+        },
+        onResponseEnd() {
           if (!settle()) return;
           const text = Buffer.concat(chunks).toString('utf8');
           const response: AxiosResponse = {
             // A byte order mark would keep axios from reading the JSON (its own adapter drops it too).
             data: text.charCodeAt(0) === 0xfeff ? text.slice(1) : text,
-            status: res.statusCode ?? 0,
-            statusText: res.statusMessage ?? '',
-            headers: new AxiosHeaders(res.headers as Record<string, string>),
+            status,
+            statusText,
+            headers: new AxiosHeaders(responseHeaders as RawAxiosHeaders),
             config,
-            request: req,
           };
           const valid = config.validateStatus;
           if (!response.status || !valid || valid(response.status)) resolve(response);
           else {
             const code = response.status >= 400 && response.status < 500 ? AxiosError.ERR_BAD_REQUEST : AxiosError.ERR_BAD_RESPONSE;
-            reject(new AxiosError(`Request failed with status code ${response.status}`, code, config, req, response));
+            reject(new AxiosError(`Request failed with status code ${response.status}`, code, config, undefined, response));
           }
-        });
+        },
+        onResponseError(_controller, error: Error & { code?: string }) {
+          // Our own ending (the deadline, a cancel, the size cap) has already answered.
+          fail(error instanceof AxiosError ? error : AxiosError.from(error, error.code, config));
+        },
       };
-      const options = { method: (config.method ?? 'get').toUpperCase(), headers, agent: https ? agents.https : agents.http };
-      req = https ? httpsRequest(url, options, onResponse) : httpRequest(url, options, onResponse);
-      req.on('error', (error: NodeJS.ErrnoException) => fail(AxiosError.from(error, error.code, config, req)));
-      if (config.timeout !== undefined && config.timeout > 0) {
-        timer = setTimeout(() => {
-          const code = config.transitional?.clarifyTimeoutError === true ? AxiosError.ETIMEDOUT : AxiosError.ECONNABORTED;
-          fail(new AxiosError(config.timeoutErrorMessage ?? `timeout of ${config.timeout}ms exceeded`, code, config, req));
-        }, config.timeout);
+      try {
+        dispatcher.dispatch({ origin: url.origin, path: `${url.pathname}${url.search}`, method: (config.method ?? 'get').toUpperCase() as Dispatcher.HttpMethod, headers, body: body ?? null }, handler);
+      } catch (error) {
+        fail(AxiosError.from(error as Error, (error as { code?: string }).code, config));
       }
-      if (config.signal !== undefined) {
-        if (config.signal.aborted === true) {
-          onAbort();
-          return;
-        }
-        config.signal.addEventListener?.('abort', onAbort);
-      }
-      req.end(body);
     });
   leanAdapters.add(adapter);
   return adapter;
@@ -223,19 +229,17 @@ export function preparedJsonPost(
 }
 
 /**
- * At most this many connections to one provider host, all of them kept when idle. Node's
- * agent opens a connection for every request that finds none free, without limit, and keeps
- * at most 256 idle: a burst of sends larger than that (the receipts of a group of callbacks)
- * opened connections only to close them again when they came back, and the next burst opened
- * them anew. Requests beyond the limit wait in the agent for a connection (their timeout runs
- * meanwhile). bench/callbacks.ts at 256 clients: connecting and closing were about 4% of the
- * app's busy CPU before, none after. 256 connections at Meta's ~0.2-0.5 s a send carry 500+
- * sends a second, above the Cloud API's per-number throughput.
+ * At most this many connections to one provider host, all of them kept when idle (until the
+ * host's keep-alive hint, or 4 s idle, closes them). A burst of sends larger than that (the
+ * receipts of a group of callbacks) waits in the pool for a connection (its timeout runs
+ * meanwhile) instead of opening connections only to close them again. bench/callbacks.ts at
+ * 256 clients: with node:http's agent, which kept at most 256 idle and opened one per waiting
+ * request without limit, connecting and closing were about 4% of the app's busy CPU. 256
+ * connections at Meta's ~0.2-0.5 s a send carry 500+ sends a second, above the Cloud API's
+ * per-number throughput.
  */
 export const PROVIDER_MAX_SOCKETS = 256;
-const PROVIDER_POOL = { keepAlive: true, maxSockets: PROVIDER_MAX_SOCKETS, maxFreeSockets: PROVIDER_MAX_SOCKETS };
 
-export function createProviderHttp(): AxiosInstance {
-  const agents = { http: armKeepAliveOnce(new HttpAgent(PROVIDER_POOL)), https: armKeepAliveOnce(new HttpsAgent(PROVIDER_POOL)) };
-  return axios.create({ maxRedirects: 0, httpAgent: agents.http, httpsAgent: agents.https, adapter: leanAdapter(agents) });
+export function createProviderHttp(dispatcher: Dispatcher = new Agent({ connections: PROVIDER_MAX_SOCKETS })): AxiosInstance {
+  return axios.create({ maxRedirects: 0, adapter: leanAdapter(dispatcher) });
 }
