@@ -59,6 +59,10 @@ const EnvSchema = z.object({
   SMS_SENDER_ID: optionalString,
   SMS_USE_SANDBOX: booleanFromEnv.default(false),
   SMS_TIMEOUT_MS: z.coerce.number({ error: 'must be a number' }).int().min(100).max(60_000).default(10_000),
+  // The secret last part of the incoming-messages callback URL (POST /sms/inbound/<token>).
+  SMS_INBOUND_TOKEN: optionalString.pipe(
+    z.string().regex(/^[A-Za-z0-9_-]{24,200}$/, 'must be 24 to 200 letters, digits, _ or - (it goes in a URL)').optional(),
+  ),
 
   // The largest invoice a merchant may create (M-PESA takes at most 250,000 in one prompt), and
   // the days from sending to the due date.
@@ -188,6 +192,8 @@ export type Config = Readonly<{
     senderId: string | undefined;
     useSandbox: boolean;
     timeoutMs: number;
+    /** The secret in the incoming-messages callback URL; unset: that route answers 404. */
+    inboundToken: string | undefined;
   }>;
   invoices: Readonly<{ maxAmount: number; dueDays: number }>;
   delivery: Readonly<{ maxAttempts: number; inboundMaxAttempts: number; safetyNetSeconds: number }>;
@@ -289,6 +295,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       senderId: e.SMS_SENDER_ID,
       useSandbox: e.SMS_USE_SANDBOX,
       timeoutMs: e.SMS_TIMEOUT_MS,
+      inboundToken: e.SMS_INBOUND_TOKEN,
     },
     invoices: { maxAmount: e.INVOICE_MAX_AMOUNT, dueDays: e.INVOICE_DUE_DAYS },
     delivery: {

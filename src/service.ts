@@ -135,6 +135,10 @@ export async function startService(givenConfig: Config, logger: Logger, options:
       }
     }
     logger.info({ port, database: database.kind }, `InvoiceIQ listening on http://localhost:${port}`);
+    if (config.sms.apiKey !== undefined && config.sms.inboundToken === undefined) {
+      // Texts sent by SMS say "reply PAY": without the incoming-messages route those replies are lost.
+      logger.warn('SMS_INBOUND_TOKEN is not set: replies to the SMS number (a customer\'s PAY) are not received; set it and point Africa\'s Talking\'s incoming messages at /sms/inbound/<token>');
+    }
     if (simulated !== undefined) {
       const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
       const origin = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;

@@ -278,3 +278,13 @@ test('TRUSTED_PROXIES: any private network by default; addresses and networks of
     assert.match(problemFor(configError({ TRUSTED_PROXIES: bad }), 'TRUSTED_PROXIES'), /addresses or networks/, bad);
   }
 });
+
+test('SMS_INBOUND_TOKEN: unset by default (the route answers 404); a URL-safe secret of 24+ characters, or a clear error', () => {
+  assert.equal(loadConfig({}).sms.inboundToken, undefined);
+  assert.equal(loadConfig({ SMS_INBOUND_TOKEN: '' }).sms.inboundToken, undefined);
+  const token = 'a1B2c3D4e5F6g7H8i9J0k1L2_-';
+  assert.equal(loadConfig({ SMS_INBOUND_TOKEN: token }).sms.inboundToken, token);
+  for (const bad of ['short-secret', 'has a space in it 0123456789', 'slash/in/it/0123456789abcdefgh', 'x'.repeat(201)]) {
+    assert.match(problemFor(configError({ SMS_INBOUND_TOKEN: bad }), 'SMS_INBOUND_TOKEN'), /24 to 200 letters/, bad);
+  }
+});

@@ -225,3 +225,16 @@ test('stop() lets an in-flight request finish, then refuses new connections', as
     if (!stopped) await service.stop();
   }
 });
+
+test('with SMS configured but no SMS_INBOUND_TOKEN, the service warns at start that replies to the SMS number are not received', async () => {
+  const logs = captureLogs('info');
+  const config = loadConfig({ DATA_DIR: tempDataDir(), PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', SMS_API_KEY: 'sms-key', SMS_USERNAME: 'sms-user' });
+  const service = await startService(config, logs.logger);
+  try {
+    const warning = logs.lines.find((line) => line.level === 'warn' && /SMS_INBOUND_TOKEN is not set/.test(line.message));
+    assert.ok(warning, logs.text());
+    assert.match(warning.message, /\/sms\/inbound\/<token>/);
+  } finally {
+    await service.stop();
+  }
+});

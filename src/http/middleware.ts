@@ -24,8 +24,8 @@ const largeBodyPrefixes = ['/whatsapp/'];
 
 const saneRequestId = /^[A-Za-z0-9._:\-]{1,128}$/;
 
-/** Paths whose last part is a secret (the STK callback's per-attempt token). */
-const secretPaths = [/^(\/payments\/stk\/callback\/).+$/];
+/** Paths whose last part is a secret (the STK callback's per-attempt token, the incoming-SMS route's). */
+const secretPaths = [/^(\/payments\/stk\/callback\/).+$/, /^(\/sms\/inbound\/).+$/];
 
 /**
  * The path as it may be logged. A route with parameters may carry a secret in them: only its

@@ -2,15 +2,23 @@
  * `POST /sms/delivery-report`: Africa's Talking delivery reports, form-encoded or JSON.
  * Unsigned by the provider, so a report can only move a message we sent (known
  * messageId) along its lifecycle; each (id, status) is applied once (src/inbound/sms-report.ts).
+ *
+ * `POST /sms/inbound/<SMS_INBOUND_TOKEN>`: Africa's Talking incoming messages (a person's
+ * text to the SMS number, "reply PAY"), form-encoded or JSON; each message id is applied
+ * once (src/inbound/sms-message.ts). Unsigned too, and a text runs a conversation turn (a PAY
+ * starts an M-PESA prompt), so only a caller that knows the secret URL gets in; any other
+ * path under /sms/inbound/ is answered 404 as if there were no such route.
  */
 import { Hono } from 'hono';
 import { parseStorableJson, storable } from '../db/json.js';
 import type { Deps } from '../deps.js';
 import { DeliveryReport, UnknownReportError } from '../inbound/sms-report.js';
+import { IncomingSms } from '../inbound/sms-message.js';
+import { sameSecret } from '../security.js';
 import { ApiError, describeIssues } from './errors.js';
 import type { AppEnv } from './middleware.js';
 
-async function readReport(contentType: string, read: { text(): Promise<string> }): Promise<unknown> {
+async function readBody(contentType: string, read: { text(): Promise<string> }): Promise<unknown> {
   const text = await read.text();
   if (/application\/json/i.test(contentType)) {
     try {
@@ -21,13 +29,13 @@ async function readReport(contentType: string, read: { text(): Promise<string> }
   }
   // U+0000 cannot be stored (text or jsonb columns): gone at the boundary, as for webhooks.
   if (/application\/x-www-form-urlencoded/i.test(contentType)) return storable(Object.fromEntries(new URLSearchParams(text)));
-  throw new ApiError(415, 'unsupported_media_type', 'Send the report as application/x-www-form-urlencoded or application/json.');
+  throw new ApiError(415, 'unsupported_media_type', 'Send the body as application/x-www-form-urlencoded or application/json.');
 }
 
-export function smsRoutes(deps: Pick<Deps, 'inbound' | 'metrics'>): Hono<AppEnv> {
+export function smsRoutes(deps: Pick<Deps, 'inbound' | 'metrics' | 'config' | 'logger'>): Hono<AppEnv> {
   const routes = new Hono<AppEnv>();
   routes.post('/sms/delivery-report', async (c) => {
-    const body = await readReport(c.req.header('content-type') ?? '', c.req);
+    const body = await readBody(c.req.header('content-type') ?? '', c.req);
     const parsed = DeliveryReport.safeParse(body);
     if (!parsed.success) throw new ApiError(422, 'invalid_report', describeIssues(parsed.error));
     try {
@@ -38,6 +46,19 @@ export function smsRoutes(deps: Pick<Deps, 'inbound' | 'metrics'>): Hono<AppEnv>
       deps.metrics.inboundEvents.inc({ source: 'sms_report', outcome: 'unknown' });
       throw new ApiError(404, 'unknown_message', error.message);
     }
+  });
+  routes.post('/sms/inbound/:token', async (c) => {
+    const expected = deps.config.sms.inboundToken;
+    if (expected === undefined || !sameSecret(c.req.param('token'), expected)) {
+      deps.metrics.inboundEvents.inc({ source: 'sms_message', outcome: expected === undefined ? 'not_configured' : 'forged' });
+      deps.logger.warn({ configured: expected !== undefined }, 'incoming SMS refused: not the secret URL');
+      throw new ApiError(404, 'not_found', 'No route for POST /sms/inbound/….');
+    }
+    const body = await readBody(c.req.header('content-type') ?? '', c.req);
+    const parsed = IncomingSms.safeParse(body);
+    if (!parsed.success) throw new ApiError(422, 'invalid_message', describeIssues(parsed.error));
+    // processed, duplicate, or retrying (kept and applied again by the retry job).
+    return c.json({ status: await deps.inbound.handleIncomingSms(parsed.data) }, 200);
   });
   return routes;
 }

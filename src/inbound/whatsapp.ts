@@ -20,6 +20,7 @@ import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { InboundMessage, MessageStatus, type WebhookPayload } from '../providers/whatsapp/schemas.js';
 import { DeliveryReport, ReportNotYetMatchedError, UnknownReportError, applyDeliveryReport, reportKey } from './sms-report.js';
+import { IncomingSms, smsTurn } from './sms-message.js';
 
 /** What one inbound_events row holds for a WhatsApp message. */
 const StoredMessage = z.object({ message: InboundMessage, profileName: z.string().optional() });
@@ -40,6 +41,8 @@ export type WhatsAppInbound = {
    * recorded yet is kept and retried. Throws UnknownReportError for one about nothing of ours.
    */
   handleDeliveryReport(report: DeliveryReport): Promise<'processed' | 'duplicate' | 'retrying'>;
+  /** Applies a text message sent to the SMS number once (src/inbound/sms-message.ts); the replies are dispatched. */
+  handleIncomingSms(sms: IncomingSms): Promise<'processed' | 'duplicate' | 'retrying'>;
   /** Runs a stored event again (the retry job). */
   retryEvent(eventId: string): Promise<'processed' | 'retrying' | 'dead' | 'not_pending'>;
   readonly retryJob: JobDefinition<typeof RetryJobData>;
@@ -191,6 +194,8 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
       case 'sms_report':
         // The notice to the merchant when the report leaves an invoice unreached.
         return applyDeliveryReport(trx, DeliveryReport.parse(payload), deps.outbox);
+      case 'sms_message':
+        return deps.outbox.enqueue(trx, await smsTurn(trx, IncomingSms.parse(payload), deps.conversation, new Date()));
       case 'whatsapp_payload':
       case 'mpesa_callback':
         throw new Error(`inbound events from ${source} are not applied here`);
@@ -436,6 +441,12 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
     async handleDeliveryReport(report) {
       const outboundIds: string[] = [];
       const outcome = await processEvent('sms_report', reportKey(report), report, outboundIds);
+      deps.outbox.dispatchSoon(outboundIds);
+      return outcome;
+    },
+    async handleIncomingSms(sms) {
+      const outboundIds: string[] = [];
+      const outcome = await processEvent('sms_message', sms.id, sms, outboundIds);
       deps.outbox.dispatchSoon(outboundIds);
       return outcome;
     },

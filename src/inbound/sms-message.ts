@@ -1,0 +1,57 @@
+/**
+ * Text messages people send to the service's SMS number (Africa's Talking "incoming
+ * messages" callback). The invoice, the reminders and the payment notices that go by SMS say
+ * "reply PAY"; a reply runs the same conversation turn as a WhatsApp text from that number,
+ * and the answer goes back by the usual delivery rules (by SMS, unless the person has an open
+ * WhatsApp window). Unsigned by the provider: the route is reachable only under a secret in
+ * its URL (SMS_INBOUND_TOKEN). Each message id is applied once.
+ */
+import { sql, type Transaction } from 'kysely';
+import { z } from 'zod';
+import type { ConversationHandler } from '../conversation/port.js';
+import type { Database } from '../db/schema.js';
+import type { OutboundDraft } from '../domain/outbound.js';
+import { parsePhone } from '../domain/parse.js';
+
+/** The longest text kept: a concatenated SMS of 10 parts is 1,530 characters. */
+export const MAX_SMS_TEXT = 2_000;
+
+export const IncomingSms = z.looseObject({
+  id: z.string().trim().min(1).max(200),
+  from: z.string().trim().min(1).max(40),
+  // Empty texts happen (a blank reply); the conversation answers those too.
+  text: z.string().max(MAX_SMS_TEXT),
+  to: z.string().max(40).optional(),
+  date: z.string().max(60).optional(),
+  linkId: z.string().max(200).optional(),
+  networkCode: z.union([z.string().max(20), z.number().transform(String)]).optional(),
+});
+export type IncomingSms = z.infer<typeof IncomingSms>;
+
+/** When the message was sent, as the provider says (`2026-12-02 10:15:30`, UTC), or now. */
+export function sentAt(sms: IncomingSms, now: Date): Date {
+  if (sms.date === undefined) return now;
+  const at = new Date(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?$/.test(sms.date) ? `${sms.date.replace(' ', 'T')}Z` : sms.date);
+  return Number.isNaN(at.getTime()) || at > now ? now : at;
+}
+
+/**
+ * One incoming SMS's turn, inside its inbound event's transaction: the sender's conversation
+ * row is created or locked (one number's messages apply one at a time, whichever channel
+ * they came by) without moving the WhatsApp 24-hour window, which an SMS does not open.
+ * Returns the replies' drafts; none for a sender number that is not a Kenyan mobile.
+ */
+export async function smsTurn(trx: Transaction<Database>, sms: IncomingSms, conversation: ConversationHandler, now: Date): Promise<OutboundDraft[]> {
+  const phone = parsePhone(sms.from);
+  if (!phone.ok) return [];
+  await sql`
+    insert into conversations (phone, state) values (${phone.value}, ${JSON.stringify({ version: 0 })}::jsonb)
+    on conflict (phone) do update set updated_at = now()`.execute(trx);
+  return conversation(trx, {
+    phone: phone.value,
+    messageId: sms.id,
+    receivedAt: sentAt(sms, now),
+    profileName: undefined,
+    input: { kind: 'text', text: sms.text },
+  });
+}
