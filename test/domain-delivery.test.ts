@@ -443,6 +443,18 @@ describe('smsText', () => {
       expected: 'Which invoice?\nReply with one of: INV-0007, INV-0003, INV-0002',
     },
     {
+      name: 'list of invoices to pay: each row as the PAY command that chooses it (a title typed back is not a command), with the rest of its title',
+      payload: {
+        message: {
+          type: 'list',
+          body: 'You have 3 unpaid invoices.',
+          button: 'Choose invoice',
+          sections: [{ rows: [row('pay:INV-0002', 'INV-0002 - KES 800'), row('pay:INV-0007~1a2b3c4d', 'INV-0007 - KES 1,500'), row('pay:INV-0009', 'odd title')] }],
+        },
+      },
+      expected: 'You have 3 unpaid invoices.\nReply with one of: PAY INV-0002 (KES 800), PAY INV-0007~1a2b3c4d (KES 1,500), PAY INV-0009 (odd title)',
+    },
+    {
       name: 'an explicit sms text overrides the derived one',
       payload: { message: { type: 'buttons', body: 'Pay INV-0007?', buttons: [button('pay', 'Pay now')] }, sms: 'Invoice INV-0007: KES 1,500. Pay via M-PESA paybill 174379.' },
       expected: 'Invoice INV-0007: KES 1,500. Pay via M-PESA paybill 174379.',

@@ -86,6 +86,19 @@ export function smsText(payload: OutboundPayload): string {
     case 'buttons':
       return withHint(message.body, `\nReply: ${message.buttons.map((b) => b.title.toUpperCase()).join(' / ')}`);
     case 'list':
-      return withHint(message.body, `\nReply with one of: ${message.sections.flatMap((s) => s.rows.map((r) => r.title)).join(', ')}`);
+      return withHint(message.body, `\nReply with one of: ${message.sections.flatMap((s) => s.rows.map(smsReply)).join(', ')}`);
   }
+}
+
+/**
+ * What an SMS reader types to choose a list row. A row that pays an invoice (`pay:INV-0007`,
+ * or `pay:INV-0007~1a2b3c4d` when two merchants share the number) is chosen by the command
+ * `PAY INV-0007` (the conversation reads the tag in it too), with the rest of its title
+ * ("KES 700") to tell the rows apart; a row title typed back would not be understood.
+ */
+function smsReply(row: { id: string; title: string }): string {
+  const pay = /^pay:((INV-\d+)(~[0-9a-f]{8})?)$/i.exec(row.id);
+  if (pay === null) return row.title;
+  const rest = row.title.startsWith(`${pay[2]!} - `) ? row.title.slice(pay[2]!.length + 3) : row.title;
+  return `PAY ${pay[1]!} (${rest})`;
 }

@@ -24,8 +24,22 @@ const largeBodyPrefixes = ['/whatsapp/'];
 
 const saneRequestId = /^[A-Za-z0-9._:\-]{1,128}$/;
 
-/** Paths whose last part is a secret (the STK callback's per-attempt token, the incoming-SMS route's). */
-const secretPaths = [/^(\/payments\/stk\/callback\/).+$/, /^(\/sms\/inbound\/).+$/];
+/**
+ * Paths whose last part is a secret (the STK callback's per-attempt token, the incoming-SMS
+ * route's), wherever they appear in the path and however its slashes are doubled or its case
+ * changed: a provider configured with a base URL ending in `/` calls `//sms/inbound/<token>`,
+ * which no route matches, and its 404 must not log the token either.
+ */
+const secretPaths = [/^(.*?\/payments\/+stk\/+callback\/+).+$/is, /^(.*?\/sms\/+inbound\/+).+$/is];
+
+/** `path` with percent-escapes decoded where they decode (a `%2F` is a slash to the patterns above). */
+function decoded(path: string): string {
+  try {
+    return decodeURIComponent(path);
+  } catch {
+    return path;
+  }
+}
 
 /**
  * The path as it may be logged. A route with parameters may carry a secret in them: only its
@@ -34,7 +48,8 @@ const secretPaths = [/^(\/payments\/stk\/callback\/).+$/, /^(\/sms\/inbound\/).+
  */
 export function loggablePath(routePath: string, path: string): { path?: string } {
   if (routePath.includes(':')) return {};
-  for (const pattern of secretPaths) if (pattern.test(path)) return { path: path.replace(pattern, '$1…') };
+  const plain = decoded(path);
+  for (const pattern of secretPaths) if (pattern.test(plain)) return { path: plain.replace(pattern, '$1…') };
   return { path };
 }
 

@@ -18,10 +18,11 @@ export const MAX_SMS_TEXT = 2_000;
 
 export const IncomingSms = z.looseObject({
   id: z.string().trim().min(1).max(200),
-  from: z.string().trim().min(1).max(40),
+  // Text in a form body; a JSON body may carry the numbers as numbers: either reads.
+  from: z.union([z.string(), z.number().transform(String)]).pipe(z.string().trim().min(1).max(40)),
   // Empty texts happen (a blank reply); the conversation answers those too.
   text: z.string().max(MAX_SMS_TEXT),
-  to: z.string().max(40).optional(),
+  to: z.union([z.string().max(40), z.number().transform(String)]).optional(),
   date: z.string().max(60).optional(),
   linkId: z.string().max(200).optional(),
   networkCode: z.union([z.string().max(20), z.number().transform(String)]).optional(),
