@@ -16,15 +16,14 @@ import { serve } from '@hono/node-server';
 import { sql } from 'kysely';
 import { runMigrateCommand } from '../src/db/migrate.js';
 import { sentAt } from '../src/inbound/sms-message.js';
-import { callbackBody, startFakeDaraja, type FakeDaraja } from './fakes/daraja.js';
+import { startFakeDaraja, type FakeDaraja } from './fakes/daraja.js';
 import { envelope, wamid } from './fixtures/whatsapp.js';
 import { buildTestApp } from './helpers/app.js';
 import { startChannelFixture, waitFor, type ChannelFixture } from './helpers/channel.js';
+import { MPESA_TEST, mpesaEnv } from './helpers/mpesa-env.js';
+import { cancelNextPrompt, pushesTo, smsFrom } from './helpers/sms-inbound.js';
 import { createEmptyDatabase } from './helpers/database.js';
 
-const KEY = 'consumer-key-test';
-const SECRET = 'consumer-secret-test';
-const CALLBACK_BASE = 'https://invoiceiq.example/payments/stk/callback';
 const INBOUND_TOKEN = 'review-inbound-secret-0123456789abcdef';
 
 let f: ChannelFixture;
@@ -33,17 +32,10 @@ let server: ReturnType<typeof serve>;
 let base: string;
 
 before(async () => {
-  daraja = await startFakeDaraja({ consumerKey: KEY, consumerSecret: SECRET });
+  daraja = await startFakeDaraja({ consumerKey: MPESA_TEST.consumerKey, consumerSecret: MPESA_TEST.consumerSecret });
   f = await startChannelFixture({
     env: {
-      DELIVERY_SAFETY_NET_SECONDS: '3600',
-      MPESA_CONSUMER_KEY: KEY,
-      MPESA_CONSUMER_SECRET: SECRET,
-      MPESA_SHORTCODE: '174379',
-      MPESA_PASSKEY: 'bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919',
-      MPESA_CALLBACK_URL: CALLBACK_BASE,
-      MPESA_API_BASE_URL: daraja.baseUrl,
-      MPESA_TIMEOUT_MS: '2000',
+      ...mpesaEnv(daraja.baseUrl),
       SMS_INBOUND_TOKEN: INBOUND_TOKEN,
       INBOUND_MAX_ATTEMPTS: '5',
     },
@@ -81,17 +73,8 @@ function incoming(fields: Record<string, unknown>, options: { token?: string; co
   return fetch(`${base}${path}`, { method: options.method ?? 'POST', headers: { 'content-type': contentType }, body });
 }
 
-const smsFrom = (customer: string, text: string, id = `ATXid_rv_${process.pid}_${(seq += 1)}`) => ({
-  date: '2026-12-02 07:30:00',
-  from: `+${customer}`,
-  id,
-  linkId: `link-${id}`,
-  text,
-  to: '20880',
-  networkCode: '63902',
-});
-
-const pushesTo = (customer: string) => daraja.pushes().filter((r) => r.body.PhoneNumber === customer);
+const smsFromCustomer = (customer: string, text: string, id = `ATXid_rv_${process.pid}_${(seq += 1)}`) => smsFrom(customer, text, id);
+const pushes = (customer: string) => pushesTo(daraja, customer);
 const smsTo = (customer: string) => f.sms.filter((m) => m.to === `+${customer}`).map((m) => m.message);
 const answersTo = (customer: string) => [...smsTo(customer), ...f.sentTexts(customer)];
 
@@ -121,22 +104,11 @@ async function registerMerchant(merchant: string) {
 
 /** The merchant sends an invoice on WhatsApp; its first prompt reaches Daraja and the customer cancels it. */
 async function invoiceWithCancelledPrompt(merchant: string, customer: string, amount: number, what: string) {
-  const pushesBefore = pushesTo(customer).length;
+  const pushesBefore = pushes(customer).length;
   await say(merchant, `invoice ${customer} ${amount} ${what}`);
   await say(merchant, 'yes');
-  await waitFor(() => pushesTo(customer).length === pushesBefore + 1, 10_000, 'the invoice stk push');
-  const push = pushesTo(customer).at(-1)!;
-  const token = String(push.body.CallBackURL).slice(CALLBACK_BASE.length + 1);
   const invoice = await db().selectFrom('invoices').select(['id', 'number']).where('customer_phone', '=', customer).where('amount', '=', String(amount)).executeTakeFirstOrThrow();
-  let attempt: { checkout_request_id: string | null; merchant_request_id: string | null } | undefined;
-  await waitFor(async () => {
-    attempt = await db().selectFrom('payment_attempts').select(['checkout_request_id', 'merchant_request_id']).where('invoice_id', '=', invoice.id).executeTakeFirst();
-    return attempt?.checkout_request_id != null;
-  }, 5_000, 'checkout id stored');
-  const cancelled = callbackBody({ checkoutRequestId: attempt!.checkout_request_id!, merchantRequestId: attempt!.merchant_request_id!, resultCode: 1032, resultDesc: 'Request cancelled by user', phone: customer });
-  const res = await f.app.request(`/payments/stk/callback/${token}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(cancelled) });
-  assert.equal(res.status, 200);
-  await f.deps.outbox.idle();
+  await cancelNextPrompt(f, daraja, customer, invoice.id, pushesBefore);
   return invoice;
 }
 
@@ -173,10 +145,10 @@ describe('was a defect (review of c63dcfc)', () => {
     await registerMerchant(merchant);
     const first = await invoiceWithCancelledPrompt(merchant, customer, 700, 'flour');
     await invoiceWithCancelledPrompt(merchant, customer, 800, 'sugar');
-    assert.equal(pushesTo(customer).length, 2);
+    assert.equal(pushes(customer).length, 2);
     const before = smsTo(customer).length;
 
-    assert.deepEqual(await (await incoming(smsFrom(customer, 'PAY'))).json(), { status: 'processed' });
+    assert.deepEqual(await (await incoming(smsFromCustomer(customer, 'PAY'))).json(), { status: 'processed' });
     await f.deps.outbox.idle();
     const list = smsTo(customer).slice(before);
     assert.equal(list.length, 1, `one answer: ${JSON.stringify(list)}`);
@@ -191,11 +163,11 @@ describe('was a defect (review of c63dcfc)', () => {
     assert.ok(choice !== undefined, `a choice for ${wanted}: ${list[0]}`);
 
     // The customer does what the SMS says: replies with one of the choices.
-    assert.deepEqual(await (await incoming(smsFrom(customer, choice))).json(), { status: 'processed' });
+    assert.deepEqual(await (await incoming(smsFromCustomer(customer, choice))).json(), { status: 'processed' });
     await f.deps.outbox.idle();
     const reply = smsTo(customer).at(-1)!;
-    await waitFor(() => pushesTo(customer).length === 3, 4_000, `a new prompt for the chosen invoice (the answer was: ${JSON.stringify(reply)})`);
-    assert.equal(pushesTo(customer).at(-1)!.body.Amount, 700);
+    await waitFor(() => pushes(customer).length === 3, 4_000, `a new prompt for the chosen invoice (the answer was: ${JSON.stringify(reply)})`);
+    assert.equal(pushes(customer).at(-1)!.body.Amount, 700);
   });
 
   /**
@@ -208,12 +180,12 @@ describe('was a defect (review of c63dcfc)', () => {
    */
   test('a JSON body whose short code ("to") is a number is taken, as networkCode is', async () => {
     const s = remember(await cancelledPrompt());
-    const message = { ...smsFrom(s.customer, 'PAY'), to: 20880, networkCode: 63902 };
+    const message = { ...smsFromCustomer(s.customer, 'PAY'), to: 20880, networkCode: 63902 };
     const res = await incoming(message, { contentType: 'application/json' });
     const body = await res.text();
     assert.equal(res.status, 200, `answered ${res.status}: ${body}`);
     assert.deepEqual(JSON.parse(body), { status: 'processed' });
-    await waitFor(() => pushesTo(s.customer).length === 2, 10_000, 'the new stk push');
+    await waitFor(() => pushes(s.customer).length === 2, 10_000, 'the new stk push');
   });
 
   /**
@@ -227,7 +199,7 @@ describe('was a defect (review of c63dcfc)', () => {
    * appears, or match the pattern anywhere in the path).
    */
   test('a 404 on the secret path reached with a doubled slash does not put the token in the logs', async () => {
-    const res = await incoming(smsFrom('254733100001', 'PAY'), { path: `//sms/inbound/${INBOUND_TOKEN}` });
+    const res = await incoming(smsFromCustomer('254733100001', 'PAY'), { path: `//sms/inbound/${INBOUND_TOKEN}` });
     assert.equal(res.status, 404);
     const leaked = f.logs.lines.filter((l) => JSON.stringify(l).includes(INBOUND_TOKEN));
     assert.deepEqual(leaked, [], 'the secret reached the logs');
@@ -250,7 +222,7 @@ describe('retries: an SMS whose first apply fails is applied once by the retry j
       end $$`).execute(db());
     await sql`create trigger review_refuse_attempt before insert on payment_attempts for each row execute function review_refuse_attempt()`.execute(db());
     try {
-      const message = smsFrom(s.customer, 'PAY');
+      const message = smsFromCustomer(s.customer, 'PAY');
       const res = await incoming(message);
       assert.equal(res.status, 200);
       assert.deepEqual(await res.json(), { status: 'retrying' });
@@ -260,13 +232,13 @@ describe('retries: an SMS whose first apply fails is applied once by the retry j
       assert.deepEqual(await (await incoming(message)).json(), { status: 'duplicate' });
 
       await waitFor(async () => (await db().selectFrom('inbound_events').select('status').where('id', '=', kept.id).executeTakeFirstOrThrow()).status === 'processed', 20_000, 'the retry job applied it');
-      await waitFor(() => pushesTo(s.customer).length === 2, 10_000, 'the new stk push');
+      await waitFor(() => pushes(s.customer).length === 2, 10_000, 'the new stk push');
       await f.deps.outbox.idle();
       assert.equal(await f.deps.inbound.retryEvent(kept.id), 'not_pending', 'a second retry does nothing');
       assert.deepEqual(await (await incoming(message)).json(), { status: 'duplicate' });
       await new Promise((resolve) => setTimeout(resolve, 300));
       await f.deps.outbox.idle();
-      assert.equal(pushesTo(s.customer).length, 2, 'one new prompt');
+      assert.equal(pushes(s.customer).length, 2, 'one new prompt');
       const answers = smsTo(s.customer).slice(before);
       assert.equal(answers.length, 1, `one answer by SMS: ${JSON.stringify(answers)}`);
       assert.match(answers[0]!, /M-PESA PIN/);
@@ -280,7 +252,7 @@ describe('retries: an SMS whose first apply fails is applied once by the retry j
   test('not even storable: 500 (the provider delivers again), the token not logged; delivered again later it applies once', async () => {
     const s = remember(await cancelledPrompt());
     const mark = logMark();
-    const message = smsFrom(s.customer, 'PAY');
+    const message = smsFromCustomer(s.customer, 'PAY');
     await sql.raw(`create or replace function review_refuse_event() returns trigger language plpgsql as $$
       begin
         if new.source = 'sms_message' and new.external_key = '${message.id}' then raise exception 'refused for the review'; end if;
@@ -299,9 +271,9 @@ describe('retries: an SMS whose first apply fails is applied once by the retry j
       dropped = true;
       const again = await Promise.all([incoming(message), incoming(message)]);
       assert.deepEqual((await Promise.all(again.map((r) => r.json() as Promise<{ status: string }>))).map((b) => b.status).sort(), ['duplicate', 'processed']);
-      await waitFor(() => pushesTo(s.customer).length === 2, 10_000, 'the new stk push');
+      await waitFor(() => pushes(s.customer).length === 2, 10_000, 'the new stk push');
       await f.deps.outbox.idle();
-      assert.equal(pushesTo(s.customer).length, 2);
+      assert.equal(pushes(s.customer).length, 2);
     } finally {
       if (!dropped) await sql`drop trigger if exists review_refuse_event on inbound_events`.execute(db());
     }
@@ -313,14 +285,14 @@ describe('SMS and WhatsApp from one person at the same moment', () => {
     for (let round = 0; round < 3; round += 1) {
       const s = remember(await cancelledPrompt());
       const answersBefore = answersTo(s.customer).length;
-      const [sms, wa] = await Promise.all([incoming(smsFrom(s.customer, 'PAY')), say(s.customer, 'PAY')]);
+      const [sms, wa] = await Promise.all([incoming(smsFromCustomer(s.customer, 'PAY')), say(s.customer, 'PAY')]);
       assert.equal(sms.status, 200);
       assert.equal(wa.status, 200);
       assert.deepEqual(await sms.json(), { status: 'processed' });
-      await waitFor(() => pushesTo(s.customer).length >= 2, 10_000, 'the new stk push');
+      await waitFor(() => pushes(s.customer).length >= 2, 10_000, 'the new stk push');
       await new Promise((resolve) => setTimeout(resolve, 300));
       await f.deps.outbox.idle();
-      assert.equal(pushesTo(s.customer).length, 2, `round ${round}: one new prompt`);
+      assert.equal(pushes(s.customer).length, 2, `round ${round}: one new prompt`);
       const attempts = await db().selectFrom('payment_attempts').select('id').where('invoice_id', '=', s.invoice.id).execute();
       assert.equal(attempts.length, 2, `round ${round}: one new attempt`);
       const answers = answersTo(s.customer).slice(answersBefore);
@@ -333,12 +305,12 @@ describe('SMS and WhatsApp from one person at the same moment', () => {
   test('two different SMS PAYs from one customer at once (two message ids) start one prompt: one answer says so, the other that it is pending', async () => {
     const s = remember(await cancelledPrompt());
     const before = smsTo(s.customer).length;
-    const statuses = await Promise.all([incoming(smsFrom(s.customer, 'PAY')), incoming(smsFrom(s.customer, 'pay'))]);
+    const statuses = await Promise.all([incoming(smsFromCustomer(s.customer, 'PAY')), incoming(smsFromCustomer(s.customer, 'pay'))]);
     assert.deepEqual(await Promise.all(statuses.map((r) => r.json())), [{ status: 'processed' }, { status: 'processed' }]);
-    await waitFor(() => pushesTo(s.customer).length >= 2, 10_000, 'the new stk push');
+    await waitFor(() => pushes(s.customer).length >= 2, 10_000, 'the new stk push');
     await new Promise((resolve) => setTimeout(resolve, 300));
     await f.deps.outbox.idle();
-    assert.equal(pushesTo(s.customer).length, 2);
+    assert.equal(pushes(s.customer).length, 2);
     const answers = smsTo(s.customer).slice(before);
     assert.equal(answers.length, 2, JSON.stringify(answers));
     assert.equal(answers.filter((a) => /M-PESA PIN/.test(a)).length, 1, JSON.stringify(answers));
@@ -347,7 +319,7 @@ describe('SMS and WhatsApp from one person at the same moment', () => {
 
   test('a number writing for the first time on both channels at once gets one conversation row, and both messages are answered', async () => {
     const { customer } = remember(people());
-    const [sms, wa] = await Promise.all([incoming(smsFrom(customer, 'hello')), say(customer, 'hello')]);
+    const [sms, wa] = await Promise.all([incoming(smsFromCustomer(customer, 'hello')), say(customer, 'hello')]);
     assert.equal(sms.status, 200);
     assert.equal(wa.status, 200);
     assert.deepEqual(await sms.json(), { status: 'processed' });
@@ -368,19 +340,19 @@ describe('a merchant texting the SMS number', () => {
     // The merchant's WhatsApp window is closed (24 hours later): answers go by SMS.
     await db().updateTable('conversations').set({ last_inbound_at: null }).where('phone', '=', merchant).execute();
     const before = smsTo(merchant).length;
-    assert.deepEqual(await (await incoming(smsFrom(merchant, `invoice ${customer} 900 sugar`))).json(), { status: 'processed' });
+    assert.deepEqual(await (await incoming(smsFromCustomer(merchant, `invoice ${customer} 900 sugar`))).json(), { status: 'processed' });
     await f.deps.outbox.idle();
     const confirm = smsTo(merchant).slice(before);
     assert.equal(confirm.length, 1, JSON.stringify(confirm));
     assert.match(confirm[0]!, /Reply: SEND/i);
-    const yes = smsFrom(merchant, 'SEND');
+    const yes = smsFromCustomer(merchant, 'SEND');
     const [a, b] = await Promise.all([incoming(yes), incoming(yes)]);
     assert.deepEqual([((await a.json()) as { status: string }).status, ((await b.json()) as { status: string }).status].sort(), ['duplicate', 'processed']);
-    await waitFor(() => pushesTo(customer).length === 1, 10_000, 'the invoice stk push');
+    await waitFor(() => pushes(customer).length === 1, 10_000, 'the invoice stk push');
     await f.deps.outbox.idle();
     const invoices = await db().selectFrom('invoices').select('amount').where('customer_phone', '=', customer).execute();
     assert.deepEqual(invoices.map((i) => Number(i.amount)), [900]);
-    assert.equal(pushesTo(customer).length, 1);
+    assert.equal(pushes(customer).length, 1);
     assert.ok(smsTo(merchant).slice(before + 1).some((m) => /INV-/.test(m)), `the merchant is told by SMS: ${JSON.stringify(smsTo(merchant))}`);
   });
 });
@@ -389,7 +361,7 @@ describe('what Africa\'s Talking sends is read', () => {
   test('odd dates (in the future, not a date, ISO with a zone) are kept and processed; sentAt never runs ahead of now', async () => {
     for (const date of ['2099-01-01 00:00:00', 'not a date', '2026-12-02T07:30:00.000Z']) {
       const { customer } = remember(people());
-      const res = await incoming({ ...smsFrom(customer, 'hello'), date });
+      const res = await incoming({ ...smsFromCustomer(customer, 'hello'), date });
       assert.equal(res.status, 200, date);
       assert.deepEqual(await res.json(), { status: 'processed' });
     }
@@ -410,7 +382,7 @@ describe('what Africa\'s Talking sends is read', () => {
     for (const fields of cases) {
       const { customer } = remember(people());
       const before = smsTo(customer).length;
-      const res = await incoming({ ...smsFrom(customer, 'x'), ...fields });
+      const res = await incoming({ ...smsFromCustomer(customer, 'x'), ...fields });
       assert.equal(res.status, 200, JSON.stringify(Object.keys(fields)));
       assert.deepEqual(await res.json(), { status: 'processed' });
       await f.deps.outbox.idle();
@@ -420,7 +392,7 @@ describe('what Africa\'s Talking sends is read', () => {
 
   test('a charset on the form content type is read; 400 for broken JSON; nothing stored for either refusal', async () => {
     const { customer } = remember(people());
-    const ok = await incoming(smsFrom(customer, 'hello'), { contentType: 'application/x-www-form-urlencoded; charset=UTF-8' });
+    const ok = await incoming(smsFromCustomer(customer, 'hello'), { contentType: 'application/x-www-form-urlencoded; charset=UTF-8' });
     assert.equal(ok.status, 200);
     const before = await f.count('inbound_events');
     const broken = await fetch(`${base}/sms/inbound/${INBOUND_TOKEN}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"id":' });
@@ -437,11 +409,11 @@ describe('the secret stays secret', () => {
     const before = await f.count('inbound_events');
     const forgedBefore = await metric('invoiceiq_inbound_events_total', 'outcome="forged"');
     const wrong = `${INBOUND_TOKEN.slice(0, -1)}X`;
-    assert.equal((await incoming(smsFrom('254733100002', 'PAY'), { token: wrong })).status, 404);
+    assert.equal((await incoming(smsFromCustomer('254733100002', 'PAY'), { token: wrong })).status, 404);
     assert.equal(await metric('invoiceiq_inbound_events_total', 'outcome="forged"'), forgedBefore + 1);
     assert.equal((await fetch(`${base}/sms/inbound/${INBOUND_TOKEN}`)).status, 404);
-    assert.equal((await incoming(smsFrom('254733100003', 'PAY'), { path: `/sms/inbound/${INBOUND_TOKEN}/` })).status, 404);
-    assert.equal((await incoming({ ...smsFrom('254733100004', 'PAY'), text: 'x'.repeat(70_000) })).status, 413);
+    assert.equal((await incoming(smsFromCustomer('254733100003', 'PAY'), { path: `/sms/inbound/${INBOUND_TOKEN}/` })).status, 404);
+    assert.equal((await incoming({ ...smsFromCustomer('254733100004', 'PAY'), text: 'x'.repeat(70_000) })).status, 413);
     assert.equal(await f.count('inbound_events'), before);
     const logs = logsSince(mark);
     assert.ok(logs.includes('incoming SMS refused'));
@@ -461,7 +433,7 @@ describe('the secret stays secret', () => {
       const res = await fetch(`http://127.0.0.1:${(other.address() as AddressInfo).port}/sms/inbound/${INBOUND_TOKEN}`, {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams(smsFrom('254733100005', 'PAY')).toString(),
+        body: new URLSearchParams(smsFromCustomer('254733100005', 'PAY')).toString(),
       });
       assert.equal(res.status, 404);
       assert.equal(((await res.json()) as { code: string }).code, 'not_found');

@@ -8,29 +8,21 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
-import { callbackBody, startFakeDaraja, type FakeDaraja } from './fakes/daraja.js';
+import { startFakeDaraja, type FakeDaraja } from './fakes/daraja.js';
 import { envelope, wamid } from './fixtures/whatsapp.js';
 import { startChannelFixture, waitFor, type ChannelFixture } from './helpers/channel.js';
+import { MPESA_TEST, mpesaEnv } from './helpers/mpesa-env.js';
+import { cancelNextPrompt, pushesTo, smsFrom } from './helpers/sms-inbound.js';
 
-const KEY = 'consumer-key-test';
-const SECRET = 'consumer-secret-test';
-const CALLBACK_BASE = 'https://invoiceiq.example/payments/stk/callback';
 const INBOUND_TOKEN = 'sms-inbound-secret-0123456789abcdef';
 
 let f: ChannelFixture;
 let daraja: FakeDaraja;
 before(async () => {
-  daraja = await startFakeDaraja({ consumerKey: KEY, consumerSecret: SECRET });
+  daraja = await startFakeDaraja({ consumerKey: MPESA_TEST.consumerKey, consumerSecret: MPESA_TEST.consumerSecret });
   f = await startChannelFixture({
     env: {
-      DELIVERY_SAFETY_NET_SECONDS: '3600',
-      MPESA_CONSUMER_KEY: KEY,
-      MPESA_CONSUMER_SECRET: SECRET,
-      MPESA_SHORTCODE: '174379',
-      MPESA_PASSKEY: 'bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919',
-      MPESA_CALLBACK_URL: CALLBACK_BASE,
-      MPESA_API_BASE_URL: daraja.baseUrl,
-      MPESA_TIMEOUT_MS: '2000',
+      ...mpesaEnv(daraja.baseUrl),
       SMS_INBOUND_TOKEN: INBOUND_TOKEN,
     },
   });
@@ -50,17 +42,8 @@ function incoming(fields: Record<string, string>, token = INBOUND_TOKEN, content
   const body = contentType.includes('json') ? JSON.stringify(fields) : new URLSearchParams(fields).toString();
   return Promise.resolve(f.app.request(`/sms/inbound/${token}`, { method: 'POST', headers: { 'content-type': contentType }, body }));
 }
-const smsFrom = (customer: string, text: string, id = `ATXid_in_${(seq += 1)}`) => ({
-  date: '2026-12-02 07:30:00',
-  from: `+${customer}`,
-  id,
-  linkId: `link-${id}`,
-  text,
-  to: '20880',
-  networkCode: '63902',
-});
-
-const pushesTo = (customer: string) => daraja.pushes().filter((r) => r.body.PhoneNumber === customer);
+const smsFromCustomer = (customer: string, text: string, id = `ATXid_in_${(seq += 1)}`) => smsFrom(customer, text, id);
+const pushes = (customer: string) => pushesTo(daraja, customer);
 const smsTo = (customer: string) => f.sms.filter((m) => m.to === `+${customer}`).map((m) => m.message);
 const inboundSms = async () => (await f.database.handle.db.selectFrom('inbound_events').select(['external_key', 'status']).where('source', '=', 'sms_message').execute());
 
@@ -76,19 +59,8 @@ async function cancelledPrompt() {
   await say(merchant, 'Duka');
   await say(merchant, `invoice ${customer} 1500 flour`);
   await say(merchant, 'yes');
-  await waitFor(() => pushesTo(customer).length === 1, 10_000, 'the first stk push');
-  const push = pushesTo(customer)[0]!;
-  const token = String(push.body.CallBackURL).slice(CALLBACK_BASE.length + 1);
   const invoice = await f.database.handle.db.selectFrom('invoices').select(['id', 'number']).where('customer_phone', '=', customer).executeTakeFirstOrThrow();
-  let attempt: { checkout_request_id: string | null; merchant_request_id: string | null } | undefined;
-  await waitFor(async () => {
-    attempt = await f.database.handle.db.selectFrom('payment_attempts').select(['checkout_request_id', 'merchant_request_id']).where('invoice_id', '=', invoice.id).executeTakeFirst();
-    return attempt?.checkout_request_id != null;
-  }, 5_000, 'checkout id stored');
-  const cancelled = callbackBody({ checkoutRequestId: attempt!.checkout_request_id!, merchantRequestId: attempt!.merchant_request_id!, resultCode: 1032, resultDesc: 'Request cancelled by user', phone: customer });
-  const res = await f.app.request(`/payments/stk/callback/${token}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(cancelled) });
-  assert.equal(res.status, 200);
-  await f.deps.outbox.idle();
+  await cancelNextPrompt(f, daraja, customer, invoice.id, 0);
   return { merchant, customer, invoice };
 }
 
@@ -98,11 +70,11 @@ describe('a customer replies PAY by SMS', () => {
     assert.ok(smsTo(s.customer).some((m) => /not completed/i.test(m) && /reply PAY/i.test(m)), `the customer was told by SMS to reply PAY: ${JSON.stringify(smsTo(s.customer))}`);
     const before = smsTo(s.customer).length;
 
-    const res = await incoming(smsFrom(s.customer, ' pay '));
+    const res = await incoming(smsFromCustomer(s.customer, ' pay '));
     assert.equal(res.status, 200);
     assert.deepEqual(await res.json(), { status: 'processed' });
-    await waitFor(() => pushesTo(s.customer).length === 2, 10_000, 'a second stk push');
-    assert.equal(pushesTo(s.customer)[1]!.body.Amount, 1500);
+    await waitFor(() => pushes(s.customer).length === 2, 10_000, 'a second stk push');
+    assert.equal(pushes(s.customer)[1]!.body.Amount, 1500);
     await f.deps.outbox.idle();
     const answers = smsTo(s.customer).slice(before);
     assert.equal(answers.length, 1, `one answer by SMS: ${JSON.stringify(answers)}`);
@@ -114,13 +86,13 @@ describe('a customer replies PAY by SMS', () => {
   test('the same message delivered again, or five times at once, starts one prompt and gets one answer', async () => {
     const s = await cancelledPrompt();
     const before = smsTo(s.customer).length;
-    const message = smsFrom(s.customer, 'PAY');
+    const message = smsFromCustomer(s.customer, 'PAY');
     const statuses = await Promise.all(Array.from({ length: 5 }, async () => (await (await incoming(message)).json()) as { status: string }));
     assert.deepEqual(statuses.map((r) => r.status).sort(), ['duplicate', 'duplicate', 'duplicate', 'duplicate', 'processed']);
     assert.deepEqual(await (await incoming(message)).json(), { status: 'duplicate' });
-    await waitFor(() => pushesTo(s.customer).length === 2, 10_000, 'the second stk push');
+    await waitFor(() => pushes(s.customer).length === 2, 10_000, 'the second stk push');
     await f.deps.outbox.idle();
-    assert.equal(pushesTo(s.customer).length, 2, 'one new prompt');
+    assert.equal(pushes(s.customer).length, 2, 'one new prompt');
     assert.equal(smsTo(s.customer).length - before, 1, 'one answer');
   });
 
@@ -139,7 +111,7 @@ describe('the route is closed to anyone without the secret URL, and refuses bad 
     const before = (await inboundSms()).length;
     const smsBefore = f.sms.length;
     const wrong = 'sms-inbound-secret-0123456789abcdeX';
-    const res = await incoming(smsFrom('254733199999', 'PAY'), wrong);
+    const res = await incoming(smsFromCustomer('254733199999', 'PAY'), wrong);
     assert.equal(res.status, 404);
     assert.equal((await inboundSms()).length, before);
     await f.deps.outbox.idle();
