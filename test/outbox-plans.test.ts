@@ -1,0 +1,92 @@
+/**
+ * How Postgres runs the outbox's two per-message statements that name their rows by id:
+ * recording sends (recordSent) and claiming (claim). The table here is as a busy service's is
+ * between vacuums: many messages sent, a few unsent, statistics that say so. Compared plainly,
+ * `status = 'sending'` lets the planner prove the partial indexes' condition (unsent rows) and
+ * read the whole of one to AND it with the ids; under load every message sent since the last
+ * vacuum leaves an entry there that a bitmap scan never marks dead, so that read grows with
+ * the traffic (bench/callbacks.ts, perf: about a tenth of Postgres's CPU). The statements
+ * compare the status through coalesce, and their rows are found by primary key. The statements
+ * are the ones the outbox runs (captured through Kysely's log) and are explained, not run
+ * again; the control shows the same text with the plain comparison does read the partial index.
+ * Both databases (PGlite runs Postgres's planner too).
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { Kysely, PostgresDialect, sql, type CompiledQuery } from 'kysely';
+import type { Database } from '../src/db/schema.js';
+import { createOutbox } from '../src/delivery/outbox.js';
+import { startChannelFixture, textDrafts, type ChannelFixture } from './helpers/channel.js';
+
+let f: ChannelFixture;
+before(async () => {
+  f = await startChannelFixture({ env: { DELIVERY_SAFETY_NET_SECONDS: '3600' } });
+});
+after(() => f.close());
+
+type Plan = { 'Node Type': string; 'Index Name'?: string; 'Alias'?: string; Plans?: Plan[] };
+const nodes = (plan: Plan): Plan[] => [plan, ...(plan.Plans ?? []).flatMap(nodes)];
+
+/** How each row source of `alias` in the statement's plan is read: an index's name, or 'seq' for the whole table. */
+async function readsOf(query: Pick<CompiledQuery, 'sql' | 'parameters'>, alias: string): Promise<string[]> {
+  const { rows } = await f.database.handle.pool.query<{ 'QUERY PLAN': unknown }>(`explain (format json) ${query.sql}`, [...query.parameters]);
+  const raw = rows[0]!['QUERY PLAN'];
+  const plan = (typeof raw === 'string' ? JSON.parse(raw) : raw) as Array<{ Plan: Plan }>;
+  return nodes(plan[0]!.Plan)
+    .filter((n) => n.Alias === alias && n['Node Type'].endsWith('Scan'))
+    .flatMap((n) => {
+      if (n['Index Name'] !== undefined) return [n['Index Name']];
+      // A bitmap heap scan: the indexes its bitmap is built from (a BitmapAnd of several, say).
+      const bitmaps = nodes(n).flatMap((inner) => (inner['Index Name'] === undefined ? [] : [inner['Index Name']]));
+      return bitmaps.length > 0 ? bitmaps : ['seq'];
+    });
+}
+
+test("recording sends and claiming find their rows by primary key, not by reading a partial index whole (the plain status comparison would)", async () => {
+  const db = f.database.handle.db;
+  // A busy service's table: thousands of messages sent, a few unsent, the statistics current.
+  await sql`
+    insert into outbound_messages (recipient, kind, content, status, channel, created_at, updated_at)
+    select '2547' || lpad((i % 3000)::text, 8, '0'), 'reply', '{"message":{"type":"text","body":"sent"}}'::jsonb, 'sent', 'whatsapp',
+      now() - make_interval(secs => 20000 - i), now() - make_interval(secs => 20000 - i)
+    from generate_series(1, 6000) as i`.execute(db);
+  await sql`analyze outbound_messages`.execute(db);
+
+  const captured: CompiledQuery[] = [];
+  const logged = new Kysely<Database>({
+    dialect: new PostgresDialect({ pool: f.database.handle.pool }),
+    log: (event) => {
+      if (event.level === 'query') captured.push(event.query);
+    },
+  });
+  const outbox = createOutbox({ db: logged, jobs: f.deps.jobs, whatsapp: f.deps.whatsapp, sms: f.deps.sms, config: f.deps.config, metrics: f.deps.metrics, logger: f.deps.logger });
+  const [a, b] = ['254701990001', '254701990002'];
+  await f.chatting(a);
+  await f.chatting(b);
+  // Written queued and delivered by id: a claim, then the sends recorded.
+  const ids = await logged.transaction().execute((trx) => outbox.enqueue(trx, [...textDrafts(a, 2), ...textDrafts(b, 1)]));
+  const outcomes = await outbox.deliverMany(ids);
+  assert.deepEqual([...outcomes.values()], ['sent', 'sent', 'sent']);
+  await outbox.idle();
+
+  const claim = captured.find((q) => /^update "outbound_messages" set "status" = \$1, "updated_at" = date_trunc/.test(q.sql));
+  const recordSent = captured.find((q) => /with recorded as \(\s*update outbound_messages o/.test(q.sql));
+  assert.ok(claim !== undefined, 'the claim statement was not seen');
+  assert.ok(recordSent !== undefined, 'the recordSent statement was not seen');
+
+  const partial = ['outbound_messages_pending_idx', 'outbound_messages_recipient_unsent_idx'];
+  // The claim's rows (alias outbound_messages) and recordSent's (alias o); the claim's look for an
+  // older unsent message to the same person (alias older) rightly reads the person's unsent rows.
+  assert.deepEqual(await readsOf(claim, 'outbound_messages'), ['outbound_messages_pkey'], 'the claim');
+  assert.deepEqual(await readsOf(recordSent, 'o'), ['outbound_messages_pkey'], 'recordSent');
+
+  // Control: the same statements comparing the status plainly read a partial index whole.
+  const plain = (q: CompiledQuery) => ({ sql: q.sql.replace(/coalesce\(("?[a-z_]+"?\."?status"?), ''\)/g, '$1'), parameters: q.parameters });
+  assert.notEqual(plain(recordSent).sql, recordSent.sql);
+  const plainRecord = await readsOf(plain(recordSent), 'o');
+  const plainClaim = await readsOf(plain(claim), 'outbound_messages');
+  assert.ok(
+    [...plainRecord, ...plainClaim].some((index) => partial.includes(index)),
+    `control: the plain comparison did not pick a partial index here (${JSON.stringify({ plainRecord, plainClaim })}), so this test shows nothing`,
+  );
+});
