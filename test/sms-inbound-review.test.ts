@@ -16,12 +16,11 @@ import { serve } from '@hono/node-server';
 import { sql } from 'kysely';
 import { runMigrateCommand } from '../src/db/migrate.js';
 import { sentAt } from '../src/inbound/sms-message.js';
-import { startFakeDaraja, type FakeDaraja } from './fakes/daraja.js';
+import type { FakeDaraja } from './fakes/daraja.js';
 import { envelope, wamid } from './fixtures/whatsapp.js';
 import { buildTestApp } from './helpers/app.js';
-import { startChannelFixture, waitFor, type ChannelFixture } from './helpers/channel.js';
-import { MPESA_TEST, mpesaEnv } from './helpers/mpesa-env.js';
-import { cancelNextPrompt, pushesTo, smsFrom } from './helpers/sms-inbound.js';
+import { waitFor, type ChannelFixture } from './helpers/channel.js';
+import { cancelNextPrompt, pushesTo, smsFrom, startSmsFixture } from './helpers/sms-inbound.js';
 import { createEmptyDatabase } from './helpers/database.js';
 
 const INBOUND_TOKEN = 'review-inbound-secret-0123456789abcdef';
@@ -32,14 +31,7 @@ let server: ReturnType<typeof serve>;
 let base: string;
 
 before(async () => {
-  daraja = await startFakeDaraja({ consumerKey: MPESA_TEST.consumerKey, consumerSecret: MPESA_TEST.consumerSecret });
-  f = await startChannelFixture({
-    env: {
-      ...mpesaEnv(daraja.baseUrl),
-      SMS_INBOUND_TOKEN: INBOUND_TOKEN,
-      INBOUND_MAX_ATTEMPTS: '5',
-    },
-  });
+  ({ f, daraja } = await startSmsFixture(INBOUND_TOKEN, { INBOUND_MAX_ATTEMPTS: '5' }));
   server = serve({ fetch: f.app.fetch, port: 0, hostname: '127.0.0.1' });
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

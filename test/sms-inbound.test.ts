@@ -8,24 +8,17 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
-import { startFakeDaraja, type FakeDaraja } from './fakes/daraja.js';
+import type { FakeDaraja } from './fakes/daraja.js';
 import { envelope, wamid } from './fixtures/whatsapp.js';
-import { startChannelFixture, waitFor, type ChannelFixture } from './helpers/channel.js';
-import { MPESA_TEST, mpesaEnv } from './helpers/mpesa-env.js';
-import { cancelNextPrompt, pushesTo, smsFrom } from './helpers/sms-inbound.js';
+import { waitFor, type ChannelFixture } from './helpers/channel.js';
+import { cancelNextPrompt, pushesTo, smsFrom, startSmsFixture } from './helpers/sms-inbound.js';
 
 const INBOUND_TOKEN = 'sms-inbound-secret-0123456789abcdef';
 
 let f: ChannelFixture;
 let daraja: FakeDaraja;
 before(async () => {
-  daraja = await startFakeDaraja({ consumerKey: MPESA_TEST.consumerKey, consumerSecret: MPESA_TEST.consumerSecret });
-  f = await startChannelFixture({
-    env: {
-      ...mpesaEnv(daraja.baseUrl),
-      SMS_INBOUND_TOKEN: INBOUND_TOKEN,
-    },
-  });
+  ({ f, daraja } = await startSmsFixture(INBOUND_TOKEN));
 });
 after(async () => {
   await f.close();

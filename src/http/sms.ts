@@ -32,7 +32,7 @@ async function readBody(contentType: string, read: { text(): Promise<string> }):
   throw new ApiError(415, 'unsupported_media_type', 'Send the body as application/x-www-form-urlencoded or application/json.');
 }
 
-export function smsRoutes(deps: Pick<Deps, 'inbound' | 'metrics' | 'config' | 'logger'>): Hono<AppEnv> {
+export function smsRoutes(deps: Pick<Deps, 'inbound' | 'metrics' | 'config'>): Hono<AppEnv> {
   const routes = new Hono<AppEnv>();
   routes.post('/sms/delivery-report', async (c) => {
     const body = await readBody(c.req.header('content-type') ?? '', c.req);
@@ -51,7 +51,7 @@ export function smsRoutes(deps: Pick<Deps, 'inbound' | 'metrics' | 'config' | 'l
     const expected = deps.config.sms.inboundToken;
     if (expected === undefined || !sameSecret(c.req.param('token'), expected)) {
       deps.metrics.inboundEvents.inc({ source: 'sms_message', outcome: expected === undefined ? 'not_configured' : 'forged' });
-      deps.logger.warn({ configured: expected !== undefined }, 'incoming SMS refused: not the secret URL');
+      c.get('logger').warn({ configured: expected !== undefined }, 'incoming SMS refused: not the secret URL');
       throw new ApiError(404, 'not_found', 'No route for POST /sms/inbound/….');
     }
     const body = await readBody(c.req.header('content-type') ?? '', c.req);

@@ -6,11 +6,8 @@
  * WhatsApp window). Unsigned by the provider: the route is reachable only under a secret in
  * its URL (SMS_INBOUND_TOKEN). Each message id is applied once.
  */
-import { sql, type Transaction } from 'kysely';
 import { z } from 'zod';
-import type { ConversationHandler } from '../conversation/port.js';
-import type { Database } from '../db/schema.js';
-import type { OutboundDraft } from '../domain/outbound.js';
+import type { ConversationMessage } from '../conversation/port.js';
 import { parsePhone } from '../domain/parse.js';
 
 /** The longest text kept: a concatenated SMS of 10 parts is 1,530 characters. */
@@ -37,22 +34,13 @@ export function sentAt(sms: IncomingSms, now: Date): Date {
 }
 
 /**
- * One incoming SMS's turn, inside its inbound event's transaction: the sender's conversation
- * row is created or locked (one number's messages apply one at a time, whichever channel
- * they came by) without moving the WhatsApp 24-hour window, which an SMS does not open.
- * Returns the replies' drafts; none for a sender number that is not a Kenyan mobile.
+ * An incoming SMS as the conversation takes it: a text from that number, run like a WhatsApp
+ * text (src/inbound/whatsapp.ts applies it, locking the sender's conversation row without
+ * moving the WhatsApp 24-hour window, which an SMS does not open). Null for a sender number
+ * that is not a Kenyan mobile.
  */
-export async function smsTurn(trx: Transaction<Database>, sms: IncomingSms, conversation: ConversationHandler, now: Date): Promise<OutboundDraft[]> {
+export function smsConversationMessage(sms: IncomingSms, now: Date): ConversationMessage | null {
   const phone = parsePhone(sms.from);
-  if (!phone.ok) return [];
-  await sql`
-    insert into conversations (phone, state) values (${phone.value}, ${JSON.stringify({ version: 0 })}::jsonb)
-    on conflict (phone) do update set updated_at = now()`.execute(trx);
-  return conversation(trx, {
-    phone: phone.value,
-    messageId: sms.id,
-    receivedAt: sentAt(sms, now),
-    profileName: undefined,
-    input: { kind: 'text', text: sms.text },
-  });
+  if (!phone.ok) return null;
+  return { phone: phone.value, messageId: sms.id, receivedAt: sentAt(sms, now), profileName: undefined, input: { kind: 'text', text: sms.text } };
 }

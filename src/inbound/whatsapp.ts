@@ -20,7 +20,7 @@ import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { InboundMessage, MessageStatus, type WebhookPayload } from '../providers/whatsapp/schemas.js';
 import { DeliveryReport, ReportNotYetMatchedError, UnknownReportError, applyDeliveryReport, reportKey } from './sms-report.js';
-import { IncomingSms, smsTurn } from './sms-message.js';
+import { IncomingSms, smsConversationMessage } from './sms-message.js';
 
 /** What one inbound_events row holds for a WhatsApp message. */
 const StoredMessage = z.object({ message: InboundMessage, profileName: z.string().optional() });
@@ -117,18 +117,22 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
    * Upserts and locks the sender's conversation row (messages from one number apply one at
    * a time) and moves the 24-hour window forward: to when the message was sent, never later
    * than now (a timestamp ahead of our clock would keep a window open that Meta has closed,
-   * and every free-form message in that time would be refused, 131047, before its template). With `eventValues`, the inbound event is
-   * inserted in the same statement: no row back means the event was a duplicate.
+   * and every free-form message in that time would be refused, 131047, before its template).
+   * `sentAt` null (an SMS): the row is locked, the window left where it is (an SMS opens none).
+   * With `eventValues`, the inbound event is inserted in the same statement: no row back means
+   * the event was a duplicate.
    */
   async function touchConversation(
     trx: Transaction<Database>,
     phone: string,
-    sentAt: Date,
+    sentAt: Date | null,
     eventValues?: { source: InboundSource; key: string; payload: unknown },
   ): Promise<boolean> {
+    // greatest() ignores a null: an existing window stays.
+    const opens = sentAt === null ? sql`null::timestamptz` : sql`least(${sentAt}::timestamptz, now())`;
     const upsert = (from: string) => sql`
       insert into conversations (phone, state, last_inbound_at)
-      select ${phone}, ${JSON.stringify({ version: 0 })}::jsonb, least(${sentAt}::timestamptz, now()) ${sql.raw(from)}
+      select ${phone}, ${JSON.stringify({ version: 0 })}::jsonb, ${opens} ${sql.raw(from)}
       on conflict (phone) do update
         set last_inbound_at = greatest(conversations.last_inbound_at, excluded.last_inbound_at), updated_at = now()
       returning phone`;
@@ -194,8 +198,13 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
       case 'sms_report':
         // The notice to the merchant when the report leaves an invoice unreached.
         return applyDeliveryReport(trx, DeliveryReport.parse(payload), deps.outbox);
-      case 'sms_message':
-        return deps.outbox.enqueue(trx, await smsTurn(trx, IncomingSms.parse(payload), deps.conversation, new Date()));
+      case 'sms_message': {
+        // A sender that is not a Kenyan mobile number is answered nothing.
+        const input = smsConversationMessage(IncomingSms.parse(payload), new Date());
+        if (input === null) return [];
+        await touchConversation(trx, input.phone, null);
+        return deps.outbox.enqueue(trx, await deps.conversation(trx, input));
+      }
       case 'whatsapp_payload':
       case 'mpesa_callback':
         throw new Error(`inbound events from ${source} are not applied here`);

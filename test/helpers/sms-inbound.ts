@@ -4,9 +4,9 @@
  * tells the customer "reply PAY").
  */
 import assert from 'node:assert/strict';
-import { callbackBody, type FakeDaraja } from '../fakes/daraja.js';
-import { waitFor, type ChannelFixture } from './channel.js';
-import { MPESA_TEST } from './mpesa-env.js';
+import { callbackBody, startFakeDaraja, type FakeDaraja } from '../fakes/daraja.js';
+import { startChannelFixture, waitFor, type ChannelFixture } from './channel.js';
+import { MPESA_TEST, mpesaEnv } from './mpesa-env.js';
 
 /** The fields of one incoming message from `customer`, as Africa's Talking posts them. */
 export const smsFrom = (customer: string, text: string, id: string) => ({
@@ -41,4 +41,14 @@ export async function cancelNextPrompt(f: ChannelFixture, daraja: FakeDaraja, cu
   const res = await f.app.request(`/payments/stk/callback/${token}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(cancelled) });
   assert.equal(res.status, 200);
   await f.deps.outbox.idle();
+}
+
+/**
+ * A channel fixture whose M-PESA calls go to a fake Daraja and whose incoming-SMS route opens
+ * with `token`; `env` adds to that. Close both when done (the fixture first).
+ */
+export async function startSmsFixture(token: string, env: Record<string, string> = {}): Promise<{ f: ChannelFixture; daraja: FakeDaraja }> {
+  const daraja = await startFakeDaraja({ consumerKey: MPESA_TEST.consumerKey, consumerSecret: MPESA_TEST.consumerSecret });
+  const f = await startChannelFixture({ env: { ...mpesaEnv(daraja.baseUrl), SMS_INBOUND_TOKEN: token, ...env } });
+  return { f, daraja };
 }
