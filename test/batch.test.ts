@@ -112,9 +112,9 @@ const batchesOf = (calls: Array<Call<string, string>>): string[][] => calls.map(
 describe('createBatcher: a spare batch when the running ones are slow', () => {
   /** Real time here (the spare lane is about time): a short threshold, waited for by polling. */
   const waitUntil = async (condition: () => boolean, what: string): Promise<void> => {
-    const deadline = Date.now() + 5_000;
+    const deadline = performance.now() + 5_000;
     while (!condition()) {
-      if (Date.now() > deadline) assert.fail(`still waiting: ${what}`);
+      if (performance.now() > deadline) assert.fail(`still waiting: ${what}`);
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
   };

@@ -133,9 +133,9 @@ export async function startFakeGraph(): Promise<FakeGraph> {
       };
     },
     async waitForRequests(count, timeoutMs = 10_000) {
-      const deadline = Date.now() + timeoutMs;
+      const deadline = performance.now() + timeoutMs;
       while (requests.length < count) {
-        if (Date.now() > deadline) throw new Error(`expected ${count} Graph requests, got ${requests.length}`);
+        if (performance.now() > deadline) throw new Error(`expected ${count} Graph requests, got ${requests.length}`);
         await new Promise((resolve) => setTimeout(resolve, 10));
       }
       return requests;

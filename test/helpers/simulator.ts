@@ -69,13 +69,13 @@ export async function startSimulatorService(env: Record<string, string> = {}, op
       return (await response.json()) as Switches;
     },
     async waitFor(what, check, timeoutMs = 15_000) {
-      const deadline = Date.now() + timeoutMs;
+      const deadline = performance.now() + timeoutMs;
       let last: SimulatorState | undefined;
       for (;;) {
         last = await state();
         const value = check(last);
         if (value !== undefined) return value;
-        if (Date.now() > deadline) {
+        if (performance.now() > deadline) {
           throw new Error(`timed out waiting for ${what}; chats: ${JSON.stringify(last.chats)}; sms: ${JSON.stringify(last.sms)}; log: ${JSON.stringify(last.log.slice(0, 12))}`);
         }
         await new Promise((resolve) => setTimeout(resolve, 50));
