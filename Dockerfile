@@ -20,7 +20,7 @@ RUN npm ci --omit=dev && npm cache clean --force
 COPY --from=build /app/dist ./dist
 USER node
 EXPOSE 8080
-# Exec form: node is PID 1 and receives SIGTERM directly for a clean shutdown. A 32 MB
+# Exec form: node is PID 1 and receives SIGTERM directly for a clean shutdown. A 64 MB
 # young generation (semi-space; V8's default is 16 MB): less CPU on garbage collection under
 # load (README, Benchmarks). The same flags as `npm start` (test/deploy.test.ts).
-CMD ["node", "--max-semi-space-size=32", "dist/src/main.js"]
+CMD ["node", "--max-semi-space-size=64", "dist/src/main.js"]
