@@ -67,13 +67,28 @@ export type Written = {
   readonly claimed: readonly Claimed[];
   readonly claimedAt: number;
   readonly queued: ReadonlyArray<{ readonly id: string; readonly recipient: string }>;
+  /** How many rows each `counted` write alongside returned (AlongsideWrite). */
+  readonly counts: Readonly<Record<string, number>>;
 };
+
+/**
+ * A write of the caller's that runs in the same statement as the outbox rows, as a
+ * data-modifying WITH named `name` (lower-case letters and underscores; not one the outbox
+ * uses itself): one round trip fewer each, in a transaction that holds locks until it commits.
+ * The writes see the statement's snapshot, not one another's changes, so no two may change the
+ * same row. A `counted` write has a RETURNING clause: how many rows it returned is in
+ * `Written.counts`.
+ */
+export type AlongsideWrite = { readonly name: string; readonly write: RawBuilder<unknown>; readonly counted?: boolean };
+
+/** Names the outbox's own statement gives its WITH queries. */
+const OWN_WITH_NAMES = new Set(['jobs', 'stamp', 'alongside', 'v', 'older', 'o']);
 
 /** What an eager delivery did: each message's outcome, and the recipient of each it found. */
 type Delivered = { outcomes: Map<string, DeliveryOutcome | Error>; recipients: Map<string, string> };
 
 /** Nothing written. */
-export const NOTHING_WRITTEN: Written = { ids: [], claimed: [], claimedAt: 0, queued: [] };
+export const NOTHING_WRITTEN: Written = { ids: [], claimed: [], claimedAt: 0, queued: [], counts: {} };
 
 export type Outbox = {
   /**
@@ -88,9 +103,10 @@ export type Outbox = {
    * (dispatchWritten) takes no claim statement. For a caller that dispatches as soon as `trx`
    * commits: if it rolls back, the rows and their claims go with it; if the process dies first,
    * the claims time out and the jobs deliver them. A message that must wait behind an older one
-   * to the same person is written queued, as by enqueue.
+   * to the same person is written queued, as by enqueue. The `alongside` writes run in the
+   * same statement (AlongsideWrite), even with no drafts.
    */
-  enqueueClaimed(trx: Transaction<Database>, drafts: readonly OutboundDraft[]): Promise<Written>;
+  enqueueClaimed(trx: Transaction<Database>, drafts: readonly OutboundDraft[], alongside?: readonly AlongsideWrite[]): Promise<Written>;
   /**
    * Queues an existing row again for SMS (a `failed` status report). At most once per message:
    * one that fell back already fails for good instead. Returns what to dispatch after commit:
@@ -903,11 +919,33 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       await alongside?.execute(trx);
       return [];
     }
-    return [...(await write(trx, drafts, { alongside, claim: false })).ids];
+    return [...(await write(trx, drafts, { alongside: alongside === undefined ? [] : [{ name: 'alongside', write: alongside }], claim: false })).ids];
   }
 
-  async function enqueueClaimed(trx: Transaction<Database>, drafts: readonly OutboundDraft[]): Promise<Written> {
-    return drafts.length === 0 ? NOTHING_WRITTEN : write(trx, drafts, { alongside: undefined, claim: true });
+  async function enqueueClaimed(trx: Transaction<Database>, drafts: readonly OutboundDraft[], alongside: readonly AlongsideWrite[] = []): Promise<Written> {
+    if (drafts.length > 0) return write(trx, drafts, { alongside, claim: true });
+    if (alongside.length === 0) return NOTHING_WRITTEN;
+    // No rows to write: the caller's writes alone, still one statement.
+    const { rows } = await sql<Record<string, number>>`with ${sql.join(alongside.map(withQuery))} select ${countsOf(alongside, sql`1 as none`)}`.execute(trx);
+    return { ...NOTHING_WRITTEN, counts: readCounts(alongside, rows[0]) };
+  }
+
+  /** `name as (write)`, for a caller's write alongside (its name checked: see AlongsideWrite). */
+  function withQuery({ name, write }: AlongsideWrite): RawBuilder<unknown> {
+    if (!/^[a-z][a-z_]*$/.test(name) || OWN_WITH_NAMES.has(name)) throw new Error(`alongside write: the name ${JSON.stringify(name)} is not allowed`);
+    return sql`${sql.raw(name)} as (${write})`;
+  }
+
+  /** The select list of the counted writes' row counts (`otherwise` when none is counted). */
+  function countsOf(alongside: readonly AlongsideWrite[], otherwise: RawBuilder<unknown>): RawBuilder<unknown> {
+    const counted = alongside.filter((a) => a.counted === true);
+    return counted.length === 0 ? otherwise : sql.join(counted.map(({ name }) => sql`(select count(*) from ${sql.raw(name)})::int as ${sql.raw(`count_${name}`)}`));
+  }
+
+  function readCounts(alongside: readonly AlongsideWrite[], row: Record<string, unknown> | undefined): Record<string, number> {
+    const counts: Record<string, number> = {};
+    for (const { name, counted } of alongside) if (counted === true) counts[name] = Number(row?.[`count_${name}`]);
+    return counts;
   }
 
   /**
@@ -916,7 +954,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
    * `claim`, a row goes in claimed by this process (sending, all stamped alike) unless an older
    * message to the same person is unsent; claim's own rule, judged at the insert.
    */
-  async function write(trx: Transaction<Database>, drafts: readonly OutboundDraft[], options: { alongside: RawBuilder<unknown> | undefined; claim: boolean }): Promise<Written> {
+  async function write(trx: Transaction<Database>, drafts: readonly OutboundDraft[], options: { alongside: readonly AlongsideWrite[]; claim: boolean }): Promise<Written> {
     const rows = drafts.map((draft, index) => ({
       id: randomUUID(),
       recipient: draft.recipient,
@@ -934,12 +972,13 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     // The jobs go in with the rows (and the caller's write): one statement, one round trip.
     const withJobs = deps.jobs.insertStatement(writeJob, jobs);
     const before = [
-      options.alongside === undefined ? [] : [sql`alongside as (${options.alongside})`],
+      options.alongside.map(withQuery),
       withJobs === undefined ? [] : [sql`jobs as (${withJobs})`],
       // One stamp for the whole claim (release and recordSent recognise the claim by it), to the
       // millisecond as a JS Date holds it, from the clock: the claim times out from the insert.
       options.claim ? [sql`stamp as (select date_trunc('milliseconds', clock_timestamp()) as at)`] : [],
     ].flat();
+    const counted = options.alongside.some((a) => a.counted === true);
     const claimedAt = performance.now();
     // Rows written together keep their order: now() is the same for the whole transaction and
     // a coarse clock (the embedded database's) can give one statement's rows equal
@@ -962,13 +1001,18 @@ export function createOutbox(deps: OutboxDeps): Outbox {
           ? sql`
       returning outbound_messages.id, outbound_messages.status, outbound_messages.updated_at,
         (select c.last_inbound_at from conversations c where c.phone = outbound_messages.recipient) as recipient_last_inbound_at,
-        to_char(outbound_messages.created_at at time zone 'UTC', 'YYYYMMDDHH24MISSUS') as write_order`
-          : sql``
+        to_char(outbound_messages.created_at at time zone 'UTC', 'YYYYMMDDHH24MISSUS') as write_order${counted ? sql`, ${countsOf(options.alongside, sql``)}` : sql``}`
+          : counted
+            ? sql`
+      returning ${countsOf(options.alongside, sql``)}`
+            : sql``
       }`.execute(trx);
+    // Every row carries the counts (drafts is not empty: there is a first row).
+    const counts = readCounts(options.alongside, inserted[0] as Record<string, unknown> | undefined);
     // A queue this process did not create: one at a time, so a missing queue is an error.
     if (withJobs === undefined) await deps.jobs.enqueueMany(trx, writeJob, jobs);
     const ids: string[] = rows.map((row) => row.id);
-    if (!options.claim) return { ids, claimed: [], claimedAt, queued: [] };
+    if (!options.claim) return { ids, claimed: [], claimedAt, queued: [], counts };
     // The content is the one just written, not read back (as stored: storable, as jsonb wrote it).
     const byId = new Map<string, (typeof rows)[number]>(rows.map((row) => [row.id, row]));
     const claimed = inserted
@@ -988,7 +1032,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
         };
       });
     const queued = inserted.filter((row) => row.status === 'queued').map((row) => ({ id: row.id, recipient: byId.get(row.id)!.recipient }));
-    return { ids, claimed, claimedAt, queued };
+    return { ids, claimed, claimedAt, queued, counts };
   }
 
   function dispatchSoon(messageIds: readonly string[]): void {

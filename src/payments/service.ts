@@ -9,18 +9,18 @@
  */
 import { jsonb, keyIn } from '../db/json.js';
 import { randomBytes } from 'node:crypto';
-import { sql, type Insertable, type Kysely, type Selectable, type Transaction } from 'kysely';
+import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import { createBatcher } from '../batch.js';
 import { z } from 'zod';
 import type { Config } from '../config.js';
-import type { Database, InvoiceEventsTable, PaymentAttemptStatus, PaymentAttemptsTable, PaymentInitiator } from '../db/schema.js';
+import type { Database, PaymentAttemptStatus, PaymentAttemptsTable, PaymentInitiator } from '../db/schema.js';
 import { sha256Hex } from '../security.js';
 import type { OutboundDraft } from '../domain/outbound.js';
 import { dueDateFor, nairobiMidnight, nairobiToday } from '../domain/invoice.js';
 import { EXPIRE_AFTER_MS, RECONCILE_AFTER_MS, decidePaymentRequest, expiresAfterQuery, failureReason, planResults, type PaymentRequestDecision, type ResultPlan, type UnsettledQuery } from '../domain/payment.js';
 import { formatAmount, formatInvoiceNumber } from '../domain/parse.js';
 import { templateName, texts } from '../domain/texts.js';
-import { NOTHING_WRITTEN, type Outbox, type Written } from '../delivery/outbox.js';
+import { NOTHING_WRITTEN, type AlongsideWrite, type Outbox, type Written } from '../delivery/outbox.js';
 import { NoJobData, scheduledJob, type JobDefinition, type JobQueue } from '../jobs/queue.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
@@ -330,7 +330,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
     const attemptRows = new Map<string, { id: string; status: PaymentAttemptStatus; result_code: number; result_desc: string | null; mpesa_receipt: string | null; review_reason: string | null }>();
     const paidInvoices: Array<{ id: string; receipt: string | null }> = [];
     const receiptsForInvoices: Array<{ id: string; receipt: string | null }> = [];
-    const events: Insertable<InvoiceEventsTable>[] = [];
+    const events: Array<{ invoice_id: string; actor: string; type: string; data: Record<string, unknown> }> = [];
     const drafts: OutboundDraft[] = [];
     const applied = inputs.map(({ attempt, result }, index): Applied => {
       const plan = plans[index]!;
@@ -347,7 +347,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
         case 'review':
           // The receipt goes in the review note, not the unique receipt column: it did not pay this invoice.
           attemptRows.set(attempt.id, { ...row, status: 'failed', review_reason: `${plan.reason}: paid ${result.amount ?? 'unknown'} receipt ${result.receipt ?? '-'}` });
-          events.push({ invoice_id: f.id, actor: 'mpesa', type: 'payment_needs_review', data: JSON.stringify({ asked, paid: result.amount, receipt: result.receipt }) });
+          events.push({ invoice_id: f.id, actor: 'mpesa', type: 'payment_needs_review', data: { asked, paid: result.amount, receipt: result.receipt } });
           drafts.push({
             recipient: f.merchant_phone,
             kind: 'notice',
@@ -362,7 +362,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
           // (a second payment's note keeps its lead, which marks it as reported).
           const note = `${plan.reason}: paid ${result.amount ?? 'unknown'} receipt ${result.receipt ?? '-'}`;
           attemptRows.set(attempt.id, { ...row, status: attempt.status, review_reason: attempt.review_reason === null ? note : `${attempt.review_reason}; ${note}` });
-          events.push({ invoice_id: f.id, actor: 'mpesa', type: 'payment_needs_review', data: JSON.stringify({ asked, paid: result.amount, receipt: result.receipt }) });
+          events.push({ invoice_id: f.id, actor: 'mpesa', type: 'payment_needs_review', data: { asked, paid: result.amount, receipt: result.receipt } });
           drafts.push({
             recipient: f.merchant_phone,
             kind: 'notice',
@@ -374,7 +374,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
         }
         case 'mark_failed':
           attemptRows.set(attempt.id, { ...row, status: 'failed' });
-          events.push({ invoice_id: f.id, actor: 'mpesa', type: 'payment_failed', data: JSON.stringify({ result_code: result.resultCode }) });
+          events.push({ invoice_id: f.id, actor: 'mpesa', type: 'payment_failed', data: { result_code: result.resultCode } });
           if (plan.notify) {
             drafts.push(
               {
@@ -391,7 +391,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
           // Paid already through another attempt: the customer paid twice. A person must refund,
           // and the receipt is kept on this attempt to find the money.
           attemptRows.set(attempt.id, { ...row, status: 'failed', mpesa_receipt: result.receipt, ...paidTwice(result.receipt) });
-          events.push({ invoice_id: f.id, actor: 'mpesa', type: 'duplicate_payment', data: JSON.stringify({ receipt: result.receipt, attempt_id: attempt.id }) });
+          events.push({ invoice_id: f.id, actor: 'mpesa', type: 'duplicate_payment', data: { receipt: result.receipt, attempt_id: attempt.id } });
           drafts.push({ recipient: f.merchant_phone, kind: 'notice', invoiceId: f.id, payload: { message: merchantTexts.paidTwiceToMerchant(f.number, result.amount ?? amount, result.receipt) } });
           return { status: 'review', plan };
         case 'add_receipt':
@@ -401,7 +401,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
           } else {
             attemptRows.set(attempt.id, { ...row, status: 'failed', result_code: 0, mpesa_receipt: result.receipt, ...paidTwice(result.receipt) });
           }
-          events.push({ invoice_id: f.id, actor: 'mpesa', type: 'receipt_added', data: JSON.stringify({ receipt: result.receipt, attempt_id: attempt.id }) });
+          events.push({ invoice_id: f.id, actor: 'mpesa', type: 'receipt_added', data: { receipt: result.receipt, attempt_id: attempt.id } });
           return { status: 'duplicate', plan };
         case 'mark_paid':
           attemptRows.set(attempt.id, { ...row, status: 'succeeded', result_code: 0, mpesa_receipt: result.receipt });
@@ -413,7 +413,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
             invoice_id: f.id,
             actor: 'mpesa',
             type: 'paid',
-            data: JSON.stringify({ receipt: result.receipt, attempt_id: attempt.id, ...(wasCancelled ? { was_cancelled: true } : {}) }),
+            data: { receipt: result.receipt, attempt_id: attempt.id, ...(wasCancelled ? { was_cancelled: true } : {}) },
           });
           drafts.push(
             {
@@ -437,34 +437,59 @@ export function createPayments(deps: PaymentsDeps): Payments {
       }
     });
 
-    if (attemptRows.size > 0) {
-      await sql`
-        update payment_attempts a
-        set status = r.status, result_code = r.result_code, result_desc = r.result_desc,
-            mpesa_receipt = coalesce(r.mpesa_receipt, a.mpesa_receipt), review_reason = coalesce(r.review_reason, a.review_reason),
-            completed_at = now(), updated_at = now()
-        from jsonb_to_recordset(${jsonb([...attemptRows.values()])}::jsonb)
-          as r(id uuid, status text, result_code integer, result_desc text, mpesa_receipt text, review_reason text)
-        where a.id = r.id and ${keyIn('a.id', [...attemptRows.keys()])}`.execute(trx);
-    }
-    if (paidInvoices.length > 0) {
-      const { rows } = await sql<{ id: string }>`
-        update invoices i set status = 'paid', paid_at = ${now()}, mpesa_receipt = r.receipt, updated_at = now()
-        from jsonb_to_recordset(${jsonb(paidInvoices)}::jsonb) as r(id uuid, receipt text)
-        where i.id = r.id and ${keyIn('i.id', paidInvoices.map((p) => p.id))} and i.status <> 'paid'
-        returning i.id`.execute(trx);
-      // The invoices are locked and the plan saw their status: anything else is a bug, and rolls back.
-      if (rows.length !== paidInvoices.length) throw new Error(`paid ${rows.length} of ${paidInvoices.length} planned invoices`);
-    }
+    // An invoice paid earlier (the STK query) gets its receipt: a rare path, on its own, so that
+    // no invoice is changed twice in the statement below.
     if (receiptsForInvoices.length > 0) {
       await sql`
         update invoices i set mpesa_receipt = r.receipt, updated_at = now()
         from jsonb_to_recordset(${jsonb(receiptsForInvoices)}::jsonb) as r(id uuid, receipt text)
         where i.id = r.id and ${keyIn('i.id', receiptsForInvoices.map((r) => r.id))} and i.mpesa_receipt is null`.execute(trx);
     }
-    if (events.length > 0) await trx.insertInto('invoice_events').values(events).execute();
-    // Written claimed: the caller delivers them once this commits, with no claim statement.
-    const outbound = await deps.outbox.enqueueClaimed(trx, drafts);
+    // The attempts, the invoices marked paid, the audit events and the messages (written
+    // claimed: the caller delivers them once this commits, with no claim statement) in one
+    // statement: fewer round trips while the group holds its locks. Each write changes its own
+    // rows (one per attempt, one per invoice paid).
+    const alongside: AlongsideWrite[] = [];
+    if (attemptRows.size > 0) {
+      alongside.push({
+        name: 'attempts_written',
+        write: sql`
+          update payment_attempts a
+          set status = r.status, result_code = r.result_code, result_desc = r.result_desc,
+              mpesa_receipt = coalesce(r.mpesa_receipt, a.mpesa_receipt), review_reason = coalesce(r.review_reason, a.review_reason),
+              completed_at = now(), updated_at = now()
+          from jsonb_to_recordset(${jsonb([...attemptRows.values()])}::jsonb)
+            as r(id uuid, status text, result_code integer, result_desc text, mpesa_receipt text, review_reason text)
+          where a.id = r.id and ${keyIn('a.id', [...attemptRows.keys()])}`,
+      });
+    }
+    if (paidInvoices.length > 0) {
+      alongside.push({
+        name: 'invoices_paid',
+        counted: true,
+        write: sql`
+          update invoices i set status = 'paid', paid_at = ${now()}, mpesa_receipt = r.receipt, updated_at = now()
+          from jsonb_to_recordset(${jsonb(paidInvoices)}::jsonb) as r(id uuid, receipt text)
+          where i.id = r.id and ${keyIn('i.id', paidInvoices.map((p) => p.id))} and i.status <> 'paid'
+          returning i.id`,
+      });
+    }
+    if (events.length > 0) {
+      alongside.push({
+        name: 'events_written',
+        // In the order they were planned (their ids too).
+        write: sql`
+          insert into invoice_events (invoice_id, actor, type, data)
+          select e.invoice_id, e.actor, e.type, e.data
+          from jsonb_to_recordset(${jsonb(events.map((event, ord) => ({ ...event, ord })))}::jsonb) as e(invoice_id uuid, actor text, type text, data jsonb, ord int)
+          order by e.ord`,
+      });
+    }
+    const outbound = await deps.outbox.enqueueClaimed(trx, drafts, alongside);
+    // The invoices are locked and the plan saw their status: anything else is a bug, and rolls back.
+    if (paidInvoices.length > 0 && outbound.counts.invoices_paid !== paidInvoices.length) {
+      throw new Error(`paid ${outbound.counts.invoices_paid} of ${paidInvoices.length} planned invoices`);
+    }
     return { applied, outbound };
   }
 
