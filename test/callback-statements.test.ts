@@ -121,7 +121,7 @@ test('a group of success callbacks writes its attempts, invoices, events and rec
   }
 });
 
-test("writes alongside the outbox's rows: counted with rows and without, run once, and a name the outbox uses is refused before anything is written", async () => {
+test("writes alongside the outbox's rows: counted with rows and without, run once, hiding no table or WITH query of the outbox's, and a malformed name refused before anything is written", async () => {
   const db = f.database.handle.db;
   await sql`create table if not exists alongside_probe (id int primary key, note text)`.execute(db);
   await sql`insert into alongside_probe values (1, 'a'), (2, 'b'), (3, 'c')`.execute(db);
@@ -153,8 +153,25 @@ test("writes alongside the outbox's rows: counted with rows and without, run onc
     { id: 4, note: 'd' },
   ]);
 
+  // Named like a table the outbox's statement reads, or like its own WITH queries: hides none of them.
+  const named = await db.transaction().execute((trx) =>
+    f.deps.outbox.enqueueClaimed(trx, textDrafts(to, 1), [
+      { name: 'conversations', counted: true, write: sql`update alongside_probe set note = note || 'c' where id = 4 returning id` },
+      { name: 'outbound_messages', write: sql`insert into alongside_probe values (5, 'e')` },
+      { name: 'jobs', counted: true, write: sql`update alongside_probe set note = note || 'j' where id = 5 returning id` },
+    ]),
+  );
+  assert.equal(named.ids.length, 1);
+  assert.equal(named.claimed.length + named.queued.length, 1, 'the row was written and claimed or queued as usual');
+  // The update of row 5 ran on the snapshot before the insert beside it: nothing to update.
+  assert.deepEqual(named.counts, { conversations: 1, jobs: 0 });
+  f.deps.outbox.dispatchWritten(named);
+  await f.deps.outbox.idle();
+  const sentTo = await db.selectFrom('outbound_messages').select('status').where('id', '=', named.ids[0]!).executeTakeFirstOrThrow();
+  assert.equal(sentTo.status, 'sent');
+
   const before = await f.count('outbound_messages');
-  for (const name of ['jobs', 'stamp', 'Probe', 'probe; drop table alongside_probe', '']) {
+  for (const name of ['Probe', 'probe; drop table alongside_probe', '', '_probe', 'a'.repeat(42)]) {
     await assert.rejects(
       db.transaction().execute((trx) => f.deps.outbox.enqueueClaimed(trx, textDrafts(to, 1), [{ name, write: sql`update alongside_probe set note = 'x'` }])),
       /alongside write: the name .* is not allowed/,

@@ -73,16 +73,14 @@ export type Written = {
 
 /**
  * A write of the caller's that runs in the same statement as the outbox rows, as a
- * data-modifying WITH named `name` (lower-case letters and underscores; not one the outbox
- * uses itself): one round trip fewer each, in a transaction that holds locks until it commits.
- * The writes see the statement's snapshot, not one another's changes, so no two may change the
- * same row. A `counted` write has a RETURNING clause: how many rows it returned is in
- * `Written.counts`.
+ * data-modifying WITH: one round trip fewer each, in a transaction that holds locks until it
+ * commits. `name` (lower-case letters and underscores) names it in `Written.counts`; the WITH
+ * query itself is `alongside_<name>`, so it can hide no table the statement reads, nor the
+ * outbox's own WITH queries. The writes see the statement's snapshot, not one another's
+ * changes, so no two may change the same row. A `counted` write has a RETURNING clause: how
+ * many rows it returned is in `Written.counts`.
  */
 export type AlongsideWrite = { readonly name: string; readonly write: RawBuilder<unknown>; readonly counted?: boolean };
-
-/** Names the outbox's own statement gives its WITH queries. */
-const OWN_WITH_NAMES = new Set(['jobs', 'stamp', 'alongside', 'v', 'older', 'o']);
 
 /** What an eager delivery did: each message's outcome, and the recipient of each it found. */
 type Delivered = { outcomes: Map<string, DeliveryOutcome | Error>; recipients: Map<string, string> };
@@ -919,7 +917,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       await alongside?.execute(trx);
       return [];
     }
-    return [...(await write(trx, drafts, { alongside: alongside === undefined ? [] : [{ name: 'alongside', write: alongside }], claim: false })).ids];
+    return [...(await write(trx, drafts, { alongside: alongside === undefined ? [] : [{ name: 'caller', write: alongside }], claim: false })).ids];
   }
 
   async function enqueueClaimed(trx: Transaction<Database>, drafts: readonly OutboundDraft[], alongside: readonly AlongsideWrite[] = []): Promise<Written> {
@@ -930,16 +928,21 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     return { ...NOTHING_WRITTEN, counts: readCounts(alongside, rows[0]) };
   }
 
-  /** `name as (write)`, for a caller's write alongside (its name checked: see AlongsideWrite). */
+  /** The WITH query's name for a caller's write alongside (AlongsideWrite), its name checked. */
+  function withName(name: string): string {
+    if (!/^[a-z][a-z_]{0,40}$/.test(name)) throw new Error(`alongside write: the name ${JSON.stringify(name)} is not allowed`);
+    return `alongside_${name}`;
+  }
+
+  /** `alongside_<name> as (write)`, for a caller's write alongside. */
   function withQuery({ name, write }: AlongsideWrite): RawBuilder<unknown> {
-    if (!/^[a-z][a-z_]*$/.test(name) || OWN_WITH_NAMES.has(name)) throw new Error(`alongside write: the name ${JSON.stringify(name)} is not allowed`);
-    return sql`${sql.raw(name)} as (${write})`;
+    return sql`${sql.raw(withName(name))} as (${write})`;
   }
 
   /** The select list of the counted writes' row counts (`otherwise` when none is counted). */
   function countsOf(alongside: readonly AlongsideWrite[], otherwise: RawBuilder<unknown>): RawBuilder<unknown> {
     const counted = alongside.filter((a) => a.counted === true);
-    return counted.length === 0 ? otherwise : sql.join(counted.map(({ name }) => sql`(select count(*) from ${sql.raw(name)})::int as ${sql.raw(`count_${name}`)}`));
+    return counted.length === 0 ? otherwise : sql.join(counted.map(({ name }) => sql`(select count(*) from ${sql.raw(withName(name))})::int as ${sql.raw(`count_${name}`)}`));
   }
 
   function readCounts(alongside: readonly AlongsideWrite[], row: Record<string, unknown> | undefined): Record<string, number> {
