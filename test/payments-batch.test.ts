@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
 import { sha256Hex } from '../src/security.js';
-import { callbackBody } from './fakes/daraja.js';
+import { callbackGroups, callbackTo, declinedBody, paidBody, type SeededAttempt } from './helpers/callback-groups.js';
 import { startChannelFixture, type ChannelFixture } from './helpers/channel.js';
 
 let f: ChannelFixture;
@@ -21,7 +21,7 @@ after(async () => {
 });
 
 let merchantSeq = 0;
-type Seeded = { token: string; checkout: string; invoiceId: string; attemptId: string; customer: string };
+type Seeded = SeededAttempt;
 
 /** One merchant with `n` sent invoices of KES 100, each with a pending attempt whose token is known. */
 async function seed(n: number, options: { attemptsPerInvoice?: number } = {}): Promise<{ merchant: string; attempts: Seeded[] }> {
@@ -51,22 +51,10 @@ async function seed(n: number, options: { attemptsPerInvoice?: number } = {}): P
   return { merchant, attempts };
 }
 
-function callback(token: string, body: unknown) {
-  return Promise.resolve(f.app.request(`/payments/stk/callback/${token}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }));
-}
-const paid = (a: Seeded, receipt: string, amount = 100) =>
-  callbackBody({ checkoutRequestId: a.checkout, merchantRequestId: `mr_${a.checkout}`, resultCode: 0, resultDesc: 'The service request is processed successfully.', amount, receipt, phone: a.customer });
-const declined = (a: Seeded) => callbackBody({ checkoutRequestId: a.checkout, merchantRequestId: `mr_${a.checkout}`, resultCode: 1032, resultDesc: 'Request cancelled by user' });
-
-/** Group-commit transactions and callbacks in them, so far. */
-async function groups(): Promise<{ transactions: number; callbacks: number }> {
-  const metric = await f.deps.metrics.groupCommitSize.get();
-  const mine = metric.values.filter((v) => v.labels.path === 'mpesa_callback');
-  return {
-    transactions: mine.find((v) => v.metricName === 'invoiceiq_group_commit_size_count')?.value ?? 0,
-    callbacks: mine.find((v) => v.metricName === 'invoiceiq_group_commit_size_sum')?.value ?? 0,
-  };
-}
+const callback = (token: string, body: unknown) => callbackTo(f, token, body);
+const paid = paidBody;
+const declined = declinedBody;
+const groups = () => callbackGroups(f);
 async function invoice(id: string) {
   return f.database.handle.db.selectFrom('invoices').select(['status', 'mpesa_receipt']).where('id', '=', id).executeTakeFirstOrThrow();
 }
