@@ -84,6 +84,20 @@ async function attemptOn(inv: { id: string; customer: string }, state: { status?
   return { token, checkout, invoiceId: inv.id, attemptId: row.id, customer: inv.customer };
 }
 
+/**
+ * Two attempts whose failure callbacks write no message: one on an invoice already paid (under
+ * `receipt`, by another attempt), one on a cancelled invoice.
+ */
+async function nothingToSend(receipt: string) {
+  const m = await merchant();
+  const paidInv = await invoiceOf(m.id, 'paid', receipt);
+  await attemptOn(paidInv, { status: 'succeeded', receipt });
+  const lateFail = await attemptOn(paidInv);
+  const cancelledInv = await invoiceOf(m.id, 'cancelled');
+  const cancelledFail = await attemptOn(cancelledInv);
+  return { paidInv, lateFail, cancelledInv, cancelledFail };
+}
+
 const callback = (token: string, body: unknown) => callbackTo(f, token, body);
 const paid = paidBody;
 const declined = declinedBody;
@@ -212,12 +226,7 @@ describe('one-statement group write: review', () => {
   });
 
   test('a group of failure callbacks whose invoices are paid or cancelled (no message to write) still records the attempts and their events', async () => {
-    const m = await merchant();
-    const paidInv = await invoiceOf(m.id, 'paid', 'RRVWB00090');
-    await attemptOn(paidInv, { status: 'succeeded', receipt: 'RRVWB00090' });
-    const lateFail = await attemptOn(paidInv);
-    const cancelledInv = await invoiceOf(m.id, 'cancelled');
-    const cancelledFail = await attemptOn(cancelledInv);
+    const { paidInv, lateFail, cancelledInv, cancelledFail } = await nothingToSend('RRVWB00090');
     const before = await groups();
     const answers = await Promise.all([callback(lateFail.token, declined(lateFail)), callback(cancelledFail.token, declined(cancelledFail))]);
     const grouped = await groups();
@@ -310,12 +319,7 @@ describe('one-statement group write: review', () => {
 
   test('a group with attempts and events to write but no message (failures on paid or cancelled invoices) whose write fails is applied one by one: only the refused callback fails', async () => {
     const db = f.database.handle.db;
-    const m = await merchant();
-    const paidInv = await invoiceOf(m.id, 'paid', 'RRVWE00090');
-    await attemptOn(paidInv, { status: 'succeeded', receipt: 'RRVWE00090' });
-    const lateFail = await attemptOn(paidInv);
-    const cancelledInv = await invoiceOf(m.id, 'cancelled');
-    const cancelledFail = await attemptOn(cancelledInv);
+    const { paidInv, lateFail, cancelledInv, cancelledFail } = await nothingToSend('RRVWE00090');
     await sql`create function refuse_wrong_pin() returns trigger language plpgsql as $$
       begin
         if new.type = 'payment_failed' and new.data ->> 'result_code' = '2001' then raise exception 'refused for the test'; end if;

@@ -924,7 +924,8 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     if (drafts.length > 0) return write(trx, drafts, { alongside, claim: true });
     if (alongside.length === 0) return NOTHING_WRITTEN;
     // No rows to write: the caller's writes alone, still one statement.
-    const { rows } = await sql<Record<string, number>>`with ${sql.join(alongside.map(withQuery))} select ${countsOf(alongside, sql`1 as none`)}`.execute(trx);
+    const counts = countColumns(alongside);
+    const { rows } = await sql<Record<string, number>>`with ${sql.join(alongside.map(withQuery))} select ${counts.length === 0 ? sql`1 as none` : sql.join(counts)}`.execute(trx);
     return { ...NOTHING_WRITTEN, counts: readCounts(alongside, rows[0]) };
   }
 
@@ -939,10 +940,9 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     return sql`${sql.raw(withName(name))} as (${write})`;
   }
 
-  /** The select list of the counted writes' row counts (`otherwise` when none is counted). */
-  function countsOf(alongside: readonly AlongsideWrite[], otherwise: RawBuilder<unknown>): RawBuilder<unknown> {
-    const counted = alongside.filter((a) => a.counted === true);
-    return counted.length === 0 ? otherwise : sql.join(counted.map(({ name }) => sql`(select count(*) from ${sql.raw(withName(name))})::int as ${sql.raw(`count_${name}`)}`));
+  /** A column per counted write: its row count (none when no write is counted). */
+  function countColumns(alongside: readonly AlongsideWrite[]): RawBuilder<unknown>[] {
+    return alongside.filter((a) => a.counted === true).map(({ name }) => sql`(select count(*) from ${sql.raw(withName(name))})::int as ${sql.raw(`count_${name}`)}`);
   }
 
   function readCounts(alongside: readonly AlongsideWrite[], row: Record<string, unknown> | undefined): Record<string, number> {
@@ -981,7 +981,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       // millisecond as a JS Date holds it, from the clock: the claim times out from the insert.
       options.claim ? [sql`stamp as (select date_trunc('milliseconds', clock_timestamp()) as at)`] : [],
     ].flat();
-    const counted = options.alongside.some((a) => a.counted === true);
+    const counts = countColumns(options.alongside);
     const claimedAt = performance.now();
     // Rows written together keep their order: now() is the same for the whole transaction and
     // a coarse clock (the embedded database's) can give one statement's rows equal
@@ -1004,18 +1004,18 @@ export function createOutbox(deps: OutboxDeps): Outbox {
           ? sql`
       returning outbound_messages.id, outbound_messages.status, outbound_messages.updated_at,
         (select c.last_inbound_at from conversations c where c.phone = outbound_messages.recipient) as recipient_last_inbound_at,
-        to_char(outbound_messages.created_at at time zone 'UTC', 'YYYYMMDDHH24MISSUS') as write_order${counted ? sql`, ${countsOf(options.alongside, sql``)}` : sql``}`
-          : counted
-            ? sql`
-      returning ${countsOf(options.alongside, sql``)}`
-            : sql``
+        to_char(outbound_messages.created_at at time zone 'UTC', 'YYYYMMDDHH24MISSUS') as write_order${counts.length === 0 ? sql`` : sql`, ${sql.join(counts)}`}`
+          : counts.length === 0
+            ? sql``
+            : sql`
+      returning ${sql.join(counts)}`
       }`.execute(trx);
     // Every row carries the counts (drafts is not empty: there is a first row).
-    const counts = readCounts(options.alongside, inserted[0] as Record<string, unknown> | undefined);
+    const counted = readCounts(options.alongside, inserted[0] as Record<string, unknown> | undefined);
     // A queue this process did not create: one at a time, so a missing queue is an error.
     if (withJobs === undefined) await deps.jobs.enqueueMany(trx, writeJob, jobs);
     const ids: string[] = rows.map((row) => row.id);
-    if (!options.claim) return { ids, claimed: [], claimedAt, queued: [], counts };
+    if (!options.claim) return { ids, claimed: [], claimedAt, queued: [], counts: counted };
     // The content is the one just written, not read back (as stored: storable, as jsonb wrote it).
     const byId = new Map<string, (typeof rows)[number]>(rows.map((row) => [row.id, row]));
     const claimed = inserted
@@ -1035,7 +1035,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
         };
       });
     const queued = inserted.filter((row) => row.status === 'queued').map((row) => ({ id: row.id, recipient: byId.get(row.id)!.recipient }));
-    return { ids, claimed, claimedAt, queued, counts };
+    return { ids, claimed, claimedAt, queued, counts: counted };
   }
 
   function dispatchSoon(messageIds: readonly string[]): void {
