@@ -8,7 +8,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
-import { callbackGroups, callbackTo, declinedBody, paidBody, seedAttempts, type SeededAttempt } from './helpers/callback-groups.js';
+import { sha256Hex } from '../src/security.js';
+import { callbackGroups, callbackTo, declinedBody, paidBody, type SeededAttempt } from './helpers/callback-groups.js';
 import { startChannelFixture, type ChannelFixture } from './helpers/channel.js';
 
 let f: ChannelFixture;
@@ -19,10 +20,36 @@ after(async () => {
   await f.close();
 });
 
+let merchantSeq = 0;
 type Seeded = SeededAttempt;
 
 /** One merchant with `n` sent invoices of KES 100, each with a pending attempt whose token is known. */
-const seed = (n: number, options: { attemptsPerInvoice?: number } = {}) => seedAttempts(f, n, options);
+async function seed(n: number, options: { attemptsPerInvoice?: number } = {}): Promise<{ merchant: string; attempts: Seeded[] }> {
+  merchantSeq += 1;
+  const db = f.database.handle.db;
+  const merchant = `2547550${String(merchantSeq).padStart(5, '0')}`;
+  const { id: merchantId } = await db.insertInto('merchants').values({ phone: merchant, business_name: `Group Shop ${merchantSeq}` }).returning('id').executeTakeFirstOrThrow();
+  const attempts: Seeded[] = [];
+  for (let i = 1; i <= n; i += 1) {
+    const customer = `2547660${String(merchantSeq).padStart(2, '0')}${String(i).padStart(3, '0')}`;
+    const invoice = await db
+      .insertInto('invoices')
+      .values({ merchant_id: merchantId, number: i, customer_phone: customer, amount: '100', description: 'group', status: 'sent', due_date: '2026-12-31' })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    for (let k = 1; k <= (options.attemptsPerInvoice ?? 1); k += 1) {
+      const token = `group-${merchantSeq}-${i}-${k}-token-0123456789abcdef`;
+      const checkout = `ws_CO_group_${merchantSeq}_${i}_${k}`;
+      const attempt = await db
+        .insertInto('payment_attempts')
+        .values({ invoice_id: invoice.id, checkout_request_id: checkout, merchant_request_id: `mr_${checkout}`, amount: '100', phone: customer, callback_token_hash: sha256Hex(token), push_started_at: new Date() })
+        .returning('id')
+        .executeTakeFirstOrThrow();
+      attempts.push({ token, checkout, invoiceId: invoice.id, attemptId: attempt.id, customer });
+    }
+  }
+  return { merchant, attempts };
+}
 
 const callback = (token: string, body: unknown) => callbackTo(f, token, body);
 const paid = paidBody;

@@ -6,13 +6,12 @@
  * Also that the hot statements now have one text however many keys they carry (keyIn).
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { sql, type Transaction } from 'kysely';
 import type { Database } from '../src/db/schema.js';
 import { keyIn } from '../src/db/json.js';
 import { openDatabase } from '../src/db/connect.js';
-import { MAX_NAMED, PLAN_EACH_RUN, REPEATS_BEFORE_NAMING, isStalePlan, statementNames } from '../src/db/prepared.js';
+import { MAX_NAMED, REPEATS_BEFORE_NAMING, isStalePlan, statementNames } from '../src/db/prepared.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';
 
 let database: TestDatabase;
@@ -158,17 +157,4 @@ test('a migration that adds a column under a prepared select * (a rolling deploy
     await sql`drop table if exists prepared_probe`.execute(handle.db);
     if (handle !== database.handle) await handle.close();
   }
-});
-
-test('a statement marked PLAN_EACH_RUN is never named, however often it runs; the outbox\'s probes for a person\'s older messages carry the mark', async () => {
-  const db = database.handle.db;
-  const prepared = await db.transaction().execute(async (trx) => {
-    for (let i = 0; i < 6; i += 1) await sql`${sql.raw(PLAN_EACH_RUN)} select ${i}::int + 1 as marked_probe`.execute(trx);
-    const { rows } = await sql<{ statement: string }>`select statement from pg_prepared_statements where statement like '%marked_probe%'`.execute(trx);
-    return rows;
-  });
-  assert.deepEqual(prepared, []);
-  // The statements themselves (their source): each with a correlated EXISTS over a person's messages is marked.
-  const outbox = readFileSync(new URL('../src/delivery/outbox.ts', import.meta.url), 'utf8');
-  assert.equal(outbox.match(/sql\.raw\(PLAN_EACH_RUN\)/g)?.length, 3, 'the claim, the give-back and the claimed insert');
 });

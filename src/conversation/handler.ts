@@ -5,7 +5,6 @@
  * invoices with gapless per-merchant numbers, audit events, outbox messages), save the state.
  */
 import { jsonb, keyIn } from '../db/json.js';
-import { PLAN_EACH_RUN } from '../db/prepared.js';
 import { sql, type RawBuilder, type Transaction } from 'kysely';
 import { allocateInvoiceNumber } from '../db/repositories/invoices.js';
 import type { Database } from '../db/schema.js';
@@ -68,7 +67,7 @@ export function createConversationHandler(options: ConversationShellOptions = {}
   function factsOf(senders: RawBuilder<unknown>): RawBuilder<SenderFacts> {
     return sql<SenderFacts>`
       select s.phone, s.state, s.language, m.id as merchant_id, m.business_name, m.language as merchant_language,
-        exists (select 1 from invoices i where i.customer_phone = s.phone and i.status in ('pending', 'sent', 'failed')) as is_customer ${sql.raw(PLAN_EACH_RUN)}
+        exists (select 1 from invoices i where i.customer_phone = s.phone and i.status in ('pending', 'sent', 'failed')) as is_customer
       from ${senders} as s
       left join merchants m on m.phone = s.phone`;
   }

@@ -76,17 +76,6 @@ export function statementNames(options: { repeats?: number; max?: number } = {})
   };
 }
 
-/**
- * A statement whose text holds this is never named, so Postgres plans it afresh each run. For
- * statements with a correlated EXISTS over rows found by a partial or secondary index (a
- * person's unsent messages, the invoices addressed to a number): the plan a prepared statement
- * keeps is chosen once, from the table as it was then. One such plan, made while the outbox
- * was small, read every unsent-message entry of the table on each run and kept doing so as it
- * grew (19 ms a statement at 130,000 entries, auto_explain under bench/callbacks.ts); planned
- * each run, Postgres picks the person's index probe as the table grows.
- */
-export const PLAN_EACH_RUN = '/* planned each run */';
-
 type QueryFn = (...args: unknown[]) => unknown;
 
 /** Postgres refusing a prepared statement whose result columns changed under it (see above). */
@@ -101,7 +90,7 @@ export function prepareRepeatedStatements(pool: pg.Pool, names: StatementNames =
     const query = client.query.bind(client) as QueryFn;
     const named: QueryFn = (...args) => {
       const [text, values] = args;
-      if (args.length === 2 && typeof text === 'string' && Array.isArray(values) && values.length > 0 && !text.includes(PLAN_EACH_RUN)) {
+      if (args.length === 2 && typeof text === 'string' && Array.isArray(values) && values.length > 0) {
         const name = names.nameFor(text);
         if (name !== undefined) {
           return (query({ name, text }, values) as Promise<unknown>).catch((error: unknown) => {

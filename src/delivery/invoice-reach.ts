@@ -12,7 +12,6 @@
  * unreached itself (only kind `invoice` does), so a notice that fails cannot start a loop.
  */
 import { sql, type RawBuilder, type Transaction } from 'kysely';
-import { PLAN_EACH_RUN } from '../db/prepared.js';
 import type { Database, Language } from '../db/schema.js';
 import { texts } from '../domain/texts.js';
 import type { Outbox } from './outbox.js';
@@ -36,7 +35,6 @@ export async function markInvoicesUnreached(
 ): Promise<string[]> {
   if (messageIds.length === 0) return [];
   const { rows } = await sql<{ id: string; number: number; customer_phone: string; merchant_phone: string; merchant_language: Language }>`
-    ${sql.raw(PLAN_EACH_RUN)}
     with unreached as (
       update invoices i set status = 'failed', updated_at = now()
       from outbound_messages o

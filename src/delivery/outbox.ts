@@ -13,7 +13,6 @@
  */
 import { createCoalescer } from '../batch.js';
 import { jsonb, keyIn, storable } from '../db/json.js';
-import { PLAN_EACH_RUN } from '../db/prepared.js';
 import { randomInt, randomUUID } from 'node:crypto';
 import { sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
 import { z } from 'zod';
@@ -380,8 +379,6 @@ export function createOutbox(deps: OutboxDeps): Outbox {
             and not (${keyIn('older.id', messageIds)} and ${claimable('older')})
         )`,
       )
-      // Its look for an older unsent message is planned each run (db/prepared.ts PLAN_EACH_RUN).
-      .modifyEnd(sql.raw(PLAN_EACH_RUN))
       .returningAll()
       // The recipient's window comes back with the claim: one round trip, not two.
       .returning((eb) =>
@@ -433,7 +430,6 @@ export function createOutbox(deps: OutboxDeps): Outbox {
   async function giveBackOvertaking(claimed: readonly Claimed[], written: boolean): Promise<Set<string>> {
     const ids = claimed.map((m) => m.id);
     const { rows } = await sql<{ id: string }>`
-      ${sql.raw(PLAN_EACH_RUN)}
       update outbound_messages o
       set status = 'queued'
       where ${keyIn('o.id', ids)} and o.status = 'sending' and o.updated_at = ${claimed[0]!.updated_at}
@@ -995,7 +991,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       insert into outbound_messages (id, recipient, kind, content, invoice_id, created_at${options.claim ? sql`, status, updated_at` : sql``})
       select v.id, v.recipient, v.kind, v.content, v.invoice_id, clock_timestamp() + make_interval(secs => v.ord / 1000000.0)${
         options.claim
-          ? sql`, ${sql.raw(PLAN_EACH_RUN)}
+          ? sql`,
         case when exists (
           select 1 from outbound_messages older where older.recipient = v.recipient and older.status in ('queued', 'sending')
         ) then 'queued' else 'sending' end,

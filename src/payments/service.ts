@@ -8,7 +8,6 @@
  * marks the invoice paid once, and nothing overwrites a recorded success.
  */
 import { jsonb, keyIn } from '../db/json.js';
-import { isStalePlan } from '../db/prepared.js';
 import { randomBytes } from 'node:crypto';
 import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import { createBatcher } from '../batch.js';
@@ -581,12 +580,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
       try {
         return await applyCallbacks(items);
       } catch (error) {
-        if (items.length === 1) {
-          // A prepared statement a migration made stale fails once, then runs unnamed (db/prepared.ts):
-          // a callback alone is tried again rather than answered 500 (Safaricom does not resend it).
-          if (isStalePlan(error)) return applyCallbacks(items).catch((again: unknown) => [again instanceof Error ? again : new Error(String(again))]);
-          return [error instanceof Error ? error : new Error(String(error))];
-        }
+        if (items.length === 1) return [error instanceof Error ? error : new Error(String(error))];
         logger.warn({ size: items.length, error: error instanceof Error ? error.message.slice(0, 500) : String(error) }, 'callback group rolled back; applying its callbacks one by one');
         const out: Array<CallbackOutcome | Error> = [];
         for (const item of items) {
