@@ -10,8 +10,7 @@ import { after, before, test } from 'node:test';
 import { sql, type Transaction } from 'kysely';
 import type { Database } from '../src/db/schema.js';
 import { keyIn } from '../src/db/json.js';
-import { openDatabase } from '../src/db/connect.js';
-import { MAX_NAMED, REPEATS_BEFORE_NAMING, isStalePlan, statementNames } from '../src/db/prepared.js';
+import { MAX_NAMED, REPEATS_BEFORE_NAMING, statementNames } from '../src/db/prepared.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';
 
 let database: TestDatabase;
@@ -124,37 +123,4 @@ test('not named: pg-pool\'s own query on Postgres (pg-boss), statements with no 
   if (database.kind === 'postgres') assert.ok(!prepared.some((text) => text.includes('$1::int as n')), 'pool.query stays unnamed');
   assert.ok(!prepared.some((text) => text.includes('select 1 as one')), 'no values: unnamed');
   assert.ok(!prepared.some((text) => /"phone" in \(/.test(text)), 'a text of its own length each time: unnamed');
-});
-
-test('forgotten (its plan went stale): a text runs unnamed from then on, however often', () => {
-  const names = statementNames({ repeats: 1 });
-  assert.ok(names.nameFor('select * from t where id = any($1)') !== undefined);
-  names.forget('select * from t where id = any($1)');
-  for (let i = 0; i < 10; i += 1) assert.equal(names.nameFor('select * from t where id = any($1)'), undefined);
-  assert.equal(names.named, 0);
-  names.forget('never named');
-  assert.ok(names.nameFor('never named') !== undefined, 'forgetting a text that had no name changes nothing: it is named as any other');
-  assert.equal(isStalePlan({ code: '0A000', message: 'cached plan must not change result type' }), true);
-  assert.equal(isStalePlan({ code: '0A000', message: 'something else not supported' }), false);
-  assert.equal(isStalePlan(new Error('cached plan must not change result type')), false);
-});
-
-test('a migration that adds a column under a prepared select * (a rolling deploy): that one run fails, then the statement runs unnamed and sees the new column', async () => {
-  // One connection, so the statement is prepared where it runs next (the embedded database has one anyway).
-  const handle = database.kind === 'postgres' ? await openDatabase({ kind: 'postgres', url: database.url!, poolMax: 1 }) : database.handle;
-  try {
-    const db = handle.db;
-    await sql`create table prepared_probe (id int primary key, a text)`.execute(db);
-    await sql`insert into prepared_probe values (1, 'one'), (2, 'two')`.execute(db);
-    const read = () => sql<Record<string, unknown>>`select * from prepared_probe where id = any(${[1]}) order by id`.execute(db);
-    for (let i = 0; i < 4; i += 1) assert.deepEqual((await read()).rows, [{ id: 1, a: 'one' }]);
-    const { rows: prepared } = await sql<{ statement: string }>`select statement from pg_prepared_statements where statement like '%prepared_probe%'`.execute(db);
-    assert.equal(prepared.length, 1, 'prepared on the connection');
-    await sql`alter table prepared_probe add column b text not null default 'new'`.execute(db);
-    await assert.rejects(read(), (error: unknown) => isStalePlan(error), 'Postgres refuses the stale plan once');
-    for (let i = 0; i < 5; i += 1) assert.deepEqual((await read()).rows, [{ id: 1, a: 'one', b: 'new' }]);
-  } finally {
-    await sql`drop table if exists prepared_probe`.execute(handle.db);
-    if (handle !== database.handle) await handle.close();
-  }
 });

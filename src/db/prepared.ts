@@ -16,13 +16,6 @@
  *
  * Named statements live in the server session: a transaction-mode pooler (PgBouncer) does not
  * keep them (README, DATABASE_URL).
- *
- * A migration run while this process is up (a rolling deploy's release command) may change
- * what a prepared statement returns (a column added to a table it reads with `select *`):
- * Postgres then refuses to run it ("cached plan must not change result type", 0A000) on every
- * connection that prepared it. The first such refusal fails that statement (its transaction
- * rolls back; callers retry as after any database error), and the text is never named again
- * in this process, so the retry and every later run go unnamed, planned afresh.
  */
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
@@ -37,8 +30,6 @@ const MAX_COUNTED = 2_000;
 export type StatementNames = {
   /** The name for `text` once it has repeated enough (undefined before, or past MAX_NAMED). */
   nameFor(text: string): string | undefined;
-  /** `text` runs unnamed from now on (its prepared plan went stale), and is never named again. */
-  forget(text: string): void;
   /** How many texts have a name. */
   readonly named: number;
 };
@@ -48,11 +39,8 @@ export function statementNames(options: { repeats?: number; max?: number } = {})
   const max = options.max ?? MAX_NAMED;
   const names = new Map<string, string>();
   const uses = new Map<string, number>();
-  /** Texts forgotten: at most `max` (only named texts are). */
-  const never = new Set<string>();
   return {
     nameFor(text) {
-      if (never.has(text)) return undefined;
       const name = names.get(text);
       if (name !== undefined || names.size >= max) return name;
       const used = (uses.get(text) ?? 0) + 1;
@@ -67,9 +55,6 @@ export function statementNames(options: { repeats?: number; max?: number } = {})
       names.set(text, named);
       return named;
     },
-    forget(text) {
-      if (names.delete(text)) never.add(text);
-    },
     get named() {
       return names.size;
     },
@@ -77,12 +62,6 @@ export function statementNames(options: { repeats?: number; max?: number } = {})
 }
 
 type QueryFn = (...args: unknown[]) => unknown;
-
-/** Postgres refusing a prepared statement whose result columns changed under it (see above). */
-export function isStalePlan(error: unknown): boolean {
-  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
-  return code === '0A000' && typeof message === 'string' && message.includes('cached plan must not change result type');
-}
 
 /** Every client `pool` connects from now on runs repeated Kysely statements by name. */
 export function prepareRepeatedStatements(pool: pg.Pool, names: StatementNames = statementNames()): void {
@@ -92,12 +71,7 @@ export function prepareRepeatedStatements(pool: pg.Pool, names: StatementNames =
       const [text, values] = args;
       if (args.length === 2 && typeof text === 'string' && Array.isArray(values) && values.length > 0) {
         const name = names.nameFor(text);
-        if (name !== undefined) {
-          return (query({ name, text }, values) as Promise<unknown>).catch((error: unknown) => {
-            if (isStalePlan(error)) names.forget(text);
-            throw error;
-          });
-        }
+        if (name !== undefined) return query({ name, text }, values);
       }
       return query(...args);
     };
