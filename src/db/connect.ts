@@ -11,7 +11,6 @@ import { join, resolve } from 'node:path';
 import type { PGlite } from '@electric-sql/pglite';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
-import { prepareRepeatedStatements } from './prepared.js';
 import type { Database } from './schema.js';
 
 export type DatabaseKind = 'postgres' | 'embedded';
@@ -114,7 +113,6 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
 }
 
 function buildHandle(kind: DatabaseKind, pool: pg.Pool, onClose: () => Promise<void>): DatabaseHandle {
-  prepareRepeatedStatements(pool);
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   let closing: Promise<void> | undefined;
   let probe: Promise<boolean> | undefined;

@@ -82,12 +82,10 @@ export function jsonb(value: unknown): string {
 }
 
 /**
- * `column = any(keys)`, to go with a join on jsonb_to_recordset(...): the planner cannot see how
- * many rows a recordset holds and, without this, scans the whole table instead of using the
- * key's index (4 ms a statement at 5,000 rows, and growing with the table). One array
- * parameter, not one per key: the statement's text is the same however many keys it carries,
- * so it repeats and is prepared once (db/prepared.ts).
+ * `column in (keys)`, to go with a join on jsonb_to_recordset(...): the planner cannot see how
+ * many rows a recordset holds and, without this list, scans the whole table instead of using
+ * the key's index (4 ms a statement at 5,000 rows, and growing with the table).
  */
 export function keyIn(column: string, keys: readonly string[]): RawBuilder<boolean> {
-  return sql<boolean>`${sql.ref(column)} = any(${[...keys]})`;
+  return sql<boolean>`${sql.ref(column)} in (${sql.join(keys)})`;
 }

@@ -368,7 +368,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       .updateTable('outbound_messages')
       // To the millisecond, as a JS Date holds it: renewClaim recognises its own claim by it.
       .set({ status: 'sending', updated_at: sql`date_trunc('milliseconds', now())` })
-      .where(keyIn('id', messageIds))
+      .where('id', 'in', messageIds)
       .where(claimable('outbound_messages'))
       .where(
         sql<boolean>`not exists (
@@ -376,7 +376,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
           where older.recipient = outbound_messages.recipient
             and older.status in ('queued', 'sending')
             and (older.created_at, older.id) < (outbound_messages.created_at, outbound_messages.id)
-            and not (${keyIn('older.id', messageIds)} and ${claimable('older')})
+            and not (older.id in (${sql.join(messageIds)}) and ${claimable('older')})
         )`,
       )
       .returningAll()
@@ -432,7 +432,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     const { rows } = await sql<{ id: string }>`
       update outbound_messages o
       set status = 'queued'
-      where ${keyIn('o.id', ids)} and o.status = 'sending' and o.updated_at = ${claimed[0]!.updated_at}
+      where o.id in (${sql.join(ids)}) and o.status = 'sending' and o.updated_at = ${claimed[0]!.updated_at}
         -- Two subqueries, not one with an OR: each is then an index scan of the person's unsent
         -- rows (one OR across them made Postgres hash every unsent row of the table).
         and (
@@ -441,14 +441,14 @@ export function createOutbox(deps: OutboxDeps): Outbox {
             where older.recipient = o.recipient
               and older.status in ('queued', 'sending')
               and (older.created_at, older.id) < (o.created_at, o.id)
-              and older.id <> all(${ids})
+              and older.id not in (${sql.join(ids)})
           )
           ${written ? sql`or exists (
             select 1 from outbound_messages newer
             where newer.recipient = o.recipient
               and newer.status = 'sending'
               and newer.updated_at >= now() - make_interval(secs => ${CLAIM_TIMEOUT_SECONDS})
-              and newer.id <> all(${ids})
+              and newer.id not in (${sql.join(ids)})
           )` : sql``}
         )
       returning o.id`.execute(db);
@@ -501,7 +501,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     await db
       .updateTable('outbound_messages')
       .set({ status: 'queued' })
-      .where(keyIn('id', messages.map((m) => m.id)))
+      .where('id', 'in', messages.map((m) => m.id))
       .where('status', '=', 'sending')
       .where('updated_at', '=', messages[0]!.updated_at)
       .execute();
@@ -756,7 +756,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       const rows = await db
         .selectFrom('outbound_messages')
         .select(['id', 'status', 'recipient', due('outbound_messages').as('due')])
-        .where(keyIn('id', unclaimed))
+        .where('id', 'in', unclaimed)
         .execute();
       const found = new Map(rows.map((row) => [row.id, row]));
       for (const id of unclaimed) {

@@ -136,7 +136,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
         'customer.language as customer_language',
         'merchant_conversation.language as merchant_language',
       ])
-      .where(keyIn('invoices.id', [...new Set(invoiceIds)]))
+      .where('invoices.id', 'in', [...new Set(invoiceIds)])
       .orderBy('invoices.id');
     const rows = await (options.lock ? query.forUpdate('invoices') : query).execute();
     return new Map(rows.map((row) => [row.id, row]));
@@ -306,7 +306,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
     const owners =
       receipts.length === 0
         ? []
-        : await trx.selectFrom('payment_attempts').select(['id', 'mpesa_receipt']).where(keyIn('mpesa_receipt', receipts)).execute();
+        : await trx.selectFrom('payment_attempts').select(['id', 'mpesa_receipt']).where('mpesa_receipt', 'in', receipts).execute();
     const plans = planResults(
       inputs.map(({ attempt, result, amountRequired }) => ({
         attemptId: attempt.id,
@@ -511,7 +511,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
       const attempts = await trx
         .selectFrom('payment_attempts')
         .selectAll()
-        .where(keyIn('callback_token_hash', items.map((item) => item.tokenHash)))
+        .where('callback_token_hash', 'in', items.map((item) => item.tokenHash))
         .orderBy('id')
         .forUpdate()
         .execute();
@@ -533,15 +533,12 @@ export function createPayments(deps: PaymentsDeps): Payments {
           from jsonb_to_recordset(${jsonb(unnamed)}::jsonb) as r(id uuid, checkout text)
           where a.id = r.id and ${keyIn('a.id', unnamed.map((u) => u.id))}`.execute(trx);
       }
-      // The rows as one parameter: one statement text however many callbacks (prepared once: db/prepared.ts).
-      const { rows: recorded } = await sql<{ external_key: string }>`
-        insert into inbound_events (source, external_key, payload, status, attempts, processed_at)
-        select 'mpesa_callback', r.external_key, r.payload, 'processed', 1, now()
-        from jsonb_to_recordset(${jsonb(accepted.map(({ key, result }, ord) => ({ external_key: key, payload: result, ord })))}::jsonb)
-          as r(external_key text, payload jsonb, ord int)
-        order by r.ord
-        on conflict (source, external_key) do nothing
-        returning external_key`.execute(trx);
+      const recorded = await trx
+        .insertInto('inbound_events')
+        .values(accepted.map(({ key, result }) => ({ source: 'mpesa_callback' as const, external_key: key, payload: jsonb(result), status: 'processed' as const, attempts: 1, processed_at: sql<Date>`now()` })))
+        .onConflict((oc) => oc.columns(['source', 'external_key']).doNothing())
+        .returning('external_key')
+        .execute();
       // The same callback again (already recorded): applied, or sent for review, once.
       const fresh = new Set(recorded.map((row) => row.external_key));
       const toApply = accepted.filter(({ key }) => fresh.delete(key));
