@@ -27,6 +27,10 @@ after(() => f.close());
 type Plan = { 'Node Type': string; 'Index Name'?: string; 'Alias'?: string; Plans?: Plan[] };
 const nodes = (plan: Plan): Plan[] => [plan, ...(plan.Plans ?? []).flatMap(nodes)];
 
+/** The indexes a bitmap heap scan's bitmap is built from: its Bitmap* children, down to their index scans. */
+const bitmapIndexes = (plan: Plan): string[] =>
+  (plan.Plans ?? []).filter((child) => child['Node Type'].startsWith('Bitmap')).flatMap((child) => (child['Index Name'] === undefined ? bitmapIndexes(child) : [child['Index Name']]));
+
 /** How each row source of `alias` in the statement's plan is read: an index's name, or 'seq' for the whole table. */
 async function readsOf(query: Pick<CompiledQuery, 'sql' | 'parameters'>, alias: string): Promise<string[]> {
   const { rows } = await f.database.handle.pool.query<{ 'QUERY PLAN': unknown }>(`explain (format json) ${query.sql}`, [...query.parameters]);
@@ -36,8 +40,9 @@ async function readsOf(query: Pick<CompiledQuery, 'sql' | 'parameters'>, alias: 
     .filter((n) => n.Alias === alias && n['Node Type'].endsWith('Scan'))
     .flatMap((n) => {
       if (n['Index Name'] !== undefined) return [n['Index Name']];
-      // A bitmap heap scan: the indexes its bitmap is built from (a BitmapAnd of several, say).
-      const bitmaps = nodes(n).flatMap((inner) => (inner['Index Name'] === undefined ? [] : [inner['Index Name']]));
+      // A bitmap heap scan: the indexes its bitmap is built from (a BitmapAnd of several, say);
+      // not a subquery's scans, which hang under the same node when its filter runs one.
+      const bitmaps = bitmapIndexes(n);
       return bitmaps.length > 0 ? bitmaps : ['seq'];
     });
 }
