@@ -11,7 +11,7 @@ import { sha256Hex } from '../src/security.js';
 import { nairobiToday } from '../src/domain/invoice.js';
 import { daily, dailyFromInvoices, fromInvoices, summary, type Period } from '../src/stats/summary.js';
 import { callbackBody } from './fakes/daraja.js';
-import { callbackGroups, callbackTo, declinedBody, paidBody, type SeededAttempt } from './helpers/callback-groups.js';
+import { callbackSuite, declinedBody, paidBody, whileRowsHeld, type SeededAttempt } from './helpers/callback-groups.js';
 import { startChannelFixture, type ChannelFixture } from './helpers/channel.js';
 
 let f: ChannelFixture;
@@ -98,16 +98,9 @@ async function nothingToSend(receipt: string) {
   return { paidInv, lateFail, cancelledInv, cancelledFail };
 }
 
-const callback = (token: string, body: unknown) => callbackTo(f, token, body);
+const { callback, groups, invoice, attempt } = callbackSuite(() => f);
 const paid = paidBody;
 const declined = declinedBody;
-const groups = () => callbackGroups(f);
-async function invoice(id: string) {
-  return f.database.handle.db.selectFrom('invoices').select(['status', 'mpesa_receipt']).where('id', '=', id).executeTakeFirstOrThrow();
-}
-async function attempt(id: string) {
-  return f.database.handle.db.selectFrom('payment_attempts').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
-}
 /** The invoice's events in id order, each with the JSON type its data is stored as. */
 async function events(invoiceId: string) {
   const { rows } = await sql<{ id: string; type: string; actor: string; data: Record<string, unknown>; kind: string }>`
@@ -116,6 +109,15 @@ async function events(invoiceId: string) {
 }
 async function outboxFor(invoiceId: string) {
   return f.database.handle.db.selectFrom('outbound_messages').select(['recipient', 'kind']).where('invoice_id', '=', invoiceId).orderBy('created_at').execute();
+}
+
+/** A callback that was refused left nothing: its attempt pending with no receipt, no event, no message. */
+async function assertNothingKept(a: Seeded): Promise<void> {
+  const row = await attempt(a.attemptId);
+  assert.equal(row.status, 'pending');
+  assert.equal(row.mpesa_receipt, null);
+  assert.deepEqual(await events(a.invoiceId), []);
+  assert.equal((await outboxFor(a.invoiceId)).length, 0);
 }
 
 /** The rollups (stats and daily activity) still equal the figures computed from the invoices. */
@@ -269,11 +271,7 @@ describe('one-statement group write: review', () => {
     // Nothing of the refused one was kept.
     const bad = as[1]!;
     assert.deepEqual(await invoice(bad.invoiceId), { status: 'sent', mpesa_receipt: null });
-    const badAttempt = await attempt(bad.attemptId);
-    assert.equal(badAttempt.status, 'pending');
-    assert.equal(badAttempt.mpesa_receipt, null);
-    assert.deepEqual(await events(bad.invoiceId), []);
-    assert.equal((await outboxFor(bad.invoiceId)).length, 0);
+    await assertNothingKept(bad);
     await assertRollupsMatch('after the unique violation');
   });
 
@@ -358,21 +356,15 @@ describe('one-statement group write: review', () => {
     const y = await invoiceOf(m.id, 'sent');
     const ax = await attemptOn(x);
     const ay = await attemptOn(y);
-    const holder = await f.database.handle.pool.connect();
     let pending: Array<Promise<Response>> = [];
-    try {
-      await holder.query('begin');
-      // Both groups stop at the invoices' lock, after their attempts are locked; released together,
-      // each may look up the receipt's owner before the other has written it.
-      await holder.query('select id from invoices where id = any($1::uuid[]) for update', [[x.id, y.id]]);
+    // Both groups stop at the invoices' lock, after their attempts are locked; released together,
+    // each may look up the receipt's owner before the other has written it.
+    await whileRowsHeld(f, 'invoices', [x.id, y.id], async () => {
       pending.push(callback(ax.token, paid(ax, 'RRVWFSAME1')));
       await new Promise((resolve) => setTimeout(resolve, 50));
       pending.push(callback(ay.token, paid(ay, 'RRVWFSAME1')));
       await new Promise((resolve) => setTimeout(resolve, 100));
-    } finally {
-      await holder.query('commit');
-      holder.release();
-    }
+    });
     const answers = await Promise.all(pending);
     pending = [];
     await f.deps.outbox.idle();
@@ -389,11 +381,7 @@ describe('one-statement group write: review', () => {
     assert.equal((await attempt(winner.attemptId)).mpesa_receipt, 'RRVWFSAME1');
     assert.deepEqual((await events(winner.invoiceId)).map((e) => e.type), ['paid']);
     assert.equal((await outboxFor(winner.invoiceId)).length, 2);
-    const lost = await attempt(loser.attemptId);
-    assert.equal(lost.status, 'pending');
-    assert.equal(lost.mpesa_receipt, null);
-    assert.deepEqual(await events(loser.invoiceId), []);
-    assert.equal((await outboxFor(loser.invoiceId)).length, 0);
+    await assertNothingKept(loser);
     await assertRollupsMatch('after two groups raced on one receipt');
   });
 });

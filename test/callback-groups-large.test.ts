@@ -13,6 +13,7 @@ import { PROVIDER_MAX_SOCKETS, createProviderHttp } from '../src/providers/http.
 import { after, before, describe, test } from 'node:test';
 import { sha256Hex } from '../src/security.js';
 import { callbackBody } from './fakes/daraja.js';
+import { whileRowsHeld } from './helpers/callback-groups.js';
 import { startChannelFixture, type ChannelFixture } from './helpers/channel.js';
 
 let f: ChannelFixture;
@@ -154,13 +155,10 @@ describe('callback groups: 2 at once, a spare after 500 ms', () => {
     const [first, second] = (await seedMany(2)).attempts as [Seeded, Seeded];
     // Another connection holds both attempts (a reconciliation, another machine). On the
     // embedded database the one connection itself is held: the groups wait for it instead.
-    const holder = await f.database.handle.pool.connect();
     const answers: Array<Promise<Response>> = [];
     let quiet = 0;
     let spinning = 0;
-    try {
-      await holder.query('begin');
-      await holder.query('select id from payment_attempts where id = any($1::uuid[]) for update', [[first.attemptId, second.attemptId]]);
+    await whileRowsHeld(f, 'payment_attempts', [first.attemptId, second.attemptId], async () => {
       answers.push(callback(first.token, paid(first, 'RREVSPIN01')));
       await sleep(50);
       answers.push(callback(second.token, paid(second, 'RREVSPIN02')));
@@ -171,10 +169,7 @@ describe('callback groups: 2 at once, a spare after 500 ms', () => {
       answers.push(callback(first.token, paid(first, 'RREVSPIN01')));
       await sleep(20);
       spinning = await timersCreatedDuring(() => sleep(500));
-    } finally {
-      await holder.query('rollback');
-      holder.release();
-    }
+    });
     assert.deepEqual((await Promise.all(answers)).map((r) => r.status), [200, 200, 200]);
     assert.ok(
       spinning < quiet + 50,

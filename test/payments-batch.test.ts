@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
 import { sha256Hex } from '../src/security.js';
-import { callbackGroups, callbackTo, declinedBody, paidBody, type SeededAttempt } from './helpers/callback-groups.js';
+import { callbackSuite, declinedBody, paidBody, whileRowsHeld, type SeededAttempt } from './helpers/callback-groups.js';
 import { startChannelFixture, type ChannelFixture } from './helpers/channel.js';
 
 let f: ChannelFixture;
@@ -51,16 +51,9 @@ async function seed(n: number, options: { attemptsPerInvoice?: number } = {}): P
   return { merchant, attempts };
 }
 
-const callback = (token: string, body: unknown) => callbackTo(f, token, body);
+const { callback, groups, invoice, attempt } = callbackSuite(() => f);
 const paid = paidBody;
 const declined = declinedBody;
-const groups = () => callbackGroups(f);
-async function invoice(id: string) {
-  return f.database.handle.db.selectFrom('invoices').select(['status', 'mpesa_receipt']).where('id', '=', id).executeTakeFirstOrThrow();
-}
-async function attempt(id: string) {
-  return f.database.handle.db.selectFrom('payment_attempts').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
-}
 async function eventCount(invoiceIds: readonly string[], type: string) {
   const row = await f.database.handle.db
     .selectFrom('invoice_events')
@@ -194,11 +187,8 @@ describe('STK callbacks in groups', () => {
     const { attempts } = await seed(3);
     const [first, second, third] = attempts as [Seeded, Seeded, Seeded];
     // Another machine (a reconciliation, say) holds the first two attempts' rows.
-    const holder = await f.database.handle.pool.connect();
     let stuck: Array<Promise<Response>> = [];
-    try {
-      await holder.query('begin');
-      await holder.query('select id from payment_attempts where id = any($1::uuid[]) for update', [[first.attemptId, second.attemptId]]);
+    await whileRowsHeld(f, 'payment_attempts', [first.attemptId, second.attemptId], async () => {
       // One group each (a group starts on the next turn of the event loop with what has come).
       stuck.push(callback(first.token, paid(first, 'RGRPSTUCK1')));
       await new Promise((resolve) => setTimeout(resolve, 50));
@@ -213,10 +203,7 @@ describe('STK callbacks in groups', () => {
       // Both slots were taken by the stuck groups: it waited for the spare one, no longer.
       assert.ok(waited >= 300 && waited < 5000, `the free callback took ${Math.round(waited)} ms`);
       assert.deepEqual(await invoice(first.invoiceId), { status: 'sent', mpesa_receipt: null });
-    } finally {
-      await holder.query('rollback');
-      holder.release();
-    }
+    });
     // Released, the stuck ones go through too.
     assert.deepEqual((await Promise.all(stuck)).map((r) => r.status), [200, 200]);
     assert.deepEqual(await invoice(first.invoiceId), { status: 'paid', mpesa_receipt: 'RGRPSTUCK1' });
