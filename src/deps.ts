@@ -122,6 +122,7 @@ export function createDeps(options: DepsOptions): Deps {
     metrics,
     logger,
     maxAttempts: config.delivery.inboundMaxAttempts,
+    retryJobs: { mpesa_callback: payments.callbackRetryJob },
   });
   return {
     config,

@@ -120,6 +120,21 @@ async function assertNothingKept(a: Seeded): Promise<void> {
   assert.equal((await outboxFor(a.invoiceId)).length, 0);
 }
 
+/** The status of the callback kept for a retry for this attempt (test/payments-kept-callbacks.test.ts), if any. */
+async function keptFor(a: Seeded): Promise<string | undefined> {
+  const rows = await f.database.handle.db.selectFrom('inbound_events').select('status').where('source', '=', 'mpesa_callback').where('external_key', 'like', `${a.checkout}:%`).execute();
+  assert.ok(rows.length <= 1, `one record per callback: ${rows.length}`);
+  return rows[0]?.status;
+}
+
+/** Its retry job is dropped: what the test checks next must not race the fixture's job workers. */
+async function holdRetry(a: Seeded): Promise<void> {
+  await f.database.handle.pool.query(
+    `delete from pgboss.job where name = 'retry-stk-callback' and data->>'eventId' in (select id::text from inbound_events where source = 'mpesa_callback' and external_key like $1)`,
+    [`${a.checkout}:%`],
+  );
+}
+
 /** The rollups (stats and daily activity) still equal the figures computed from the invoices. */
 async function assertRollupsMatch(label: string): Promise<void> {
   const now = new Date();
@@ -249,16 +264,17 @@ describe('one-statement group write: review', () => {
     assert.deepEqual(await invoice(cancelledInv.id), { status: 'cancelled', mpesa_receipt: null });
   });
 
-  test('a receipt already on another invoice fails only its own callback: the rest of the group is applied one by one, each once', async () => {
+  test('a receipt already on another invoice fails only its own callback (kept for a retry): the rest of the group is applied one by one, each once', async () => {
     const m = await merchant();
     await invoiceOf(m.id, 'paid', 'RRVWCTAKEN');
     const invs = [await invoiceOf(m.id, 'sent'), await invoiceOf(m.id, 'sent'), await invoiceOf(m.id, 'sent')];
     const as = [await attemptOn(invs[0]!), await attemptOn(invs[1]!), await attemptOn(invs[2]!)];
     const receipts = ['RRVWC00001', 'RRVWCTAKEN', 'RRVWC00003'];
     const answers = await Promise.all(as.map((a, i) => callback(a.token, paid(a, receipts[i]!))));
+    // The refused one is kept for its retry job, so it is accepted too.
     assert.deepEqual(
       answers.map((r) => r.status),
-      [200, 500, 200],
+      [200, 200, 200],
     );
     await f.deps.outbox.idle();
     for (const i of [0, 2]) {
@@ -268,10 +284,11 @@ describe('one-statement group write: review', () => {
       assert.deepEqual((await events(a.invoiceId)).map((e) => [e.type, e.kind, e.data.receipt]), [['paid', 'object', receipts[i]]]);
       assert.equal((await outboxFor(a.invoiceId)).length, 2, 'a receipt to each side, written once');
     }
-    // Nothing of the refused one was kept.
+    // Nothing of the refused one was applied; the callback itself is kept for its retry.
     const bad = as[1]!;
     assert.deepEqual(await invoice(bad.invoiceId), { status: 'sent', mpesa_receipt: null });
     await assertNothingKept(bad);
+    assert.equal(await keptFor(bad), 'retrying');
     await assertRollupsMatch('after the unique violation');
   });
 
@@ -291,10 +308,13 @@ describe('one-statement group write: review', () => {
     await sql`create trigger skip_paid_for_test before update on invoices for each row execute function skip_paid_for_test()`.execute(db);
     try {
       const answers = await Promise.all(as.map((a, i) => callback(a.token, paid(a, receipts[i]!))));
+      // The one rolled back is kept for its retry job: accepted too.
       assert.deepEqual(
         answers.map((r) => r.status),
-        [200, 500, 200],
+        [200, 200, 200],
       );
+      assert.equal(await keptFor(as[1]!), 'retrying');
+      await holdRetry(as[1]!);
     } finally {
       await sql`drop trigger skip_paid_for_test on invoices`.execute(db);
       await sql`drop function skip_paid_for_test()`.execute(db);
@@ -309,13 +329,15 @@ describe('one-statement group write: review', () => {
     assert.equal((await attempt(skipped.attemptId)).status, 'pending', 'the attempt of the invoice not paid is rolled back with it');
     assert.deepEqual(await events(skipped.invoiceId), []);
     assert.equal((await outboxFor(skipped.invoiceId)).length, 0);
-    // Sent again without the trigger, it pays.
+    // Sent again without the trigger (or retried by its job meanwhile), it pays, once.
     assert.equal((await callback(skipped.token, paid(skipped, 'RRVWDSKIP1'))).status, 200);
     assert.deepEqual(await invoice(skipped.invoiceId), { status: 'paid', mpesa_receipt: 'RRVWDSKIP1' });
+    assert.deepEqual((await events(skipped.invoiceId)).map((e) => e.type), ['paid']);
+    assert.equal(await keptFor(skipped), 'processed');
     await assertRollupsMatch('after the guard');
   });
 
-  test('a group with attempts and events to write but no message (failures on paid or cancelled invoices) whose write fails is applied one by one: only the refused callback fails', async () => {
+  test('a group with attempts and events to write but no message (failures on paid or cancelled invoices) whose write fails is applied one by one: only the refused callback fails (kept for a retry)', async () => {
     const db = f.database.handle.db;
     const { paidInv, lateFail, cancelledInv, cancelledFail } = await nothingToSend('RRVWE00090');
     await sql`create function refuse_wrong_pin() returns trigger language plpgsql as $$
@@ -329,8 +351,10 @@ describe('one-statement group write: review', () => {
       const answers = await Promise.all([callback(lateFail.token, declined(lateFail)), callback(cancelledFail.token, wrongPin)]);
       assert.deepEqual(
         answers.map((r) => r.status),
-        [200, 500],
+        [200, 200],
       );
+      assert.equal(await keptFor(cancelledFail), 'retrying');
+      await holdRetry(cancelledFail);
     } finally {
       await sql`drop trigger refuse_wrong_pin on invoice_events`.execute(db);
       await sql`drop function refuse_wrong_pin()`.execute(db);

@@ -50,7 +50,8 @@ export function paymentRoutes(deps: Pick<Deps, 'config' | 'payments' | 'metrics'
       logger.warn({ reason: outcome.reason }, 'stk callback refused');
       throw new ApiError(outcome.reason === 'unknown_token' ? 404 : 403, 'unknown_callback', 'No payment attempt matches this callback.');
     }
-    logger.info({ outcome: outcome.status, result_code: parsed.value.resultCode }, 'stk callback applied');
+    // Kept: not applied yet, but stored with its retry job (a 500 might never be answered by a resend).
+    logger.info({ outcome: outcome.status, result_code: parsed.value.resultCode }, outcome.status === 'kept' ? 'stk callback kept for retry' : 'stk callback applied');
     return c.json(accepted, 200);
   });
 

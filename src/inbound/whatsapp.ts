@@ -64,6 +64,11 @@ export type InboundDeps = {
   logger: Logger;
   maxAttempts: number;
   random?: () => number;
+  /**
+   * Retry jobs of inbound events applied elsewhere (kept M-PESA callbacks: the payments
+   * service's), by source: the sweep queues an event's own. Their data is { eventId }.
+   */
+  retryJobs?: Partial<Record<InboundSource, JobDefinition<typeof RetryJobData>>>;
   /** Group commit of concurrent messages (defaults: 64 per batch, 2 batches at once). */
   batch?: { maxBatch?: number; maxConcurrent?: number };
 };
@@ -321,7 +326,7 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
   async function sweepRetries(): Promise<number> {
     const stuck = await db
       .selectFrom('inbound_events')
-      .select('id')
+      .select(['id', 'source'])
       .where('status', '=', 'retrying')
       .where('updated_at', '<', sql<Date>`now() - make_interval(mins => ${STUCK_RETRY_MINUTES})`)
       .orderBy('updated_at')
@@ -331,11 +336,11 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
     if (stuck.length === 0) return 0;
     logger.warn({ events: stuck.length }, `inbound events waiting for a retry for ${STUCK_RETRY_MINUTES}+ minutes; queueing them again`);
     let queued = 0;
-    for (const { id } of stuck) {
+    for (const { id, source } of stuck) {
       queued += await db.transaction().execute(async (trx) => {
         const touched = await trx.updateTable('inbound_events').set({ updated_at: sql`now()` }).where('id', '=', id).where('status', '=', 'retrying').returning('id').executeTakeFirst();
         if (touched === undefined) return 0;
-        await deps.jobs.enqueue(trx, retryJob, { eventId: id });
+        await deps.jobs.enqueue(trx, deps.retryJobs?.[source] ?? retryJob, { eventId: id });
         return 1;
       });
     }

@@ -16,6 +16,7 @@ import type { Config } from '../config.js';
 import type { Database, PaymentAttemptStatus, PaymentAttemptsTable, PaymentInitiator } from '../db/schema.js';
 import { sha256Hex } from '../security.js';
 import type { OutboundDraft } from '../domain/outbound.js';
+import { backoffSeconds } from '../domain/delivery.js';
 import { dueDateFor, nairobiMidnight, nairobiToday } from '../domain/invoice.js';
 import { EXPIRE_AFTER_MS, RECONCILE_AFTER_MS, decidePaymentRequest, expiresAfterQuery, failureReason, planResults, type PaymentRequestDecision, type ResultPlan, type UnsettledQuery } from '../domain/payment.js';
 import { formatAmount, formatInvoiceNumber } from '../domain/parse.js';
@@ -36,6 +37,8 @@ export type PaymentResult = Pick<StkCallbackResult, 'checkoutRequestId' | 'resul
 
 export type CallbackOutcome =
   | { status: 'applied' | 'duplicate' | 'review' | 'ignored' }
+  /** Could not be applied now (the database refused it): kept, and applied again by its retry job. */
+  | { status: 'kept' }
   | { status: 'rejected'; reason: 'unknown_token' | 'checkout_mismatch' };
 
 export type Payments = {
@@ -52,6 +55,10 @@ export type Payments = {
    * that no query could reach for a day.
    */
   reconcile(options?: { olderThanMs?: number; askAgainNow?: boolean }): Promise<{ queried: number; applied: number; expired: number }>;
+  /** Applies a callback kept for retry (the retry job): processed, kept again, parked as dead, or nothing to do. */
+  retryCallback(eventId: string): Promise<'processed' | 'retrying' | 'dead' | 'not_pending'>;
+  /** The retry job of kept callbacks (its data names the inbound event). */
+  readonly callbackRetryJob: JobDefinition<typeof CallbackRetryJobData>;
   /** Queues the due-tomorrow and due-today reminders not sent yet. */
   sendReminders(): Promise<number>;
   readonly jobs: readonly JobDefinition[];
@@ -62,11 +69,34 @@ export type PaymentsDeps = {
   jobs: Pick<JobQueue, 'enqueue'>;
   outbox: Pick<Outbox, 'enqueue' | 'dispatchSoon' | 'enqueueClaimed' | 'dispatchWritten'>;
   daraja: DarajaClient;
-  config: Pick<Config, 'mpesa'>;
+  config: Pick<Config, 'mpesa'> & { delivery: Pick<Config['delivery'], 'inboundMaxAttempts'> };
   metrics: Metrics;
   logger: Logger;
   now?: () => Date;
+  random?: () => number;
 };
+
+export const CallbackRetryJobData = z.object({ eventId: z.uuid() });
+/**
+ * A callback kept for retry, as its inbound event stores it: the hash of its URL token (the
+ * attempt's own column holds the same) and what it said. Read back through this schema.
+ */
+const KeptCallback = z.object({
+  tokenHash: z.string().regex(/^[0-9a-f]{64}$/),
+  result: z.object({
+    checkoutRequestId: z.string(),
+    resultCode: z.number().int(),
+    resultDesc: z.string(),
+    amount: z.number().nullable(),
+    receipt: z.string().nullable(),
+    phone: z.string().nullable(),
+  }),
+});
+
+/** A callback's identity among inbound events: the same key twice is the same callback. */
+function callbackKey(result: PaymentResult): string {
+  return `${result.checkoutRequestId}:${result.resultCode}:${result.receipt ?? ''}:${result.amount ?? ''}`;
+}
 
 const PushJobData = z.object({ attemptId: z.uuid() });
 /** Daraja refusals after which a new push cannot double a prompt: spike arrest, quota, "already in process". */
@@ -96,6 +126,7 @@ function definitelyRefused(error: DeliveryError): boolean {
 export function createPayments(deps: PaymentsDeps): Payments {
   const { db, metrics, logger } = deps;
   const now = deps.now ?? (() => new Date());
+  const random = deps.random ?? Math.random;
 
   const pushJob: JobDefinition<typeof PushJobData> = {
     name: 'stk-push',
@@ -107,6 +138,15 @@ export function createPayments(deps: PaymentsDeps): Payments {
     },
   };
   const reconcileJob = scheduledJob('payments-reconcile', () => reconcile());
+  const callbackRetryJob: JobDefinition<typeof CallbackRetryJobData> = {
+    name: 'retry-stk-callback',
+    schema: CallbackRetryJobData,
+    retryLimit: 10,
+    retryDelaySeconds: 5,
+    async handle({ eventId }) {
+      await retryCallback(eventId);
+    },
+  };
   const remindersJob: JobDefinition<NoJobData> = {
     name: 'invoice-reminders',
     schema: NoJobData,
@@ -522,7 +562,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
         const attempt = byHash.get(tokenHash);
         if (attempt === undefined) outcomes[index] = { status: 'rejected', reason: 'unknown_token' };
         else if (attempt.checkout_request_id !== null && attempt.checkout_request_id !== result.checkoutRequestId) outcomes[index] = { status: 'rejected', reason: 'checkout_mismatch' };
-        else accepted.push({ index, attempt, result, key: `${result.checkoutRequestId}:${result.resultCode}:${result.receipt ?? ''}:${result.amount ?? ''}` });
+        else accepted.push({ index, attempt, result, key: callbackKey(result) });
       });
       if (accepted.length === 0) return { outcomes, applied: [], outbound: NOTHING_WRITTEN };
       // The push's answer never reached us (timeout), but Safaricom's callback did.
@@ -533,10 +573,17 @@ export function createPayments(deps: PaymentsDeps): Payments {
           from jsonb_to_recordset(${jsonb(unnamed)}::jsonb) as r(id uuid, checkout text)
           where a.id = r.id and ${keyIn('a.id', unnamed.map((u) => u.id))}`.execute(trx);
       }
+      // Recorded as processed. One kept for retry (or parked as dead) is taken over: its record
+      // is this callback's, and it is applied now (its retry job then finds nothing to do).
       const recorded = await trx
         .insertInto('inbound_events')
         .values(accepted.map(({ key, result }) => ({ source: 'mpesa_callback' as const, external_key: key, payload: jsonb(result), status: 'processed' as const, attempts: 1, processed_at: sql<Date>`now()` })))
-        .onConflict((oc) => oc.columns(['source', 'external_key']).doNothing())
+        .onConflict((oc) =>
+          oc
+            .columns(['source', 'external_key'])
+            .doUpdateSet({ status: 'processed', payload: (eb) => eb.ref('excluded.payload'), attempts: sql`inbound_events.attempts + 1`, last_error: null, processed_at: sql`now()`, updated_at: sql`now()` })
+            .where('inbound_events.status', 'in', ['retrying', 'dead']),
+        )
         .returning('external_key')
         .execute();
       // The same callback again (already recorded): applied, or sent for review, once.
@@ -577,20 +624,103 @@ export function createPayments(deps: PaymentsDeps): Payments {
       try {
         return await applyCallbacks(items);
       } catch (error) {
-        if (items.length === 1) return [error instanceof Error ? error : new Error(String(error))];
+        if (items.length === 1) return [await keepOrFail(items[0]!, error)];
         logger.warn({ size: items.length, error: error instanceof Error ? error.message.slice(0, 500) : String(error) }, 'callback group rolled back; applying its callbacks one by one');
         const out: Array<CallbackOutcome | Error> = [];
         for (const item of items) {
           try {
             out.push(...(await applyCallbacks([item])));
           } catch (alone) {
-            out.push(alone instanceof Error ? alone : new Error(String(alone)));
+            out.push(await keepOrFail(item, alone));
           }
         }
         return out;
       }
     },
   });
+
+  /**
+   * A callback that could not be applied on its own is kept (its inbound event, status
+   * retrying, with its retry job) and answered as accepted: Safaricom may never send it again,
+   * and it carries what nothing else does (the M-PESA receipt number; the STK query has none).
+   * If keeping it fails too, the error stands and the route answers 500.
+   */
+  async function keepOrFail(item: CallbackItem, error: unknown): Promise<CallbackOutcome | Error> {
+    const lastError = error instanceof Error ? error.message.slice(0, 500) : String(error);
+    try {
+      const kept = await db.transaction().execute(async (trx) => {
+        const row = await trx
+          .insertInto('inbound_events')
+          .values({ source: 'mpesa_callback', external_key: callbackKey(item.result), payload: jsonb({ tokenHash: item.tokenHash, result: item.result }), status: 'retrying', attempts: 1, last_error: lastError })
+          .onConflict((oc) => oc.columns(['source', 'external_key']).doNothing())
+          .returning('id')
+          .executeTakeFirst();
+        if (row !== undefined) await scheduleCallbackRetry(trx, row.id, 1);
+        return row;
+      });
+      // Recorded already: applied meanwhile (a copy in another group), or kept by another copy.
+      metrics.inboundEvents.inc({ source: 'mpesa_callback', outcome: kept === undefined ? 'duplicate' : 'retrying' });
+      logger.warn({ error: lastError, kept: kept !== undefined }, 'stk callback not applied; kept for its retry job');
+      return kept === undefined ? { status: 'duplicate' } : { status: 'kept' };
+    } catch (keeping) {
+      logger.error({ error: lastError, keeping: keeping instanceof Error ? keeping.message.slice(0, 500) : String(keeping) }, 'stk callback neither applied nor kept');
+      return error instanceof Error ? error : new Error(String(error));
+    }
+  }
+
+  async function scheduleCallbackRetry(trx: Trx, eventId: string, attempts: number): Promise<void> {
+    await deps.jobs.enqueue(trx, callbackRetryJob, { eventId }, { startAfterSeconds: Math.ceil(backoffSeconds(attempts, random(), 2, 600)) });
+  }
+
+  /**
+   * A kept callback, applied again through the same path as a fresh one (the upsert there
+   * takes its record over). Failing again, it waits longer; after INBOUND_MAX_ATTEMPTS tries
+   * it is parked as dead for a person (an error log and a metric; a copy sent again by
+   * Safaricom still applies, and setting it back to retrying makes the inbound sweep queue it).
+   */
+  async function retryCallback(eventId: string): Promise<'processed' | 'retrying' | 'dead' | 'not_pending'> {
+    const event = await db.selectFrom('inbound_events').select(['status', 'payload']).where('id', '=', eventId).where('source', '=', 'mpesa_callback').executeTakeFirst();
+    if (event === undefined || event.status !== 'retrying') return 'not_pending';
+    const parsed = KeptCallback.safeParse(event.payload);
+    let failure: string;
+    if (!parsed.success) {
+      failure = `unreadable kept callback: ${parsed.error.issues[0]?.message ?? 'invalid'}`;
+    } else {
+      try {
+        const [outcome] = await applyCallbacks([{ tokenHash: parsed.data.tokenHash, result: parsed.data.result }]);
+        if (outcome!.status !== 'rejected') {
+          metrics.inboundEvents.inc({ source: 'mpesa_callback', outcome: 'processed' });
+          return 'processed';
+        }
+        // The attempt is gone or names another checkout: no try will change that.
+        failure = `rejected: ${outcome!.reason}`;
+        await db.updateTable('inbound_events').set({ status: 'dead', last_error: failure, updated_at: sql`now()` }).where('id', '=', eventId).where('status', '=', 'retrying').execute();
+        metrics.inboundEvents.inc({ source: 'mpesa_callback', outcome: 'dead' });
+        logger.error({ event_id: eventId, error: failure }, 'kept stk callback parked as dead');
+        return 'dead';
+      } catch (error) {
+        failure = error instanceof Error ? error.message.slice(0, 500) : String(error);
+      }
+    }
+    return db.transaction().execute(async (trx) => {
+      const row = await trx
+        .updateTable('inbound_events')
+        .set({ attempts: sql`attempts + 1`, last_error: failure, updated_at: sql`now()` })
+        .where('id', '=', eventId)
+        .where('status', '=', 'retrying')
+        .returning('attempts')
+        .executeTakeFirst();
+      if (row === undefined) return 'not_pending' as const;
+      if (!parsed.success || row.attempts >= deps.config.delivery.inboundMaxAttempts) {
+        await trx.updateTable('inbound_events').set({ status: 'dead' }).where('id', '=', eventId).execute();
+        metrics.inboundEvents.inc({ source: 'mpesa_callback', outcome: 'dead' });
+        logger.error({ event_id: eventId, attempts: row.attempts, error: failure }, 'kept stk callback parked as dead');
+        return 'dead' as const;
+      }
+      await scheduleCallbackRetry(trx, eventId, row.attempts);
+      return 'retrying' as const;
+    });
+  }
 
   async function handleCallback(token: string, result: PaymentResult): Promise<CallbackOutcome> {
     const outcome = await callbackBatcher.submit({ tokenHash: sha256Hex(token), result });
@@ -771,5 +901,5 @@ export function createPayments(deps: PaymentsDeps): Payments {
     return sent;
   }
 
-  return { requestPayment, push, handleCallback, reconcile, sendReminders, jobs: [pushJob, reconcileJob, remindersJob] };
+  return { requestPayment, push, handleCallback, reconcile, retryCallback, callbackRetryJob, sendReminders, jobs: [pushJob, reconcileJob, remindersJob, callbackRetryJob] };
 }
