@@ -278,6 +278,9 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
           .selectFrom('inbound_events')
           .select(['id', 'source', 'payload', 'status'])
           .where('id', '=', eventId)
+          // A kept M-PESA callback has its own retry (the payments service's): never this one,
+          // even if an older machine's sweep queued it here.
+          .where('source', '<>', 'mpesa_callback')
           .forUpdate()
           .executeTakeFirst();
         if (event === undefined || event.status !== 'retrying') return null;

@@ -545,7 +545,8 @@ export function createPayments(deps: PaymentsDeps): Payments {
   type CallbackItem = { tokenHash: string; result: PaymentResult };
 
   /** One transaction for a group of callbacks (distinct tokens): lock, record, apply. */
-  async function applyCallbacks(items: readonly CallbackItem[]): Promise<CallbackOutcome[]> {
+  /** `appliedHere`, if given, is set true at the index of each callback this call recorded and applied (not a copy's duplicate). */
+  async function applyCallbacks(items: readonly CallbackItem[], appliedHere?: boolean[]): Promise<CallbackOutcome[]> {
     const { outcomes, applied, outbound } = await db.transaction().execute(async (trx) => {
       // Only the hash is stored: looking the attempt up by it is the comparison.
       const attempts = await trx
@@ -593,6 +594,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
       const { applied, outbound } = await applyResults(trx, toApply.map(({ attempt, result }) => ({ attempt, result, amountRequired: true })));
       toApply.forEach(({ index }, i) => {
         outcomes[index] = { status: applied[i]!.status };
+        if (appliedHere !== undefined) appliedHere[index] = true;
       });
       return { outcomes, applied, outbound };
     });
@@ -648,20 +650,39 @@ export function createPayments(deps: PaymentsDeps): Payments {
   async function keepOrFail(item: CallbackItem, error: unknown): Promise<CallbackOutcome | Error> {
     const lastError = error instanceof Error ? error.message.slice(0, 500) : String(error);
     try {
-      const kept = await db.transaction().execute(async (trx) => {
+      const kept = await db.transaction().execute(async (trx): Promise<CallbackOutcome> => {
+        // Only a callback whose token names an attempt (and whose checkout is that attempt's)
+        // is kept: a forged one is refused as it would be on a good day, whatever failed.
+        const owner = await trx.selectFrom('payment_attempts').select('checkout_request_id').where('callback_token_hash', '=', item.tokenHash).executeTakeFirst();
+        if (owner === undefined) return { status: 'rejected', reason: 'unknown_token' };
+        if (owner.checkout_request_id !== null && owner.checkout_request_id !== item.result.checkoutRequestId) return { status: 'rejected', reason: 'checkout_mismatch' };
+        // A record parked as dead (a fault that outlasted its tries) is revived by this copy.
         const row = await trx
           .insertInto('inbound_events')
           .values({ source: 'mpesa_callback', external_key: callbackKey(item.result), payload: jsonb({ tokenHash: item.tokenHash, result: item.result }), status: 'retrying', attempts: 1, last_error: lastError })
-          .onConflict((oc) => oc.columns(['source', 'external_key']).doNothing())
+          .onConflict((oc) =>
+            oc
+              .columns(['source', 'external_key'])
+              .doUpdateSet({ status: 'retrying', payload: (eb) => eb.ref('excluded.payload'), attempts: 1, last_error: lastError, updated_at: sql`now()` })
+              .where('inbound_events.status', '=', 'dead'),
+          )
           .returning('id')
           .executeTakeFirst();
-        if (row !== undefined) await scheduleCallbackRetry(trx, row.id, 1);
-        return row;
+        if (row !== undefined) {
+          await scheduleCallbackRetry(trx, row.id, 1);
+          return { status: 'kept' };
+        }
+        // Recorded already: kept by another copy (its job will apply it), or applied meanwhile.
+        const existing = await trx.selectFrom('inbound_events').select('status').where('source', '=', 'mpesa_callback').where('external_key', '=', callbackKey(item.result)).executeTakeFirst();
+        return existing?.status === 'retrying' ? { status: 'kept' } : { status: 'duplicate' };
       });
-      // Recorded already: applied meanwhile (a copy in another group), or kept by another copy.
-      metrics.inboundEvents.inc({ source: 'mpesa_callback', outcome: kept === undefined ? 'duplicate' : 'retrying' });
-      logger.warn({ error: lastError, kept: kept !== undefined }, 'stk callback not applied; kept for its retry job');
-      return kept === undefined ? { status: 'duplicate' } : { status: 'kept' };
+      if (kept.status === 'kept') {
+        metrics.inboundEvents.inc({ source: 'mpesa_callback', outcome: 'retrying' });
+        logger.warn({ error: lastError }, 'stk callback not applied; kept for its retry job');
+      } else {
+        logger.warn({ error: lastError, outcome: kept.status }, 'stk callback not applied, and not kept');
+      }
+      return kept;
     } catch (keeping) {
       logger.error({ error: lastError, keeping: keeping instanceof Error ? keeping.message.slice(0, 500) : String(keeping) }, 'stk callback neither applied nor kept');
       return error instanceof Error ? error : new Error(String(error));
@@ -687,8 +708,11 @@ export function createPayments(deps: PaymentsDeps): Payments {
       failure = `unreadable kept callback: ${parsed.error.issues[0]?.message ?? 'invalid'}`;
     } else {
       try {
-        const [outcome] = await applyCallbacks([{ tokenHash: parsed.data.tokenHash, result: parsed.data.result }]);
+        const appliedHere: boolean[] = [];
+        const [outcome] = await applyCallbacks([{ tokenHash: parsed.data.tokenHash, result: parsed.data.result }], appliedHere);
         if (outcome!.status !== 'rejected') {
+          // A copy sent again took the record over (and applied it) since it was read: nothing done here.
+          if (appliedHere[0] !== true) return 'not_pending';
           metrics.inboundEvents.inc({ source: 'mpesa_callback', outcome: 'processed' });
           return 'processed';
         }

@@ -46,7 +46,14 @@ export const textDrafts = (to: string, n: number, from = 0): OutboundDraft[] =>
 let smsCounter = 0;
 
 export async function startChannelFixture(
-  options: { env?: Record<string, string>; conversation?: ConversationHandler; jobs?: JobDefinition[]; now?: () => Date } = {},
+  options: {
+    env?: Record<string, string>;
+    conversation?: ConversationHandler;
+    jobs?: JobDefinition[];
+    now?: () => Date;
+    /** Queues created but given no worker here: the test runs their jobs by hand, with no worker racing it. */
+    idleQueues?: string[];
+  } = {},
 ): Promise<ChannelFixture> {
   const database = await createTestDatabase();
   const graph = await startFakeGraph();
@@ -99,6 +106,8 @@ export async function startChannelFixture(
   });
 
   await t.deps.jobs.start(t.deps.jobDefinitions);
+  // Stopped before any job of theirs exists, so none is ever taken.
+  for (const name of options.idleQueues ?? []) await t.deps.jobs.boss.offWork(name);
 
   return {
     ...t,
