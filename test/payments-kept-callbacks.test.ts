@@ -137,9 +137,11 @@ const failFirst = (matches: (node: RootOperationNode) => boolean) =>
   });
 /** The callback's attempt lookup (select ... for update by token hash), as applyCallbacks runs it. */
 const attemptLookup = (node: RootOperationNode) => node.kind === 'SelectQueryNode' && JSON.stringify(node).includes('callback_token_hash') && JSON.stringify(node).includes('ForUpdate');
-/** Payments over the fixture's database, its first attempt lookup failing. */
-const paymentsFailingLookup = () =>
-  createPayments({ db: f.database.handle.db.withPlugin(failFirst(attemptLookup)), jobs: f.deps.jobs, outbox: f.deps.outbox, daraja: f.deps.daraja, config: f.deps.config, metrics: f.deps.metrics, logger: f.deps.logger });
+/** Another payments service over the fixture's database, seen through `plugin`. */
+const paymentsWith = (plugin: KyselyPlugin) =>
+  createPayments({ db: f.database.handle.db.withPlugin(plugin), jobs: f.deps.jobs, outbox: f.deps.outbox, daraja: f.deps.daraja, config: f.deps.config, metrics: f.deps.metrics, logger: f.deps.logger });
+/** Its first attempt lookup failing. */
+const paymentsFailingLookup = () => paymentsWith(failFirst(attemptLookup));
 const resultOf = (a: SeededAttempt, receipt: string) => ({ checkoutRequestId: a.checkout, resultCode: 0, resultDesc: 'The service request is processed successfully.', amount: 100, receipt, phone: a.customer });
 const retry = (eventId: string) => f.deps.payments.retryCallback(eventId);
 
@@ -232,15 +234,7 @@ describe('STK callbacks kept for a retry (retries run by hand)', () => {
     const keptId = await h.keptCallback(a, 'RKEPT00012');
     // The copy arrives through the route between the retry's read of the record and its apply.
     const readsKept = (node: RootOperationNode) => node.kind === 'SelectQueryNode' && JSON.stringify(node).includes('inbound_events');
-    const racing = createPayments({
-      db: f.database.handle.db.withPlugin(onFirst(readsKept, async () => assert.equal((await h.callback(a.token, paidBody(a, 'RKEPT00012'))).status, 200))),
-      jobs: f.deps.jobs,
-      outbox: f.deps.outbox,
-      daraja: f.deps.daraja,
-      config: f.deps.config,
-      metrics: f.deps.metrics,
-      logger: f.deps.logger,
-    });
+    const racing = paymentsWith(onFirst(readsKept, async () => assert.equal((await h.callback(a.token, paidBody(a, 'RKEPT00012'))).status, 200)));
     assert.equal(await racing.retryCallback(keptId), 'not_pending');
     assert.deepEqual(await h.invoice(a.invoiceId), { status: 'paid', mpesa_receipt: 'RKEPT00012' });
     assert.equal(await h.paidEvents(a.invoiceId), 1);

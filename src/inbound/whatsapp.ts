@@ -13,7 +13,8 @@ import type { OutboundDraft } from '../domain/outbound.js';
 import { createBatcher } from '../batch.js';
 import type { Database, InboundSource } from '../db/schema.js';
 import { sha256Hex } from '../security.js';
-import { backoffSeconds, combineStatus } from '../domain/delivery.js';
+import { combineStatus } from '../domain/delivery.js';
+import { afterFailedTry, retryJob as inboundRetryJob, scheduleRetry, type RetryDeps, type RetryJob } from './retry.js';
 import type { Outbox } from '../delivery/outbox.js';
 import { scheduledJob, type JobDefinition, type JobQueue, type NoJobData } from '../jobs/queue.js';
 import type { Logger } from '../logger.js';
@@ -45,13 +46,12 @@ export type WhatsAppInbound = {
   handleIncomingSms(sms: IncomingSms): Promise<'processed' | 'duplicate' | 'retrying'>;
   /** Runs a stored event again (the retry job). */
   retryEvent(eventId: string): Promise<'processed' | 'retrying' | 'dead' | 'not_pending'>;
-  readonly retryJob: JobDefinition<typeof RetryJobData>;
+  readonly retryJob: RetryJob;
   /** Queues again what has waited for a retry for STUCK_RETRY_MINUTES (its retry job gone). */
   sweepRetries(): Promise<number>;
   readonly retrySweepJob: JobDefinition<NoJobData>;
 };
 
-const RetryJobData = z.object({ eventId: z.uuid() });
 /** Far beyond a retry's own backoff (at most 10 minutes) and its job's retries (about 85 minutes). */
 export const STUCK_RETRY_MINUTES = 120;
 
@@ -68,7 +68,7 @@ export type InboundDeps = {
    * Retry jobs of inbound events applied elsewhere (kept M-PESA callbacks: the payments
    * service's), by source: the sweep queues an event's own. Their data is { eventId }.
    */
-  retryJobs?: Partial<Record<InboundSource, JobDefinition<typeof RetryJobData>>>;
+  retryJobs?: Partial<Record<InboundSource, RetryJob>>;
   /** Group commit of concurrent messages (defaults: 64 per batch, 2 batches at once). */
   batch?: { maxBatch?: number; maxConcurrent?: number };
 };
@@ -106,17 +106,10 @@ function toInput(message: InboundMessage): ConversationInput {
 
 export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
   const { db, metrics, logger } = deps;
-  const random = deps.random ?? Math.random;
-
-  const retryJob: JobDefinition<typeof RetryJobData> = {
-    name: 'retry-inbound-event',
-    schema: RetryJobData,
-    retryLimit: 10,
-    retryDelaySeconds: 5,
-    async handle({ eventId }) {
-      await retryEvent(eventId);
-    },
-  };
+  const retrying: RetryDeps = { jobs: deps.jobs, metrics, logger, maxAttempts: deps.maxAttempts, random: deps.random ?? Math.random };
+  const retryJob = inboundRetryJob('retry-inbound-event', (eventId) => retryEvent(eventId));
+  /** Sources whose kept events another service retries (deps.retryJobs): never this job's. */
+  const retriedElsewhere = Object.keys(deps.retryJobs ?? {}) as InboundSource[];
 
   /**
    * Upserts and locks the sender's conversation row (messages from one number apply one at
@@ -216,10 +209,6 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
     }
   }
 
-  async function scheduleRetry(eventId: string, attempts: number, trx: Transaction<Database>): Promise<void> {
-    await deps.jobs.enqueue(trx, retryJob, { eventId }, { startAfterSeconds: Math.ceil(backoffSeconds(attempts, random(), 2, 600)) });
-  }
-
   /** First delivery of one event. */
   async function processEvent(source: InboundSource, key: string, payload: unknown, outboundIds: string[]): Promise<'processed' | 'duplicate' | 'retrying'> {
     try {
@@ -263,7 +252,7 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
         .onConflict((oc) => oc.columns(['source', 'external_key']).doNothing())
         .returning('id')
         .executeTakeFirst();
-      if (row !== undefined) await scheduleRetry(row.id, 1, trx);
+      if (row !== undefined) await scheduleRetry(retrying, trx, retryJob, row.id, 1);
       return row;
     });
     metrics.inboundEvents.inc({ source, outcome: stored === undefined ? 'duplicate' : 'retrying' });
@@ -278,9 +267,9 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
           .selectFrom('inbound_events')
           .select(['id', 'source', 'payload', 'status'])
           .where('id', '=', eventId)
-          // A kept M-PESA callback has its own retry (the payments service's): never this one,
-          // even if an older machine's sweep queued it here.
-          .where('source', '<>', 'mpesa_callback')
+          // An event another service retries (a kept M-PESA callback) is never this job's, even
+          // if an older machine's sweep queued it here.
+          .$if(retriedElsewhere.length > 0, (qb) => qb.where('source', 'not in', retriedElsewhere))
           .forUpdate()
           .executeTakeFirst();
         if (event === undefined || event.status !== 'retrying') return null;
@@ -299,24 +288,7 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
       return 'processed';
     } catch (error) {
       const lastError = error instanceof Error ? error.message.slice(0, 500) : String(error);
-      return db.transaction().execute(async (trx) => {
-        const event = await trx
-          .updateTable('inbound_events')
-          .set({ attempts: sql`attempts + 1`, last_error: lastError, updated_at: sql`now()` })
-          .where('id', '=', eventId)
-          .where('status', '=', 'retrying')
-          .returning(['attempts', 'source'])
-          .executeTakeFirst();
-        if (event === undefined) return 'not_pending' as const;
-        if (event.attempts >= deps.maxAttempts) {
-          await trx.updateTable('inbound_events').set({ status: 'dead' }).where('id', '=', eventId).execute();
-          metrics.inboundEvents.inc({ source: event.source, outcome: 'dead' });
-          logger.error({ event_id: eventId, source: event.source, attempts: event.attempts, error: lastError }, 'inbound event parked as dead');
-          return 'dead' as const;
-        }
-        await scheduleRetry(eventId, event.attempts, trx);
-        return 'retrying' as const;
-      });
+      return db.transaction().execute((trx) => afterFailedTry(retrying, trx, retryJob, eventId, lastError));
     }
   }
 

@@ -16,13 +16,13 @@ import type { Config } from '../config.js';
 import type { Database, PaymentAttemptStatus, PaymentAttemptsTable, PaymentInitiator } from '../db/schema.js';
 import { sha256Hex } from '../security.js';
 import type { OutboundDraft } from '../domain/outbound.js';
-import { backoffSeconds } from '../domain/delivery.js';
 import { dueDateFor, nairobiMidnight, nairobiToday } from '../domain/invoice.js';
 import { EXPIRE_AFTER_MS, RECONCILE_AFTER_MS, decidePaymentRequest, expiresAfterQuery, failureReason, planResults, type PaymentRequestDecision, type ResultPlan, type UnsettledQuery } from '../domain/payment.js';
 import { formatAmount, formatInvoiceNumber } from '../domain/parse.js';
 import { templateName, texts } from '../domain/texts.js';
 import { NOTHING_WRITTEN, type AlongsideWrite, type Outbox, type Written } from '../delivery/outbox.js';
 import { NoJobData, scheduledJob, type JobDefinition, type JobQueue } from '../jobs/queue.js';
+import { afterFailedTry, retryJob, scheduleRetry, type RetryDeps, type RetryJob } from '../inbound/retry.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import type { DarajaClient } from '../providers/mpesa/client.js';
@@ -58,7 +58,7 @@ export type Payments = {
   /** Applies a callback kept for retry (the retry job): processed, kept again, parked as dead, or nothing to do. */
   retryCallback(eventId: string): Promise<'processed' | 'retrying' | 'dead' | 'not_pending'>;
   /** The retry job of kept callbacks (its data names the inbound event). */
-  readonly callbackRetryJob: JobDefinition<typeof CallbackRetryJobData>;
+  readonly callbackRetryJob: RetryJob;
   /** Queues the due-tomorrow and due-today reminders not sent yet. */
   sendReminders(): Promise<number>;
   readonly jobs: readonly JobDefinition[];
@@ -76,7 +76,6 @@ export type PaymentsDeps = {
   random?: () => number;
 };
 
-export const CallbackRetryJobData = z.object({ eventId: z.uuid() });
 /**
  * A callback kept for retry, as its inbound event stores it: the hash of its URL token (the
  * attempt's own column holds the same) and what it said. Read back through this schema.
@@ -126,7 +125,7 @@ function definitelyRefused(error: DeliveryError): boolean {
 export function createPayments(deps: PaymentsDeps): Payments {
   const { db, metrics, logger } = deps;
   const now = deps.now ?? (() => new Date());
-  const random = deps.random ?? Math.random;
+  const retrying: RetryDeps = { jobs: deps.jobs, metrics, logger, maxAttempts: deps.config.delivery.inboundMaxAttempts, random: deps.random ?? Math.random };
 
   const pushJob: JobDefinition<typeof PushJobData> = {
     name: 'stk-push',
@@ -138,15 +137,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
     },
   };
   const reconcileJob = scheduledJob('payments-reconcile', () => reconcile());
-  const callbackRetryJob: JobDefinition<typeof CallbackRetryJobData> = {
-    name: 'retry-stk-callback',
-    schema: CallbackRetryJobData,
-    retryLimit: 10,
-    retryDelaySeconds: 5,
-    async handle({ eventId }) {
-      await retryCallback(eventId);
-    },
-  };
+  const callbackRetryJob = retryJob('retry-stk-callback', (eventId) => retryCallback(eventId));
   const remindersJob: JobDefinition<NoJobData> = {
     name: 'invoice-reminders',
     schema: NoJobData,
@@ -649,6 +640,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
    */
   async function keepOrFail(item: CallbackItem, error: unknown): Promise<CallbackOutcome | Error> {
     const lastError = error instanceof Error ? error.message.slice(0, 500) : String(error);
+    const key = callbackKey(item.result);
     try {
       const kept = await db.transaction().execute(async (trx): Promise<CallbackOutcome> => {
         // Only a callback whose token names an attempt (and whose checkout is that attempt's)
@@ -659,7 +651,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
         // A record parked as dead (a fault that outlasted its tries) is revived by this copy.
         const row = await trx
           .insertInto('inbound_events')
-          .values({ source: 'mpesa_callback', external_key: callbackKey(item.result), payload: jsonb({ tokenHash: item.tokenHash, result: item.result }), status: 'retrying', attempts: 1, last_error: lastError })
+          .values({ source: 'mpesa_callback', external_key: key, payload: jsonb({ tokenHash: item.tokenHash, result: item.result }), status: 'retrying', attempts: 1, last_error: lastError })
           .onConflict((oc) =>
             oc
               .columns(['source', 'external_key'])
@@ -669,11 +661,11 @@ export function createPayments(deps: PaymentsDeps): Payments {
           .returning('id')
           .executeTakeFirst();
         if (row !== undefined) {
-          await scheduleCallbackRetry(trx, row.id, 1);
+          await scheduleRetry(retrying, trx, callbackRetryJob, row.id, 1);
           return { status: 'kept' };
         }
         // Recorded already: kept by another copy (its job will apply it), or applied meanwhile.
-        const existing = await trx.selectFrom('inbound_events').select('status').where('source', '=', 'mpesa_callback').where('external_key', '=', callbackKey(item.result)).executeTakeFirst();
+        const existing = await trx.selectFrom('inbound_events').select('status').where('source', '=', 'mpesa_callback').where('external_key', '=', key).executeTakeFirst();
         return existing?.status === 'retrying' ? { status: 'kept' } : { status: 'duplicate' };
       });
       if (kept.status === 'kept') {
@@ -689,10 +681,6 @@ export function createPayments(deps: PaymentsDeps): Payments {
     }
   }
 
-  async function scheduleCallbackRetry(trx: Trx, eventId: string, attempts: number): Promise<void> {
-    await deps.jobs.enqueue(trx, callbackRetryJob, { eventId }, { startAfterSeconds: Math.ceil(backoffSeconds(attempts, random(), 2, 600)) });
-  }
-
   /**
    * A kept callback, applied again through the same path as a fresh one (the upsert there
    * takes its record over). Failing again, it waits longer; after INBOUND_MAX_ATTEMPTS tries
@@ -703,47 +691,25 @@ export function createPayments(deps: PaymentsDeps): Payments {
     const event = await db.selectFrom('inbound_events').select(['status', 'payload']).where('id', '=', eventId).where('source', '=', 'mpesa_callback').executeTakeFirst();
     if (event === undefined || event.status !== 'retrying') return 'not_pending';
     const parsed = KeptCallback.safeParse(event.payload);
-    let failure: string;
-    if (!parsed.success) {
-      failure = `unreadable kept callback: ${parsed.error.issues[0]?.message ?? 'invalid'}`;
-    } else {
-      try {
-        const appliedHere: boolean[] = [];
-        const [outcome] = await applyCallbacks([{ tokenHash: parsed.data.tokenHash, result: parsed.data.result }], appliedHere);
-        if (outcome!.status !== 'rejected') {
-          // A copy sent again took the record over (and applied it) since it was read: nothing done here.
-          if (appliedHere[0] !== true) return 'not_pending';
-          metrics.inboundEvents.inc({ source: 'mpesa_callback', outcome: 'processed' });
-          return 'processed';
-        }
-        // The attempt is gone or names another checkout: no try will change that.
-        failure = `rejected: ${outcome!.reason}`;
-        await db.updateTable('inbound_events').set({ status: 'dead', last_error: failure, updated_at: sql`now()` }).where('id', '=', eventId).where('status', '=', 'retrying').execute();
-        metrics.inboundEvents.inc({ source: 'mpesa_callback', outcome: 'dead' });
-        logger.error({ event_id: eventId, error: failure }, 'kept stk callback parked as dead');
-        return 'dead';
-      } catch (error) {
-        failure = error instanceof Error ? error.message.slice(0, 500) : String(error);
-      }
+    // Unreadable, or its attempt gone or naming another checkout: no try will change that.
+    if (!parsed.success) return failedTry(eventId, `unreadable kept callback: ${parsed.error.issues[0]?.message ?? 'invalid'}`, { parkNow: true });
+    const appliedHere: boolean[] = [];
+    let outcome: CallbackOutcome;
+    try {
+      [outcome] = (await applyCallbacks([{ tokenHash: parsed.data.tokenHash, result: parsed.data.result }], appliedHere)) as [CallbackOutcome];
+    } catch (error) {
+      return failedTry(eventId, error instanceof Error ? error.message.slice(0, 500) : String(error));
     }
-    return db.transaction().execute(async (trx) => {
-      const row = await trx
-        .updateTable('inbound_events')
-        .set({ attempts: sql`attempts + 1`, last_error: failure, updated_at: sql`now()` })
-        .where('id', '=', eventId)
-        .where('status', '=', 'retrying')
-        .returning('attempts')
-        .executeTakeFirst();
-      if (row === undefined) return 'not_pending' as const;
-      if (!parsed.success || row.attempts >= deps.config.delivery.inboundMaxAttempts) {
-        await trx.updateTable('inbound_events').set({ status: 'dead' }).where('id', '=', eventId).execute();
-        metrics.inboundEvents.inc({ source: 'mpesa_callback', outcome: 'dead' });
-        logger.error({ event_id: eventId, attempts: row.attempts, error: failure }, 'kept stk callback parked as dead');
-        return 'dead' as const;
-      }
-      await scheduleCallbackRetry(trx, eventId, row.attempts);
-      return 'retrying' as const;
-    });
+    if (outcome.status === 'rejected') return failedTry(eventId, `rejected: ${outcome.reason}`, { parkNow: true });
+    // A copy sent again took the record over (and applied it) since it was read: nothing done here.
+    if (appliedHere[0] !== true) return 'not_pending';
+    metrics.inboundEvents.inc({ source: 'mpesa_callback', outcome: 'processed' });
+    return 'processed';
+  }
+
+  /** A failed try of a kept callback (src/inbound/retry.ts afterFailedTry). */
+  function failedTry(eventId: string, error: string, options: { parkNow?: boolean } = {}) {
+    return db.transaction().execute((trx) => afterFailedTry(retrying, trx, callbackRetryJob, eventId, error, options));
   }
 
   async function handleCallback(token: string, result: PaymentResult): Promise<CallbackOutcome> {
