@@ -83,6 +83,10 @@ const EnvSchema = z.object({
   MPESA_TRANSACTION_TYPE: z.enum(['paybill', 'till']).default('paybill'),
   MPESA_PARTY_B: optionalString.pipe(z.string().regex(/^\d{5,7}$/, 'must be 5 to 7 digits').optional()),
   MPESA_TIMEOUT_MS: z.coerce.number({ error: 'must be a number' }).int().min(100).max(60_000).default(10_000),
+  // Tries of an STK callback the database refused (kept for retry) before it is parked as dead.
+  // Longer than other inbound events': only the callback carries the M-PESA receipt number. The
+  // waits double from 1-2 s to 5-10 minutes, so 60 tries last about 4 to 9 hours.
+  MPESA_CALLBACK_MAX_ATTEMPTS: z.coerce.number({ error: 'must be a number' }).int().min(1).max(500).default(60),
   MPESA_CALLBACK_ALLOWED_IPS: z
     .string()
     .trim()
@@ -209,6 +213,8 @@ export type Config = Readonly<{
     partyB: string | undefined;
     timeoutMs: number;
     callbackAllowedIps: readonly string[];
+    /** Tries of a kept callback before it is parked as dead. */
+    callbackMaxAttempts: number;
   }>;
   /** Proxies whose Fly-Client-IP / X-Forwarded-For are believed (addresses or address/prefix networks). */
   trustedProxies: readonly string[];
@@ -315,6 +321,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       partyB: e.MPESA_PARTY_B,
       timeoutMs: e.MPESA_TIMEOUT_MS,
       callbackAllowedIps: e.MPESA_CALLBACK_ALLOWED_IPS,
+      callbackMaxAttempts: e.MPESA_CALLBACK_MAX_ATTEMPTS,
     },
     trustedProxies: e.TRUSTED_PROXIES,
     stats: { apiToken: e.STATS_API_TOKEN, publicBaseUrl: e.PUBLIC_BASE_URL?.replace(/\/+$/, '') },

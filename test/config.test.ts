@@ -288,3 +288,12 @@ test('SMS_INBOUND_TOKEN: unset by default (the route answers 404); a URL-safe se
     assert.match(problemFor(configError({ SMS_INBOUND_TOKEN: bad }), 'SMS_INBOUND_TOKEN'), /24 to 200 letters/, bad);
   }
 });
+
+test('MPESA_CALLBACK_MAX_ATTEMPTS: 60 by default, its own (not INBOUND_MAX_ATTEMPTS); a whole number from 1 to 500, or a clear error', () => {
+  assert.equal(loadConfig({}).mpesa.callbackMaxAttempts, 60);
+  assert.equal(loadConfig({ INBOUND_MAX_ATTEMPTS: '2' }).mpesa.callbackMaxAttempts, 60);
+  assert.equal(loadConfig({ MPESA_CALLBACK_MAX_ATTEMPTS: '500' }).mpesa.callbackMaxAttempts, 500);
+  for (const bad of ['0', '501', '2.5', 'many']) {
+    assert.match(problemFor(configError({ MPESA_CALLBACK_MAX_ATTEMPTS: bad }), 'MPESA_CALLBACK_MAX_ATTEMPTS'), /MPESA_CALLBACK_MAX_ATTEMPTS/);
+  }
+});

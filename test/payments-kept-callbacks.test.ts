@@ -18,7 +18,8 @@ import { sha256Hex } from '../src/security.js';
 import { callbackSuite, paidBody, type SeededAttempt } from './helpers/callback-groups.js';
 import { startChannelFixture, waitFor, type ChannelFixture } from './helpers/channel.js';
 
-const env = { MPESA_CALLBACK_URL: 'https://invoiceiq.example/payments/stk/callback', INBOUND_MAX_ATTEMPTS: '3' };
+// Kept callbacks have their own limit of tries: INBOUND_MAX_ATTEMPTS (other inbound events') is lower here, and must not apply.
+const env = { MPESA_CALLBACK_URL: 'https://invoiceiq.example/payments/stk/callback', MPESA_CALLBACK_MAX_ATTEMPTS: '3', INBOUND_MAX_ATTEMPTS: '1' };
 let f: ChannelFixture;
 let w: ChannelFixture;
 before(async () => {
@@ -242,14 +243,14 @@ describe('STK callbacks kept for a retry (retries run by hand)', () => {
     assert.deepEqual([row.status, row.attempts], ['processed', 2]);
   });
 
-  test('one that keeps failing is parked as dead after INBOUND_MAX_ATTEMPTS tries (with a metric); a copy that fails too revives it; one that does not pays', async () => {
+  test('one that keeps failing is parked as dead after MPESA_CALLBACK_MAX_ATTEMPTS tries, not INBOUND_MAX_ATTEMPTS (with a metric); a copy that fails too revives it; one that does not pays', async () => {
     const a = await h.seed();
     await h.refuseReceipt('RKEPT00005');
     let eventId: string;
     try {
       assert.equal((await h.callback(a.token, paidBody(a, 'RKEPT00005'))).status, 200);
       eventId = (await h.keptRow(a, 'RKEPT00005'))!.id;
-      // INBOUND_MAX_ATTEMPTS is 3 here: the first try was the callback itself.
+      // MPESA_CALLBACK_MAX_ATTEMPTS is 3 here (INBOUND_MAX_ATTEMPTS 1): the first try was the callback itself.
       assert.equal(await retry(eventId), 'retrying');
       const queued = await h.retryJobs(eventId);
       assert.equal(await retry(eventId), 'dead');

@@ -69,7 +69,7 @@ export type PaymentsDeps = {
   jobs: Pick<JobQueue, 'enqueue'>;
   outbox: Pick<Outbox, 'enqueue' | 'dispatchSoon' | 'enqueueClaimed' | 'dispatchWritten'>;
   daraja: DarajaClient;
-  config: Pick<Config, 'mpesa'> & { delivery: Pick<Config['delivery'], 'inboundMaxAttempts'> };
+  config: Pick<Config, 'mpesa'>;
   metrics: Metrics;
   logger: Logger;
   now?: () => Date;
@@ -125,7 +125,7 @@ function definitelyRefused(error: DeliveryError): boolean {
 export function createPayments(deps: PaymentsDeps): Payments {
   const { db, metrics, logger } = deps;
   const now = deps.now ?? (() => new Date());
-  const retrying: RetryDeps = { jobs: deps.jobs, metrics, logger, maxAttempts: deps.config.delivery.inboundMaxAttempts, random: deps.random ?? Math.random };
+  const retrying: RetryDeps = { jobs: deps.jobs, metrics, logger, maxAttempts: deps.config.mpesa.callbackMaxAttempts, random: deps.random ?? Math.random };
 
   const pushJob: JobDefinition<typeof PushJobData> = {
     name: 'stk-push',
@@ -683,7 +683,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
 
   /**
    * A kept callback, applied again through the same path as a fresh one (the upsert there
-   * takes its record over). Failing again, it waits longer; after INBOUND_MAX_ATTEMPTS tries
+   * takes its record over). Failing again, it waits longer; after MPESA_CALLBACK_MAX_ATTEMPTS tries
    * it is parked as dead for a person (an error log and a metric; a copy sent again by
    * Safaricom still applies, and setting it back to retrying makes the inbound sweep queue it).
    */
