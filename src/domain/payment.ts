@@ -15,6 +15,14 @@ export const RECONCILE_AFTER_MS = 3 * 60 * 1000;
 /** Attempts M-PESA still calls unfinished (or that cannot be asked about) this long are expired. */
 export const EXPIRE_AFTER_MS = 30 * 60 * 1000;
 /**
+ * A prompt not started this long after it was asked for is not sent any more (its push job
+ * waited out an outage): the person is no longer waiting with the phone in hand, and a push
+ * still running EXPIRE_AFTER_MS after the request could reach a phone after reconciliation
+ * expired its attempt (no CheckoutRequestID yet), so nothing would ever ask about it. With a
+ * push bounded by MPESA_TIMEOUT_MS (at most a minute), 10 minutes leaves a wide margin.
+ */
+export const PUSH_STALE_AFTER_MS = 10 * 60 * 1000;
+/**
  * Attempts whose STK queries all went unanswered (Daraja down, our credentials refused) are
  * given up this long after they started: until then the money may have moved, and the next
  * answer settles them.

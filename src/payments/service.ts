@@ -17,7 +17,7 @@ import type { Database, PaymentAttemptStatus, PaymentAttemptsTable, PaymentIniti
 import { sha256Hex } from '../security.js';
 import type { OutboundDraft } from '../domain/outbound.js';
 import { dueDateFor, nairobiMidnight, nairobiToday } from '../domain/invoice.js';
-import { EXPIRE_AFTER_MS, RECONCILE_AFTER_MS, decidePaymentRequest, expiresAfterQuery, failureReason, planResults, type PaymentRequestDecision, type ResultPlan, type UnsettledQuery } from '../domain/payment.js';
+import { EXPIRE_AFTER_MS, PUSH_STALE_AFTER_MS, RECONCILE_AFTER_MS, decidePaymentRequest, expiresAfterQuery, failureReason, planResults, type PaymentRequestDecision, type ResultPlan, type UnsettledQuery } from '../domain/payment.js';
 import { formatAmount, formatInvoiceNumber } from '../domain/parse.js';
 import { templateName, texts } from '../domain/texts.js';
 import { NOTHING_WRITTEN, type AlongsideWrite, type Outbox, type Written } from '../delivery/outbox.js';
@@ -100,6 +100,8 @@ function callbackKey(result: PaymentResult): string {
 const PushJobData = z.object({ attemptId: z.uuid() });
 /** Daraja refusals after which a new push cannot double a prompt: spike arrest, quota, "already in process". */
 const SAFE_TO_RETRY = new Set(['500.003.02', '500.003.03', '500.001.1001']);
+/** How an attempt whose prompt was never sent, because it was asked for too long ago (PUSH_STALE_AFTER_MS), reads. */
+const STALE_PROMPT = `not prompted: asked for more than ${PUSH_STALE_AFTER_MS / 60_000} minutes before its push could start`;
 /** The review reason of a second payment of a paid invoice (it starts the text). */
 const PAID_TWICE = 'paid_twice';
 /** The review reason of a callback that said another amount moved (it starts the text). */
@@ -113,12 +115,15 @@ const RECONCILE_BUDGET_MS = 45_000;
 
 /**
  * Whether a failed push proves that nothing reached the phone: Daraja (or the client, before
- * sending) refused it with a code, or M-PESA is not configured. A timeout, a reset or a bare
- * 5xx from a gateway proves nothing: the prompt may be on the phone.
+ * sending) refused it with a code, or M-PESA is not configured. A timeout, a reset or a 5xx
+ * proves nothing, with a code or without (a gateway's bare 502, Daraja's own 500.xxx
+ * "Internal Server Error" answered after the request may have gone through): the prompt may
+ * be on the phone. (Daraja's "not now" 5xx codes, SAFE_TO_RETRY, are handled before this.)
  */
 function definitelyRefused(error: DeliveryError): boolean {
   if (error instanceof TransportError) return error.reason === 'not_configured';
-  return error.code !== undefined;
+  if (error.code === undefined) return false;
+  return !(error.httpStatus !== undefined && error.httpStatus >= 500) && !/^5\d\d\./.test(error.code);
 }
 
 
@@ -173,9 +178,13 @@ export function createPayments(deps: PaymentsDeps): Payments {
     return new Map(rows.map((row) => [row.id, row]));
   }
 
-  /** The invoice, its merchant and both languages. */
+  /**
+   * The invoice, its merchant and both languages, the invoice locked: a notice that depends on
+   * its status ("not paid yet") is not written beside a payment committing meanwhile (the
+   * callback path locks attempts, then invoices, as every caller here does).
+   */
   async function invoiceFacts(trx: Trx, invoiceId: string) {
-    const facts = (await invoiceFactsMany(trx, [invoiceId], { lock: false })).get(invoiceId);
+    const facts = (await invoiceFactsMany(trx, [invoiceId], { lock: true })).get(invoiceId);
     if (facts === undefined) throw new Error(`invoice ${invoiceId} not found`);
     return facts;
   }
@@ -219,6 +228,8 @@ export function createPayments(deps: PaymentsDeps): Payments {
 
   async function push(attemptId: string): Promise<'pushed' | 'not_pending' | 'failed'> {
     const token = randomBytes(32).toString('base64url');
+    // Asked for before this, the prompt is stale (PUSH_STALE_AFTER_MS): not sent any more.
+    const staleBefore = new Date(now().getTime() - PUSH_STALE_AFTER_MS);
     const claimed = await db
       .updateTable('payment_attempts')
       // The service's clock, like created_at: the 2-minute rule compares it with now().
@@ -226,6 +237,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
       .where('id', '=', attemptId)
       .where('status', '=', 'pending')
       .where('push_started_at', 'is', null)
+      .where('created_at', '>', staleBefore)
       // Never prompt for an invoice paid or cancelled while this push waited (e.g. a job retry).
       .where('invoice_id', 'in', (eb) => eb.selectFrom('invoices').select('id').where('status', 'not in', ['paid', 'cancelled']))
       // Nor once a newer attempt exists for the invoice (started while this one waited for a
@@ -243,13 +255,32 @@ export function createPayments(deps: PaymentsDeps): Payments {
       .returning(['id', 'invoice_id', 'amount', 'phone', 'initiated_by'])
       .executeTakeFirst();
     if (claimed === undefined) {
-      await db
-        .updateTable('payment_attempts')
-        .set({ status: 'expired', result_desc: 'invoice paid or cancelled, or a newer prompt started, before the prompt', completed_at: sql`now()`, updated_at: sql`now()` })
-        .where('id', '=', attemptId)
-        .where('status', '=', 'pending')
-        .where('push_started_at', 'is', null)
-        .execute();
+      const ids = await db.transaction().execute(async (trx) => {
+        const ended = await trx
+          .updateTable('payment_attempts')
+          .set({
+            status: 'expired',
+            result_desc: sql<string>`case when created_at <= ${staleBefore} then ${STALE_PROMPT} else 'invoice paid or cancelled, or a newer prompt started, before the prompt' end`,
+            completed_at: sql`now()`,
+            updated_at: sql`now()`,
+          })
+          .where('id', '=', attemptId)
+          .where('status', '=', 'pending')
+          .where('push_started_at', 'is', null)
+          .returning(['invoice_id', 'initiated_by', 'result_desc'])
+          .executeTakeFirst();
+        if (ended === undefined || ended.result_desc !== STALE_PROMPT) return [];
+        metrics.paymentAttempts.inc({ outcome: 'push_stale' });
+        logger.warn({ attempt_id: attemptId }, 'stk push not sent: asked for too long ago (its job waited out an outage)');
+        // Only the customer who asked (PAY) waits for a prompt; an invoice's own prompt or a
+        // merchant's reminder leaves the invoice's Pay button with the customer.
+        if (ended.initiated_by !== 'customer') return [];
+        const facts = await invoiceFacts(trx, ended.invoice_id);
+        if (facts.status === 'paid' || facts.status === 'cancelled') return [];
+        const t = texts[facts.customer_language ?? 'en'];
+        return notify(trx, [{ recipient: facts.customer_phone, kind: 'notice', invoiceId: facts.id, payload: { message: t.promptNotStarted(facts.number, 'refused') } }]);
+      });
+      deps.outbox.dispatchSoon(ids);
       return 'not_pending';
     }
     const invoice = await db.selectFrom('invoices').select(['number']).where('id', '=', claimed.invoice_id).executeTakeFirstOrThrow();
@@ -263,11 +294,16 @@ export function createPayments(deps: PaymentsDeps): Payments {
         description: reference,
         callbackUrl: `${callbackBase}/${token}`,
       });
-      await db
+      const named = await db
         .updateTable('payment_attempts')
         .set({ checkout_request_id: accepted.checkoutRequestId, merchant_request_id: accepted.merchantRequestId, updated_at: sql`now()` })
         .where('id', '=', attemptId)
-        .execute();
+        .returning('status')
+        .executeTakeFirst();
+      // Nothing expires an attempt whose push is in flight (reconciliation expires one without a
+      // CheckoutRequestID only long after PUSH_STALE_AFTER_MS; a fast callback may have settled
+      // it, which is fine): if something did, a person should look (a callback still applies).
+      if (named === undefined || named.status === 'expired') logger.error({ attempt_id: attemptId }, 'stk prompt accepted for an attempt already expired');
       metrics.paymentAttempts.inc({ outcome: 'pushed' });
       return 'pushed';
     } catch (error) {
@@ -392,7 +428,15 @@ export function createPayments(deps: PaymentsDeps): Payments {
           // taken from a callback for another amount. The note is added to the attempt's
           // (a second payment's note keeps its lead, which marks it as reported).
           const note = `${plan.reason}: paid ${result.amount ?? 'unknown'} receipt ${result.receipt ?? '-'}`;
-          attemptRows.set(attempt.id, { ...row, status: attempt.status, review_reason: attempt.review_reason === null ? note : `${attempt.review_reason}; ${note}` });
+          // Its result stays the payment's (a second payment's "Paid twice: refund ..." too, which
+          // the merchant reads in the invoice's details); only the note is added.
+          attemptRows.set(attempt.id, {
+            ...row,
+            status: attempt.status,
+            result_code: attempt.result_code ?? result.resultCode,
+            result_desc: attempt.result_desc,
+            review_reason: attempt.review_reason === null ? note : `${attempt.review_reason}; ${note}`,
+          });
           events.push({ invoice_id: f.id, actor: 'mpesa', type: 'payment_needs_review', data: { asked, paid: result.amount, receipt: result.receipt } });
           drafts.push({
             recipient: f.merchant_phone,
