@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { OutboundStatus } from '../src/db/schema.js';
 import {
+  RETRY_CAP_SECONDS,
   WINDOW_MS,
   afterSmsFailure,
   afterWhatsAppFailure,
@@ -13,6 +14,7 @@ import {
   chooseRoute,
   combineStatus,
   insideWindow,
+  retryDelaySeconds,
   type FailureDecision,
   type FailureFacts,
   type Route,
@@ -245,6 +247,21 @@ describe('afterWhatsAppFailure', () => {
     })),
     { name: 'non-retryable with a retry-after still falls back', error: facts(false, '131047', 60), attempt: 1, max: 5, random: 0, expected: { action: 'fallback', reason: 'whatsapp_error_131047' } },
     { name: 'non-retryable without a code (e.g. not configured) -> fallback whatsapp_error_unknown', error: facts(false), attempt: 1, max: 5, random: 0, expected: { action: 'fallback', reason: 'whatsapp_error_unknown' } },
+    // Retry-After is capped at RETRY_CAP_SECONDS (300 s, the backoff's cap): found in review.
+    { name: 'retry-after 250 (between backoff and cap), random 0 -> waits 250 s', error: facts(true, '130429', 250), attempt: 1, max: 5, random: 0, expected: { action: 'retry', delaySeconds: 250 } },
+    { name: 'retry-after 250, random 0.5 -> spread to 275 s, within the cap', error: facts(true, '130429', 250), attempt: 1, max: 5, random: 0.5, expected: { action: 'retry', delaySeconds: 275 } },
+    { name: 'retry-after 250, random near 1 -> the cap, not 375 s', error: facts(true, '130429', 250), attempt: 1, max: 5, random: 0.999_999, expected: { action: 'retry', delaySeconds: 300 } },
+    { name: 'retry-after 150, random near 1 -> 225 s (half again fits under the cap)', error: facts(true, '130429', 150), attempt: 1, max: 5, random: 0.999_999, expected: { action: 'retry', delaySeconds: 225 } },
+    { name: 'retry-after exactly the cap -> waits the cap', error: facts(true, '130429', 300), attempt: 2, max: 5, random: 0.7, expected: { action: 'retry', delaySeconds: 300 } },
+    { name: 'retry-after 301 (just over the cap) -> SMS at once, whatsapp_rate_limited', error: facts(true, '130429', 301), attempt: 1, max: 5, random: 0, expected: { action: 'fallback', reason: 'whatsapp_rate_limited' } },
+    { name: 'retry-after 86400 (a day) -> SMS at once, not hours later', error: facts(true, '131056', 86_400), attempt: 2, max: 5, random: 0.5, expected: { action: 'fallback', reason: 'whatsapp_rate_limited' } },
+    { name: 'retry-after absurd (MAX_SAFE_INTEGER) -> SMS at once', error: facts(true, '130429', Number.MAX_SAFE_INTEGER), attempt: 1, max: 5, random: 0, expected: { action: 'fallback', reason: 'whatsapp_rate_limited' } },
+    { name: 'retry-after Infinity -> SMS at once', error: facts(true, '130429', Number.POSITIVE_INFINITY), attempt: 1, max: 5, random: 0, expected: { action: 'fallback', reason: 'whatsapp_rate_limited' } },
+    { name: 'retry-after over the cap on the last attempt -> whatsapp_retries_exhausted (attempts decide first)', error: facts(true, '130429', 86_400), attempt: 5, max: 5, random: 0, expected: { action: 'fallback', reason: 'whatsapp_retries_exhausted' } },
+    { name: 'non-retryable with a retry-after over the cap -> its own error', error: facts(false, '131047', 86_400), attempt: 1, max: 5, random: 0, expected: { action: 'fallback', reason: 'whatsapp_error_131047' } },
+    { name: 'retry-after undefined -> the backoff', error: facts(true, '130429', undefined), attempt: 3, max: 5, random: 0, expected: { action: 'retry', delaySeconds: 4 } },
+    { name: 'retry-after negative -> the backoff', error: facts(true, '130429', -600), attempt: 3, max: 5, random: 0, expected: { action: 'retry', delaySeconds: 4 } },
+    { name: 'retry-after NaN -> the backoff', error: facts(true, '130429', Number.NaN), attempt: 3, max: 5, random: 0, expected: { action: 'retry', delaySeconds: 4 } },
   ];
 
   for (const c of cases) {
@@ -262,11 +279,70 @@ describe('afterWhatsAppFailure', () => {
     assert.notDeepEqual(sms[0], sms[1]);
   });
 
+  test('a burst limited with a Retry-After near the cap still spreads, and stays within it (found in review)', () => {
+    const seconds = [0, 0.25, 0.5, 0.75, 0.999].map((random) => {
+      const d = afterWhatsAppFailure(facts(true, '130429', 240), 1, 5, random);
+      return d.action === 'retry' ? d.delaySeconds : Number.NaN;
+    });
+    assert.ok(seconds.every((x) => x >= 240 && x <= RETRY_CAP_SECONDS), seconds.join(', '));
+    assert.equal(new Set(seconds.map(Math.floor)).size, 5, `spread: ${seconds.join(', ')}`);
+  });
+
+  test('every retry waits at most the cap, never before a Retry-After it honours, never NaN or negative', () => {
+    const retryAfters = [undefined, 0, -1, -86_400, Number.NaN, Number.NEGATIVE_INFINITY, 0.5, 1, 7, 30, 64, 120, 199, 200, 201, 250, 299, 299.99, 300];
+    for (const retryAfter of retryAfters) {
+      for (let attempt = 1; attempt <= 12; attempt += 1) {
+        for (const random of [0, 0.01, 0.333, 0.5, 0.9, 0.999_999]) {
+          const decision = afterWhatsAppFailure(facts(true, '130429', retryAfter), attempt, 20, random);
+          const where = `retry-after ${retryAfter} attempt ${attempt} random ${random}`;
+          assert.equal(decision.action, 'retry', where);
+          const delay = decision.action === 'retry' ? decision.delaySeconds : Number.NaN;
+          const backoff = backoffSeconds(attempt, random);
+          assert.ok(delay <= RETRY_CAP_SECONDS, `${where}: ${delay} over the cap`);
+          assert.ok(delay >= backoff, `${where}: ${delay} under the backoff ${backoff}`);
+          if (retryAfter !== undefined && retryAfter > backoff) {
+            assert.ok(delay >= retryAfter && delay <= Math.min(1.5 * retryAfter, RETRY_CAP_SECONDS), `${where}: ${delay} not in [${retryAfter}, min(1.5x, cap)]`);
+          }
+        }
+      }
+    }
+  });
+
   test('the retry delay uses `random` for its jitter', () => {
     const low = afterWhatsAppFailure(facts(true), 6, 10, 0);
     const high = afterWhatsAppFailure(facts(true), 6, 10, 0.999_999);
     assert.deepEqual(low, { action: 'retry', delaySeconds: 32 });
     assert.deepEqual(high, { action: 'retry', delaySeconds: 64 });
+  });
+});
+
+describe('retryDelaySeconds (Retry-After capped at RETRY_CAP_SECONDS, found in review)', () => {
+  test('the cap is the backoff\'s cap', () => {
+    assert.equal(RETRY_CAP_SECONDS, 300);
+    assert.equal(backoffSeconds(30, 0.999_999), RETRY_CAP_SECONDS);
+  });
+
+  const cases: Array<{ name: string; retryAfter: number | undefined; attempt: number; random: number; expected: number }> = [
+    { name: 'below the backoff -> the backoff', retryAfter: 3, attempt: 4, random: 0.5, expected: 12 },
+    { name: 'undefined -> the backoff', retryAfter: undefined, attempt: 4, random: 0.5, expected: 12 },
+    { name: '0 -> the backoff', retryAfter: 0, attempt: 4, random: 0.5, expected: 12 },
+    { name: 'between backoff and cap -> honoured, spread up to half again', retryAfter: 100, attempt: 1, random: 0.5, expected: 125 },
+    { name: 'between backoff and cap, spread clipped at the cap', retryAfter: 280, attempt: 1, random: 0.5, expected: 290 },
+    { name: 'between backoff and cap, random near 1 -> at most the cap', retryAfter: 280, attempt: 1, random: 0.999_999, expected: 300 },
+    { name: 'far above the cap -> within [cap / 1.5, cap], random 0', retryAfter: 86_400, attempt: 1, random: 0, expected: 200 },
+    { name: 'far above the cap, random 0.5', retryAfter: 86_400, attempt: 1, random: 0.5, expected: 250 },
+    // Backoff 285 (ceiling 300, random 0.9): the wait is within [285, 300], at 0.9 of it.
+    { name: 'far above the cap, a late attempt: never under its backoff', retryAfter: 86_400, attempt: 12, random: 0.9, expected: 298.5 },
+  ];
+  for (const c of cases) {
+    test(c.name, () => {
+      assert.equal(retryDelaySeconds(c.retryAfter, c.attempt, c.random), c.expected);
+    });
+  }
+
+  test('a custom cap bounds the Retry-After too', () => {
+    assert.equal(retryDelaySeconds(50, 1, 0.999_999, 60), 60);
+    assert.equal(retryDelaySeconds(1_000, 1, 0, 60), 40);
   });
 });
 
@@ -290,6 +366,17 @@ describe('afterSmsFailure', () => {
       assert.deepEqual(afterSmsFailure(c.error, c.attempt, c.max, c.random), c.expected);
     });
   }
+
+  test('a Retry-After over the cap (found in review): SMS cannot fall back, so it waits within [200, 300] s, spread', () => {
+    for (const retryAfter of [301, 3_600, 86_400, Number.MAX_SAFE_INTEGER, Number.POSITIVE_INFINITY]) {
+      const seconds = [0, 0.25, 0.5, 0.75, 0.999].map((random) => {
+        const d = afterSmsFailure(facts(true, '500', retryAfter), 1, 5, random);
+        return d.action === 'retry' ? d.delaySeconds : Number.NaN;
+      });
+      assert.ok(seconds.every((x) => x >= RETRY_CAP_SECONDS / 1.5 && x <= RETRY_CAP_SECONDS), `${retryAfter}: ${seconds.join(', ')}`);
+      assert.equal(new Set(seconds.map(Math.floor)).size, 5, `spread: ${seconds.join(', ')}`);
+    }
+  });
 
   test('SMS failures never fall back (there is nowhere left to go)', () => {
     for (const retryable of [true, false]) {

@@ -3,6 +3,8 @@
  * and the webhook signature check.
  */
 import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import type { MessageContent } from '../src/domain/outbound.js';
 import { ProviderError, TransportError } from '../src/providers/errors.js';
@@ -290,6 +292,74 @@ describe('error classification', () => {
     const error = await transportError(unconfigured.send(TO, { type: 'text', body: 'hi' }));
     assert.equal(error.reason, 'not_configured');
     assert.equal(graph.requests.length, 0);
+  });
+});
+
+// Found in review: Retry-After has no upper limit, and may come as an HTTP-date. The fake Graph
+// server sends numbers only; this one answers every send with a 429 (code 130429) and the raw
+// Retry-After header under test. The client reports what was asked; src/domain/delivery.ts caps it.
+describe('Retry-After parsing', () => {
+  let server: Server;
+  let baseUrl: string;
+  let header: string | undefined;
+
+  before(async () => {
+    server = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(429, { 'content-type': 'application/json', ...(header === undefined ? {} : { 'retry-after': header }) });
+        res.end(JSON.stringify({ error: { message: 'Rate limit hit', type: 'OAuthException', code: 130429, fbtrace_id: 'trace' } }));
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+
+  after(async () => {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  async function retryAfterFor(value: string | undefined): Promise<number | undefined> {
+    header = value;
+    const error = await providerError(client({ baseUrl }).send(TO, { type: 'text', body: 'hi' }));
+    assert.equal(error.retryable, true);
+    assert.equal(error.code, '130429');
+    return error.retryAfterSeconds;
+  }
+
+  const cases: Array<{ name: string; header: string | undefined; expected: number | undefined }> = [
+    { name: 'delta-seconds 7 -> 7', header: '7', expected: 7 },
+    { name: '0 -> 0', header: '0', expected: 0 },
+    { name: 'a day (86400) is reported as asked: the delivery rules cap it', header: '86400', expected: 86_400 },
+    { name: 'surrounding spaces are ignored', header: ' 12 ', expected: 12 },
+    { name: 'negative -> none', header: '-5', expected: undefined },
+    { name: 'a fraction is not delta-seconds -> none', header: '1.5', expected: undefined },
+    { name: 'digits then junk -> none (not 7)', header: '7s', expected: undefined },
+    { name: 'NaN -> none', header: 'NaN', expected: undefined },
+    { name: 'Infinity -> none', header: 'Infinity', expected: undefined },
+    { name: 'exponent notation -> none', header: '1e9', expected: undefined },
+    { name: 'empty -> none', header: '', expected: undefined },
+    { name: 'not a date -> none', header: 'soon', expected: undefined },
+    { name: 'no header -> none', header: undefined, expected: undefined },
+    { name: 'absurdly many digits -> a finite number far beyond any cap', header: '9'.repeat(400), expected: Number.MAX_SAFE_INTEGER },
+    { name: 'an HTTP-date in the past -> 0, never negative', header: 'Wed, 21 Oct 2015 07:28:00 GMT', expected: 0 },
+    { name: 'an RFC 850 date in the past -> 0', header: 'Sunday, 06-Nov-94 08:49:37 GMT', expected: 0 },
+  ];
+  for (const c of cases) {
+    const shown = c.header !== undefined && c.header.length > 40 ? `${c.header.slice(0, 6)}… (${c.header.length} chars)` : c.header;
+    test(`retry-after ${JSON.stringify(shown)}: ${c.name}`, async () => {
+      assert.equal(await retryAfterFor(c.header), c.expected);
+    });
+  }
+
+  test('an HTTP-date 2 minutes ahead -> about 120 s (whole seconds)', async () => {
+    const seconds = await retryAfterFor(new Date(Date.now() + 120_000).toUTCString());
+    assert.ok(seconds !== undefined && Number.isInteger(seconds) && seconds >= 110 && seconds <= 120, String(seconds));
+  });
+
+  test('an HTTP-date a day ahead -> about 86400 s, for the delivery rules to refuse', async () => {
+    const seconds = await retryAfterFor(new Date(Date.now() + 86_400_000).toUTCString());
+    assert.ok(seconds !== undefined && seconds >= 86_390 && seconds <= 86_400, String(seconds));
   });
 });
 

@@ -34,28 +34,62 @@ export function chooseRoute(input: {
 
 export type FailureDecision = { action: 'retry'; delaySeconds: number } | { action: 'fallback'; reason: string } | { action: 'fail'; reason: string };
 
+/**
+ * The longest wait before a retry, in seconds: the backoff's cap, and the bound the stuck sweep
+ * (STUCK_AFTER_MINUTES in src/delivery/outbox.ts) assumes. Nothing here waits longer, whatever a
+ * provider's Retry-After says: the wait holds up every later message to the same person.
+ */
+export const RETRY_CAP_SECONDS = 300;
+
 /** Exponential backoff with full jitter; `random` in [0, 1) is passed in to keep this pure. */
-export function backoffSeconds(attempt: number, random: number, baseSeconds = 2, capSeconds = 300): number {
+export function backoffSeconds(attempt: number, random: number, baseSeconds = 2, capSeconds = RETRY_CAP_SECONDS): number {
   const ceiling = Math.min(capSeconds, baseSeconds * 2 ** Math.max(0, attempt - 1));
   return Math.round((ceiling / 2 + (random * ceiling) / 2) * 10) / 10;
 }
 
 export type FailureFacts = { retryable: boolean; code: string | undefined; retryAfterSeconds: number | undefined };
 
-/**
- * The wait before a retry: the backoff, or the provider's Retry-After when that is longer,
- * spread over up to half again (by `random`). Without the spread every message limited in
- * the same burst would retry in the same second, and be limited again.
- */
-export function retryDelaySeconds(retryAfterSeconds: number | undefined, attempt: number, random: number): number {
-  const backoff = backoffSeconds(attempt, random);
-  const after = retryAfterSeconds ?? 0;
-  return after > backoff ? Math.round((after + (random * after) / 2) * 10) / 10 : backoff;
+/** A Retry-After worth reading: NaN, negative or missing counts as none (0); +Infinity stays (longer than any cap). */
+function usableRetryAfter(retryAfterSeconds: number | undefined): number {
+  return retryAfterSeconds !== undefined && retryAfterSeconds > 0 ? retryAfterSeconds : 0;
 }
 
-/** After a WhatsApp send fails: retry what can be retried while attempts remain, otherwise SMS. */
+/** Whether the provider asks for a longer wait than RETRY_CAP_SECONDS (then WhatsApp gives way to SMS). */
+function retryAfterBeyondCap(retryAfterSeconds: number | undefined, capSeconds = RETRY_CAP_SECONDS): boolean {
+  return usableRetryAfter(retryAfterSeconds) > capSeconds;
+}
+
+/**
+ * The wait before a retry, never more than `capSeconds` (default RETRY_CAP_SECONDS, 300 s):
+ * - the backoff, when the provider's Retry-After (`after`) is missing, 0, negative, NaN or not
+ *   longer than the backoff;
+ * - backoff < after <= cap: `after` spread over up to half again, clipped at the cap. The wait
+ *   is in [after, min(1.5 * after, cap)]: never before the provider's time, never over the cap
+ *   (the spread narrows as `after` nears the cap: none at exactly the cap);
+ * - after > cap (callers may not honour it; afterWhatsAppFailure falls back to SMS instead): the
+ *   wait is in [max(backoff, cap / 1.5), cap], i.e. within [200, 300] s by default.
+ * Without the spread every message limited in the same burst would retry in the same second,
+ * and be limited again. Rounded to a tenth of a second, then kept within those bounds.
+ */
+export function retryDelaySeconds(retryAfterSeconds: number | undefined, attempt: number, random: number, capSeconds = RETRY_CAP_SECONDS): number {
+  const backoff = backoffSeconds(attempt, random, 2, capSeconds);
+  const after = usableRetryAfter(retryAfterSeconds);
+  if (after <= backoff) return backoff;
+  const low = after > capSeconds ? Math.max(backoff, capSeconds / 1.5) : after;
+  const high = Math.min(after * 1.5, capSeconds);
+  const spread = Math.round((low + random * (high - low)) * 10) / 10;
+  return Math.min(high, Math.max(low, spread));
+}
+
+/**
+ * After a WhatsApp send fails: retry what can be retried while attempts remain, otherwise SMS.
+ * A rate limit whose Retry-After is longer than RETRY_CAP_SECONDS goes to SMS at once
+ * (`whatsapp_rate_limited`) rather than hold this message, and every later one to the same
+ * person, for that long.
+ */
 export function afterWhatsAppFailure(error: FailureFacts, attempt: number, maxAttempts: number, random: number): FailureDecision {
   if (error.retryable && attempt < maxAttempts) {
+    if (retryAfterBeyondCap(error.retryAfterSeconds)) return { action: 'fallback', reason: 'whatsapp_rate_limited' };
     return { action: 'retry', delaySeconds: retryDelaySeconds(error.retryAfterSeconds, attempt, random) };
   }
   return { action: 'fallback', reason: error.retryable ? 'whatsapp_retries_exhausted' : `whatsapp_error_${error.code ?? 'unknown'}` };

@@ -61,10 +61,25 @@ function interactiveBody(content: MessageContent): Record<string, unknown> {
   }
 }
 
+/**
+ * A Retry-After header in whole seconds from now, as the provider asked (capping the wait is the
+ * delivery rules' job, src/domain/delivery.ts), or undefined when it is missing or invalid.
+ * Either form of RFC 9110: delta-seconds (digits only: "-5", "1.5", "NaN", "7s" are invalid) or
+ * an HTTP-date (a date in the past is 0). Always a finite integer >= 0: a number of digits too
+ * large to hold exactly counts as Number.MAX_SAFE_INTEGER (far beyond any cap).
+ */
+function retryAfterSeconds(value: unknown): number | undefined {
+  if (typeof value !== 'string') return undefined;
+  const text = value.trim();
+  if (/^\d+$/.test(text)) return Math.min(Number(text), Number.MAX_SAFE_INTEGER);
+  // HTTP-date: IMF-fixdate, or the obsolete RFC 850 and asctime forms; each starts with a day name.
+  if (!/^(Mon|Tue|Wed|Thu|Fri|Sat|Sun)/i.test(text)) return undefined;
+  const at = Date.parse(text);
+  return Number.isFinite(at) ? Math.max(0, Math.ceil((at - Date.now()) / 1000)) : undefined;
+}
+
 function retryAfter(headers: unknown): number | undefined {
-  const value = (headers as Record<string, unknown> | undefined)?.['retry-after'];
-  const seconds = typeof value === 'string' ? Number.parseInt(value, 10) : Number.NaN;
-  return Number.isFinite(seconds) && seconds >= 0 ? seconds : undefined;
+  return retryAfterSeconds((headers as Record<string, unknown> | undefined)?.['retry-after']);
 }
 
 export function classifyAxiosError(provider: string, error: unknown, codeOf: (data: unknown) => { code?: string; message?: string }): ProviderError | TransportError {
