@@ -39,6 +39,16 @@ export const LONGEST_PROVIDER_TIMEOUT_MS = 60_000;
  */
 export const CLAIM_TIMEOUT_SECONDS = 180;
 
+/**
+ * A send the provider accepted is recorded again and again (waits doubling from 0.2 s to 5 s)
+ * for this long when the database refuses, rather than left claimed: once its claim timed out,
+ * another worker would send it a second time. Recording checks the claim's stamp, so a late
+ * success never writes over a worker that took the message over. Longer than the claim's own
+ * life on purpose: during an outage no worker can take it over either, and the first statement
+ * that works once the database is back is usually this one.
+ */
+export const RECORD_SENT_PATIENCE_MS = 5 * 60_000;
+
 export type DeliveryOutcome = 'sent' | 'retry_scheduled' | 'fell_back' | 'failed' | 'not_pending' | 'busy';
 
 /**
@@ -190,6 +200,8 @@ export type OutboxDeps = {
   random?: () => number;
   /** A claim older than this is renewed before its send (default 20 s; tests shorten it). */
   claimRenewAfterMs?: number;
+  /** How long a send that went is tried to be recorded when the database refuses (default RECORD_SENT_PATIENCE_MS; tests shorten it). */
+  recordSentPatienceMs?: number;
 };
 
 export function createOutbox(deps: OutboxDeps): Outbox {
@@ -514,13 +526,41 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     try {
       await recordSent(records);
     } catch (error) {
-      if (records.length === 1) throw error;
       // One bad row must not leave the others unrecorded (they would be sent again): each on
-      // its own, and only those that fail again fail.
-      const each = await Promise.allSettled(records.map((record) => recordSent([record])));
+      // its own, tried again while the database refuses, and only those that never go fail.
+      const each = await Promise.allSettled(records.map((record) => recordSentPatiently(record, error)));
       return each.map((r) => (r.status === 'fulfilled' ? undefined : r.reason instanceof Error ? r.reason : new Error(String(r.reason))));
     }
   });
+  const recordSentPatienceMs = deps.recordSentPatienceMs ?? RECORD_SENT_PATIENCE_MS;
+  const errorText = (error: unknown) => (error instanceof Error ? error.message : String(error)).slice(0, 500);
+
+  /**
+   * One success whose recording failed (`first`), recorded again until it goes, the patience
+   * runs out, or the process stops (RECORD_SENT_PATIENCE_MS). Gives up with an error log: the
+   * message stays claimed, and is sent again once its claim times out.
+   */
+  async function recordSentPatiently(record: Sent, first: unknown): Promise<void> {
+    const giveUpAt = performance.now() + recordSentPatienceMs;
+    let waitMs = 200;
+    let tries = 1;
+    let last = first;
+    logger.warn({ message_id: record.id, error: errorText(first) }, 'sent, but recording it failed; trying again');
+    while (!stopping && performance.now() + waitMs < giveUpAt) {
+      await new Promise((resolve) => setTimeout(resolve, waitMs));
+      waitMs = Math.min(waitMs * 2, 5_000);
+      tries += 1;
+      try {
+        await recordSent([record]);
+        logger.info({ message_id: record.id, tries }, 'sent, recorded after the database refused');
+        return;
+      } catch (error) {
+        last = error;
+      }
+    }
+    logger.error({ message_id: record.id, tries, error: errorText(last) }, 'sent, but never recorded: it will be sent again once its claim times out');
+    throw last instanceof Error ? last : new Error(String(last));
+  }
 
   /**
    * Records successes, each only where its claim still holds (status sending, the same stamp).

@@ -35,7 +35,7 @@ export type ChannelFixture = TestApp & {
   /** Another worker holds a live claim on message `id` (sending, stamped now), as if sending it. */
   claimedElsewhere(id: string): Promise<void>;
   /** An outbox of its own (as another process's, or with other options) over the same database and providers. */
-  anotherOutbox(options?: Pick<OutboxDeps, 'claimRenewAfterMs'>): Outbox;
+  anotherOutbox(options?: Pick<OutboxDeps, 'claimRenewAfterMs' | 'recordSentPatienceMs'>): Outbox;
   close(): Promise<void>;
 };
 
