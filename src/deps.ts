@@ -122,6 +122,7 @@ export function createDeps(options: DepsOptions): Deps {
     metrics,
     logger,
     maxAttempts: config.delivery.inboundMaxAttempts,
+    phoneId: config.whatsapp.phoneId,
     retryJobs: { mpesa_callback: payments.callbackRetryJob },
   });
   return {

@@ -67,7 +67,7 @@ export function createMetrics() {
     }),
     inboundEvents: new Counter({
       name: 'invoiceiq_inbound_events_total',
-      help: 'Inbound provider events, by source and outcome (processed, duplicate, rejected, retrying, dead)',
+      help: 'Inbound provider events, by source and outcome (processed, duplicate, rejected, retrying, dead, unknown_message: a WhatsApp status about no message of ours, other_number: a change for another number of the Meta app, skipped)',
       labelNames: ['source', 'outcome'] as const,
       registers: [registry],
     }),

@@ -4,6 +4,11 @@
  * effects; a duplicate insert means "already done" and stops there. An event whose
  * processing fails is stored for a retry job (with backoff) and, after a bounded number
  * of tries, parked as dead and counted: never lost, never retried forever.
+ *
+ * Meta posts the webhooks of every number subscribed to the app to one URL: a change naming
+ * another phone_number_id than ours (WABA_PHONE_ID) is skipped and counted (other_number). A
+ * status about a wamid we never stored is kept only while a WhatsApp send of ours is in flight
+ * (it may be that send's); otherwise it is recorded as unknown_message, not parked as dead.
  */
 import { jsonb } from '../db/json.js';
 import { sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
@@ -29,6 +34,13 @@ const StoredStatus = z.object({ status: MessageStatus });
 
 /** A status for a message we have not recorded as sent yet (the send's answer is still in flight). */
 class UnknownMessageError extends Error {}
+/**
+ * A status for a wamid no message of ours has, while no WhatsApp send of ours is in flight: a
+ * send that timed out although Meta accepted it (its retry has another wamid), a message sent
+ * from WhatsApp Manager. Recorded as processed (unknown_message), never retried.
+ */
+class NotOurMessageError extends Error {}
+const NOT_OURS = 'unknown wamid: no message of ours has it and no WhatsApp send is in flight';
 
 export type InboundResult = { processed: number; duplicates: number; retrying: number; outboundIds: string[] };
 
@@ -71,6 +83,12 @@ export type InboundDeps = {
   retryJobs?: Partial<Record<InboundSource, RetryJob>>;
   /** Group commit of concurrent messages (defaults: 64 per batch, 2 batches at once). */
   batch?: { maxBatch?: number; maxConcurrent?: number };
+  /**
+   * Our number's phone_number_id (WABA_PHONE_ID). Every number subscribed to the same Meta app
+   * posts to this webhook: a change whose metadata names another one is skipped. Undefined
+   * (development, the simulator): no change is skipped.
+   */
+  phoneId?: string | undefined;
 };
 
 type MessageItem = { key: string; stored: z.infer<typeof StoredMessage> };
@@ -165,13 +183,26 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
   async function applyStatus(trx: Transaction<Database>, stored: z.infer<typeof StoredStatus>): Promise<string[]> {
     const { status } = stored;
     if (status.status === 'deleted' || status.status === 'warning') return [];
-    const row = await trx
-      .selectFrom('outbound_messages')
-      .select(['id', 'status', 'channel', 'fell_back_at'])
-      .where('provider_message_id', '=', status.id)
-      .forUpdate()
-      .executeTakeFirst();
-    if (row === undefined) throw new UnknownMessageError(`no outbound message with this wamid yet`);
+    const byWamid = () =>
+      trx.selectFrom('outbound_messages').select(['id', 'status', 'channel', 'fell_back_at']).where('provider_message_id', '=', status.id).forUpdate().executeTakeFirst();
+    let row = await byWamid();
+    if (row === undefined) {
+      // As for SMS delivery reports (src/inbound/sms-report.ts): the wamid is written when the
+      // send's answer is recorded (sending -> sent, one statement), so while a WhatsApp send is
+      // in flight (channel not yet sms) the status may be that send's: kept and retried.
+      const inFlight = await trx
+        .selectFrom('outbound_messages')
+        .select('id')
+        .where('status', '=', 'sending')
+        .where((eb) => eb.or([eb('channel', 'is', null), eb('channel', '=', 'whatsapp')]))
+        .limit(1)
+        .executeTakeFirst();
+      if (inFlight !== undefined) throw new UnknownMessageError('no outbound message with this wamid yet (a WhatsApp send is in flight)');
+      // Each statement sees what was committed before it ran: the send may have been recorded
+      // between the two above; nothing is in flight now, so a look-up now finds it if it is ours.
+      row = await byWamid();
+      if (row === undefined) throw new NotOurMessageError(NOT_OURS);
+    }
     if (row.channel === 'sms') return []; // Already went by SMS: WhatsApp's reports no longer decide.
     const next = combineStatus(row.status, status.status);
     if (next === null) return [];
@@ -233,8 +264,58 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
     } catch (error) {
       // Not about anything of ours: nothing to keep (the caller says so).
       if (error instanceof UnknownReportError) throw error;
+      if (error instanceof NotOurMessageError) return storeUnknown(source, key, payload);
       return storeForRetry(source, key, payload, error);
     }
+  }
+
+  /**
+   * A status about no message of ours (NotOurMessageError): stored as processed with the reason
+   * (a copy sent again is a duplicate), counted as unknown_message, never retried. The wamid is
+   * not logged (it encodes the recipient's number).
+   */
+  async function storeUnknown(source: InboundSource, key: string, payload: unknown): Promise<'processed' | 'duplicate'> {
+    const row = await db
+      .insertInto('inbound_events')
+      .values({ source, external_key: key, payload: jsonb(payload), status: 'processed', attempts: 1, processed_at: sql`now()`, last_error: NOT_OURS })
+      .onConflict((oc) => oc.columns(['source', 'external_key']).doNothing())
+      .returning('id')
+      .executeTakeFirst();
+    if (row === undefined) {
+      metrics.inboundEvents.inc({ source, outcome: 'duplicate' });
+      return 'duplicate';
+    }
+    metrics.inboundEvents.inc({ source, outcome: 'unknown_message' });
+    logger.info({ source, event_id: row.id }, 'status for a message this service did not send (or whose send it did not record); recorded, not applied');
+    return 'processed';
+  }
+
+  /**
+   * A kept status whose wamid is still unknown: recorded as processed (unknown_message) once no
+   * WhatsApp send is in flight, or when this was its last try (however busy the sends, it is
+   * no fault of ours: not parked as dead). Otherwise null: an ordinary failed try.
+   */
+  async function settleUnknown(trx: Transaction<Database>, eventId: string, error: unknown): Promise<'processed' | 'not_pending' | null> {
+    const inFlight = error instanceof UnknownMessageError;
+    if (!inFlight && !(error instanceof NotOurMessageError)) return null;
+    const event = await trx
+      .selectFrom('inbound_events')
+      .select(['attempts', 'source'])
+      .where('id', '=', eventId)
+      .where('status', '=', 'retrying')
+      .forUpdate()
+      .executeTakeFirst();
+    if (event === undefined) return 'not_pending';
+    // Still possibly the in-flight send's: an ordinary failed try, unless it was the last.
+    if (inFlight && event.attempts + 1 < deps.maxAttempts) return null;
+    await trx
+      .updateTable('inbound_events')
+      .set({ status: 'processed', attempts: sql`attempts + 1`, processed_at: sql`now()`, last_error: NOT_OURS, updated_at: sql`now()` })
+      .where('id', '=', eventId)
+      .execute();
+    metrics.inboundEvents.inc({ source: event.source, outcome: 'unknown_message' });
+    logger.info({ source: event.source, event_id: eventId, attempts: event.attempts + 1 }, 'status for a message this service did not send (or whose send it did not record); recorded, not applied');
+    return 'processed';
   }
 
   /**
@@ -288,7 +369,7 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
       return 'processed';
     } catch (error) {
       const lastError = error instanceof Error ? error.message.slice(0, 500) : String(error);
-      return db.transaction().execute((trx) => afterFailedTry(retrying, trx, retryJob, eventId, lastError));
+      return db.transaction().execute(async (trx) => (await settleUnknown(trx, eventId, error)) ?? afterFailedTry(retrying, trx, retryJob, eventId, lastError));
     }
   }
 
@@ -450,16 +531,35 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
         else if (outcome === 'duplicate') result.duplicates += 1;
         else result.retrying += 1;
       };
-      // Messages join the group commit (one sender's in order); statuses apply one by one.
-      const messages: Array<Promise<ItemOutcome | Error>> = [];
+      // Changes for another number of the same Meta app are skipped: counted, logged once.
+      const ours: Array<WebhookPayload['entry'][number]['changes'][number]['value']> = [];
+      const foreign = new Set<string>();
       for (const entry of payload.entry) {
         for (const change of entry.changes) {
-          const value = change.value;
-          const names = new Map((value.contacts ?? []).map((c) => [c.wa_id, c.profile?.name]));
-          for (const message of value.messages ?? []) {
-            const profileName = names.get(message.from);
-            messages.push(batcher.submit({ key: message.id, stored: { message, ...(profileName === undefined ? {} : { profileName }) } }));
+          const phoneId = change.value.metadata?.phone_number_id;
+          if (deps.phoneId === undefined || phoneId === undefined || phoneId === deps.phoneId) {
+            ours.push(change.value);
+            continue;
           }
+          foreign.add(phoneId);
+          const { messages = [], statuses = [] } = change.value;
+          if (messages.length > 0) metrics.inboundEvents.inc({ source: 'whatsapp_message', outcome: 'other_number' }, messages.length);
+          if (statuses.length > 0) metrics.inboundEvents.inc({ source: 'whatsapp_status', outcome: 'other_number' }, statuses.length);
+        }
+      }
+      if (foreign.size > 0) {
+        // Meta's ids of business numbers, not people's numbers. The log scrubber masks any string
+        // of 9-15 digits as a phone number, so each goes out as a JSON number when it is exact.
+        const ids = [...foreign].map((id) => (/^[1-9]\d{0,14}$/.test(id) ? Number(id) : id));
+        logger.warn({ phone_number_ids: ids }, 'webhook changes for another WhatsApp number of the Meta app skipped (not WABA_PHONE_ID)');
+      }
+      // Messages join the group commit (one sender's in order); statuses apply one by one.
+      const messages: Array<Promise<ItemOutcome | Error>> = [];
+      for (const value of ours) {
+        const names = new Map((value.contacts ?? []).map((c) => [c.wa_id, c.profile?.name]));
+        for (const message of value.messages ?? []) {
+          const profileName = names.get(message.from);
+          messages.push(batcher.submit({ key: message.id, stored: { message, ...(profileName === undefined ? {} : { profileName }) } }));
         }
       }
       let failure: unknown;
@@ -473,11 +573,9 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
       }
       try {
         if (failure !== undefined) throw failure;
-        for (const entry of payload.entry) {
-          for (const change of entry.changes) {
-            for (const status of change.value.statuses ?? []) {
-              count(await processEvent('whatsapp_status', `${status.id}:${status.status}`, { status }, result.outboundIds));
-            }
+        for (const value of ours) {
+          for (const status of value.statuses ?? []) {
+            count(await processEvent('whatsapp_status', `${status.id}:${status.status}`, { status }, result.outboundIds));
           }
         }
       } catch (error) {
