@@ -73,7 +73,7 @@ export function createMetrics() {
     }),
     paymentAttempts: new Counter({
       name: 'invoiceiq_payment_attempts_total',
-      help: 'M-PESA payment attempt events, by outcome (requested, pushed, succeeded, failed, expired, review, push_retry, push_failed)',
+      help: 'M-PESA payment attempt events, by outcome (requested, pushed, succeeded, failed, expired, review, push_retry, push_failed, push_stale: a prompt not sent because it was asked for too long ago)',
       labelNames: ['outcome'] as const,
       registers: [registry],
     }),
