@@ -7,10 +7,14 @@
  * - Daraja's own 5xx with a code proves no more than a bare 5xx: the prompt may be on the phone;
  * - a wrong-amount callback for a second payment keeps its "Paid twice: refund ..." result;
  * - reconciliation's "not paid yet" waits for a payment committing meanwhile (the invoice is
- *   read locked), so the merchant is not told "not paid" just before "paid".
+ *   read locked), so the merchant is not told "not paid" just before "paid";
+ * - a callback whose body does not read, with a token that names an attempt, is stored as
+ *   rejected for a person and accepted (it may carry the M-PESA receipt number); with any
+ *   other token it is refused as forged.
  */
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
+import { sql } from 'kysely';
 import type { PaymentInitiator } from '../src/db/schema.js';
 import { EXPIRE_AFTER_MS, PUSH_STALE_AFTER_MS } from '../src/domain/payment.js';
 import { texts } from '../src/domain/texts.js';
@@ -250,5 +254,54 @@ describe("reconciliation's notice", () => {
     assert.equal((await attemptRow(unanswered.id)).status, 'expired');
     await waitFor(async () => (await noticesTo(inv.merchant)).length === 1, 5_000, 'the merchant told');
     assert.deepEqual((await noticesTo(inv.merchant))[0], texts.en.paymentFailedToMerchant(inv.number, 'no_answer'));
+  });
+});
+
+describe('a callback whose body does not read', () => {
+  const post = (token: string, body: string) => f.app.request(`/payments/stk/callback/${token}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+  const storedFor = (attemptId: string) =>
+    db()
+      .selectFrom('inbound_events')
+      .select(['status', 'payload', 'last_error'])
+      .where('source', '=', 'mpesa_callback')
+      .where(sql<boolean>`payload ->> 'attemptId' = ${attemptId}`)
+      .execute();
+
+  test("with its attempt's token: stored as rejected for a person (what it said, whose it is), accepted, and nothing changed; sent again, stored once", async () => {
+    const inv = await invoice();
+    const a = await attempt(inv, 60_000, { pushed: true });
+    // Safaricom's shape, with a Value no schema expects (an object): the receipt is in there.
+    const body = JSON.stringify({
+      Body: { stkCallback: { MerchantRequestID: 'mr', CheckoutRequestID: a.checkout, ResultCode: 0, ResultDesc: 'ok', CallbackMetadata: { Item: [{ Name: 'MpesaReceiptNumber', Value: { odd: 'RUNREAD001' } }] } } },
+    });
+    for (let i = 0; i < 2; i += 1) {
+      const answer = await post(a.token, body);
+      assert.equal(answer.status, 200);
+      assert.deepEqual(await answer.json(), { ResultCode: 0, ResultDesc: 'Accepted' });
+    }
+    const stored = await storedFor(a.id);
+    assert.equal(stored.length, 1, 'stored once');
+    assert.equal(stored[0]!.status, 'rejected');
+    assert.equal((stored[0]!.payload as { raw: string }).raw, body, 'what it said, for a person');
+    assert.match(stored[0]!.last_error ?? '', /^not an STK callback/);
+    assert.equal((await attemptRow(a.id)).status, 'pending');
+    assert.equal((await db().selectFrom('invoices').select('status').where('id', '=', inv.id).executeTakeFirstOrThrow()).status, 'sent');
+    assert.match(await f.deps.metrics.registry.metrics(), /invoiceiq_inbound_events_total\{source="mpesa_callback",outcome="rejected"\} [1-9]/);
+  });
+
+  test('not even JSON, with its attempt\'s token: stored as rejected too', async () => {
+    const inv = await invoice();
+    const a = await attempt(inv, 60_000, { pushed: true });
+    assert.equal((await post(a.token, '{"Body": {"stkCallback": ')).status, 200);
+    const stored = await storedFor(a.id);
+    assert.deepEqual([stored.length, stored[0]?.status, stored[0]?.last_error], [1, 'rejected', 'the body is not valid JSON']);
+  });
+
+  test('with a token that names no attempt: refused as forged (404), nothing stored', async () => {
+    const before = await db().selectFrom('inbound_events').select(sql<string>`count(*)`.as('n')).where('source', '=', 'mpesa_callback').executeTakeFirstOrThrow();
+    assert.equal((await post('forged-token-0000000000000000000000000000000', '{"Body": {}}')).status, 404);
+    assert.equal((await post('forged-token-0000000000000000000000000000000', 'not json')).status, 404);
+    const after = await db().selectFrom('inbound_events').select(sql<string>`count(*)`.as('n')).where('source', '=', 'mpesa_callback').executeTakeFirstOrThrow();
+    assert.equal(after.n, before.n);
   });
 });

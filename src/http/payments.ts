@@ -2,7 +2,8 @@
  * `POST /payments/stk/callback/:token`: Safaricom's STK callback. Callbacks are unsigned, so
  * the per-attempt token in the URL is the credential: an unknown token, or a token whose
  * attempt names another CheckoutRequestID, gets a 4xx, a warning and a metric, and changes
- * nothing. An optional allow-list of source addresses (MPESA_CALLBACK_ALLOWED_IPS) is applied
+ * nothing. One whose body does not read is refused the same way, unless its token names an
+ * attempt: then it is stored as rejected for a person and accepted. An optional allow-list of source addresses (MPESA_CALLBACK_ALLOWED_IPS) is applied
  * first, trusting Fly-Client-IP / X-Forwarded-For only from a proxy on a private network.
  */
 import { parseStorableJson } from '../db/json.js';
@@ -28,18 +29,24 @@ export function paymentRoutes(deps: Pick<Deps, 'config' | 'payments' | 'metrics'
         throw new ApiError(403, 'forbidden', 'This address may not send payment callbacks.');
       }
     }
-    let body: unknown;
+    const raw = await c.req.text();
+    let parsed: ReturnType<typeof parseStkCallback>;
     try {
-      body = parseStorableJson(await c.req.text());
+      parsed = parseStkCallback(parseStorableJson(raw));
     } catch {
-      deps.metrics.callbacksRejected.inc({ reason: 'malformed' });
-      throw new ApiError(400, 'malformed_json', 'The request body is not valid JSON.');
+      parsed = { ok: false, error: 'the body is not valid JSON' };
     }
-    const parsed = parseStkCallback(body);
     if (!parsed.ok) {
+      // Whose is it? Genuine (its token names an attempt): stored as rejected for a person and
+      // answered as accepted (it may carry the M-PESA receipt number, which nothing else
+      // does); otherwise refused like any callback with an unknown token.
       deps.metrics.callbacksRejected.inc({ reason: 'malformed' });
-      logger.warn({ reason: 'malformed' }, 'stk callback refused');
-      throw new ApiError(422, 'invalid_callback', parsed.error);
+      const stored = await deps.payments.storeUnreadableCallback(c.req.param('token'), raw, parsed.error);
+      if (stored === 'unknown_token') {
+        logger.warn({ reason: 'malformed' }, 'stk callback refused');
+        throw new ApiError(404, 'unknown_callback', 'No payment attempt matches this callback.');
+      }
+      return c.json(accepted, 200);
     }
     // Right after start-up the server listens before the job queues exist (a release's new
     // queue, on an existing database): a callback that arrives then waits for them, as webhooks do.

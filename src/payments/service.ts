@@ -49,6 +49,12 @@ export type Payments = {
   /** A callback whose token (from the URL) and body were read: applies it, or says why not. */
   handleCallback(token: string, result: PaymentResult): Promise<CallbackOutcome>;
   /**
+   * A callback whose body did not read (`raw`, why not in `reason`): stored as rejected for a
+   * person if its token names an attempt (it may carry an M-PESA receipt number), else refused
+   * like any callback with an unknown token. Changes no attempt and no invoice.
+   */
+  storeUnreadableCallback(token: string, raw: string, reason: string): Promise<'stored' | 'duplicate' | 'unknown_token'>;
+  /**
    * Asks M-PESA about every attempt still pending after `olderThanMs` (default: 3 minutes) and
    * not asked within its pause (none with `askAgainNow`: the simulator's "ask now"); applies
    * answers like callbacks and expires those M-PESA still calls unfinished after 30 minutes, or
@@ -756,6 +762,29 @@ export function createPayments(deps: PaymentsDeps): Payments {
     return db.transaction().execute((trx) => afterFailedTry(retrying, trx, callbackRetryJob, eventId, error, options));
   }
 
+  async function storeUnreadableCallback(token: string, raw: string, reason: string): Promise<'stored' | 'duplicate' | 'unknown_token'> {
+    const owner = await db.selectFrom('payment_attempts').select('id').where('callback_token_hash', '=', sha256Hex(token)).executeTakeFirst();
+    if (owner === undefined) return 'unknown_token';
+    // Keyed by the body: the same unreadable callback sent again is stored once.
+    const row = await db
+      .insertInto('inbound_events')
+      .values({
+        source: 'mpesa_callback',
+        external_key: `unreadable:${sha256Hex(raw)}`,
+        // The text as it came (cut at 100,000 UTF-16 units), and the attempt its token names.
+        payload: jsonb({ attemptId: owner.id, raw: raw.slice(0, 100_000) }),
+        status: 'rejected',
+        last_error: reason.slice(0, 500),
+      })
+      .onConflict((oc) => oc.columns(['source', 'external_key']).doNothing())
+      .returning('id')
+      .executeTakeFirst();
+    if (row === undefined) return 'duplicate';
+    metrics.inboundEvents.inc({ source: 'mpesa_callback', outcome: 'rejected' });
+    logger.error({ attempt_id: owner.id, event_id: row.id }, 'stk callback for a payment attempt did not read; stored as rejected for a person (it may carry an M-PESA receipt number)');
+    return 'stored';
+  }
+
   async function handleCallback(token: string, result: PaymentResult): Promise<CallbackOutcome> {
     const outcome = await callbackBatcher.submit({ tokenHash: sha256Hex(token), result });
     if (outcome instanceof Error) throw outcome;
@@ -935,5 +964,5 @@ export function createPayments(deps: PaymentsDeps): Payments {
     return sent;
   }
 
-  return { requestPayment, push, handleCallback, reconcile, retryCallback, callbackRetryJob, sendReminders, jobs: [pushJob, reconcileJob, remindersJob, callbackRetryJob] };
+  return { requestPayment, push, handleCallback, storeUnreadableCallback, reconcile, retryCallback, callbackRetryJob, sendReminders, jobs: [pushJob, reconcileJob, remindersJob, callbackRetryJob] };
 }
