@@ -121,6 +121,16 @@ describe('admin sign-in', () => {
     }
   });
 
+  test('a body that does not read (a broken multipart) is a failed sign-in (401 with the form), not a 500, and counts towards the limit', async () => {
+    const headers = { 'fly-client-ip': '203.0.113.60', 'content-type': 'multipart/form-data; boundary=zz' };
+    for (let i = 0; i < 20; i += 1) {
+      const res = await t.app.request('/dashboard/login', { method: 'POST', headers, body: '--zz\r\nbroken' });
+      assert.equal(res.status, 401);
+      assert.equal(res.headers.get('set-cookie'), null);
+    }
+    assert.equal((await postForm(t.app, '/dashboard/login', { token: TOKEN }, { 'fly-client-ip': '203.0.113.60' })).status, 429);
+  });
+
   test('repeated failures from one address are rate-limited (429), even with the right token; other addresses are not', async () => {
     const headers = { 'fly-client-ip': '203.0.113.50' };
     for (let i = 0; i < 20; i += 1) assert.equal((await postForm(t.app, '/dashboard/login', { token: 'guess' }, headers)).status, 401);

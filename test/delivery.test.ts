@@ -339,6 +339,31 @@ describe('SMS', () => {
     assert.equal((await row(id!)).status, 'delivered');
   });
 
+  test('a kept report that turns out to be about no SMS of ours is recorded as processed (unknown_message) at its retry, not parked as dead; fields the caller added are not stored', async () => {
+    const to = nextPhone();
+    const [id] = await write(draft(to, 'receipt'));
+    await f.database.handle.db.updateTable('outbound_messages').set({ status: 'sending', channel: 'sms' }).where('id', '=', id!).execute();
+    const forged = await f.app.request('/sms/delivery-report', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ id: 'ATXid_forged_1', status: 'Failed', junk: 'x'.repeat(1_000) }),
+    });
+    assert.deepEqual(await forged.json(), { status: 'retrying' }, 'kept: an SMS is in flight, it may be that one');
+    const event = await f.database.handle.db.selectFrom('inbound_events').select(['id', 'payload']).where('source', '=', 'sms_report').where('external_key', '=', 'ATXid_forged_1:Failed').executeTakeFirstOrThrow();
+    assert.deepEqual(Object.keys(event.payload as object).sort(), ['id', 'status'], 'only the fields read are stored');
+    // That SMS is recorded under its own id: nothing is in flight, and the report is nobody's.
+    await f.database.handle.db.updateTable('outbound_messages').set({ status: 'sent', sms_message_id: `ATXid_own_${id!}` }).where('id', '=', id!).execute();
+    const dead = /invoiceiq_inbound_events_total\{source="sms_report",outcome="dead"\} (\d+)/.exec(await f.deps.metrics.registry.metrics())?.[1] ?? '0';
+    assert.equal(await f.deps.inbound.retryEvent(event.id), 'processed');
+    const settled = await f.database.handle.db.selectFrom('inbound_events').select(['status', 'last_error']).where('id', '=', event.id).executeTakeFirstOrThrow();
+    assert.equal(settled.status, 'processed');
+    assert.match(settled.last_error ?? '', /^unknown SMS id/);
+    const metrics = await f.deps.metrics.registry.metrics();
+    assert.equal(/invoiceiq_inbound_events_total\{source="sms_report",outcome="dead"\} (\d+)/.exec(metrics)?.[1] ?? '0', dead, 'not parked as dead');
+    assert.match(metrics, /invoiceiq_inbound_events_total\{source="sms_report",outcome="unknown_message"\} [1-9]/);
+    assert.equal((await row(id!)).status, 'sent', 'our SMS untouched');
+  });
+
   test('delivery reports: unknown id 404 (nothing kept), bad fields 422, wrong content type 415, bad JSON 400', async () => {
     const post = (body: string, type: string) => f.app.request('/sms/delivery-report', { method: 'POST', headers: { 'content-type': type }, body });
     // No SMS is being sent: a report about an unknown id is about nothing of ours.

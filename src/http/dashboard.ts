@@ -244,7 +244,8 @@ ${status('cancelled', 'Cancelled')}
     if (crossSite(c)) return messagePage(c, 403, 'Not allowed', html`<p>Sign in from the InvoiceIQ page itself.</p>`);
     const key = callerKey(c);
     if (limiter.blocked(key)) return signInPage(c, 429, 'Too many failed attempts. Wait a minute, then try again.');
-    const form = await c.req.parseBody();
+    // A body that does not read (a broken multipart, say) is a failed attempt like a wrong token, not a 500.
+    const form = await c.req.parseBody().catch(() => ({}) as Record<string, unknown>);
     const token = typeof form.token === 'string' ? form.token.trim() : '';
     if (token === '' || token.length > 1024 || !(await deps.auth.signInAsAdmin(c, token))) {
       limiter.fail(key);

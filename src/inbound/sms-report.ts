@@ -11,7 +11,8 @@ import type { Database, OutboundStatus } from '../db/schema.js';
 import { markInvoicesUnreached } from '../delivery/invoice-reach.js';
 import type { Outbox } from '../delivery/outbox.js';
 
-export const DeliveryReport = z.looseObject({
+// Only the fields read here are kept (the route is unsigned: nothing else a caller adds is stored).
+export const DeliveryReport = z.object({
   id: z.string().trim().min(1).max(200),
   status: z.enum(['Sent', 'Submitted', 'Buffered', 'Success', 'Failed', 'Rejected', 'AbsentSubscriber', 'Expired']),
   phoneNumber: z.string().optional(),

@@ -41,6 +41,7 @@ class UnknownMessageError extends Error {}
  */
 class NotOurMessageError extends Error {}
 const NOT_OURS = 'unknown wamid: no message of ours has it and no WhatsApp send is in flight';
+const NOT_OURS_SMS = 'unknown SMS id: no message of ours has it and no SMS send is in flight';
 
 export type InboundResult = { processed: number; duplicates: number; retrying: number; outboundIds: string[] };
 
@@ -291,13 +292,16 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
   }
 
   /**
-   * A kept status whose wamid is still unknown: recorded as processed (unknown_message) once no
-   * WhatsApp send is in flight, or when this was its last try (however busy the sends, it is
-   * no fault of ours: not parked as dead). Otherwise null: an ordinary failed try.
+   * A kept WhatsApp status (or SMS delivery report) whose message is still unknown: recorded as
+   * processed (unknown_message) once no send on its channel is in flight, or when this was its
+   * last try (however busy the sends, it is no fault of ours, and the SMS report route is
+   * unsigned: not parked as dead, no error log). Otherwise null: an ordinary failed try.
    */
   async function settleUnknown(trx: Transaction<Database>, eventId: string, error: unknown): Promise<'processed' | 'not_pending' | null> {
-    const inFlight = error instanceof UnknownMessageError;
-    if (!inFlight && !(error instanceof NotOurMessageError)) return null;
+    // WhatsApp statuses and SMS delivery reports alike: not matched while a send is in flight,
+    // or about nothing of ours at all.
+    const inFlight = error instanceof UnknownMessageError || error instanceof ReportNotYetMatchedError;
+    if (!inFlight && !(error instanceof NotOurMessageError) && !(error instanceof UnknownReportError)) return null;
     const event = await trx
       .selectFrom('inbound_events')
       .select(['attempts', 'source'])
@@ -310,7 +314,7 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
     if (inFlight && event.attempts + 1 < deps.maxAttempts) return null;
     await trx
       .updateTable('inbound_events')
-      .set({ status: 'processed', attempts: sql`attempts + 1`, processed_at: sql`now()`, last_error: NOT_OURS, updated_at: sql`now()` })
+      .set({ status: 'processed', attempts: sql`attempts + 1`, processed_at: sql`now()`, last_error: event.source === 'sms_report' ? NOT_OURS_SMS : NOT_OURS, updated_at: sql`now()` })
       .where('id', '=', eventId)
       .execute();
     metrics.inboundEvents.inc({ source: event.source, outcome: 'unknown_message' });
