@@ -60,6 +60,10 @@ function isSecretKey(key: string): boolean {
  * group can be twelve digits) and other identifiers intact.
  */
 const phoneInText = /(?<![\dA-Za-z-])\+?\d{9,15}(?![\dA-Za-z-])/g;
+/** Kenyan mobile numbers as people write them, in groups: `0712 345 678`, `+254-712-345-678`. */
+const groupedKenyanPhone = /(?<![\dA-Za-z-])(?:\+?254|0)[ -]?[17]\d{2}[ -]?\d{3}[ -]?\d{3}(?![\dA-Za-z-])/g;
+/** A Kenyan MSISDN held as a number (Daraja's callback items carry `PhoneNumber` so): 254 and nine digits. */
+const kenyanMsisdn = /^254\d{9}$/;
 
 /** `254712345678` -> `2547****678`. Short values are masked whole. */
 export function maskPhone(value: string): string {
@@ -70,7 +74,7 @@ export function maskPhone(value: string): string {
 
 /** Masks every phone-looking run of digits inside a free-text string. */
 export function maskPhonesInText(text: string): string {
-  return text.replace(phoneInText, (match) => maskPhone(match));
+  return text.replace(groupedKenyanPhone, (match) => maskPhone(match.replace(/[ -]/g, ''))).replace(phoneInText, (match) => maskPhone(match));
 }
 
 /**
@@ -80,6 +84,8 @@ export function maskPhonesInText(text: string): string {
 export function scrub(value: unknown, depth = 0): unknown {
   if (depth > 8) return '[Truncated]';
   if (typeof value === 'string') return maskPhonesInText(value);
+  // Under any key: a phone number held as a number (other numbers, timestamps included, stay).
+  if (typeof value === 'number' && Number.isInteger(value) && kenyanMsisdn.test(String(value))) return maskPhone(String(value));
   if (Array.isArray(value)) return value.map((item) => scrub(item, depth + 1));
   if (value instanceof Error) {
     return { type: value.name, message: maskPhonesInText(value.message), stack: value.stack === undefined ? undefined : maskPhonesInText(value.stack) };

@@ -190,6 +190,18 @@ test('phone numbers inside the message text and inside string values are masked'
   assert.ok(!logs.text().includes('254798765432'), logs.text());
 });
 
+test('phone numbers as people group them, and Kenyan numbers held as numbers under any key, are masked; other numbers are not', () => {
+  assert.equal(maskPhonesInText('call 0712 345 678 or +254-712-345-678 or 254 712 345 678'), 'call 0712****678 or +2547****678 or 2547****678');
+  assert.equal(maskPhonesInText('on 2026-12-02 at 10:15, 3 000 000 KES'), 'on 2026-12-02 at 10:15, 3 000 000 KES');
+  const logs = captureLogs();
+  // Daraja's callback items carry the payer's number as a number, under Value.
+  logs.logger.info({ items: [{ Name: 'PhoneNumber', Value: 254712345678 }], at: 1796206273741, phone_number_id: 109876543210987, amount: 1500 }, 'callback');
+  const line = only(logs.lines) as LogLine & { items: Array<{ Value: unknown }>; at: unknown; phone_number_id: unknown; amount: unknown };
+  assert.equal(line.items[0]!.Value, masked);
+  assert.deepEqual([line.at, line.phone_number_id, line.amount], [1796206273741, 109876543210987, 1500]);
+  assert.ok(!logs.text().includes(phone), logs.text());
+});
+
 test('errors are serialised with phones masked in their message and stack, in every logging form', () => {
   const logs = captureLogs();
   const make = (n: number) => new Error(`delivery ${n} to ${phone} failed`);
