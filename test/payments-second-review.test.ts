@@ -5,6 +5,8 @@
  *   (PUSH_STALE_AFTER_MS): reconciliation could expire its attempt while the prompt was on
  *   the phone, and nothing would ever ask about it;
  * - Daraja's own 5xx with a code proves no more than a bare 5xx: the prompt may be on the phone;
+ * - Daraja's "not now" on the push job's last try ends the attempt as refused (the customer who
+ *   asked is told), instead of leaving it pending, with nobody told, until reconciliation;
  * - a wrong-amount callback for a second payment keeps its "Paid twice: refund ..." result;
  * - reconciliation's "not paid yet" waits for a payment committing meanwhile (the invoice is
  *   read locked), so the merchant is not told "not paid" just before "paid";
@@ -176,6 +178,29 @@ describe("Daraja's answer to a push", () => {
     const row = await attemptRow(a.id);
     assert.deepEqual([row.status, row.push_unclear], ['failed', false]);
     assert.match(row.result_desc ?? '', /^push not accepted/);
+  });
+});
+
+describe("Daraja's \"not now\" (spike arrest) on the push job's tries", () => {
+  test('before the last try: thrown for the job to try again, the attempt pending and free to push; on the last: a refusal, and the customer who asked is told to try again', async () => {
+    const inv = await invoice();
+    const a = await attempt(inv, 0);
+    const job = f.deps.payments.jobs.find((j) => j.name === 'stk-push')!;
+    const context = (retryCount: number) => ({ logger: f.deps.logger, jobId: `job-${retryCount}`, retryCount });
+    for (let retryCount = 0; retryCount < (job.retryLimit ?? 0); retryCount += 1) {
+      daraja.queuePush({ kind: 'error', status: 500, code: '500.003.02', message: 'Spike arrest' });
+      await assert.rejects(job.handle({ attemptId: a.id }, context(retryCount)), /Spike arrest/);
+      const row = await attemptRow(a.id);
+      assert.deepEqual([row.status, row.push_started_at], ['pending', null], `after try ${retryCount + 1}`);
+    }
+    daraja.queuePush({ kind: 'error', status: 500, code: '500.003.02', message: 'Spike arrest' });
+    await job.handle({ attemptId: a.id }, context(job.retryLimit ?? 0));
+    const row = await attemptRow(a.id);
+    assert.deepEqual([row.status, row.push_unclear], ['failed', false], 'nothing reached the phone: a new prompt may start at once');
+    assert.match(row.result_desc ?? '', /^push not accepted/);
+    assert.equal(pushesTo(inv.customer), (job.retryLimit ?? 0) + 1);
+    await waitFor(async () => (await noticesTo(inv.customer)).length === 1, 5_000, 'the customer told');
+    assert.deepEqual((await noticesTo(inv.customer))[0], texts.en.promptNotStarted(inv.number, 'refused'));
   });
 });
 

@@ -45,7 +45,11 @@ export type Payments = {
   /** Inside the caller's transaction: starts an attempt (and its push job) unless the rules say no. */
   requestPayment(trx: Trx, invoiceId: string, initiatedBy: PaymentInitiator): Promise<PaymentRequestDecision>;
   /** Sends the STK push of one attempt (the job's work). */
-  push(attemptId: string): Promise<'pushed' | 'not_pending' | 'failed'>;
+  /**
+   * Sends the STK push of one attempt (the job's work). Daraja's "not now" (SAFE_TO_RETRY)
+   * throws, for the job to try again, except on its `lastTry`: then it is a refusal like any other.
+   */
+  push(attemptId: string, options?: { lastTry?: boolean }): Promise<'pushed' | 'not_pending' | 'failed'>;
   /** A callback whose token (from the URL) and body were read: applies it, or says why not. */
   handleCallback(token: string, result: PaymentResult): Promise<CallbackOutcome>;
   /**
@@ -129,6 +133,7 @@ const RECONCILE_BUDGET_MS = 45_000;
 function definitelyRefused(error: DeliveryError): boolean {
   if (error instanceof TransportError) return error.reason === 'not_configured';
   if (error.code === undefined) return false;
+  if (SAFE_TO_RETRY.has(error.code)) return true;
   return !(error.httpStatus !== undefined && error.httpStatus >= 500) && !/^5\d\d\./.test(error.code);
 }
 
@@ -143,8 +148,10 @@ export function createPayments(deps: PaymentsDeps): Payments {
     schema: PushJobData,
     retryLimit: 3,
     retryDelaySeconds: 20,
-    async handle({ attemptId }) {
-      await push(attemptId);
+    async handle({ attemptId }, { retryCount }) {
+      // The job's last try: a "not now" from Daraja then ends the attempt (the customer who
+      // asked is told to try again) instead of leaving it pending until reconciliation gives up.
+      await push(attemptId, { lastTry: retryCount >= (pushJob.retryLimit ?? 0) });
     },
   };
   const reconcileJob = scheduledJob('payments-reconcile', () => reconcile());
@@ -232,7 +239,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
     return deps.outbox.enqueue(trx, drafts);
   }
 
-  async function push(attemptId: string): Promise<'pushed' | 'not_pending' | 'failed'> {
+  async function push(attemptId: string, options: { lastTry?: boolean } = {}): Promise<'pushed' | 'not_pending' | 'failed'> {
     const token = randomBytes(32).toString('base64url');
     // Asked for before this, the prompt is stale (PUSH_STALE_AFTER_MS): not sent any more.
     const staleBefore = new Date(now().getTime() - PUSH_STALE_AFTER_MS);
@@ -316,7 +323,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
       if (!isDeliveryError(error)) throw error;
       // Only Daraja's own "not now" codes prove nothing reached the phone; a bare 5xx from a
       // gateway is as unclear as a timeout, so it keeps this attempt's token and ends here.
-      const refusedForNow = error instanceof ProviderError && error.code !== undefined && SAFE_TO_RETRY.has(error.code);
+      const refusedForNow = options.lastTry !== true && error instanceof ProviderError && error.code !== undefined && SAFE_TO_RETRY.has(error.code);
       if (refusedForNow) {
         // Safaricom said no (busy, spike arrest): nothing reached the phone, so a later try is safe.
         await db.updateTable('payment_attempts').set({ push_started_at: null }).where('id', '=', attemptId).execute();
