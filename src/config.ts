@@ -63,6 +63,11 @@ const EnvSchema = z.object({
   SMS_INBOUND_TOKEN: optionalString.pipe(
     z.string().regex(/^[A-Za-z0-9_-]{24,200}$/, 'must be 24 to 200 letters, digits, _ or - (it goes in a URL)').optional(),
   ),
+  // The secret last part of the delivery-reports callback URL (POST /sms/delivery-report/<token>);
+  // unset: reports are taken at the bare /sms/delivery-report, which anyone can post to.
+  SMS_REPORT_TOKEN: optionalString.pipe(
+    z.string().regex(/^[A-Za-z0-9_-]{24,200}$/, 'must be 24 to 200 letters, digits, _ or - (it goes in a URL)').optional(),
+  ),
 
   // The largest invoice a merchant may create (M-PESA takes at most 250,000 in one prompt), and
   // the days from sending to the due date.
@@ -198,6 +203,8 @@ export type Config = Readonly<{
     timeoutMs: number;
     /** The secret in the incoming-messages callback URL; unset: that route answers 404. */
     inboundToken: string | undefined;
+    /** The secret in the delivery-reports callback URL; unset: the bare route takes reports. */
+    reportToken: string | undefined;
   }>;
   invoices: Readonly<{ maxAmount: number; dueDays: number }>;
   delivery: Readonly<{ maxAttempts: number; inboundMaxAttempts: number; safetyNetSeconds: number }>;
@@ -302,6 +309,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       useSandbox: e.SMS_USE_SANDBOX,
       timeoutMs: e.SMS_TIMEOUT_MS,
       inboundToken: e.SMS_INBOUND_TOKEN,
+      reportToken: e.SMS_REPORT_TOKEN,
     },
     invoices: { maxAmount: e.INVOICE_MAX_AMOUNT, dueDays: e.INVOICE_DUE_DAYS },
     delivery: {

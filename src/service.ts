@@ -139,6 +139,10 @@ export async function startService(givenConfig: Config, logger: Logger, options:
       // Texts sent by SMS say "reply PAY": without the incoming-messages route those replies are lost.
       logger.warn('SMS_INBOUND_TOKEN is not set: replies to the SMS number (a customer\'s PAY) are not received; set it and point Africa\'s Talking\'s incoming messages at /sms/inbound/<token>');
     }
+    if (config.sms.apiKey !== undefined && config.sms.reportToken === undefined) {
+      // Reports are unsigned: at the bare URL anyone can post them (they can move only our own SMS, but are stored).
+      logger.warn('SMS_REPORT_TOKEN is not set: SMS delivery reports are taken at the bare /sms/delivery-report, which anyone can post to; set it and point Africa\'s Talking\'s delivery reports at /sms/delivery-report/<token>');
+    }
     if (simulated !== undefined) {
       const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
       const origin = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;

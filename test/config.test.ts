@@ -297,3 +297,13 @@ test('MPESA_CALLBACK_MAX_ATTEMPTS: 60 by default, its own (not INBOUND_MAX_ATTEM
     assert.match(problemFor(configError({ MPESA_CALLBACK_MAX_ATTEMPTS: bad }), 'MPESA_CALLBACK_MAX_ATTEMPTS'), /MPESA_CALLBACK_MAX_ATTEMPTS/);
   }
 });
+
+test('SMS_REPORT_TOKEN: unset by default (reports at the bare route); a URL-safe secret of 24+ characters, or a clear error', () => {
+  assert.equal(loadConfig({}).sms.reportToken, undefined);
+  assert.equal(loadConfig({ SMS_REPORT_TOKEN: '' }).sms.reportToken, undefined);
+  const token = 'r1B2c3D4e5F6g7H8i9J0k1L2_-';
+  assert.equal(loadConfig({ SMS_REPORT_TOKEN: token }).sms.reportToken, token);
+  for (const bad of ['short-secret', 'has a space in it 0123456789', 'slash/in/it/0123456789abcdefgh']) {
+    assert.match(problemFor(configError({ SMS_REPORT_TOKEN: bad }), 'SMS_REPORT_TOKEN'), /24 to 200 letters/, bad);
+  }
+});

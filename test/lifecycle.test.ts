@@ -234,6 +234,10 @@ test('with SMS configured but no SMS_INBOUND_TOKEN, the service warns at start t
     const warning = logs.lines.find((line) => line.level === 'warn' && /SMS_INBOUND_TOKEN is not set/.test(line.message));
     assert.ok(warning, logs.text());
     assert.match(warning.message, /\/sms\/inbound\/<token>/);
+    // Nor SMS_REPORT_TOKEN: delivery reports are taken at a URL anyone can post to.
+    const reports = logs.lines.find((line) => line.level === 'warn' && /SMS_REPORT_TOKEN is not set/.test(line.message));
+    assert.ok(reports, logs.text());
+    assert.match(reports.message, /\/sms\/delivery-report\/<token>/);
   } finally {
     await service.stop();
   }

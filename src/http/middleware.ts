@@ -26,11 +26,11 @@ const saneRequestId = /^[A-Za-z0-9._:\-]{1,128}$/;
 
 /**
  * Paths whose last part is a secret (the STK callback's per-attempt token, the incoming-SMS
- * route's), wherever they appear in the path and however its slashes are doubled or its case
+ * and delivery-report routes'), wherever they appear in the path and however its slashes are doubled or its case
  * changed: a provider configured with a base URL ending in `/` calls `//sms/inbound/<token>`,
  * which no route matches, and its 404 must not log the token either.
  */
-const secretPaths = [/^(.*?\/payments\/+stk\/+callback\/+).+$/is, /^(.*?\/sms\/+inbound\/+).+$/is];
+const secretPaths = [/^(.*?\/payments\/+stk\/+callback\/+).+$/is, /^(.*?\/sms\/+inbound\/+).+$/is, /^(.*?\/sms\/+delivery-report\/+).+$/is];
 
 /** `path` with percent-escapes decoded where they decode (a `%2F` is a slash to the patterns above). */
 function decoded(path: string): string {

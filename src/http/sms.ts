@@ -1,7 +1,10 @@
 /**
- * `POST /sms/delivery-report`: Africa's Talking delivery reports, form-encoded or JSON.
- * Unsigned by the provider, so a report can only move a message we sent (known
- * messageId) along its lifecycle; each (id, status) is applied once (src/inbound/sms-report.ts).
+ * `POST /sms/delivery-report/<SMS_REPORT_TOKEN>` (or the bare `/sms/delivery-report` while no
+ * SMS_REPORT_TOKEN is set): Africa's Talking delivery reports, form-encoded or JSON. Unsigned
+ * by the provider, so a report can only move a message we sent (known messageId) along its
+ * lifecycle; each (id, status) is applied once (src/inbound/sms-report.ts). The secret URL
+ * keeps strangers' reports out altogether (a forged one, while an SMS is in flight, would be
+ * kept for retries).
  *
  * `POST /sms/inbound/<SMS_INBOUND_TOKEN>`: Africa's Talking incoming messages (a person's
  * text to the SMS number, "reply PAY"), form-encoded or JSON; each message id is applied
@@ -9,7 +12,7 @@
  * starts an M-PESA prompt), so only a caller that knows the secret URL gets in; any other
  * path under /sms/inbound/ is answered 404 as if there were no such route.
  */
-import { Hono } from 'hono';
+import { Hono, type Context } from 'hono';
 import { parseStorableJson, storable } from '../db/json.js';
 import type { Deps } from '../deps.js';
 import { DeliveryReport, UnknownReportError } from '../inbound/sms-report.js';
@@ -34,7 +37,16 @@ async function readBody(contentType: string, read: { text(): Promise<string> }):
 
 export function smsRoutes(deps: Pick<Deps, 'inbound' | 'metrics' | 'config'>): Hono<AppEnv> {
   const routes = new Hono<AppEnv>();
-  routes.post('/sms/delivery-report', async (c) => {
+  const deliveryReport = async (c: Context<AppEnv>, token: string | undefined) => {
+    // With SMS_REPORT_TOKEN set, only its secret URL takes reports: the bare path (or another
+    // token) is answered 404 as if there were no such route, and nothing is read or kept.
+    const expected = deps.config.sms.reportToken;
+    if (expected !== undefined && (token === undefined || !sameSecret(token, expected))) {
+      deps.metrics.inboundEvents.inc({ source: 'sms_report', outcome: 'forged' });
+      c.get('logger').warn({ with_token: token !== undefined }, 'sms delivery report refused: not the secret URL');
+      throw new ApiError(404, 'not_found', 'No route for POST /sms/delivery-report….');
+    }
+    if (expected === undefined && token !== undefined) throw new ApiError(404, 'not_found', 'No route for POST /sms/delivery-report/….');
     const body = await readBody(c.req.header('content-type') ?? '', c.req);
     const parsed = DeliveryReport.safeParse(body);
     if (!parsed.success) throw new ApiError(422, 'invalid_report', describeIssues(parsed.error));
@@ -46,7 +58,9 @@ export function smsRoutes(deps: Pick<Deps, 'inbound' | 'metrics' | 'config'>): H
       deps.metrics.inboundEvents.inc({ source: 'sms_report', outcome: 'unknown' });
       throw new ApiError(404, 'unknown_message', error.message);
     }
-  });
+  };
+  routes.post('/sms/delivery-report', (c) => deliveryReport(c, undefined));
+  routes.post('/sms/delivery-report/:token', (c) => deliveryReport(c, c.req.param('token')));
   routes.post('/sms/inbound/:token', async (c) => {
     const expected = deps.config.sms.inboundToken;
     if (expected === undefined || !sameSecret(c.req.param('token'), expected)) {
