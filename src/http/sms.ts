@@ -37,14 +37,18 @@ async function readBody(contentType: string, read: { text(): Promise<string> }):
 
 export function smsRoutes(deps: Pick<Deps, 'inbound' | 'metrics' | 'config'>): Hono<AppEnv> {
   const routes = new Hono<AppEnv>();
+  /** A request to a secret route without its secret: counted, logged (never the token), and answered 404 as for no route. */
+  const notTheSecretUrl = (c: Context<AppEnv>, source: 'sms_report' | 'sms_message', outcome: 'forged' | 'not_configured', message: string, route: string) => {
+    deps.metrics.inboundEvents.inc({ source, outcome });
+    c.get('logger').warn({ configured: outcome !== 'not_configured' }, message);
+    return new ApiError(404, 'not_found', `No route for POST ${route}.`);
+  };
   const deliveryReport = async (c: Context<AppEnv>, token: string | undefined) => {
     // With SMS_REPORT_TOKEN set, only its secret URL takes reports: the bare path (or another
     // token) is answered 404 as if there were no such route, and nothing is read or kept.
     const expected = deps.config.sms.reportToken;
     if (expected !== undefined && (token === undefined || !sameSecret(token, expected))) {
-      deps.metrics.inboundEvents.inc({ source: 'sms_report', outcome: 'forged' });
-      c.get('logger').warn({ with_token: token !== undefined }, 'sms delivery report refused: not the secret URL');
-      throw new ApiError(404, 'not_found', 'No route for POST /sms/delivery-report….');
+      throw notTheSecretUrl(c, 'sms_report', 'forged', 'sms delivery report refused: not the secret URL', '/sms/delivery-report…');
     }
     if (expected === undefined && token !== undefined) throw new ApiError(404, 'not_found', 'No route for POST /sms/delivery-report/….');
     const body = await readBody(c.req.header('content-type') ?? '', c.req);
@@ -64,9 +68,7 @@ export function smsRoutes(deps: Pick<Deps, 'inbound' | 'metrics' | 'config'>): H
   routes.post('/sms/inbound/:token', async (c) => {
     const expected = deps.config.sms.inboundToken;
     if (expected === undefined || !sameSecret(c.req.param('token'), expected)) {
-      deps.metrics.inboundEvents.inc({ source: 'sms_message', outcome: expected === undefined ? 'not_configured' : 'forged' });
-      c.get('logger').warn({ configured: expected !== undefined }, 'incoming SMS refused: not the secret URL');
-      throw new ApiError(404, 'not_found', 'No route for POST /sms/inbound/….');
+      throw notTheSecretUrl(c, 'sms_message', expected === undefined ? 'not_configured' : 'forged', 'incoming SMS refused: not the secret URL', '/sms/inbound/…');
     }
     const body = await readBody(c.req.header('content-type') ?? '', c.req);
     const parsed = IncomingSms.safeParse(body);

@@ -9,6 +9,7 @@ import { sql, type Transaction } from 'kysely';
 import { z } from 'zod';
 import type { Database, OutboundStatus } from '../db/schema.js';
 import { markInvoicesUnreached } from '../delivery/invoice-reach.js';
+import { messageReportedOn } from './match.js';
 import type { Outbox } from '../delivery/outbox.js';
 
 // Only the fields read here are kept (the route is unsigned: nothing else a caller adds is stored).
@@ -44,17 +45,11 @@ export class UnknownReportError extends Error {}
 
 /** Returns the ids of messages it wrote (a notice to the merchant), to dispatch after commit. */
 export async function applyDeliveryReport(trx: Transaction<Database>, report: DeliveryReport, outbox: Pick<Outbox, 'enqueue'>): Promise<string[]> {
-  const byId = () => trx.selectFrom('outbound_messages').select(['id', 'status']).where('sms_message_id', '=', report.id).forUpdate().executeTakeFirst();
-  let message = await byId();
-  if (message === undefined) {
-    const inFlight = await trx.selectFrom('outbound_messages').select('id').where('channel', '=', 'sms').where('status', '=', 'sending').limit(1).executeTakeFirst();
-    if (inFlight !== undefined) throw new ReportNotYetMatchedError('no SMS with this id yet (one is being sent)');
-    // Each statement sees what was committed before it ran (READ COMMITTED): the send may have
-    // been recorded (sending -> sent with this id, in one statement) between the two above.
-    // Nothing in flight now, so a look-up now finds it if it is ours at all.
-    message = await byId();
-    if (message === undefined) throw new UnknownReportError('No SMS with this id was sent by this service.');
-  }
+  const message = await messageReportedOn(
+    () => trx.selectFrom('outbound_messages').select(['id', 'status']).where('sms_message_id', '=', report.id).forUpdate().executeTakeFirst(),
+    async () => (await trx.selectFrom('outbound_messages').select('id').where('channel', '=', 'sms').where('status', '=', 'sending').limit(1).executeTakeFirst()) !== undefined,
+    { notYet: () => new ReportNotYetMatchedError('no SMS with this id yet (one is being sent)'), notOurs: () => new UnknownReportError('No SMS with this id was sent by this service.') },
+  );
   const next = mapped[report.status];
   // Never move backwards: a late "Sent" after "Success" changes nothing.
   const order: Record<OutboundStatus, number> = { queued: 0, sending: 0, sent: 1, failed: 2, delivered: 3, read: 4 };

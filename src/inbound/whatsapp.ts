@@ -19,6 +19,7 @@ import { createBatcher } from '../batch.js';
 import type { Database, InboundSource } from '../db/schema.js';
 import { sha256Hex } from '../security.js';
 import { combineStatus } from '../domain/delivery.js';
+import { messageReportedOn } from './match.js';
 import { afterFailedTry, retryJob as inboundRetryJob, scheduleRetry, type RetryDeps, type RetryJob } from './retry.js';
 import type { Outbox } from '../delivery/outbox.js';
 import { scheduledJob, type JobDefinition, type JobQueue, type NoJobData } from '../jobs/queue.js';
@@ -184,26 +185,19 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
   async function applyStatus(trx: Transaction<Database>, stored: z.infer<typeof StoredStatus>): Promise<string[]> {
     const { status } = stored;
     if (status.status === 'deleted' || status.status === 'warning') return [];
-    const byWamid = () =>
-      trx.selectFrom('outbound_messages').select(['id', 'status', 'channel', 'fell_back_at']).where('provider_message_id', '=', status.id).forUpdate().executeTakeFirst();
-    let row = await byWamid();
-    if (row === undefined) {
-      // As for SMS delivery reports (src/inbound/sms-report.ts): the wamid is written when the
-      // send's answer is recorded (sending -> sent, one statement), so while a WhatsApp send is
-      // in flight (channel not yet sms) the status may be that send's: kept and retried.
-      const inFlight = await trx
-        .selectFrom('outbound_messages')
-        .select('id')
-        .where('status', '=', 'sending')
-        .where((eb) => eb.or([eb('channel', 'is', null), eb('channel', '=', 'whatsapp')]))
-        .limit(1)
-        .executeTakeFirst();
-      if (inFlight !== undefined) throw new UnknownMessageError('no outbound message with this wamid yet (a WhatsApp send is in flight)');
-      // Each statement sees what was committed before it ran: the send may have been recorded
-      // between the two above; nothing is in flight now, so a look-up now finds it if it is ours.
-      row = await byWamid();
-      if (row === undefined) throw new NotOurMessageError(NOT_OURS);
-    }
+    // While a WhatsApp send is in flight (channel not yet sms) an unknown wamid may be its.
+    const row = await messageReportedOn(
+      () => trx.selectFrom('outbound_messages').select(['id', 'status', 'channel', 'fell_back_at']).where('provider_message_id', '=', status.id).forUpdate().executeTakeFirst(),
+      async () =>
+        (await trx
+          .selectFrom('outbound_messages')
+          .select('id')
+          .where('status', '=', 'sending')
+          .where((eb) => eb.or([eb('channel', 'is', null), eb('channel', '=', 'whatsapp')]))
+          .limit(1)
+          .executeTakeFirst()) !== undefined,
+      { notYet: () => new UnknownMessageError('no outbound message with this wamid yet (a WhatsApp send is in flight)'), notOurs: () => new NotOurMessageError(NOT_OURS) },
+    );
     if (row.channel === 'sms') return []; // Already went by SMS: WhatsApp's reports no longer decide.
     const next = combineStatus(row.status, status.status);
     if (next === null) return [];
@@ -286,8 +280,7 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
       metrics.inboundEvents.inc({ source, outcome: 'duplicate' });
       return 'duplicate';
     }
-    metrics.inboundEvents.inc({ source, outcome: 'unknown_message' });
-    logger.info({ source, event_id: row.id }, 'status for a message this service did not send (or whose send it did not record); recorded, not applied');
+    countedUnknown(source, row.id, 1);
     return 'processed';
   }
 
@@ -317,9 +310,14 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
       .set({ status: 'processed', attempts: sql`attempts + 1`, processed_at: sql`now()`, last_error: event.source === 'sms_report' ? NOT_OURS_SMS : NOT_OURS, updated_at: sql`now()` })
       .where('id', '=', eventId)
       .execute();
-    metrics.inboundEvents.inc({ source: event.source, outcome: 'unknown_message' });
-    logger.info({ source: event.source, event_id: eventId, attempts: event.attempts + 1 }, 'status for a message this service did not send (or whose send it did not record); recorded, not applied');
+    countedUnknown(event.source, eventId, event.attempts + 1);
     return 'processed';
+  }
+
+  /** An event recorded as about no message of ours: counted (unknown_message) and logged by its id (a wamid encodes a number). */
+  function countedUnknown(source: InboundSource, eventId: string, attempts: number): void {
+    metrics.inboundEvents.inc({ source, outcome: 'unknown_message' });
+    logger.info({ source, event_id: eventId, attempts }, 'status for a message this service did not send (or whose send it did not record); recorded, not applied');
   }
 
   /**

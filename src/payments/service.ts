@@ -44,7 +44,6 @@ export type CallbackOutcome =
 export type Payments = {
   /** Inside the caller's transaction: starts an attempt (and its push job) unless the rules say no. */
   requestPayment(trx: Trx, invoiceId: string, initiatedBy: PaymentInitiator): Promise<PaymentRequestDecision>;
-  /** Sends the STK push of one attempt (the job's work). */
   /**
    * Sends the STK push of one attempt (the job's work). Daraja's "not now" (SAFE_TO_RETRY)
    * throws, for the job to try again, except on its `lastTry`: then it is a refusal like any other.
@@ -239,6 +238,23 @@ export function createPayments(deps: PaymentsDeps): Payments {
     return deps.outbox.enqueue(trx, drafts);
   }
 
+  /**
+   * Tells the customer who asked (PAY) that the invoice's prompt did not start (`unclear`: it may
+   * have), in the caller's transaction; with `unlessSettled`, not once the invoice is paid or
+   * cancelled. Returns the ids of the messages written.
+   */
+  async function promptNotStarted(trx: Trx, invoiceId: string, outcome: 'refused' | 'unclear', options: { unlessSettled?: boolean } = {}): Promise<string[]> {
+    const facts = await invoiceFacts(trx, invoiceId);
+    if (options.unlessSettled === true && (facts.status === 'paid' || facts.status === 'cancelled')) return [];
+    const t = texts[facts.customer_language ?? 'en'];
+    return notify(trx, [{ recipient: facts.customer_phone, kind: 'notice', invoiceId: facts.id, payload: { message: t.promptNotStarted(facts.number, outcome) } }]);
+  }
+
+  /** The attempt whose callback token hashes to `tokenHash`: what a callback's token names. */
+  function attemptNamedBy(q: Kysely<Database> | Trx, tokenHash: string) {
+    return q.selectFrom('payment_attempts').select(['id', 'checkout_request_id']).where('callback_token_hash', '=', tokenHash).executeTakeFirst();
+  }
+
   async function push(attemptId: string, options: { lastTry?: boolean } = {}): Promise<'pushed' | 'not_pending' | 'failed'> {
     const token = randomBytes(32).toString('base64url');
     // Asked for before this, the prompt is stale (PUSH_STALE_AFTER_MS): not sent any more.
@@ -288,10 +304,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
         // Only the customer who asked (PAY) waits for a prompt; an invoice's own prompt or a
         // merchant's reminder leaves the invoice's Pay button with the customer.
         if (ended.initiated_by !== 'customer') return [];
-        const facts = await invoiceFacts(trx, ended.invoice_id);
-        if (facts.status === 'paid' || facts.status === 'cancelled') return [];
-        const t = texts[facts.customer_language ?? 'en'];
-        return notify(trx, [{ recipient: facts.customer_phone, kind: 'notice', invoiceId: facts.id, payload: { message: t.promptNotStarted(facts.number, 'refused') } }]);
+        return promptNotStarted(trx, ended.invoice_id, 'refused', { unlessSettled: true });
       });
       deps.outbox.dispatchSoon(ids);
       return 'not_pending';
@@ -351,10 +364,8 @@ export function createPayments(deps: PaymentsDeps): Payments {
           .executeTakeFirst();
         // A callback may have settled the attempt meanwhile: then there is nothing to say.
         if (ended === undefined || claimed.initiated_by !== 'customer') return [];
-        const facts = await invoiceFacts(trx, claimed.invoice_id);
-        const t = texts[facts.customer_language ?? 'en'];
         // Unclear: the customer is not told the prompt failed, only what to do either way.
-        return notify(trx, [{ recipient: facts.customer_phone, kind: 'notice', invoiceId: facts.id, payload: { message: t.promptNotStarted(facts.number, refused ? 'refused' : 'unclear') } }]);
+        return promptNotStarted(trx, claimed.invoice_id, refused ? 'refused' : 'unclear');
       });
       deps.outbox.dispatchSoon(ids);
       metrics.paymentAttempts.inc({ outcome: 'push_failed' });
@@ -702,7 +713,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
       const kept = await db.transaction().execute(async (trx): Promise<CallbackOutcome> => {
         // Only a callback whose token names an attempt (and whose checkout is that attempt's)
         // is kept: a forged one is refused as it would be on a good day, whatever failed.
-        const owner = await trx.selectFrom('payment_attempts').select('checkout_request_id').where('callback_token_hash', '=', item.tokenHash).executeTakeFirst();
+        const owner = await attemptNamedBy(trx, item.tokenHash);
         if (owner === undefined) return { status: 'rejected', reason: 'unknown_token' };
         if (owner.checkout_request_id !== null && owner.checkout_request_id !== item.result.checkoutRequestId) return { status: 'rejected', reason: 'checkout_mismatch' };
         // A record parked as dead (a fault that outlasted its tries) is revived by this copy.
@@ -770,7 +781,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
   }
 
   async function storeUnreadableCallback(token: string, raw: string, reason: string): Promise<'stored' | 'duplicate' | 'unknown_token'> {
-    const owner = await db.selectFrom('payment_attempts').select('id').where('callback_token_hash', '=', sha256Hex(token)).executeTakeFirst();
+    const owner = await attemptNamedBy(db, sha256Hex(token));
     if (owner === undefined) return 'unknown_token';
     // Keyed by the body: the same unreadable callback sent again is stored once.
     const row = await db
