@@ -4,7 +4,7 @@
  * machine needs, run the pure transition, carry out its effects (merchant registration,
  * invoices with gapless per-merchant numbers, audit events, outbox messages), save the state.
  */
-import { jsonb, keyIn } from '../db/json.js';
+import { jsonb, rowsOf } from '../db/json.js';
 import { sql, type RawBuilder, type Transaction } from 'kysely';
 import { allocateInvoiceNumber } from '../db/repositories/invoices.js';
 import type { Database } from '../db/schema.js';
@@ -76,7 +76,7 @@ export function createConversationHandler(options: ConversationShellOptions = {}
   async function loadFacts(trx: Trx, phones: readonly string[]): Promise<readonly SenderFacts[]> {
     const senders = sql`(
       select p.phone, c.state, c.language
-      from jsonb_array_elements_text(${JSON.stringify(phones)}::jsonb) as p(phone)
+      from ${rowsOf('p', phones.map((phone) => ({ phone })), { phone: 'text' })}
       left join conversations c on c.phone = p.phone)`;
     return (await factsOf(senders).execute(trx)).rows;
   }
@@ -365,8 +365,8 @@ export function createConversationHandler(options: ConversationShellOptions = {}
         ? undefined
         : sql`
           update conversations c set state = v.state, updated_at = now()
-          from jsonb_to_recordset(${jsonb(states)}::jsonb) as v(phone text, state jsonb)
-          where c.phone = v.phone and ${keyIn('c.phone', states.map((s) => s.phone))}`;
+          from ${rowsOf('v', states, { phone: 'text', state: 'jsonb' })}
+          where c.phone = v.phone`;
     return {
       async run(message) {
         const result = await turn(trx, message, facts.get(message.phone) ?? noFacts);

@@ -12,7 +12,7 @@
  * which spares the claim statement; nothing else changes.
  */
 import { createCoalescer } from '../batch.js';
-import { jsonb, keyIn, storable } from '../db/json.js';
+import { rowsOf, storable } from '../db/json.js';
 import { randomInt, randomUUID } from 'node:crypto';
 import { sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
 import { z } from 'zod';
@@ -577,8 +577,8 @@ export function createOutbox(deps: OutboxDeps): Outbox {
         update outbound_messages o
         set status = 'sent', channel = v.channel, attempts = v.attempts, last_error = null, updated_at = now(),
           provider_message_id = coalesce(v.wamid, o.provider_message_id), sms_message_id = coalesce(v.sms_id, o.sms_message_id)
-        from jsonb_to_recordset(${jsonb(records)}::jsonb) as v(id uuid, channel text, wamid text, sms_id text, attempts int, stamp timestamptz)
-        where o.id = v.id and ${keyIn('o.id', records.map((r) => r.id))} and ${statusOf('o')} = 'sending' and o.updated_at = v.stamp
+        from ${rowsOf('v', records, { id: 'uuid', channel: 'text', wamid: 'text', sms_id: 'text', attempts: 'integer', stamp: 'timestamptz' })}
+        where o.id = v.id and ${statusOf('o')} = 'sending' and o.updated_at = v.stamp
         returning o.id
       )${reaching ? sql`, reached as (${invoicesReachedStatement(sql`select id from recorded`)})` : sql``}
       select id from recorded`.execute(db);
@@ -1038,7 +1038,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
         (select at from stamp)`
           : sql``
       }
-      from jsonb_to_recordset(${jsonb(rows)}::jsonb) as v(id uuid, recipient text, kind text, content jsonb, invoice_id uuid, ord int)
+      from ${rowsOf('v', rows, { id: 'uuid', recipient: 'text', kind: 'text', content: 'jsonb', invoice_id: 'uuid', ord: 'integer' })}
       order by v.ord${
         options.claim
           ? sql`

@@ -10,7 +10,7 @@
  * status about a wamid we never stored is kept only while a WhatsApp send of ours is in flight
  * (it may be that send's); otherwise it is recorded as unknown_message, not parked as dead.
  */
-import { jsonb } from '../db/json.js';
+import { jsonb, rowsOf } from '../db/json.js';
 import { sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
 import { z } from 'zod';
 import type { ConversationHandler, ConversationInput, ConversationMessage, SenderFacts } from '../conversation/port.js';
@@ -436,7 +436,7 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
         // its turns read) those facts: one round trip for events, locks and facts.
         const { rows } = await sql<SenderFacts>`
           with input as (
-            select * from jsonb_to_recordset(${jsonb(input)}::jsonb) as v(key text, phone text, sent_at timestamptz, payload jsonb)
+            select * from ${rowsOf('v', input, { key: 'text', phone: 'text', sent_at: 'timestamptz', payload: 'jsonb' })}
           ), event as (
             insert into inbound_events (source, external_key, payload, status, attempts, processed_at)
             select 'whatsapp_message', key, payload, 'processed', 1, now() from input order by phone

@@ -7,7 +7,7 @@
  * and in the URL sent to Safaricom), a push is never sent twice for one attempt, a success
  * marks the invoice paid once, and nothing overwrites a recorded success.
  */
-import { jsonb, keyIn } from '../db/json.js';
+import { jsonb, rowsOf } from '../db/json.js';
 import { randomBytes } from 'node:crypto';
 import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import { createBatcher } from '../batch.js';
@@ -541,8 +541,8 @@ export function createPayments(deps: PaymentsDeps): Payments {
     if (receiptsForInvoices.length > 0) {
       await sql`
         update invoices i set mpesa_receipt = r.receipt, updated_at = now()
-        from jsonb_to_recordset(${jsonb(receiptsForInvoices)}::jsonb) as r(id uuid, receipt text)
-        where i.id = r.id and ${keyIn('i.id', receiptsForInvoices.map((r) => r.id))} and i.mpesa_receipt is null`.execute(trx);
+        from ${rowsOf('r', receiptsForInvoices, { id: 'uuid', receipt: 'text' })}
+        where i.id = r.id and i.mpesa_receipt is null`.execute(trx);
     }
     // The attempts, the invoices marked paid, the audit events and the messages (written
     // claimed: the caller delivers them once this commits, with no claim statement) in one
@@ -557,9 +557,8 @@ export function createPayments(deps: PaymentsDeps): Payments {
           set status = r.status, result_code = r.result_code, result_desc = r.result_desc,
               mpesa_receipt = coalesce(r.mpesa_receipt, a.mpesa_receipt), review_reason = coalesce(r.review_reason, a.review_reason),
               completed_at = now(), updated_at = now()
-          from jsonb_to_recordset(${jsonb([...attemptRows.values()])}::jsonb)
-            as r(id uuid, status text, result_code integer, result_desc text, mpesa_receipt text, review_reason text)
-          where a.id = r.id and ${keyIn('a.id', [...attemptRows.keys()])}`,
+          from ${rowsOf('r', [...attemptRows.values()], { id: 'uuid', status: 'text', result_code: 'integer', result_desc: 'text', mpesa_receipt: 'text', review_reason: 'text' })}
+          where a.id = r.id`,
       });
     }
     if (paidInvoices.length > 0) {
@@ -568,8 +567,8 @@ export function createPayments(deps: PaymentsDeps): Payments {
         counted: true,
         write: sql`
           update invoices i set status = 'paid', paid_at = ${now()}, mpesa_receipt = r.receipt, updated_at = now()
-          from jsonb_to_recordset(${jsonb(paidInvoices)}::jsonb) as r(id uuid, receipt text)
-          where i.id = r.id and ${keyIn('i.id', paidInvoices.map((p) => p.id))} and i.status <> 'paid'
+          from ${rowsOf('r', paidInvoices, { id: 'uuid', receipt: 'text' })}
+          where i.id = r.id and i.status <> 'paid'
           returning i.id`,
       });
     }
@@ -580,7 +579,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
         write: sql`
           insert into invoice_events (invoice_id, actor, type, data)
           select e.invoice_id, e.actor, e.type, e.data
-          from jsonb_to_recordset(${jsonb(events.map((event, ord) => ({ ...event, ord })))}::jsonb) as e(invoice_id uuid, actor text, type text, data jsonb, ord int)
+          from ${rowsOf('e', events.map((event, ord) => ({ ...event, ord })), { invoice_id: 'uuid', actor: 'text', type: 'text', data: 'jsonb', ord: 'integer' })}
           order by e.ord`,
       });
     }
@@ -630,8 +629,8 @@ export function createPayments(deps: PaymentsDeps): Payments {
       if (unnamed.length > 0) {
         await sql`
           update payment_attempts a set checkout_request_id = r.checkout
-          from jsonb_to_recordset(${jsonb(unnamed)}::jsonb) as r(id uuid, checkout text)
-          where a.id = r.id and ${keyIn('a.id', unnamed.map((u) => u.id))}`.execute(trx);
+          from ${rowsOf('r', unnamed, { id: 'uuid', checkout: 'text' })}
+          where a.id = r.id`.execute(trx);
       }
       // Recorded as processed. One kept for retry (or parked as dead) is taken over: its record
       // is this callback's, and it is applied now (its retry job then finds nothing to do).
