@@ -1,6 +1,7 @@
 /**
- * How Postgres runs the outbox's two per-message statements that name their rows by id:
- * recording sends (recordSent) and claiming (claim). The table here is as a busy service's is
+ * How Postgres runs the outbox's per-message statements that name their rows by id:
+ * recording sends (recordSent), claiming (claim), and checking rows written claimed for an
+ * older unsent message to the same person (giveBackOvertaking). The table here is as a busy service's is
  * between vacuums: many messages sent, a few unsent, statistics that say so. Compared plainly,
  * `status = 'sending'` lets the planner prove the partial indexes' condition (unsent rows) and
  * read the whole of one to AND it with the ids; under load every message sent since the last
@@ -74,24 +75,34 @@ test("recording sends and claiming find their rows by primary key, not by readin
   assert.deepEqual([...outcomes.values()], ['sent', 'sent', 'sent']);
   await outbox.idle();
 
+  // Written claimed and sent at once: the check for an older unsent message (given back if so).
+  const written = await logged.transaction().execute((trx) => outbox.enqueueClaimed(trx, textDrafts(b, 1, 5)));
+  outbox.dispatchWritten(written);
+  await outbox.idle();
+
   const claim = captured.find((q) => /^update "outbound_messages" set "status" = \$1, "updated_at" = date_trunc/.test(q.sql));
   const recordSent = captured.find((q) => /with recorded as \(\s*update outbound_messages o/.test(q.sql));
   assert.ok(claim !== undefined, 'the claim statement was not seen');
   assert.ok(recordSent !== undefined, 'the recordSent statement was not seen');
+  const giveBack = captured.find((q) => /update outbound_messages o\s+set status = 'queued'/.test(q.sql));
+  assert.ok(giveBack !== undefined, 'the give-back statement was not seen');
 
-  const partial = ['outbound_messages_pending_idx', 'outbound_messages_recipient_unsent_idx'];
+  const partial = ['outbound_messages_recipient_unsent_idx'];
   // The claim's rows (alias outbound_messages) and recordSent's (alias o); the claim's look for an
   // older unsent message to the same person (alias older) rightly reads the person's unsent rows.
   assert.deepEqual(await readsOf(claim, 'outbound_messages'), ['outbound_messages_pkey'], 'the claim');
   assert.deepEqual(await readsOf(recordSent, 'o'), ['outbound_messages_pkey'], 'recordSent');
+  assert.deepEqual(await readsOf(giveBack, 'o'), ['outbound_messages_pkey'], 'the give-back check');
 
   // Control: the same statements comparing the status plainly read a partial index whole.
   const plain = (q: CompiledQuery) => ({ sql: q.sql.replace(/coalesce\(("?[a-z_]+"?\."?status"?), ''\)/g, '$1'), parameters: q.parameters });
   assert.notEqual(plain(recordSent).sql, recordSent.sql);
   const plainRecord = await readsOf(plain(recordSent), 'o');
   const plainClaim = await readsOf(plain(claim), 'outbound_messages');
+  const plainGiveBack = await readsOf(plain(giveBack), 'o');
   assert.ok(
     [...plainRecord, ...plainClaim].some((index) => partial.includes(index)),
     `control: the plain comparison did not pick a partial index here (${JSON.stringify({ plainRecord, plainClaim })}), so this test shows nothing`,
   );
+  assert.ok(plainGiveBack.some((index) => partial.includes(index)), `control: the plain give-back check read ${JSON.stringify(plainGiveBack)}`);
 });
