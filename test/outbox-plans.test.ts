@@ -25,7 +25,7 @@ before(async () => {
 });
 after(() => f.close());
 
-type Plan = { 'Node Type': string; 'Index Name'?: string; 'Alias'?: string; Plans?: Plan[] };
+type Plan = { 'Node Type': string; 'Index Name'?: string; 'Alias'?: string; 'Index Cond'?: string; Plans?: Plan[] };
 const nodes = (plan: Plan): Plan[] => [plan, ...(plan.Plans ?? []).flatMap(nodes)];
 
 /** The indexes a bitmap heap scan's bitmap is built from: its Bitmap* children, down to their index scans. */
@@ -48,7 +48,7 @@ async function readsOf(query: Pick<CompiledQuery, 'sql' | 'parameters'>, alias: 
     });
 }
 
-test("recording sends and claiming find their rows by primary key, not by reading a partial index whole (the plain status comparison would)", async () => {
+test("the outbox's per-message statements find their rows by primary key and each person's unsent messages through their index, never by reading a partial index whole", async () => {
   const db = f.database.handle.db;
   // A busy service's table: thousands of messages sent, a few unsent, the statistics current.
   await sql`
@@ -93,6 +93,30 @@ test("recording sends and claiming find their rows by primary key, not by readin
   assert.deepEqual(await readsOf(claim, 'outbound_messages'), ['outbound_messages_pkey'], 'the claim');
   assert.deepEqual(await readsOf(recordSent, 'o'), ['outbound_messages_pkey'], 'recordSent');
   assert.deepEqual(await readsOf(giveBack, 'o'), ['outbound_messages_pkey'], 'the give-back check');
+  // Written claimed: each row's person's unsent messages looked up through their index, row by
+  // row; never every unsent row of the table hashed (a bitmap read of the whole partial index).
+  // A write to 150 people (a callback group's receipts), rolled back: its plan is what matters.
+  const many = Array.from({ length: 150 }, (_, i) => textDrafts(`2547019${String(i).padStart(5, '0')}`, 1)[0]!);
+  const rolledBack = new Error('rolled back');
+  await logged
+    .transaction()
+    .execute(async (trx) => {
+      await outbox.enqueueClaimed(trx, many);
+      throw rolledBack;
+    })
+    .catch((error: unknown) => {
+      if (error !== rolledBack) throw error;
+    });
+  const write = captured.findLast((q) => /^\s*with .*insert into outbound_messages/s.test(q.sql) && /older/.test(q.sql));
+  assert.ok(write !== undefined, 'the claimed write was not seen');
+  const { rows: explained } = await f.database.handle.pool.query<{ 'QUERY PLAN': unknown }>(`explain (format json) ${write.sql}`, [...write.parameters]);
+  const raw = explained[0]!['QUERY PLAN'];
+  const older = nodes(((typeof raw === 'string' ? JSON.parse(raw) : raw) as Array<{ Plan: Plan }>)[0]!.Plan).filter((n) => n.Alias === 'older');
+  assert.deepEqual(
+    older.map((n) => [/^Index (Only )?Scan$/.test(n['Node Type']), n['Index Name'], /recipient = v\.recipient/.test(String(n['Index Cond']))]),
+    [[true, 'outbound_messages_recipient_unsent_idx', true]],
+    'the claimed write',
+  );
 
   // Control: the same statements comparing the status plainly read a partial index whole.
   const plain = (q: CompiledQuery) => ({ sql: q.sql.replace(/coalesce\(("?[a-z_]+"?\."?status"?), ''\)/g, '$1'), parameters: q.parameters });
