@@ -3,13 +3,16 @@
  * in whatsapp-client.test.ts): many sends at once each get their own answer; a thread that
  * stops fails the sends in flight as network errors (retryable) and the next send starts a new
  * one, and one that dies by itself fails them the same way; an idle thread does not keep the process alive, a send in flight does; a request the
- * thread cannot read is refused to its caller.
+ * thread cannot read is refused to its caller; the built service (plain node) finds its thread.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
+import { pathToFileURL } from 'node:url';
 import { ProviderError, TransportError } from '../src/providers/errors.js';
 import { createWhatsAppSendThread, failureToError, ThreadAnswers } from '../src/providers/whatsapp/thread.js';
 
@@ -147,6 +150,34 @@ test('an idle thread does not keep the process alive; a send in flight does unti
     clearTimeout(release);
     hang = false;
     hanging.splice(0).forEach((answer) => answer());
+  }
+});
+
+test('the built service (tsc, plain node, no tsx) finds and runs its send thread', { timeout: 180_000 }, async () => {
+  // Under tsx the thread loads thread-worker.ts through tsx; built, thread-worker.js beside thread.js.
+  const outDir = join('node_modules', '.cache', `thread-build-${process.pid}`);
+  try {
+    const build = spawn(process.execPath, [join('node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json', '--outDir', outDir], { stdio: ['ignore', 'inherit', 'inherit'] });
+    assert.equal(await new Promise((resolve) => build.once('exit', resolve)), 0, 'the build failed');
+    const built = pathToFileURL(resolve(outDir, 'src', 'providers', 'whatsapp', 'thread.js')).href;
+    const script = `
+      const { createWhatsAppSendThread } = await import(${JSON.stringify(built)});
+      const thread = createWhatsAppSendThread(${JSON.stringify(settings())});
+      console.log('ANSWER', (await thread.send('254700000006', { type: 'text', body: 'hi' })).wamid);
+      await thread.close();
+    `;
+    const entry = join(outDir, 'send-one.mjs');
+    writeFileSync(entry, script);
+    // As deployed (package.json start:prod): plain node, the service's flags.
+    const child = spawn(process.execPath, ['--max-semi-space-size=64', entry], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    assert.equal(await new Promise((resolve) => child.once('exit', resolve)), 0, err);
+    assert.match(out, /ANSWER wamid\.254700000006/);
+  } finally {
+    rmSync(outDir, { recursive: true, force: true });
   }
 });
 
