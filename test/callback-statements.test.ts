@@ -87,7 +87,7 @@ test('a group of success callbacks writes its attempts, invoices, events and rec
     else if (open !== undefined) {
       open.push(statement);
       if (/^commit/i.test(statement)) {
-        if (open.some((s) => /insert into "inbound_events"/.test(s))) transactions.push(open);
+        if (open.some((s) => /insert into "?inbound_events"?/.test(s))) transactions.push(open);
         open = undefined;
       }
     }

@@ -7,7 +7,7 @@
  * and in the URL sent to Safaricom), a push is never sent twice for one attempt, a success
  * marks the invoice paid once, and nothing overwrites a recorded success.
  */
-import { jsonb, rowsOf } from '../db/json.js';
+import { anyOf, jsonb, rowsOf } from '../db/json.js';
 import { randomBytes } from 'node:crypto';
 import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import { createBatcher } from '../batch.js';
@@ -184,7 +184,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
         'customer.language as customer_language',
         'merchant_conversation.language as merchant_language',
       ])
-      .where('invoices.id', 'in', [...new Set(invoiceIds)])
+      .where(anyOf('invoices.id', [...new Set(invoiceIds)], 'uuid'))
       .orderBy('invoices.id');
     const rows = await (options.lock ? query.forUpdate('invoices') : query).execute();
     return new Map(rows.map((row) => [row.id, row]));
@@ -397,7 +397,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
     const owners =
       receipts.length === 0
         ? []
-        : await trx.selectFrom('payment_attempts').select(['id', 'mpesa_receipt']).where('mpesa_receipt', 'in', receipts).execute();
+        : await trx.selectFrom('payment_attempts').select(['id', 'mpesa_receipt']).where(anyOf('mpesa_receipt', receipts, 'text')).execute();
     const plans = planResults(
       inputs.map(({ attempt, result, amountRequired }) => ({
         attemptId: attempt.id,
@@ -610,7 +610,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
       const attempts = await trx
         .selectFrom('payment_attempts')
         .selectAll()
-        .where('callback_token_hash', 'in', items.map((item) => item.tokenHash))
+        .where(anyOf('callback_token_hash', items.map((item) => item.tokenHash), 'text'))
         .orderBy('id')
         .forUpdate()
         .execute();
@@ -634,17 +634,14 @@ export function createPayments(deps: PaymentsDeps): Payments {
       }
       // Recorded as processed. One kept for retry (or parked as dead) is taken over: its record
       // is this callback's, and it is applied now (its retry job then finds nothing to do).
-      const recorded = await trx
-        .insertInto('inbound_events')
-        .values(accepted.map(({ key, result }) => ({ source: 'mpesa_callback' as const, external_key: key, payload: jsonb(result), status: 'processed' as const, attempts: 1, processed_at: sql<Date>`now()` })))
-        .onConflict((oc) =>
-          oc
-            .columns(['source', 'external_key'])
-            .doUpdateSet({ status: 'processed', payload: (eb) => eb.ref('excluded.payload'), attempts: sql`inbound_events.attempts + 1`, last_error: null, processed_at: sql`now()`, updated_at: sql`now()` })
-            .where('inbound_events.status', 'in', ['retrying', 'dead']),
-        )
-        .returning('external_key')
-        .execute();
+      const { rows: recorded } = await sql<{ external_key: string }>`
+        insert into inbound_events (source, external_key, payload, status, attempts, processed_at)
+        select 'mpesa_callback', v.key, v.payload, 'processed', 1, now()
+        from ${rowsOf('v', accepted.map(({ key, result }) => ({ key, payload: result })), { key: 'text', payload: 'jsonb' })}
+        on conflict (source, external_key) do update
+          set status = 'processed', payload = excluded.payload, attempts = inbound_events.attempts + 1, last_error = null, processed_at = now(), updated_at = now()
+          where inbound_events.status in ('retrying', 'dead')
+        returning external_key`.execute(trx);
       // The same callback again (already recorded): applied, or sent for review, once.
       const fresh = new Set(recorded.map((row) => row.external_key));
       const toApply = accepted.filter(({ key }) => fresh.delete(key));
