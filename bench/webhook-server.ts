@@ -74,7 +74,6 @@ if (mode === 'baseline') {
     // Safety-net jobs from a load phase may still be running: let them finish before the pool closes.
     await deps.jobs.stop(10_000);
     await deps.outbox.stop();
-    await deps.whatsapp.close();
   };
   fetchHandler = createApp(deps).fetch;
 }

@@ -19,7 +19,7 @@ import { createAuth, createFailureLimiter, type Auth } from './http/auth.js';
 import { createPayments, type Payments } from './payments/service.js';
 import { createDarajaClient, type DarajaClient } from './providers/mpesa/client.js';
 import { createSmsClient, type SmsClient } from './providers/sms/client.js';
-import { createWhatsAppSendThread, type WhatsAppSendThread } from './providers/whatsapp/thread.js';
+import { createWhatsAppClient, type WhatsAppClient } from './providers/whatsapp/client.js';
 import type { Simulator } from './simulator/index.js';
 
 export type Deps = {
@@ -28,8 +28,7 @@ export type Deps = {
   readonly metrics: Metrics;
   readonly database: DatabaseHandle;
   readonly jobs: JobQueue;
-  /** The WhatsApp client, on a thread of its own (providers/whatsapp/thread.ts). */
-  readonly whatsapp: WhatsAppSendThread;
+  readonly whatsapp: WhatsAppClient;
   readonly sms: SmsClient;
   readonly outbox: Outbox;
   readonly inbound: WhatsAppInbound;
@@ -70,7 +69,7 @@ export function createDeps(options: DepsOptions): Deps {
     ...(options.pollingIntervalSeconds === undefined ? {} : { pollingIntervalSeconds: options.pollingIntervalSeconds }),
     ...(options.supervise === undefined ? {} : { supervise: options.supervise }),
   });
-  const whatsapp = createWhatsAppSendThread({
+  const whatsapp = createWhatsAppClient({
     baseUrl: config.whatsapp.apiBaseUrl,
     apiVersion: config.whatsapp.apiVersion,
     phoneId: config.whatsapp.phoneId,

@@ -135,8 +135,6 @@ export async function startService(givenConfig: Config, logger: Logger, options:
       }
     }
     logger.info({ port, database: database.kind }, `InvoiceIQ listening on http://localhost:${port}`);
-    // The send thread starts now rather than on the first message (a cold thread adds its start to that send).
-    deps.whatsapp.warm();
     if (config.sms.apiKey !== undefined && config.sms.inboundToken === undefined) {
       // Texts sent by SMS say "reply PAY": without the incoming-messages route those replies are lost.
       logger.warn('SMS_INBOUND_TOKEN is not set: replies to the SMS number (a customer\'s PAY) are not received; set it and point Africa\'s Talking\'s incoming messages at /sms/inbound/<token>');
@@ -169,7 +167,6 @@ export async function startService(givenConfig: Config, logger: Logger, options:
         await jobsStarted.catch(() => undefined);
         await jobs.stop(config.shutdownTimeoutMs / 2);
         await deps.outbox.stop();
-        await deps.whatsapp.close();
         await simulated?.simulator.close();
         await database.close();
         logger.info('InvoiceIQ stopped');
