@@ -14,14 +14,16 @@
  *   30 minutes (every 5 minutes), which reads the unsent rows through
  *   (recipient, created_at) where unsent instead, as few as they are. Dropped.
  *
- * Plain (not concurrent) index builds: the migration runs in a transaction. Frozen in time:
+ * A plain (not concurrent) index build: the migration runs in a transaction. The unpaid index
+ * may have been built by hand beforehand (create index concurrently, on a large table): then it
+ * is kept as it is. Frozen in time:
  * never import app code here.
  */
 import { sql, type Kysely } from 'kysely';
 
 export async function up(db: Kysely<unknown>): Promise<void> {
   await sql`drop index if exists invoices_merchant_status_idx`.execute(db);
-  await sql`create index invoices_customer_unpaid_idx on invoices (customer_phone) where status in ('pending', 'sent', 'failed')`.execute(db);
+  await sql`create index if not exists invoices_customer_unpaid_idx on invoices (customer_phone) where status in ('pending', 'sent', 'failed')`.execute(db);
   await sql`drop index if exists invoices_customer_phone_idx`.execute(db);
   await sql`drop index if exists outbound_messages_pending_idx`.execute(db);
 }
