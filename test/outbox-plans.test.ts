@@ -14,10 +14,10 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Kysely, PostgresDialect, sql, type CompiledQuery } from 'kysely';
-import type { Database } from '../src/db/schema.js';
+import { sql, type CompiledQuery } from 'kysely';
 import { createOutbox } from '../src/delivery/outbox.js';
 import { startChannelFixture, textDrafts, type ChannelFixture } from './helpers/channel.js';
+import { planNodes, readsOf as readsOfPlan, recordingDb } from './helpers/plans.js';
 
 let f: ChannelFixture;
 before(async () => {
@@ -25,28 +25,9 @@ before(async () => {
 });
 after(() => f.close());
 
-type Plan = { 'Node Type': string; 'Index Name'?: string; 'Alias'?: string; 'Index Cond'?: string; Plans?: Plan[] };
-const nodes = (plan: Plan): Plan[] => [plan, ...(plan.Plans ?? []).flatMap(nodes)];
-
-/** The indexes a bitmap heap scan's bitmap is built from: its Bitmap* children, down to their index scans. */
-const bitmapIndexes = (plan: Plan): string[] =>
-  (plan.Plans ?? []).filter((child) => child['Node Type'].startsWith('Bitmap')).flatMap((child) => (child['Index Name'] === undefined ? bitmapIndexes(child) : [child['Index Name']]));
-
+const pool = () => f.database.handle.pool;
 /** How each row source of `alias` in the statement's plan is read: an index's name, or 'seq' for the whole table. */
-async function readsOf(query: Pick<CompiledQuery, 'sql' | 'parameters'>, alias: string): Promise<string[]> {
-  const { rows } = await f.database.handle.pool.query<{ 'QUERY PLAN': unknown }>(`explain (format json) ${query.sql}`, [...query.parameters]);
-  const raw = rows[0]!['QUERY PLAN'];
-  const plan = (typeof raw === 'string' ? JSON.parse(raw) : raw) as Array<{ Plan: Plan }>;
-  return nodes(plan[0]!.Plan)
-    .filter((n) => n.Alias === alias && n['Node Type'].endsWith('Scan'))
-    .flatMap((n) => {
-      if (n['Index Name'] !== undefined) return [n['Index Name']];
-      // A bitmap heap scan: the indexes its bitmap is built from (a BitmapAnd of several, say);
-      // not a subquery's scans, which hang under the same node when its filter runs one.
-      const bitmaps = bitmapIndexes(n);
-      return bitmaps.length > 0 ? bitmaps : ['seq'];
-    });
-}
+const readsOf = (query: Pick<CompiledQuery, 'sql' | 'parameters'>, alias: string) => readsOfPlan(pool(), query, (n) => n.Alias === alias);
 
 test("the outbox's per-message statements find their rows by primary key and each person's unsent messages through their index, never by reading a partial index whole", async () => {
   const db = f.database.handle.db;
@@ -58,13 +39,7 @@ test("the outbox's per-message statements find their rows by primary key and eac
     from generate_series(1, 6000) as i`.execute(db);
   await sql`analyze outbound_messages`.execute(db);
 
-  const captured: CompiledQuery[] = [];
-  const logged = new Kysely<Database>({
-    dialect: new PostgresDialect({ pool: f.database.handle.pool }),
-    log: (event) => {
-      if (event.level === 'query') captured.push(event.query);
-    },
-  });
+  const { db: logged, captured } = recordingDb(pool());
   const outbox = createOutbox({ db: logged, jobs: f.deps.jobs, whatsapp: f.deps.whatsapp, sms: f.deps.sms, config: f.deps.config, metrics: f.deps.metrics, logger: f.deps.logger });
   const [a, b] = ['254701990001', '254701990002'];
   await f.chatting(a);
@@ -109,9 +84,7 @@ test("the outbox's per-message statements find their rows by primary key and eac
     });
   const write = captured.findLast((q) => /^\s*with .*insert into outbound_messages/s.test(q.sql) && /older/.test(q.sql));
   assert.ok(write !== undefined, 'the claimed write was not seen');
-  const { rows: explained } = await f.database.handle.pool.query<{ 'QUERY PLAN': unknown }>(`explain (format json) ${write.sql}`, [...write.parameters]);
-  const raw = explained[0]!['QUERY PLAN'];
-  const older = nodes(((typeof raw === 'string' ? JSON.parse(raw) : raw) as Array<{ Plan: Plan }>)[0]!.Plan).filter((n) => n.Alias === 'older');
+  const older = (await planNodes(pool(), write)).filter((n) => n.Alias === 'older');
   assert.deepEqual(
     older.map((n) => [/^Index (Only )?Scan$/.test(n['Node Type']), n['Index Name'], /recipient = v\.recipient/.test(String(n['Index Cond']))]),
     [[true, 'outbound_messages_recipient_unsent_idx', true]],

@@ -9,15 +9,15 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Kysely, PostgresDialect, sql, type CompiledQuery } from 'kysely';
+import { sql, type CompiledQuery } from 'kysely';
 import { createConversationHandler } from '../src/conversation/handler.js';
 import type { ConversationMessage } from '../src/conversation/port.js';
-import type { Database } from '../src/db/schema.js';
 import { createOutbox } from '../src/delivery/outbox.js';
 import { createWhatsAppInbound } from '../src/inbound/whatsapp.js';
 import { WebhookPayload } from '../src/providers/whatsapp/schemas.js';
 import { envelope, textMessage } from './fixtures/whatsapp.js';
 import { startChannelFixture, type ChannelFixture } from './helpers/channel.js';
+import { readsOf as readsOfPlan, recordingDb } from './helpers/plans.js';
 
 let f: ChannelFixture;
 before(async () => {
@@ -25,24 +25,8 @@ before(async () => {
 });
 after(() => f.close());
 
-type Plan = { 'Node Type': string; 'Index Name'?: string; 'Relation Name'?: string; Alias?: string; Plans?: Plan[] };
-const nodes = (plan: Plan): Plan[] => [plan, ...(plan.Plans ?? []).flatMap(nodes)];
-const bitmapIndexes = (plan: Plan): string[] =>
-  (plan.Plans ?? []).filter((child) => child['Node Type'].startsWith('Bitmap')).flatMap((child) => (child['Index Name'] === undefined ? bitmapIndexes(child) : [child['Index Name']]));
-
 /** How each scan of `table` in the statement's plan reads it: an index's name, or 'seq' for the whole table. */
-async function readsOf(query: Pick<CompiledQuery, 'sql' | 'parameters'>, table: string): Promise<string[]> {
-  const { rows } = await f.database.handle.pool.query<{ 'QUERY PLAN': unknown }>(`explain (format json) ${query.sql}`, [...query.parameters]);
-  const raw = rows[0]!['QUERY PLAN'];
-  const plan = (typeof raw === 'string' ? JSON.parse(raw) : raw) as Array<{ Plan: Plan }>;
-  return nodes(plan[0]!.Plan)
-    .filter((n) => n['Relation Name'] === table && n['Node Type'].endsWith('Scan'))
-    .flatMap((n) => {
-      if (n['Index Name'] !== undefined) return [n['Index Name']];
-      const bitmaps = bitmapIndexes(n);
-      return bitmaps.length > 0 ? bitmaps : ['seq'];
-    });
-}
+const readsOf = (query: Pick<CompiledQuery, 'sql' | 'parameters'>, table: string) => readsOfPlan(f.database.handle.pool, query, (n) => n['Relation Name'] === table);
 
 const MERCHANT = '254711000001';
 const CUSTOMER = '254722000001';
@@ -64,13 +48,7 @@ test('no conversation turn reads the invoices whole; a customer\'s reads use the
   await sql`analyze merchants`.execute(db);
   await sql`analyze invoices`.execute(db);
 
-  const captured: CompiledQuery[] = [];
-  const logged = new Kysely<Database>({
-    dialect: new PostgresDialect({ pool: f.database.handle.pool }),
-    log: (event) => {
-      if (event.level === 'query') captured.push(event.query);
-    },
-  });
+  const { db: logged, captured } = recordingDb(f.database.handle.pool);
   const handler = createConversationHandler();
   let n = 0;
   const say = async (phone: string, text: string) => {
@@ -93,13 +71,7 @@ test('no conversation turn reads the invoices whole; a customer\'s reads use the
 });
 
 test("an inbound message's own statement (events, conversation rows, the senders' facts) looks the sender's unpaid invoices up, not every unpaid invoice", async () => {
-  const captured: CompiledQuery[] = [];
-  const logged = new Kysely<Database>({
-    dialect: new PostgresDialect({ pool: f.database.handle.pool }),
-    log: (event) => {
-      if (event.level === 'query') captured.push(event.query);
-    },
-  });
+  const { db: logged, captured } = recordingDb(f.database.handle.pool);
   const inbound = createWhatsAppInbound({
     db: logged,
     jobs: f.deps.jobs,
@@ -124,13 +96,7 @@ test('the sweep of stuck messages reads the unsent messages only, not every mess
       case when i % 500 = 0 then 'queued' else 'sent' end, 'whatsapp', now() - make_interval(secs => 20000 - i), now()
     from generate_series(1, 20000) as i`.execute(db);
   await sql`analyze outbound_messages`.execute(db);
-  const captured: CompiledQuery[] = [];
-  const logged = new Kysely<Database>({
-    dialect: new PostgresDialect({ pool: f.database.handle.pool }),
-    log: (event) => {
-      if (event.level === 'query') captured.push(event.query);
-    },
-  });
+  const { db: logged, captured } = recordingDb(f.database.handle.pool);
   const outbox = createOutbox({ db: logged, jobs: f.deps.jobs, whatsapp: f.deps.whatsapp, sms: f.deps.sms, config: f.deps.config, metrics: f.deps.metrics, logger: f.deps.logger });
   // Nothing is stuck (every unsent row was touched just now): the sweep only looks.
   assert.equal(await outbox.sweep(), 0);
