@@ -25,9 +25,8 @@ import type { DarajaClient } from '../src/providers/mpesa/client.js';
 import { sha256Hex } from '../src/security.js';
 import { startFakeDaraja, type FakeDaraja } from './fakes/daraja.js';
 import { startChannelFixture, waitFor, type ChannelFixture } from './helpers/channel.js';
+import { MPESA_TEST, mpesaEnv } from './helpers/mpesa-env.js';
 
-const KEY = 'consumer-key-review2';
-const SECRET = 'consumer-secret-review2';
 
 let clock = new Date('2026-11-22T07:00:00.000Z').getTime();
 const now = () => new Date(clock);
@@ -35,20 +34,8 @@ const now = () => new Date(clock);
 let f: ChannelFixture;
 let daraja: FakeDaraja;
 before(async () => {
-  daraja = await startFakeDaraja({ consumerKey: KEY, consumerSecret: SECRET });
-  f = await startChannelFixture({
-    now,
-    env: {
-      DELIVERY_SAFETY_NET_SECONDS: '3600',
-      MPESA_CONSUMER_KEY: KEY,
-      MPESA_CONSUMER_SECRET: SECRET,
-      MPESA_SHORTCODE: '174379',
-      MPESA_PASSKEY: 'bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919',
-      MPESA_CALLBACK_URL: 'https://invoiceiq.example/payments/stk/callback',
-      MPESA_API_BASE_URL: daraja.baseUrl,
-      MPESA_TIMEOUT_MS: '2000',
-    },
-  });
+  daraja = await startFakeDaraja({ consumerKey: MPESA_TEST.consumerKey, consumerSecret: MPESA_TEST.consumerSecret });
+  f = await startChannelFixture({ now, env: mpesaEnv(daraja.baseUrl) });
 });
 after(async () => {
   await f.close();
