@@ -39,6 +39,7 @@ const EnvSchema = z.object({
     z.string().regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://').optional(),
   ),
   DATABASE_POOL_MAX: z.coerce.number({ error: 'must be a number' }).int().min(1).max(100).default(10),
+  DATABASE_PREPARED_STATEMENTS: booleanFromEnv.default(true),
   DATA_DIR: z.string().trim().min(1).default('./.data'),
 
   WABA_TOKEN: optionalString,
@@ -181,7 +182,7 @@ export type Config = Readonly<{
   logFormat: Env['LOG_FORMAT'];
   shutdownTimeoutMs: number;
   database: Readonly<
-    | { kind: 'postgres'; url: string; poolMax: number }
+    | { kind: 'postgres'; url: string; poolMax: number; prepare: boolean }
     | { kind: 'embedded'; dataDir: string }
   >;
   whatsapp: Readonly<{
@@ -290,7 +291,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     database:
       e.DATABASE_URL === undefined
         ? { kind: 'embedded', dataDir: e.DATA_DIR }
-        : { kind: 'postgres', url: e.DATABASE_URL, poolMax: e.DATABASE_POOL_MAX },
+        : { kind: 'postgres', url: e.DATABASE_URL, poolMax: e.DATABASE_POOL_MAX, prepare: e.DATABASE_PREPARED_STATEMENTS },
     whatsapp: {
       token: e.WABA_TOKEN,
       phoneId: e.WABA_PHONE_ID,

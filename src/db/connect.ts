@@ -11,6 +11,7 @@ import { join, resolve } from 'node:path';
 import type { PGlite } from '@electric-sql/pglite';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
+import { preparingPool } from './prepared.js';
 import type { Database } from './schema.js';
 
 export type DatabaseKind = 'postgres' | 'embedded';
@@ -26,7 +27,8 @@ export type DatabaseHandle = {
 };
 
 export type DatabaseSettings =
-  | { kind: 'postgres'; url: string; poolMax: number; connectTimeoutMs?: number }
+  /** `prepare` (default true): Kysely's repeated statements run as named prepared statements (src/db/prepared.ts). */
+  | { kind: 'postgres'; url: string; poolMax: number; connectTimeoutMs?: number; prepare?: boolean }
   | { kind: 'embedded'; dataDir: string }
   /** An already-open PGlite (tests): the handle closes it on close(). */
   | { kind: 'pglite-instance'; pglite: PGlite };
@@ -112,8 +114,8 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-function buildHandle(kind: DatabaseKind, pool: pg.Pool, onClose: () => Promise<void>): DatabaseHandle {
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+function buildHandle(kind: DatabaseKind, pool: pg.Pool, onClose: () => Promise<void>, options: { prepare?: boolean } = {}): DatabaseHandle {
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: options.prepare === true ? preparingPool(pool) : pool }) });
   let closing: Promise<void> | undefined;
   let probe: Promise<boolean> | undefined;
   return {
@@ -180,7 +182,7 @@ export async function openDatabase(settings: DatabaseSettings): Promise<Database
       });
       // An idle client losing its server must not crash the process; the next query reconnects.
       pool.on('error', () => undefined);
-      return buildHandle('postgres', pool, async () => undefined);
+      return buildHandle('postgres', pool, async () => undefined, { prepare: settings.prepare ?? true });
     }
     case 'embedded': {
       const dataDir = resolve(settings.dataDir);
