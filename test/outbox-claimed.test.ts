@@ -388,7 +388,7 @@ async function failNextGiveBack(): Promise<() => Promise<void>> {
   await sql`select setval('fault_seq', 1, false)`.execute(db);
   await sql.raw(`create or replace function fault_next_give_back() returns trigger language plpgsql as $$
     begin
-      if current_query() like '%older.id not in%' and nextval('fault_seq') = 1 then raise exception 'injected failure'; end if;
+      if current_query() like '%not ("older"."id" = any(%' and nextval('fault_seq') = 1 then raise exception 'injected failure'; end if;
       return null;
     end $$`).execute(db);
   await sql`drop trigger if exists fault_next_give_back on outbound_messages`.execute(db);

@@ -103,3 +103,30 @@ test("the outbox's per-message statements find their rows by primary key and eac
   );
   assert.ok(plainGiveBack.some((index) => partial.includes(index)), `control: the plain give-back check read ${JSON.stringify(plainGiveBack)}`);
 });
+
+test('claims and give-backs name their messages as one array: the same statement text for one message or many (prepared once, src/db/prepared.ts)', async () => {
+  const { db: logged, captured } = recordingDb(pool());
+  const outbox = createOutbox({ db: logged, jobs: f.deps.jobs, whatsapp: f.deps.whatsapp, sms: f.deps.sms, config: f.deps.config, metrics: f.deps.metrics, logger: f.deps.logger });
+  const [a, b, c] = ['254701990011', '254701990012', '254701990013'];
+  for (const person of [a, b, c]) await f.chatting(person);
+  const one = await logged.transaction().execute((trx) => outbox.enqueue(trx, textDrafts(a, 1)));
+  const three = await logged.transaction().execute((trx) => outbox.enqueue(trx, [...textDrafts(b, 2), ...textDrafts(c, 1)]));
+  assert.deepEqual([...(await outbox.deliverMany(one)).values()], ['sent']);
+  assert.deepEqual([...(await outbox.deliverMany(three)).values()], ['sent', 'sent', 'sent']);
+  await outbox.idle();
+  const claims = captured.filter((q) => /^update "outbound_messages" set "status" = \$1, "updated_at" = date_trunc/.test(q.sql));
+  assert.equal(claims.length, 2, 'two claims');
+  assert.deepEqual(claims.map((q) => (q.parameters.find(Array.isArray) as unknown[] | undefined)?.length), [1, 3], 'each names its messages in one array parameter');
+  assert.equal(claims[0]!.sql, claims[1]!.sql);
+  assert.doesNotMatch(claims[0]!.sql, /\bin \(\$/, 'no IN list of parameters');
+
+  // The give-back check, for a write claimed at once (one message, then two).
+  const written = [await logged.transaction().execute((trx) => outbox.enqueueClaimed(trx, textDrafts(a, 1, 5)))];
+  written.push(await logged.transaction().execute((trx) => outbox.enqueueClaimed(trx, textDrafts(b, 2, 5))));
+  for (const w of written) outbox.dispatchWritten(w);
+  await outbox.idle();
+  const giveBacks = captured.filter((q) => /update outbound_messages o\s+set status = 'queued'/.test(q.sql));
+  assert.equal(giveBacks.length, 2, 'two give-back checks');
+  assert.equal(giveBacks[0]!.sql, giveBacks[1]!.sql);
+  assert.doesNotMatch(giveBacks[0]!.sql, /\bin \(\$/);
+});

@@ -12,7 +12,7 @@
  * which spares the claim statement; nothing else changes.
  */
 import { createCoalescer } from '../batch.js';
-import { rowsOf, storable } from '../db/json.js';
+import { anyOf, rowsOf, storable } from '../db/json.js';
 import { randomInt, randomUUID } from 'node:crypto';
 import { sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
 import { z } from 'zod';
@@ -381,7 +381,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       .updateTable('outbound_messages')
       // To the millisecond, as a JS Date holds it: renewClaim recognises its own claim by it.
       .set({ status: 'sending', updated_at: sql`date_trunc('milliseconds', now())` })
-      .where('id', 'in', messageIds)
+      .where(anyOf('id', messageIds, 'uuid'))
       .where(claimable('outbound_messages'))
       .where(
         sql<boolean>`not exists (
@@ -389,7 +389,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
           where older.recipient = outbound_messages.recipient
             and older.status in ('queued', 'sending')
             and (older.created_at, older.id) < (outbound_messages.created_at, outbound_messages.id)
-            and not (older.id in (${sql.join(messageIds)}) and ${claimable('older')})
+            and not (${anyOf('older.id', messageIds, 'uuid')} and ${claimable('older')})
         )`,
       )
       .returningAll()
@@ -445,7 +445,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     const { rows } = await sql<{ id: string }>`
       update outbound_messages o
       set status = 'queued'
-      where o.id in (${sql.join(ids)}) and ${statusOf('o')} = 'sending' and o.updated_at = ${claimed[0]!.updated_at}
+      where ${anyOf('o.id', ids, 'uuid')} and ${statusOf('o')} = 'sending' and o.updated_at = ${claimed[0]!.updated_at}
         -- Two subqueries, not one with an OR: each is then an index scan of the person's unsent
         -- rows (one OR across them made Postgres hash every unsent row of the table).
         and (
@@ -454,14 +454,14 @@ export function createOutbox(deps: OutboxDeps): Outbox {
             where older.recipient = o.recipient
               and older.status in ('queued', 'sending')
               and (older.created_at, older.id) < (o.created_at, o.id)
-              and older.id not in (${sql.join(ids)})
+              and not (${anyOf('older.id', ids, 'uuid')})
           )
           ${written ? sql`or exists (
             select 1 from outbound_messages newer
             where newer.recipient = o.recipient
               and newer.status = 'sending'
               and newer.updated_at >= now() - make_interval(secs => ${CLAIM_TIMEOUT_SECONDS})
-              and newer.id not in (${sql.join(ids)})
+              and not (${anyOf('newer.id', ids, 'uuid')})
           )` : sql``}
         )
       returning o.id`.execute(db);
@@ -514,7 +514,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     await db
       .updateTable('outbound_messages')
       .set({ status: 'queued' })
-      .where('id', 'in', messages.map((m) => m.id))
+      .where(anyOf('id', messages.map((m) => m.id), 'uuid'))
       .where('status', '=', 'sending')
       .where('updated_at', '=', messages[0]!.updated_at)
       .execute();
@@ -797,7 +797,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       const rows = await db
         .selectFrom('outbound_messages')
         .select(['id', 'status', 'recipient', due('outbound_messages').as('due')])
-        .where('id', 'in', unclaimed)
+        .where(anyOf('id', unclaimed, 'uuid'))
         .execute();
       const found = new Map(rows.map((row) => [row.id, row]));
       for (const id of unclaimed) {
