@@ -23,9 +23,7 @@ if ((mode !== 'app' && mode !== 'baseline') || databaseUrl === undefined) {
   process.exit(2);
 }
 
-// DATABASE_PREPARED_STATEMENTS=false as for the service (an A/B of named prepared statements).
-const prepare = !['false', '0'].includes(process.env.DATABASE_PREPARED_STATEMENTS?.trim().toLowerCase() ?? '');
-const database = await openDatabase({ kind: 'postgres', url: databaseUrl, poolMax: Number(process.env.BENCH_POOL ?? 10), prepare });
+const database = await openDatabase({ kind: 'postgres', url: databaseUrl, poolMax: Number(process.env.BENCH_POOL ?? 10) });
 let fetchHandler: (request: Request) => Response | Promise<Response>;
 let stopJobs = async () => undefined as void;
 

@@ -39,7 +39,6 @@ const EnvSchema = z.object({
     z.string().regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://').optional(),
   ),
   DATABASE_POOL_MAX: z.coerce.number({ error: 'must be a number' }).int().min(1).max(100).default(10),
-  DATABASE_PREPARED_STATEMENTS: booleanFromEnv.default(true),
   DATA_DIR: z.string().trim().min(1).default('./.data'),
 
   WABA_TOKEN: optionalString,
@@ -182,7 +181,7 @@ export type Config = Readonly<{
   logFormat: Env['LOG_FORMAT'];
   shutdownTimeoutMs: number;
   database: Readonly<
-    | { kind: 'postgres'; url: string; poolMax: number; prepare: boolean }
+    | { kind: 'postgres'; url: string; poolMax: number }
     | { kind: 'embedded'; dataDir: string }
   >;
   whatsapp: Readonly<{
@@ -291,7 +290,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     database:
       e.DATABASE_URL === undefined
         ? { kind: 'embedded', dataDir: e.DATA_DIR }
-        : { kind: 'postgres', url: e.DATABASE_URL, poolMax: e.DATABASE_POOL_MAX, prepare: e.DATABASE_PREPARED_STATEMENTS },
+        : { kind: 'postgres', url: e.DATABASE_URL, poolMax: e.DATABASE_POOL_MAX },
     whatsapp: {
       token: e.WABA_TOKEN,
       phoneId: e.WABA_PHONE_ID,

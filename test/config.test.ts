@@ -64,11 +64,7 @@ test('DATABASE_URL selects Postgres; DATA_DIR moves the embedded database', () =
     kind: 'postgres',
     url: 'postgresql://u@h/db',
     poolMax: 4,
-    prepare: true,
   });
-  // Behind a transaction-mode pooler: no named prepared statements.
-  assert.deepEqual(loadConfig({ DATABASE_URL: 'postgresql://u@h/db', DATABASE_PREPARED_STATEMENTS: 'false' }).database, { kind: 'postgres', url: 'postgresql://u@h/db', poolMax: 10, prepare: false });
-  assert.throws(() => loadConfig({ DATABASE_PREPARED_STATEMENTS: 'maybe' }), /DATABASE_PREPARED_STATEMENTS/);
   assert.deepEqual(loadConfig({ DATA_DIR: '/var/lib/invoiceiq' }).database, { kind: 'embedded', dataDir: '/var/lib/invoiceiq' });
 });
 
@@ -202,7 +198,7 @@ test('a full, valid production environment parses', () => {
   const config: Config = loadConfig({ APP_ENV: 'production', MPESA_ENVIRONMENT: 'production', LOG_LEVEL: 'warn', ...productionSecrets });
   assert.equal(config.appEnv, 'production');
   assert.equal(config.logLevel, 'warn');
-  assert.deepEqual(config.database, { kind: 'postgres', url: productionSecrets.DATABASE_URL, poolMax: 10, prepare: true });
+  assert.deepEqual(config.database, { kind: 'postgres', url: productionSecrets.DATABASE_URL, poolMax: 10 });
   assert.equal(config.whatsapp.token, productionSecrets.WABA_TOKEN);
   assert.equal(config.whatsapp.phoneId, productionSecrets.WABA_PHONE_ID);
   assert.equal(config.whatsapp.verifyToken, productionSecrets.WABA_VERIFY_TOKEN);

@@ -104,7 +104,7 @@ test("the outbox's per-message statements find their rows by primary key and eac
   assert.ok(plainGiveBack.some((index) => partial.includes(index)), `control: the plain give-back check read ${JSON.stringify(plainGiveBack)}`);
 });
 
-test('claims and give-backs name their messages as one array: the same statement text for one message or many (prepared once, src/db/prepared.ts)', async () => {
+test('claims and give-backs name their messages as one array: the same statement text for one message or many', async () => {
   const { db: logged, captured } = recordingDb(pool());
   const outbox = createOutbox({ db: logged, jobs: f.deps.jobs, whatsapp: f.deps.whatsapp, sms: f.deps.sms, config: f.deps.config, metrics: f.deps.metrics, logger: f.deps.logger });
   const [a, b, c] = ['254701990011', '254701990012', '254701990013'];

@@ -11,7 +11,6 @@ import { join, resolve } from 'node:path';
 import type { PGlite } from '@electric-sql/pglite';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
-import { preparingPool } from './prepared.js';
 import type { Database } from './schema.js';
 
 export type DatabaseKind = 'postgres' | 'embedded';
@@ -27,8 +26,7 @@ export type DatabaseHandle = {
 };
 
 export type DatabaseSettings =
-  /** `prepare` (default true): Kysely's repeated statements run as named prepared statements (src/db/prepared.ts). */
-  | { kind: 'postgres'; url: string; poolMax: number; connectTimeoutMs?: number; prepare?: boolean }
+  | { kind: 'postgres'; url: string; poolMax: number; connectTimeoutMs?: number }
   | { kind: 'embedded'; dataDir: string }
   /** An already-open PGlite (tests): the handle closes it on close(). */
   | { kind: 'pglite-instance'; pglite: PGlite };
@@ -114,8 +112,8 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-function buildHandle(kind: DatabaseKind, pool: pg.Pool, onClose: () => Promise<void>, options: { prepare?: boolean } = {}): DatabaseHandle {
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: options.prepare === true ? preparingPool(pool) : pool }) });
+function buildHandle(kind: DatabaseKind, pool: pg.Pool, onClose: () => Promise<void>): DatabaseHandle {
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   let closing: Promise<void> | undefined;
   let probe: Promise<boolean> | undefined;
   return {
@@ -182,7 +180,7 @@ export async function openDatabase(settings: DatabaseSettings): Promise<Database
       });
       // An idle client losing its server must not crash the process; the next query reconnects.
       pool.on('error', () => undefined);
-      return buildHandle('postgres', pool, async () => undefined, { prepare: settings.prepare ?? true });
+      return buildHandle('postgres', pool, async () => undefined);
     }
     case 'embedded': {
       const dataDir = resolve(settings.dataDir);

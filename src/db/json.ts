@@ -118,8 +118,8 @@ export function rowsOf<R extends Record<string, unknown>>(alias: string, rows: r
  * `column = any($1::type[])`: keys as one array parameter, not an IN list of one parameter
  * each (a statement of a group of callbacks named 72 to 256 keys that way: each a node for the
  * query builder to compile and a parameter for Postgres to bind). Postgres reads both alike.
- * The statement's text is also the same whatever the count, so it is prepared once
- * (src/db/prepared.ts) instead of once for each length of the list.
+ * The statement's text is also the same whatever the count: one entry in pg_stat_statements
+ * (and one plan to cache, were statements prepared), not one for each length of the list.
  */
 export function anyOf(column: string, keys: readonly string[], type: 'uuid' | 'text'): RawBuilder<boolean> {
   return sql<boolean>`${sql.ref(column)} = any(${[...keys]}::${sql.raw(type)}[])`;
