@@ -64,7 +64,8 @@ const EnvSchema = z.object({
     z.string().regex(/^[A-Za-z0-9_-]{24,200}$/, 'must be 24 to 200 letters, digits, _ or - (it goes in a URL)').optional(),
   ),
   // The secret last part of the delivery-reports callback URL (POST /sms/delivery-report/<token>);
-  // unset: reports are taken at the bare /sms/delivery-report, which anyone can post to.
+  // unset (development only; required in production): reports are taken at the bare
+  // /sms/delivery-report, which anyone can post to.
   SMS_REPORT_TOKEN: optionalString.pipe(
     z.string().regex(/^[A-Za-z0-9_-]{24,200}$/, 'must be 24 to 200 letters, digits, _ or - (it goes in a URL)').optional(),
   ),
@@ -124,6 +125,8 @@ const requiredInProduction = [
   'WABA_APP_SECRET',
   'SMS_API_KEY',
   'SMS_USERNAME',
+  // Delivery reports are unsigned: in production only their secret URL takes them.
+  'SMS_REPORT_TOKEN',
   'MPESA_CONSUMER_KEY',
   'MPESA_CONSUMER_SECRET',
   'MPESA_SHORTCODE',

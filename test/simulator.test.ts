@@ -392,6 +392,7 @@ describe('simulator mode is off when it must be', () => {
       WABA_APP_SECRET: 's',
       SMS_API_KEY: 'k',
       SMS_USERNAME: 'u',
+      SMS_REPORT_TOKEN: 'r'.repeat(24),
       MPESA_CONSUMER_KEY: 'k',
       MPESA_CONSUMER_SECRET: 's',
       MPESA_SHORTCODE: '174379',

@@ -22,6 +22,7 @@ export function productionEnv(statsToken: string): Record<string, string> {
     WABA_APP_SECRET: 'app-secret',
     SMS_API_KEY: 'sms-key',
     SMS_USERNAME: 'sms-user',
+    SMS_REPORT_TOKEN: 'sms-report-token-0123456789abcdef',
     MPESA_CONSUMER_KEY: 'consumer-key',
     MPESA_CONSUMER_SECRET: 'consumer-secret',
     MPESA_SHORTCODE: '174379',
