@@ -109,6 +109,8 @@ const EnvSchema = z.object({
     .transform((networks) => (networks.length === 0 ? [...PRIVATE_NETWORKS] : networks)),
 
   STATS_API_TOKEN: optionalString,
+  // Set: GET /metrics needs Authorization: Bearer <it> (a scraper off Fly's private network).
+  METRICS_TOKEN: optionalString.pipe(z.string().min(24, 'must be at least 24 characters').optional()),
   PUBLIC_BASE_URL: optionalString.pipe(httpUrl.optional()),
 
   SIMULATOR: z.enum(['auto', 'off'], { error: 'must be auto or off' }).default('auto'),
@@ -229,6 +231,8 @@ export type Config = Readonly<{
   /** Proxies whose Fly-Client-IP / X-Forwarded-For are believed (addresses or address/prefix networks). */
   trustedProxies: readonly string[];
   stats: Readonly<{ apiToken: string | undefined; publicBaseUrl: string | undefined }>;
+  /** GET /metrics: the bearer token it needs, if any (always refused through Fly's public edge). */
+  metrics: Readonly<{ token: string | undefined }>;
   /**
    * Simulator mode (src/simulator): development with no WhatsApp, M-PESA or SMS credential
    * at all, unless SIMULATOR=off. Never in production.
@@ -336,6 +340,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     },
     trustedProxies: e.TRUSTED_PROXIES,
     stats: { apiToken: e.STATS_API_TOKEN, publicBaseUrl: e.PUBLIC_BASE_URL?.replace(/\/+$/, '') },
+    metrics: { token: e.METRICS_TOKEN },
     simulator: e.APP_ENV === 'development' && e.SIMULATOR === 'auto' && providerCredentials.every((name) => e[name] === undefined),
   });
 }

@@ -2,7 +2,7 @@
  * Security edges found in review (each test failed on the code before its fix): the failed
  * sign-in limiter counts an IPv6 client once per /64 and never forgets a blocked address
  * early; PUBLIC_BASE_URL (sign-in links) must be https in production; /metrics is not served
- * through Fly's public edge.
+ * through Fly's public edge, and needs METRICS_TOKEN when that is set.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -69,6 +69,32 @@ describe('production configuration', () => {
     const res = await prod.app.request('/metrics', { headers: { 'fly-client-ip': '203.0.113.9' } }, socket(FLY_PROXY));
     const body = await res.text();
     assert.notEqual(res.status, 200, `public GET /metrics answered 200 and shows e.g. ${body.split('\n').find((l) => l.startsWith('invoiceiq_payment_attempts_total{'))}`);
+  });
+
+  test('METRICS_TOKEN: /metrics then needs it as a bearer token (a scraper off Fly), compared whole; never through Fly\'s edge', async () => {
+    const metricsToken = 'metrics-token-0123456789abcdef-xyz';
+    const prod = buildTestApp(database, { env: { ...PRODUCTION, METRICS_TOKEN: metricsToken } });
+    prod.deps.metrics.paymentAttempts.inc({ outcome: 'succeeded' }, 3);
+    const get = (headers: Record<string, string>) => prod.app.request('/metrics', { headers }, socket('10.0.0.9'));
+    for (const headers of [{} as Record<string, string>, { authorization: 'Bearer wrong-token-0123456789abcdef-xyz' }, { authorization: `Bearer ${metricsToken.slice(0, -1)}` }, { authorization: `Basic ${metricsToken}` }, { authorization: metricsToken }]) {
+      const res = await get(headers);
+      assert.equal(res.status, 401, JSON.stringify(headers));
+      assert.equal(res.headers.get('www-authenticate'), 'Bearer realm="metrics"');
+      assert.doesNotMatch(await res.text(), /invoiceiq_payment_attempts_total/);
+    }
+    const res = await get({ authorization: `Bearer ${metricsToken}` });
+    assert.equal(res.status, 200);
+    assert.match(await res.text(), /invoiceiq_payment_attempts_total\{outcome="succeeded"\} 3/);
+    const edge = await prod.app.request('/metrics', { headers: { authorization: `Bearer ${metricsToken}`, 'fly-client-ip': '203.0.113.9' } }, socket(FLY_PROXY));
+    assert.equal(edge.status, 404, 'through Fly\'s public edge, even with the token');
+    // Unset: the private network reads it without one (Fly's scraper), as before.
+    const open = await buildTestApp(database, { env: PRODUCTION }).app.request('/metrics', {}, socket('10.0.0.9'));
+    assert.equal(open.status, 200);
+  });
+
+  test('METRICS_TOKEN shorter than 24 characters is a configuration error that names it (and not its value)', () => {
+    assert.throws(() => loadConfig({ METRICS_TOKEN: 'short-secret' }), (error: Error) => /METRICS_TOKEN/.test(error.message) && !error.message.includes('short-secret'));
+    assert.equal(loadConfig({}).metrics.token, undefined);
   });
 });
 

@@ -1,14 +1,16 @@
 /** Liveness, readiness and metrics: what Fly's checks and Prometheus scrape. */
 import { Hono } from 'hono';
+import type { Config } from '../config.js';
 import type { DatabaseHandle } from '../db/connect.js';
 import type { Metrics } from '../metrics.js';
+import { sameSecret } from '../security.js';
 import { errorBody } from './errors.js';
 import type { AppEnv } from './middleware.js';
 
 /** Readiness fails when the database does not answer within this long. */
 export const READY_TIMEOUT_MS = 1_000;
 
-export function healthRoutes(deps: { database: Pick<DatabaseHandle, 'ping'>; metrics: Metrics }): Hono<AppEnv> {
+export function healthRoutes(deps: { database: Pick<DatabaseHandle, 'ping'>; metrics: Metrics; config: Pick<Config, 'metrics'> }): Hono<AppEnv> {
   const routes = new Hono<AppEnv>();
   routes.get('/healthz', (c) => c.json({ status: 'ok' }));
   routes.get('/readyz', async (c) => {
@@ -21,6 +23,15 @@ export function healthRoutes(deps: { database: Pick<DatabaseHandle, 'ping'>; met
     // For the private network (Fly's scraper): a request through Fly's public edge carries
     // Fly-Client-IP, and payment and message volumes are not for the internet.
     if (c.req.header('fly-client-ip') !== undefined) return c.json(errorBody(c, 'not_found', `No route for GET ${c.req.path}.`), 404);
+    // Off Fly (no private network to rely on), METRICS_TOKEN: the scraper sends it as a bearer token.
+    const token = deps.config.metrics.token;
+    if (token !== undefined) {
+      const offered = /^Bearer (.+)$/i.exec(c.req.header('authorization') ?? '')?.[1];
+      if (offered === undefined || !sameSecret(offered, token)) {
+        c.header('WWW-Authenticate', 'Bearer realm="metrics"');
+        return c.json(errorBody(c, 'unauthorized', 'GET /metrics needs Authorization: Bearer <METRICS_TOKEN>.'), 401);
+      }
+    }
     const body = await deps.metrics.registry.metrics();
     return c.body(body, 200, { 'Content-Type': deps.metrics.registry.contentType });
   });
