@@ -254,6 +254,57 @@ describe('logout', () => {
   });
 });
 
+describe('sign out everywhere', () => {
+  test("ends every session of the merchant (a forwarded link's too), and no one else's", async () => {
+    const [phone, laptop, forwarded] = [await linkCookie(), await linkCookie(), await linkCookie()];
+    const admin = await adminCookie();
+    const otherId = (await database.handle.db.selectFrom('merchants').select('id').where('phone', '=', OTHER_PHONE).executeTakeFirstOrThrow()).id;
+    const otherLink = await t.deps.auth.createLink(database.handle.db, otherId);
+    const other = cookiePair((await get(`/dashboard/login?link=${otherLink}`)).headers.get('set-cookie'));
+    const page = await (await get('/dashboard', { cookie: phone })).text();
+    assert.match(page, /<form class="everywhere" method="post" action="\/dashboard\/logout-everywhere">/, 'the page offers it');
+
+    const res = await postForm(t.app, '/dashboard/logout-everywhere', {}, { cookie: phone });
+    assert.equal(res.status, 303);
+    assert.equal(res.headers.get('location'), '/dashboard');
+    assert.match(res.headers.get('set-cookie') ?? '', new RegExp(`^${SESSION_COOKIE}=; Max-Age=0; Path=/`));
+    for (const cookie of [phone, laptop, forwarded]) assert.equal((await get('/stats/summary', { cookie })).status, 401, 'every session of the merchant ended');
+    assert.equal((await get('/stats/summary', { cookie: other })).status, 200, "another merchant's session stays");
+    assert.equal((await get('/stats/summary', { cookie: admin })).status, 200, "the admin's session stays");
+  });
+
+  test("from an admin session: every admin session ends, merchants' stay", async () => {
+    const [one, two] = [await adminCookie(), await adminCookie()];
+    const merchant = await linkCookie();
+    assert.equal((await postForm(t.app, '/dashboard/logout-everywhere', {}, { cookie: one })).status, 303);
+    for (const cookie of [one, two]) assert.equal((await get('/stats/summary', { cookie })).status, 401);
+    assert.equal((await get('/stats/summary', { cookie: merchant })).status, 200);
+  });
+
+  test('without a live session it ends nothing; from another site it is refused', async () => {
+    const kept = await linkCookie();
+    for (const cookie of [undefined, `${SESSION_COOKIE}=not-a-session`]) {
+      const res = await postForm(t.app, '/dashboard/logout-everywhere', {}, cookie === undefined ? {} : { cookie });
+      assert.equal(res.status, 303);
+    }
+    const crossSite = await postForm(t.app, '/dashboard/logout-everywhere', {}, { cookie: kept, 'sec-fetch-site': 'cross-site' });
+    assert.equal(crossSite.status, 403);
+    assert.equal((await get('/stats/summary', { cookie: kept })).status, 200, 'still signed in');
+  });
+
+  test('an expired session cannot end the others', async () => {
+    const stale = await linkCookie();
+    clock += 13 * 60 * 60 * 1000;
+    try {
+      const fresh = await linkCookie();
+      assert.equal((await postForm(t.app, '/dashboard/logout-everywhere', {}, { cookie: stale })).status, 303);
+      assert.equal((await get('/stats/summary', { cookie: fresh })).status, 200);
+    } finally {
+      clock -= 13 * 60 * 60 * 1000;
+    }
+  });
+});
+
 describe('assets', () => {
   const assets = [
     ['dashboard.js', 'text/javascript; charset=utf-8'],

@@ -156,6 +156,27 @@ export function createAuth(deps: AuthDeps) {
       if (cookie !== undefined) await deps.db.deleteFrom('dashboard_sessions').where('token_hash', '=', sha256Hex(cookie)).execute();
       deleteCookie(c, SESSION_COOKIE, { path: '/' });
     },
+    /**
+     * Ends every session of the cookie's owner, this one included: all of a merchant's (a
+     * sign-in link forwarded, a phone left signed in), or every admin session. Only a live
+     * session can do it; without one nothing is ended. Returns how many ended.
+     */
+    async signOutEverywhere(c: Context): Promise<number> {
+      const cookie = getCookie(c, SESSION_COOKIE);
+      deleteCookie(c, SESSION_COOKIE, { path: '/' });
+      if (cookie === undefined) return 0;
+      const own = await deps.db
+        .selectFrom('dashboard_sessions')
+        .select(['merchant_id', 'expires_at'])
+        .where('token_hash', '=', sha256Hex(cookie))
+        .executeTakeFirst();
+      if (own === undefined || own.expires_at.getTime() <= now().getTime()) return 0;
+      const ended = await deps.db
+        .deleteFrom('dashboard_sessions')
+        .where((eb) => (own.merchant_id === null ? eb('merchant_id', 'is', null) : eb('merchant_id', '=', own.merchant_id)))
+        .executeTakeFirst();
+      return Number(ended.numDeletedRows);
+    },
   };
 }
 

@@ -8,6 +8,8 @@
  *   a used, expired or unknown link is a 401 page saying how to get a new one.
  * - `POST /dashboard/login` (form field `token` = STATS_API_TOKEN): the admin's sign-in.
  * - `POST /dashboard/logout`: ends the session.
+ * - `POST /dashboard/logout-everywhere`: ends every session of the same merchant (or every
+ *   admin session), on every device.
  * - `GET /dashboard/assets/:name`: the page's script and style and Chart.js's UMD build,
  *   from an explicit allow-list, gzipped when the client accepts it, cached for a year
  *   (the page links them with a content hash).
@@ -195,6 +197,10 @@ ${status('cancelled', 'Cancelled')}
 </section>
 </div>
 <noscript><p class="error">This page needs JavaScript to show your figures.</p></noscript>
+<form class="everywhere" method="post" action="/dashboard/logout-everywhere">
+<p class="hint">Signed in on a phone or computer you no longer use, or shared a sign-in link by mistake?</p>
+<button type="submit" class="secondary">Sign out everywhere</button>
+</form>
 </main>`,
         { scripts: true, bodyAttributes: html`class="dash" data-viewer="${viewer.kind}" data-state="loading"` },
       ),
@@ -258,6 +264,13 @@ ${status('cancelled', 'Cancelled')}
   routes.post('/dashboard/logout', async (c) => {
     if (crossSite(c)) return messagePage(c, 403, 'Not allowed', html`<p>Sign out from the InvoiceIQ page itself.</p>`);
     await deps.auth.signOut(c);
+    c.header('Cache-Control', 'no-store');
+    return c.redirect('/dashboard', 303);
+  });
+
+  routes.post('/dashboard/logout-everywhere', async (c) => {
+    if (crossSite(c)) return messagePage(c, 403, 'Not allowed', html`<p>Sign out from the InvoiceIQ page itself.</p>`);
+    await deps.auth.signOutEverywhere(c);
     c.header('Cache-Control', 'no-store');
     return c.redirect('/dashboard', 303);
   });
