@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ConfigError, loadConfig, type Config } from '../src/config.js';
+import { productionEnv } from './helpers/app.js';
 import { runNode } from './helpers/process.js';
 
 
@@ -234,23 +235,7 @@ test('main.ts with APP_ENV=production and nothing else exits 1 quickly, naming t
 });
 
 test('a till needs its till number (MPESA_PARTY_B) in production', async () => {
-  const production = {
-    APP_ENV: 'production',
-    DATABASE_URL: 'postgres://u@h/db',
-    WABA_TOKEN: 't',
-    WABA_PHONE_ID: '123',
-    WABA_VERIFY_TOKEN: 'v',
-    WABA_APP_SECRET: 's',
-    SMS_API_KEY: 'k',
-    SMS_USERNAME: 'u',
-    SMS_REPORT_TOKEN: 'r'.repeat(24),
-    MPESA_CONSUMER_KEY: 'k',
-    MPESA_CONSUMER_SECRET: 's',
-    MPESA_SHORTCODE: '174379',
-    MPESA_PASSKEY: 'p',
-    MPESA_CALLBACK_URL: 'https://example.com/payments/stk/callback',
-    STATS_API_TOKEN: 'x'.repeat(32),
-  };
+  const production = productionEnv('x'.repeat(32));
   assert.equal(loadConfig({ ...production, MPESA_TRANSACTION_TYPE: 'till', MPESA_PARTY_B: '5123456' }).mpesa.transactionType, 'CustomerBuyGoodsOnline');
   assert.throws(() => loadConfig({ ...production, MPESA_TRANSACTION_TYPE: 'till' }), (error: unknown) => error instanceof ConfigError && error.problems.some((p) => p.startsWith('MPESA_PARTY_B')));
 });

@@ -16,7 +16,7 @@ import { ProviderError } from '../src/providers/errors.js';
 import { createDarajaClient } from '../src/providers/mpesa/client.js';
 import { startSimulator } from '../src/simulator/index.js';
 import { startSandbox } from '../src/simulator/sandbox.js';
-import { buildTestApp, captureLogs } from './helpers/app.js';
+import { buildTestApp, captureLogs, productionEnv } from './helpers/app.js';
 import { createTestDatabase } from './helpers/database.js';
 import { botMessage, CUSTOMER, MERCHANT, startSimulatorService, textOf, type SimulatorRun } from './helpers/simulator.js';
 
@@ -383,23 +383,7 @@ describe('simulator mode is off when it must be', () => {
     assert.throws(() => loadConfig({ SIMULATOR: 'on' }), /SIMULATOR must be auto or off/);
     // Production without credentials does not start at all; with them the simulator is off.
     assert.throws(() => loadConfig({ APP_ENV: 'production' }), /WABA_TOKEN is required/);
-    const production = loadConfig({
-      APP_ENV: 'production',
-      DATABASE_URL: 'postgres://u@db/x',
-      WABA_TOKEN: 't',
-      WABA_PHONE_ID: '1',
-      WABA_VERIFY_TOKEN: 'v',
-      WABA_APP_SECRET: 's',
-      SMS_API_KEY: 'k',
-      SMS_USERNAME: 'u',
-      SMS_REPORT_TOKEN: 'r'.repeat(24),
-      MPESA_CONSUMER_KEY: 'k',
-      MPESA_CONSUMER_SECRET: 's',
-      MPESA_SHORTCODE: '174379',
-      MPESA_PASSKEY: 'p',
-      MPESA_CALLBACK_URL: 'https://x.example/cb',
-      STATS_API_TOKEN: 'x'.repeat(32),
-    });
+    const production = loadConfig(productionEnv('x'.repeat(32)));
     assert.equal(production.simulator, false);
     // Even a hand-made config cannot start it in production.
     await assert.rejects(startSimulator({ ...production, simulator: true }, captureLogs().logger), /only in development/);
