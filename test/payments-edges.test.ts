@@ -64,9 +64,9 @@ async function seed(attempts: number, options: { createdAt?: Date; pushed?: bool
 }
 
 const noDaraja: DarajaClient = { configured: true, stkPush: () => Promise.reject(new Error('not used')), stkQuery: async () => ({ state: 'pending' }) };
-function payments(daraja: DarajaClient = noDaraja) {
+function payments(daraja: DarajaClient = noDaraja, options: { reconcileBudgetMs?: number } = {}) {
   // Jobs are not run here (the test calls push itself): the fixture's own worker has no M-PESA credentials.
-  return createPayments({ db: db(), jobs: { enqueue: async () => undefined } as never, outbox: f.deps.outbox, daraja, config: f.deps.config, metrics: f.deps.metrics, logger: f.deps.logger, now });
+  return createPayments({ db: db(), jobs: { enqueue: async () => undefined } as never, outbox: f.deps.outbox, daraja, config: f.deps.config, metrics: f.deps.metrics, logger: f.deps.logger, now, ...options });
 }
 const success = (checkout: string, phone: string, amount: number, receipt: string) => ({
   checkoutRequestId: checkout,
@@ -201,5 +201,41 @@ describe('review: the pay:<number> button', () => {
       attempts.length > 0,
       `three taps on Pay now, no M-PESA prompt for either invoice; the customer got: ${replies.map((r) => JSON.stringify((r.content as { message?: { body?: unknown } }).message?.body ?? r.content).slice(0, 90)).join(' | ')}`,
     );
+  });
+});
+
+describe('reconciliation against a slow Daraja', () => {
+  test("no query is started once the run's time is up; the attempts of the page not asked are given back, and the next run asks them first", async () => {
+    const s = await seed(12, { createdAt: new Date(clock - 10 * 60_000) });
+    // Only these attempts pending: reconciliation asks about every pending attempt.
+    await db().updateTable('payment_attempts').set({ status: 'failed' }).where('status', '=', 'pending').where('invoice_id', '<>', s.invoice.id).execute();
+    const asked: string[] = [];
+    // Each query takes 300 ms and answers "still being processed".
+    const slow: DarajaClient = {
+      ...noDaraja,
+      stkQuery: async (checkout) => {
+        asked.push(checkout);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        return { state: 'pending' };
+      },
+    };
+    // 450 ms: the first four queries start at once, four more when those end if that is before
+    // the deadline, and none after (a third four could start at 600 ms at the earliest); without
+    // the check within the page all twelve would be asked.
+    await payments(slow, { reconcileBudgetMs: 450 }).reconcile();
+    assert.ok(asked.length > 0 && asked.length < 12, `asked ${asked.length} of 12 within the run's time`);
+    const rows = await db().selectFrom('payment_attempts').select(['checkout_request_id', 'last_queried_at', 'query_count']).where('invoice_id', '=', s.invoice.id).execute();
+    const unasked = rows.filter((row) => !asked.includes(row.checkout_request_id!));
+    assert.equal(unasked.length, 12 - asked.length);
+    for (const row of unasked) {
+      assert.equal(row.last_queried_at, null, `${row.checkout_request_id}: given back as it was (never asked)`);
+      assert.equal(row.query_count, 0, `${row.checkout_request_id}: its backoff did not grow`);
+    }
+    for (const row of rows.filter((r) => asked.includes(r.checkout_request_id!))) assert.equal(row.query_count, 1);
+
+    // The next run, at the same moment: the ones asked wait for their backoff, the others are asked now.
+    const before = asked.length;
+    await payments(slow).reconcile();
+    assert.deepEqual(asked.slice(before).sort(), unasked.map((row) => row.checkout_request_id!).sort());
   });
 });

@@ -83,6 +83,8 @@ export type PaymentsDeps = {
   logger: Logger;
   now?: () => Date;
   random?: () => number;
+  /** How long one reconciliation run may take (tests shorten it); RECONCILE_BUDGET_MS by default. */
+  reconcileBudgetMs?: number;
 };
 
 /**
@@ -119,7 +121,10 @@ const AMOUNT_MISMATCH = 'amount_mismatch';
 const RECONCILE_PAGE = 50;
 /** STK queries in flight at once (Daraja arrests spikes). */
 const QUERY_CONCURRENCY = 4;
-/** A reconciliation run stops taking new pages after this long (it runs every minute; the next run goes on). */
+/**
+ * A reconciliation run asks no new query after this long (it runs every minute; the next run
+ * goes on). The queries in flight then end within their own timeout (MPESA_TIMEOUT_MS).
+ */
 const RECONCILE_BUDGET_MS = 45_000;
 
 /**
@@ -816,11 +821,15 @@ export function createPayments(deps: PaymentsDeps): Payments {
    * a run every minute would otherwise ask Daraja about every unanswered attempt every minute
    * for a day.
    */
+  /**
+   * Takes a page of attempts due a query: each is stamped as asked at `at` (its backoff counts
+   * from there), and comes back with the stamp it had before (`previous`), for giveBackUnasked.
+   */
   async function claimForQuery(at: Date, olderThanMs: number, askAgainNow: boolean) {
-    const { rows } = await sql<{ id: string; checkout_request_id: string | null; created_at: Date }>`
+    const { rows } = await sql<{ id: string; checkout_request_id: string | null; created_at: Date; previous: Date | null }>`
       update payment_attempts a set last_queried_at = ${at}, query_count = a.query_count + 1
-      where a.id in (
-        select id from payment_attempts
+      from (
+        select id, last_queried_at as previous from payment_attempts
         where status = 'pending' and created_at < ${new Date(at.getTime() - olderThanMs)}
           and (last_queried_at is null or ${
             askAgainNow
@@ -830,10 +839,23 @@ export function createPayments(deps: PaymentsDeps): Payments {
           })
         order by coalesce(last_queried_at, created_at), id
         limit ${RECONCILE_PAGE}
-        for update skip locked)
-        and a.status = 'pending'
-      returning a.id, a.checkout_request_id, a.created_at`.execute(db);
+        for update skip locked) picked
+      where a.id = picked.id and a.status = 'pending'
+      returning a.id, a.checkout_request_id, a.created_at, picked.previous`.execute(db);
     return rows;
+  }
+
+  /**
+   * Attempts a run took (claimForQuery) but did not ask before its time was up: as they were,
+   * so the next run asks them first and their backoff does not grow for a query never made.
+   * Only while still pending and stamped by this run.
+   */
+  async function giveBackUnasked(attempts: ReadonlyArray<{ id: string; previous: Date | null }>, at: Date): Promise<void> {
+    if (attempts.length === 0) return;
+    await sql`
+      update payment_attempts a set last_queried_at = r.previous, query_count = greatest(a.query_count - 1, 0)
+      from ${rowsOf('r', attempts, { id: 'uuid', previous: 'timestamptz' })}
+      where a.id = r.id and a.status = 'pending' and a.last_queried_at = ${at}`.execute(db);
   }
 
   async function reconcileOne(attempt: { id: string; checkout_request_id: string | null; created_at: Date }, at: Date, totals: { queried: number; applied: number; expired: number }): Promise<void> {
@@ -893,22 +915,27 @@ export function createPayments(deps: PaymentsDeps): Payments {
   async function reconcile(options: { olderThanMs?: number; askAgainNow?: boolean } = {}): Promise<{ queried: number; applied: number; expired: number }> {
     const at = now();
     const totals = { queried: 0, applied: 0, expired: 0 };
-    const deadline = performance.now() + RECONCILE_BUDGET_MS;
-    // Page after page until none is due (or the run's time is up: the next run goes on), a few
-    // queries at a time.
+    const deadline = performance.now() + (deps.reconcileBudgetMs ?? RECONCILE_BUDGET_MS);
+    // Page after page until none is due, a few queries at a time, and no new query once the
+    // run's time is up (a page against a hanging Daraja would otherwise take 50 timeouts / 4):
+    // the attempts of the page not asked are given back for the next run.
     while (performance.now() < deadline) {
       const due = await claimForQuery(at, options.olderThanMs ?? RECONCILE_AFTER_MS, options.askAgainNow ?? false);
       if (due.length === 0) break;
       let next = 0;
       await Promise.all(
         Array.from({ length: Math.min(QUERY_CONCURRENCY, due.length) }, async () => {
-          while (next < due.length) {
+          while (next < due.length && performance.now() < deadline) {
             const attempt = due[next]!;
             next += 1;
             await reconcileOne(attempt, at, totals);
           }
         }),
       );
+      if (next < due.length) {
+        await giveBackUnasked(due.slice(next), at);
+        break;
+      }
     }
     // What is left pending past the usual end is waiting on M-PESA to answer at all: the gauge
     // an operator alerts on (an outage, or credentials Daraja refuses).
