@@ -29,6 +29,12 @@ const pool = () => f.database.handle.pool;
 /** How each row source of `alias` in the statement's plan is read: an index's name, or 'seq' for the whole table. */
 const readsOf = (query: Pick<CompiledQuery, 'sql' | 'parameters'>, alias: string) => readsOfPlan(pool(), query, (n) => n.Alias === alias);
 
+/** An outbox on the fixture's providers whose statements are recorded (and its Kysely, to write with). */
+function recordingOutbox() {
+  const { db, captured } = recordingDb(pool());
+  return { db, captured, outbox: createOutbox({ db, jobs: f.deps.jobs, whatsapp: f.deps.whatsapp, sms: f.deps.sms, config: f.deps.config, metrics: f.deps.metrics, logger: f.deps.logger }) };
+}
+
 test("the outbox's per-message statements find their rows by primary key and each person's unsent messages through their index, never by reading a partial index whole", async () => {
   const db = f.database.handle.db;
   // A busy service's table: thousands of messages sent, a few unsent, the statistics current.
@@ -39,8 +45,7 @@ test("the outbox's per-message statements find their rows by primary key and eac
     from generate_series(1, 6000) as i`.execute(db);
   await sql`analyze outbound_messages`.execute(db);
 
-  const { db: logged, captured } = recordingDb(pool());
-  const outbox = createOutbox({ db: logged, jobs: f.deps.jobs, whatsapp: f.deps.whatsapp, sms: f.deps.sms, config: f.deps.config, metrics: f.deps.metrics, logger: f.deps.logger });
+  const { db: logged, captured, outbox } = recordingOutbox();
   const [a, b] = ['254701990001', '254701990002'];
   await f.chatting(a);
   await f.chatting(b);
@@ -105,8 +110,7 @@ test("the outbox's per-message statements find their rows by primary key and eac
 });
 
 test('claims and give-backs name their messages as one array: the same statement text for one message or many', async () => {
-  const { db: logged, captured } = recordingDb(pool());
-  const outbox = createOutbox({ db: logged, jobs: f.deps.jobs, whatsapp: f.deps.whatsapp, sms: f.deps.sms, config: f.deps.config, metrics: f.deps.metrics, logger: f.deps.logger });
+  const { db: logged, captured, outbox } = recordingOutbox();
   const [a, b, c] = ['254701990011', '254701990012', '254701990013'];
   for (const person of [a, b, c]) await f.chatting(person);
   const one = await logged.transaction().execute((trx) => outbox.enqueue(trx, textDrafts(a, 1)));

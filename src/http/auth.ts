@@ -9,7 +9,7 @@ import type { Context } from 'hono';
 import { getCookie, setCookie, deleteCookie } from 'hono/cookie';
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.js';
-import { sameSecret, sha256Hex } from '../security.js';
+import { bearerToken, sameSecret, sha256Hex } from '../security.js';
 import { clientPrefix, requestAddress, socketAddress } from './client-address.js';
 import { ApiError } from './errors.js';
 
@@ -109,8 +109,8 @@ export function createAuth(deps: AuthDeps) {
     async viewer(c: Context): Promise<Viewer | null> {
       const header = c.req.header('authorization');
       if (header !== undefined) {
-        const match = /^Bearer\s+(.+)$/i.exec(header.trim());
-        return match !== null && deps.statsToken !== undefined && sameSecret(match[1]!, deps.statsToken) ? { kind: 'admin' } : null;
+        const token = bearerToken(header);
+        return token !== undefined && deps.statsToken !== undefined && sameSecret(token, deps.statsToken) ? { kind: 'admin' } : null;
       }
       const cookie = getCookie(c, SESSION_COOKIE);
       return cookie === undefined || cookie.length > 200 ? null : sessionViewer(cookie);
@@ -159,23 +159,17 @@ export function createAuth(deps: AuthDeps) {
     /**
      * Ends every session of the cookie's owner, this one included: all of a merchant's (a
      * sign-in link forwarded, a phone left signed in), or every admin session. Only a live
-     * session can do it; without one nothing is ended. Returns how many ended.
+     * session (as sessionViewer reads it) can do it; without one nothing is ended.
      */
-    async signOutEverywhere(c: Context): Promise<number> {
+    async signOutEverywhere(c: Context): Promise<void> {
       const cookie = getCookie(c, SESSION_COOKIE);
       deleteCookie(c, SESSION_COOKIE, { path: '/' });
-      if (cookie === undefined) return 0;
-      const own = await deps.db
-        .selectFrom('dashboard_sessions')
-        .select(['merchant_id', 'expires_at'])
-        .where('token_hash', '=', sha256Hex(cookie))
-        .executeTakeFirst();
-      if (own === undefined || own.expires_at.getTime() <= now().getTime()) return 0;
-      const ended = await deps.db
+      const owner = cookie === undefined || cookie.length > 200 ? null : await sessionViewer(cookie);
+      if (owner === null) return;
+      await deps.db
         .deleteFrom('dashboard_sessions')
-        .where((eb) => (own.merchant_id === null ? eb('merchant_id', 'is', null) : eb('merchant_id', '=', own.merchant_id)))
-        .executeTakeFirst();
-      return Number(ended.numDeletedRows);
+        .where((eb) => (owner.kind === 'admin' ? eb('merchant_id', 'is', null) : eb('merchant_id', '=', owner.merchantId)))
+        .execute();
     },
   };
 }

@@ -3,7 +3,7 @@ import { Hono } from 'hono';
 import type { Config } from '../config.js';
 import type { DatabaseHandle } from '../db/connect.js';
 import type { Metrics } from '../metrics.js';
-import { sameSecret } from '../security.js';
+import { bearerToken, sameSecret } from '../security.js';
 import { errorBody } from './errors.js';
 import type { AppEnv } from './middleware.js';
 
@@ -26,7 +26,7 @@ export function healthRoutes(deps: { database: Pick<DatabaseHandle, 'ping'>; met
     // Off Fly (no private network to rely on), METRICS_TOKEN: the scraper sends it as a bearer token.
     const token = deps.config.metrics.token;
     if (token !== undefined) {
-      const offered = /^Bearer (.+)$/i.exec(c.req.header('authorization') ?? '')?.[1];
+      const offered = bearerToken(c.req.header('authorization'));
       if (offered === undefined || !sameSecret(offered, token)) {
         c.header('WWW-Authenticate', 'Bearer realm="metrics"');
         return c.json(errorBody(c, 'unauthorized', 'GET /metrics needs Authorization: Bearer <METRICS_TOKEN>.'), 401);

@@ -819,11 +819,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
    *
    * The pause after the n-th query is 1, 2, 4, 8, 16, then 30 minutes (none with `askAgainNow`):
    * a run every minute would otherwise ask Daraja about every unanswered attempt every minute
-   * for a day.
-   */
-  /**
-   * Takes a page of attempts due a query: each is stamped as asked at `at` (its backoff counts
-   * from there), and comes back with the stamp it had before (`previous`), for giveBackUnasked.
+   * for a day. Each comes back with the stamp it had before (`previous`), for giveBackUnasked.
    */
   async function claimForQuery(at: Date, olderThanMs: number, askAgainNow: boolean) {
     const { rows } = await sql<{ id: string; checkout_request_id: string | null; created_at: Date; previous: Date | null }>`
@@ -851,7 +847,6 @@ export function createPayments(deps: PaymentsDeps): Payments {
    * Only while still pending and stamped by this run.
    */
   async function giveBackUnasked(attempts: ReadonlyArray<{ id: string; previous: Date | null }>, at: Date): Promise<void> {
-    if (attempts.length === 0) return;
     await sql`
       update payment_attempts a set last_queried_at = r.previous, query_count = greatest(a.query_count - 1, 0)
       from ${rowsOf('r', attempts, { id: 'uuid', previous: 'timestamptz' })}
