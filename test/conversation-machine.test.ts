@@ -277,6 +277,112 @@ describe('stored state', () => {
   });
 });
 
+describe('by SMS (the sender is only the network\'s word): pay, read and answer, never change a business', () => {
+  const WRITES = new Set(['register_merchant', 'create_invoice', 'remind_invoice', 'cancel_invoice', 'dashboard_link']);
+  const sms = (overrides: Partial<MachineContext> = {}) => context({ channel: 'sms', ...overrides });
+  const flow = (state: ConversationState) => ({ step: state.step, draft: 'draft' in state ? state.draft : null });
+  const texts = (effects: readonly Effect[]) => replies(effects).map((m) => JSON.stringify(m));
+  const REFUSED = /only on WhatsApp/;
+  const REGISTER = /register your business, please message us on WhatsApp/;
+
+  for (const role of ['merchant', 'newcomer', 'customer'] as const) {
+    for (const [stepName, state] of Object.entries(states)) {
+      for (const [inputName, input] of Object.entries(inputs)) {
+        test(`${role} / ${stepName} / ${inputName}: no write, the flow as it was`, () => {
+          const result = checkTransition(state, input, sms({ isMerchant: role === 'merchant', isCustomer: role === 'customer' }));
+          assert.deepEqual(result.effects.filter((e) => WRITES.has(e.type)), []);
+          assert.deepEqual(flow(result.state), flow(state));
+        });
+      }
+    }
+  }
+
+  test('a merchant\'s one-line invoice, new, remind, cancel and dashboard are refused with the pointer; nothing else happens', () => {
+    for (const input of [text('invoice 0712345678 1500 flour'), text('new'), button('new_invoice'), text('remind 7'), text('cancel 7'), text('dashboard')]) {
+      const result = converse(IDLE, input, sms());
+      assert.deepEqual(result.state, IDLE);
+      assert.equal(result.effects.length, 1, JSON.stringify(input));
+      assert.match(texts(result.effects)[0]!, REFUSED);
+    }
+    const swahili = converse(IDLE, text('cancel 7'), sms({ language: 'sw' }));
+    assert.match(texts(swahili.effects)[0]!, /WhatsApp pekee/);
+  });
+
+  test('a draft begun on WhatsApp is neither confirmed nor moved by SMS, and goes on there', () => {
+    for (const [stepName, input] of [['awaiting_confirmation', text('yes')], ['awaiting_confirmation', button('confirm_send')], ['awaiting_customer', text('0712345678')], ['awaiting_amount', text('1500')], ['awaiting_description', text('flour')], ['awaiting_amount', text('cancel')]] as const) {
+      const state = states[stepName];
+      const result = converse(state, input, sms());
+      assert.deepEqual(result.state, state, `${stepName} ${JSON.stringify(input)}`);
+      assert.match(texts(result.effects).at(-1)!, REFUSED);
+    }
+    const onWhatsApp = converse(states.awaiting_confirmation, text('yes'), context());
+    assert.equal(onWhatsApp.effects[0]?.type, 'create_invoice');
+  });
+
+  test('reads answer by SMS, from the menu or beside a WhatsApp draft (kept as it was)', () => {
+    assert.deepEqual(converse(IDLE, text('list'), sms()).effects, [{ type: 'list_invoices' }]);
+    assert.deepEqual(converse(IDLE, text('summary'), sms()).effects, [{ type: 'show_summary' }]);
+    assert.deepEqual(converse(IDLE, text('status 7'), sms()).effects, [{ type: 'show_invoice', number: 7 }]);
+    const beside = converse(states.awaiting_confirmation, text('status 7'), sms());
+    assert.deepEqual(beside.effects, [{ type: 'show_invoice', number: 7 }]);
+    assert.deepEqual(beside.state, states.awaiting_confirmation);
+    // On WhatsApp the same text inside the confirmation is the flow's hint.
+    assert.equal(converse(states.awaiting_confirmation, text('status 7'), context()).effects[0]?.type, 'reply');
+  });
+
+  test('paying, help and language work by SMS for everyone, inside a draft too', () => {
+    for (const ctx of [sms(), sms({ isMerchant: false, isCustomer: true })]) {
+      assert.deepEqual(converse(IDLE, text('pay'), ctx).effects, [{ type: 'customer_pay', number: null }]);
+      assert.equal(converse(IDLE, text('lugha sw'), ctx).effects[0]?.type, 'set_language');
+    }
+    const pay = converse(states.awaiting_amount, text('pay 7'), sms());
+    assert.deepEqual(pay.effects, [{ type: 'customer_pay', number: 7 }]);
+    const help = converse(states.awaiting_amount, text('help'), sms());
+    assert.equal(help.state.step, 'awaiting_amount');
+    assert.doesNotMatch(texts(help.effects).join(' '), REFUSED);
+    assert.deepEqual(converse({ version: 0 }, text('hello'), sms({ isMerchant: false, isCustomer: true })).effects, [{ type: 'customer_help' }]);
+  });
+
+  test('a number that is nobody cannot start or finish a registration by SMS', () => {
+    const first = converse({ version: 0 }, text('hi'), sms({ isMerchant: false }));
+    assert.deepEqual(first.state, IDLE);
+    assert.match(texts(first.effects)[0]!, REGISTER);
+    const named = converse(states.awaiting_business_name, text('Mama Mboga'), sms({ isMerchant: false }));
+    assert.deepEqual(named.state, states.awaiting_business_name);
+    assert.ok(!named.effects.some((e) => e.type === 'register_merchant'));
+    assert.match(texts(named.effects)[0]!, REGISTER);
+  });
+
+  test('the turn\'s own notices stand: an expired draft is said, and the refusal follows', () => {
+    const stale = { ...states.awaiting_confirmation, touchedAt: new Date(NOW.getTime() - DRAFT_TTL_MS - 1).toISOString() };
+    const result = converse(stale, text('invoice 0712345678 1500 flour'), sms());
+    assert.deepEqual(result.state, IDLE);
+    assert.equal(result.effects.length, 2);
+    assert.match(texts(result.effects)[0]!, /expired/);
+    assert.match(texts(result.effects)[1]!, REFUSED);
+  });
+
+  test('random sequences on both channels: an SMS turn never writes for a merchant nor moves a flow (fast-check)', () => {
+    const anyInput: fc.Arbitrary<MachineInput> = fc.oneof(fc.constantFrom(...Object.values(inputs)), fc.string({ maxLength: 60 }).map(text));
+    fc.assert(
+      fc.property(fc.array(fc.tuple(anyInput, fc.boolean()), { minLength: 1, maxLength: 20 }), fc.boolean(), fc.boolean(), (steps, isMerchant, isCustomer) => {
+        let state: unknown = { version: 0 };
+        for (const [input, bySms] of steps) {
+          const ctx = context({ isMerchant, isCustomer, channel: bySms ? 'sms' : 'whatsapp' });
+          const result = checkTransition(state, input, ctx);
+          if (bySms) {
+            assert.deepEqual(result.effects.filter((e) => WRITES.has(e.type)), []);
+            const start = (state as { version?: number }).version === 0 ? IDLE : (state as ConversationState);
+            assert.deepEqual(flow(result.state), flow(start));
+          }
+          state = JSON.parse(JSON.stringify(result.state));
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+
 describe('random sequences (fast-check)', () => {
   const anyInput: fc.Arbitrary<MachineInput> = fc.oneof(
     fc.constantFrom(...Object.values(inputs)),

@@ -324,28 +324,67 @@ describe('SMS and WhatsApp from one person at the same moment', () => {
 });
 
 describe('a merchant texting the SMS number', () => {
-  test('runs the merchant turn: an invoice drafted and confirmed by SMS is created once, its prompt pushed once, the answers by SMS', async () => {
+  /**
+   * The sender of an SMS is only the mobile network's word (a grey route can forge it); Meta
+   * verifies a WhatsApp number. So by SMS a merchant can read (the answer goes to the number
+   * itself) and pay, but not create, confirm, remind or cancel: a forged SMS in a merchant's
+   * name changes nothing of theirs and prompts nobody.
+   */
+  test('reads work by SMS; creating, confirming, reminding and cancelling are refused with a pointer to WhatsApp, and change nothing', async () => {
     const { merchant, customer } = people();
     smsSenders.add(merchant);
     await registerMerchant(merchant);
+    // An invoice made on WhatsApp, left waiting for its confirmation there.
+    await say(merchant, `invoice ${customer} 700 rice`);
+    await say(merchant, 'yes');
+    await waitFor(() => pushes(customer).length === 1, 10_000, 'the WhatsApp invoice stk push');
+    await say(merchant, `invoice ${customer} 900 sugar`);
     await f.deps.outbox.idle();
     // The merchant's WhatsApp window is closed (24 hours later): answers go by SMS.
     await db().updateTable('conversations').set({ last_inbound_at: null }).where('phone', '=', merchant).execute();
+    const invoice = await db().selectFrom('invoices').select(['number', 'status']).where('customer_phone', '=', customer).executeTakeFirstOrThrow();
+    const stateBefore = (await db().selectFrom('conversations').select('state').where('phone', '=', merchant).executeTakeFirstOrThrow()).state;
     const before = smsTo(merchant).length;
-    assert.deepEqual(await (await incoming(smsFromCustomer(merchant, `invoice ${customer} 900 sugar`))).json(), { status: 'processed' });
-    await f.deps.outbox.idle();
-    const confirm = smsTo(merchant).slice(before);
-    assert.equal(confirm.length, 1, JSON.stringify(confirm));
-    assert.match(confirm[0]!, /Reply: SEND/i);
-    const yes = smsFromCustomer(merchant, 'SEND');
-    const [a, b] = await Promise.all([incoming(yes), incoming(yes)]);
-    assert.deepEqual([((await a.json()) as { status: string }).status, ((await b.json()) as { status: string }).status].sort(), ['duplicate', 'processed']);
-    await waitFor(() => pushes(customer).length === 1, 10_000, 'the invoice stk push');
-    await f.deps.outbox.idle();
-    const invoices = await db().selectFrom('invoices').select('amount').where('customer_phone', '=', customer).execute();
-    assert.deepEqual(invoices.map((i) => Number(i.amount)), [900]);
+    const refused = [`invoice ${customer} 1200 salt`, 'SEND', `remind ${invoice.number}`, `cancel ${invoice.number}`, 'new', 'dashboard'];
+    for (const text of refused) {
+      assert.deepEqual(await (await incoming(smsFromCustomer(merchant, text))).json(), { status: 'processed' }, text);
+      await f.deps.outbox.idle();
+    }
+    const answers = smsTo(merchant).slice(before);
+    assert.equal(answers.length, refused.length, JSON.stringify(answers));
+    for (const answer of answers) assert.match(answer, /only on WhatsApp/, JSON.stringify(answers));
+    // Nothing changed: one invoice (the WhatsApp one, still sent), one prompt, the WhatsApp draft waiting as it was.
+    const rows = await db().selectFrom('invoices').select(['amount', 'status']).where('customer_phone', '=', customer).execute();
+    assert.deepEqual(rows.map((r) => [Number(r.amount), r.status]), [[700, invoice.status]]);
     assert.equal(pushes(customer).length, 1);
-    assert.ok(smsTo(merchant).slice(before + 1).some((m) => /INV-/.test(m)), `the merchant is told by SMS: ${JSON.stringify(smsTo(merchant))}`);
+    const stateAfter = (await db().selectFrom('conversations').select('state').where('phone', '=', merchant).executeTakeFirstOrThrow()).state;
+    assert.deepEqual(stateAfter, stateBefore);
+    // Reads answer by SMS.
+    const mark = smsTo(merchant).length;
+    await incoming(smsFromCustomer(merchant, `status ${invoice.number}`));
+    await incoming(smsFromCustomer(merchant, 'list'));
+    await f.deps.outbox.idle();
+    const reads = smsTo(merchant).slice(mark);
+    assert.equal(reads.length, 2, JSON.stringify(reads));
+    assert.ok(reads.every((m) => /INV-/.test(m) && !/only on WhatsApp/.test(m)), JSON.stringify(reads));
+    // On WhatsApp the waiting draft is confirmed as usual.
+    await say(merchant, 'yes');
+    await waitFor(() => pushes(customer).length === 2, 10_000, 'the second invoice stk push');
+    const after = await db().selectFrom('invoices').select('amount').where('customer_phone', '=', customer).orderBy('number').execute();
+    assert.deepEqual(after.map((r) => Number(r.amount)), [700, 900]);
+  });
+
+  test('a number that is nobody yet cannot register a business by SMS: it is pointed to WhatsApp and no merchant is made', async () => {
+    const { merchant } = people();
+    smsSenders.add(merchant);
+    for (const text of ['hi', 'Duka la Uongo']) {
+      assert.deepEqual(await (await incoming(smsFromCustomer(merchant, text))).json(), { status: 'processed' });
+      await f.deps.outbox.idle();
+    }
+    const answers = smsTo(merchant);
+    assert.equal(answers.length, 2, JSON.stringify(answers));
+    for (const answer of answers) assert.match(answer, /register your business, please message us on WhatsApp/, JSON.stringify(answers));
+    assert.equal(await db().selectFrom('merchants').select('id').where('phone', '=', merchant).executeTakeFirst(), undefined);
   });
 });
 

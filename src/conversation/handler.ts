@@ -108,6 +108,7 @@ export function createConversationHandler(options: ConversationShellOptions = {}
       recentInvoices: recent,
       maxAmount,
       dueDays,
+      channel: message.channel ?? 'whatsapp',
     };
     const { state, effects } = converse(conversation?.state ?? { version: 0 }, message.input, context);
 

@@ -22,6 +22,8 @@ export type ConversationMessage = {
   receivedAt: Date;
   profileName: string | undefined;
   input: ConversationInput;
+  /** How it came (default whatsapp): by SMS a turn may not change a merchant's business (MachineContext.channel). */
+  channel?: 'whatsapp' | 'sms';
 };
 
 /** Turns for several senders (one message each) sharing one transaction. */

@@ -396,6 +396,9 @@ const en: Texts = {
   draftCancelled: () => buttons('OK, cancelled. Nothing was sent.', EN_MENU),
   draftExpired: () => text('Your unfinished invoice expired after 30 minutes without a reply, so I dropped it. Nothing was sent.'),
   nothingToCancel: () => text("There's nothing to cancel right now. To cancel a sent invoice, type e.g. cancel 7."),
+  merchantOnWhatsApp: () =>
+    text('For your safety, invoices are created, reminded and cancelled only on WhatsApp: please message us there. By SMS you can use list, status 7 and summary.'),
+  registerOnWhatsApp: () => text('To register your business, please message us on WhatsApp. By SMS you can pay an invoice: reply PAY.'),
 
   invalidInvoiceNumber: (command) =>
     text(`Which invoice? Type its number, e.g. ${EN_COMMAND[command]} 7 or ${EN_COMMAND[command]} INV-0007.`),
@@ -774,6 +777,9 @@ const sw: Texts = {
   draftCancelled: () => buttons('Sawa, nimeghairi. Hakuna kilichotumwa.', SW_MENU),
   draftExpired: () => text('Ankara uliyokuwa ukitengeneza imeisha muda baada ya dakika 30 bila jibu, kwa hivyo nimeiacha. Hakuna kilichotumwa.'),
   nothingToCancel: () => text('Hakuna cha kughairi sasa hivi. Kughairi ankara uliyotuma, andika mfano ghairi 7.'),
+  merchantOnWhatsApp: () =>
+    text('Kwa usalama wako, ankara hutengenezwa, hukumbushwa na kughairiwa kwenye WhatsApp pekee: tafadhali tuandikie huko. Kwa SMS unaweza kutumia orodha, hali 7 na muhtasari.'),
+  registerOnWhatsApp: () => text('Kusajili biashara yako, tafadhali tuandikie kwenye WhatsApp. Kwa SMS unaweza kulipa ankara: jibu PAY.'),
 
   invalidInvoiceNumber: (command) =>
     text(`Ankara ipi? Andika nambari yake, mfano ${SW_COMMAND[command]} 7 au ${SW_COMMAND[command]} INV-0007.`),

@@ -33,6 +33,9 @@ export type Texts = {
   onlyTextAndButtons(): MessageContent; // media, stickers, locations, reactions...
   staleButton(): MessageContent; // a button from an old message that means nothing now
   stateReset(): MessageContent; // apology: the stored conversation could not be read, back to the menu (menu buttons)
+  // by SMS (the sender's number is only the network's word): a merchant's business changes on WhatsApp only
+  merchantOnWhatsApp(): MessageContent; // invoices are created, reminded and cancelled on WhatsApp only; by SMS: list, status, summary, PAY
+  registerOnWhatsApp(): MessageContent; // a business is registered on WhatsApp, not by SMS; PAY still works for invoices
   // guided flow
   askCustomer(): MessageContent; // "customer's phone? e.g. 0712 345 678" (+ "type cancel to stop")
   invalidPhone(): MessageContent; // "That doesn't look like a Kenyan mobile number. Try 0712 345 678."

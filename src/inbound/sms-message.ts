@@ -1,7 +1,8 @@
 /**
  * Text messages people send to the service's SMS number (Africa's Talking "incoming
  * messages" callback). The invoice, the reminders and the payment notices that go by SMS say
- * "reply PAY"; a reply runs the same conversation turn as a WhatsApp text from that number,
+ * "reply PAY"; a reply runs the same conversation turn as a WhatsApp text from that number
+ * (but cannot change a merchant's business: the machine's `bySms`),
  * and the answer goes back by the usual delivery rules (by SMS, unless the person has an open
  * WhatsApp window). Unsigned by the provider: the route is reachable only under a secret in
  * its URL (SMS_INBOUND_TOKEN). Each message id is applied once.
@@ -36,11 +37,12 @@ export function sentAt(sms: IncomingSms, now: Date): Date {
 /**
  * An incoming SMS as the conversation takes it: a text from that number, run like a WhatsApp
  * text (src/inbound/whatsapp.ts applies it, locking the sender's conversation row without
- * moving the WhatsApp 24-hour window, which an SMS does not open). Null for a sender number
- * that is not a Kenyan mobile.
+ * moving the WhatsApp 24-hour window, which an SMS does not open), except that it cannot
+ * change a merchant's business (channel sms: the conversation machine's `bySms`). Null for a
+ * sender number that is not a Kenyan mobile.
  */
 export function smsConversationMessage(sms: IncomingSms, now: Date): ConversationMessage | null {
   const phone = parsePhone(sms.from);
   if (!phone.ok) return null;
-  return { phone: phone.value, messageId: sms.id, receivedAt: sentAt(sms, now), profileName: undefined, input: { kind: 'text', text: sms.text } };
+  return { phone: phone.value, messageId: sms.id, receivedAt: sentAt(sms, now), profileName: undefined, input: { kind: 'text', text: sms.text }, channel: 'sms' };
 }

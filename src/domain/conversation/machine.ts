@@ -146,6 +146,8 @@ function dueDate(now: Date, days?: number): Date {
 
 class Dialogue {
   readonly effects: Effect[] = [];
+  /** How many of `effects` are notices said before the turn itself (a reset, an expired draft). */
+  noticeCount = 0;
   language: Language;
   constructor(readonly context: MachineContext) {
     this.language = context.language;
@@ -362,6 +364,46 @@ export function converse(stored: unknown, input: MachineInput, context: MachineC
     d.say(d.t.draftExpired());
     state = IDLE;
   }
+  d.noticeCount = d.effects.length;
   const message = read(input);
-  return context.isMerchant ? merchantTurn(d, state, message) : newcomerTurn(d, state, message);
+  const turn = runTurn(d, state, message);
+  return context.channel === 'sms' ? bySms(turn, state, message, d) : turn;
+}
+
+function runTurn(d: Dialogue, state: ConversationState, message: Read): Transition {
+  return d.context.isMerchant ? merchantTurn(d, state, message) : newcomerTurn(d, state, message);
+}
+
+/** What changes a merchant's business (or makes one): never on the word of an SMS sender's number. */
+const MERCHANT_WRITES: ReadonlySet<Effect['type']> = new Set(['register_merchant', 'create_invoice', 'remind_invoice', 'cancel_invoice', 'dashboard_link']);
+
+/** The step and draft of a state: what a flow has reached (not when it was last touched). */
+const flowOf = (state: ConversationState) => JSON.stringify({ step: state.step, draft: 'draft' in state ? state.draft : null });
+
+/** Whether a turn from `before` writes for a merchant, or starts, moves or ends a flow. */
+const changesBusiness = (turn: Transition, before: ConversationState) =>
+  turn.effects.some((effect) => MERCHANT_WRITES.has(effect.type)) || flowOf(turn.state) !== flowOf(before);
+
+/**
+ * A turn that came by SMS. Meta verifies a WhatsApp number before it can write; the sender of
+ * an SMS is only what the mobile network (or a grey route that forges it) says. So by SMS a
+ * number may pay (the prompt goes to the phone the invoice names), read (list, status,
+ * summary: the answer goes to that number), ask for help or change the language, but not
+ * register a business, start, move or confirm an invoice, remind, cancel, or get a sign-in
+ * link: such a turn does nothing but say so, and a draft (or a registration) begun on
+ * WhatsApp stays as it was, to go on there. Inside such a flow only help and language reach
+ * the flow; a PAY or a read is answered as from the menu, the flow kept.
+ */
+function bySms(turn: Transition, before: ConversationState, input: Read, d: Dialogue): Transition {
+  // The machine's own notices of this turn (a reset, an expired draft) stand.
+  const notices = turn.effects.slice(0, d.noticeCount);
+  const refused = (): Transition => ({ state: before, effects: [...notices, reply(d.context.isMerchant ? d.t.merchantOnWhatsApp() : d.t.registerOnWhatsApp())] });
+  const command = input.kind === 'text' || input.kind === 'command' ? input.command : null;
+  if (before.step === 'idle' || command?.kind === 'help' || command?.kind === 'language') return changesBusiness(turn, before) ? refused() : turn;
+  // Inside a flow: an answer for the flow is refused, a PAY pays (as from the menu), and
+  // anything else the flow would only hint at is answered as from the menu.
+  if (command?.kind !== 'pay' && changesBusiness(turn, before)) return refused();
+  const fromMenu = runTurn(new Dialogue(d.context), IDLE, input);
+  if (changesBusiness(fromMenu, IDLE)) return refused();
+  return { state: before, effects: [...notices, ...fromMenu.effects] };
 }

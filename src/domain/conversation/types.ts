@@ -62,6 +62,12 @@ export type MachineContext = {
   maxAmount: number;
   /** Days from sending to the due date (default INVOICE_DUE_DAYS, 7). */
   dueDays?: number;
+  /**
+   * How the message came (default whatsapp). By SMS the sender's number is only the mobile
+   * network's word, not Meta's verified one: the turn may pay, read and answer, but not change
+   * a merchant's business (see `converse`).
+   */
+  channel?: 'whatsapp' | 'sms';
 };
 
 /** What the shell carries out, in order, inside the same transaction. */
