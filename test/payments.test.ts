@@ -460,6 +460,32 @@ describe('reconciliation', () => {
     assert.equal((await kindsTo(s.customer)).filter((k) => k === 'receipt').length, receiptsBefore, 'no second receipt');
   });
 
+  test('a failure the query reports (it has said failed for payments that went through): the customer is told not to pay again if M-PESA confirmed it, the merchant to check the statement; a callback\'s failure is told plainly', async () => {
+    const notices = async (phone: string) =>
+      (await f.database.handle.db.selectFrom('outbound_messages').select('content').where('recipient', '=', phone).where('kind', '=', 'notice').orderBy('created_at').execute()).map((r) => JSON.stringify(r.content));
+    const s = await invoiceWithPush();
+    await onlyPending(s.invoice.id);
+    clock += 4 * 60_000;
+    daraja.queueQuery({ kind: 'result', resultCode: '1032', resultDesc: 'Request cancelled by user' });
+    await f.deps.payments.reconcile();
+    assert.equal((await attemptsOf(s.invoice.id))[0]!.status, 'failed');
+    const [toCustomer] = await notices(s.customer);
+    assert.match(toCustomer!, /M-PESA did not confirm your payment/);
+    assert.match(toCustomer!, /do not pay again/);
+    assert.match(toCustomer!, /reply PAY/);
+    assert.match(toCustomer!, /unless M-PESA already confirmed it to you/, 'the SMS form says it too');
+    const [toMerchant] = await notices(s.merchant);
+    assert.match(toMerchant!, /check your M-PESA statement/);
+
+    const t = await invoiceWithPush();
+    const failed = callbackBody({ checkoutRequestId: t.checkoutRequestId, merchantRequestId: t.merchantRequestId, resultCode: 1032, resultDesc: 'Request cancelled by user' });
+    assert.equal((await callback(t.token, failed)).status, 200);
+    const [plain] = await notices(t.customer);
+    assert.match(plain!, /was not completed/);
+    assert.doesNotMatch(plain!, /do not pay again|unless M-PESA/);
+    assert.doesNotMatch((await notices(t.merchant)).at(-1)!, /check your M-PESA statement/);
+  });
+
   test('no answer for long enough expires the attempt; a query never overwrites a recorded success', async () => {
     const s = await invoiceWithPush();
     clock += 31 * 60_000;

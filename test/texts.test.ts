@@ -279,14 +279,19 @@ const cases: Cases = {
     { label: 'ordinary', out: t.paymentFailedToCustomer(NAME, 7, 1500), ids: pay('INV-0007') },
     { label: 'extreme', out: t.paymentFailedToCustomer(LONG_NAME, 9999, MAX), ids: pay('INV-9999') },
     { label: '400-char name', out: t.paymentFailedToCustomer('n'.repeat(400), 9999, MAX), ids: pay('INV-9999') },
+    { label: 'unconfirmed', out: t.paymentFailedToCustomer(NAME, 7, 1500, { fromQuery: true }), ids: pay('INV-0007') },
+    { label: 'unconfirmed extreme', out: t.paymentFailedToCustomer('n'.repeat(400), 9999, MAX, { fromQuery: true }), ids: pay('INV-9999') },
   ],
   paymentFailedToCustomerSms: (t) => [
     { label: 'ordinary', out: t.paymentFailedToCustomerSms(NAME, 7, 1500), ids: [] },
     { label: 'extreme', out: t.paymentFailedToCustomerSms(LONG_NAME, 9999, MAX), ids: [] },
+    { label: 'unconfirmed', out: t.paymentFailedToCustomerSms(NAME, 7, 1500, { fromQuery: true }), ids: [] },
+    { label: 'unconfirmed extreme', out: t.paymentFailedToCustomerSms(LONG_NAME, 9999, MAX, { fromQuery: true }), ids: [] },
   ],
   paymentFailedToMerchant: (t) => [
     ...FAILURE_REASONS.map((reason) => ({ label: reason, out: t.paymentFailedToMerchant(7, reason), ids: [] })),
     { label: 'extreme', out: t.paymentFailedToMerchant(99999, 'no_answer'), ids: [] },
+    { label: 'unconfirmed', out: t.paymentFailedToMerchant(7, 'cancelled', { fromQuery: true }), ids: [] },
   ],
   paidTwiceToMerchant: (t) => [
     { label: 'ordinary', out: t.paidTwiceToMerchant(7, 1500, RECEIPT), ids: [] },
@@ -551,7 +556,7 @@ for (const language of languages) {
       const reply = language === 'en' ? 'Reply PAY' : 'Jibu LIPA';
       const sms: Array<{ fn: keyof Texts; labels: string[]; says: readonly string[] }> = [
         { fn: 'receiptToCustomerSms', labels: ['ordinary', 'no receipt', 'extreme'], says: ['M-PESA'] },
-        { fn: 'paymentFailedToCustomerSms', labels: ['ordinary', 'extreme'], says: [reply] },
+        { fn: 'paymentFailedToCustomerSms', labels: ['ordinary', 'extreme', 'unconfirmed'], says: [reply] },
         { fn: 'reminderDueSms', labels: ['ordinary', 'today', 'extreme'], says: [reply, '29 Nov 2026'] },
       ];
       for (const { fn, labels, says } of sms) {
@@ -625,6 +630,18 @@ for (const language of languages) {
       FAILURE_REASONS.forEach((reason, i) => assert.match(bodies[i]!, expected[language][reason], reason));
       // The merchant is told what to do next: the customer can retry, or a reminder sends a new prompt.
       assert.ok(body(language, 'paymentFailedToMerchant', 'cancelled').includes(language === 'en' ? 'remind 7' : 'kumbusha 7'));
+    });
+
+    test('a failure M-PESA\'s status query reported: the customer is told not to pay again if M-PESA confirmed it, the merchant to check the statement', () => {
+      const [notAgain, statement] = language === 'en' ? [/do not pay again/, /check your M-PESA statement/] : [/usilipe tena/, /taarifa yako ya M-PESA/];
+      const smsNotAgain = language === 'en' ? /unless M-PESA already confirmed it/ : /isipokuwa M-PESA imekwisha/;
+      assert.match(body(language, 'paymentFailedToCustomer', 'unconfirmed'), notAgain);
+      assert.doesNotMatch(body(language, 'paymentFailedToCustomer', 'ordinary'), notAgain);
+      assert.match(body(language, 'paymentFailedToCustomerSms', 'unconfirmed'), smsNotAgain);
+      assert.doesNotMatch(body(language, 'paymentFailedToCustomerSms', 'ordinary'), smsNotAgain);
+      assert.ok(body(language, 'paymentFailedToCustomerSms', 'unconfirmed extreme').length <= 160);
+      assert.match(body(language, 'paymentFailedToMerchant', 'unconfirmed'), statement);
+      assert.doesNotMatch(body(language, 'paymentFailedToMerchant', 'cancelled'), statement);
     });
 
     test('payment messages to the customer: what happened, and the way to pay again', () => {

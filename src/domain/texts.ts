@@ -592,21 +592,40 @@ const en: Texts = {
       ].join('\n'),
     );
   },
-  paymentFailedToCustomer: (merchantName, number, amount) =>
-    buttons(
-      `Your payment of ${money(amount)} for invoice ${inv(number)} from ${businessName(merchantName)} was not completed.\n\n` +
-        'Tap Pay now (or reply PAY) to get a new M-PESA prompt and try again.',
-      [enPay(number)],
+  paymentFailedToCustomer: (merchantName, number, amount, options) =>
+    options?.fromQuery === true
+      ? buttons(
+          `M-PESA did not confirm your payment of ${money(amount)} for invoice ${inv(number)} from ${businessName(merchantName)}.\n\n` +
+            `If M-PESA already sent you a confirmation SMS for it, do not pay again: show that SMS to ${businessName(merchantName)}. ` +
+            'Otherwise tap Pay now (or reply PAY) to get a new M-PESA prompt and try again.',
+          [enPay(number)],
+        )
+      : buttons(
+          `Your payment of ${money(amount)} for invoice ${inv(number)} from ${businessName(merchantName)} was not completed.\n\n` +
+            'Tap Pay now (or reply PAY) to get a new M-PESA prompt and try again.',
+          [enPay(number)],
+        ),
+  paymentFailedToCustomerSms: (merchantName, number, amount, options) =>
+    options?.fromQuery === true
+      ? fitSmsName(
+          (name) =>
+            `M-PESA did not confirm payment of ${formatAmount(amount)} for ${formatInvoiceNumber(number)} from ${name}. ` +
+            'Reply PAY to try again, unless M-PESA already confirmed it to you.',
+          merchantName,
+        )
+      : fitSmsName(
+          (name) =>
+            `Payment of ${formatAmount(amount)} for ${formatInvoiceNumber(number)} from ${name} was not completed. ` +
+            'Reply PAY to try again with a new M-PESA prompt.',
+          merchantName,
+        ),
+  paymentFailedToMerchant: (number, reason, options) =>
+    text(
+      `${inv(number)} is not paid yet: ${failureWords(EN_FAILURE, reason)}\n\n${enFailureAdvice(number, reason)}` +
+        (options?.fromQuery === true
+          ? "\n\nM-PESA's status check reported this, not the payment itself, and that check is sometimes wrong: if the customer shows you an M-PESA confirmation, check your M-PESA statement before asking them to pay again."
+          : ''),
     ),
-  paymentFailedToCustomerSms: (merchantName, number, amount) =>
-    fitSmsName(
-      (name) =>
-        `Payment of ${formatAmount(amount)} for ${formatInvoiceNumber(number)} from ${name} was not completed. ` +
-        'Reply PAY to try again with a new M-PESA prompt.',
-      merchantName,
-    ),
-  paymentFailedToMerchant: (number, reason) =>
-    text(`${inv(number)} is not paid yet: ${failureWords(EN_FAILURE, reason)}\n\n${enFailureAdvice(number, reason)}`),
   paidTwiceToMerchant: (number, amount, receipt) => {
     const shown = receiptShown(receipt);
     return text(
@@ -974,21 +993,40 @@ const sw: Texts = {
       ].join('\n'),
     );
   },
-  paymentFailedToCustomer: (merchantName, number, amount) =>
-    buttons(
-      `Malipo yako ya ${money(amount)} kwa ankara ${inv(number)} kutoka kwa ${businessName(merchantName)} hayajakamilika.\n\n` +
-        'Bonyeza Lipa sasa (au jibu LIPA) upokee ombi jipya la M-PESA ujaribu tena.',
-      [swPay(number)],
+  paymentFailedToCustomer: (merchantName, number, amount, options) =>
+    options?.fromQuery === true
+      ? buttons(
+          `M-PESA haijathibitisha malipo yako ya ${money(amount)} kwa ankara ${inv(number)} kutoka kwa ${businessName(merchantName)}.\n\n` +
+            `Kama M-PESA tayari ilikutumia SMS ya uthibitisho kwa malipo haya, usilipe tena: mwonyeshe ${businessName(merchantName)} SMS hiyo. ` +
+            'La sivyo bonyeza Lipa sasa (au jibu LIPA) upokee ombi jipya la M-PESA ujaribu tena.',
+          [swPay(number)],
+        )
+      : buttons(
+          `Malipo yako ya ${money(amount)} kwa ankara ${inv(number)} kutoka kwa ${businessName(merchantName)} hayajakamilika.\n\n` +
+            'Bonyeza Lipa sasa (au jibu LIPA) upokee ombi jipya la M-PESA ujaribu tena.',
+          [swPay(number)],
+        ),
+  paymentFailedToCustomerSms: (merchantName, number, amount, options) =>
+    options?.fromQuery === true
+      ? fitSmsName(
+          (name) =>
+            `M-PESA haijathibitisha malipo ya ${formatAmount(amount)} kwa ${formatInvoiceNumber(number)} kutoka kwa ${name}. ` +
+            'Jibu LIPA ujaribu tena, isipokuwa M-PESA imekwisha kukuthibitishia.',
+          merchantName,
+        )
+      : fitSmsName(
+          (name) =>
+            `Malipo ya ${formatAmount(amount)} kwa ankara ${formatInvoiceNumber(number)} kutoka kwa ${name} hayajakamilika. ` +
+            'Jibu LIPA upokee ombi jipya la M-PESA.',
+          merchantName,
+        ),
+  paymentFailedToMerchant: (number, reason, options) =>
+    text(
+      `${inv(number)} bado haijalipwa: ${failureWords(SW_FAILURE, reason)}\n\n${swFailureAdvice(number, reason)}` +
+        (options?.fromQuery === true
+          ? '\n\nHili limeripotiwa na ukaguzi wa hali wa M-PESA, si na malipo yenyewe, na ukaguzi huo hukosea wakati mwingine: mteja akikuonyesha uthibitisho wa M-PESA, angalia taarifa yako ya M-PESA kabla ya kumwomba alipe tena.'
+          : ''),
     ),
-  paymentFailedToCustomerSms: (merchantName, number, amount) =>
-    fitSmsName(
-      (name) =>
-        `Malipo ya ${formatAmount(amount)} kwa ankara ${formatInvoiceNumber(number)} kutoka kwa ${name} hayajakamilika. ` +
-        'Jibu LIPA upokee ombi jipya la M-PESA.',
-      merchantName,
-    ),
-  paymentFailedToMerchant: (number, reason) =>
-    text(`${inv(number)} bado haijalipwa: ${failureWords(SW_FAILURE, reason)}\n\n${swFailureAdvice(number, reason)}`),
   paidTwiceToMerchant: (number, amount, receipt) => {
     const shown = receiptShown(receipt);
     return text(

@@ -21,6 +21,14 @@ export type MerchantSummary = { sent: number; paid: number; outstandingAmount: n
 /** `id`: the invoice's id; a list of invoices that share a number tells them apart by it. */
 export type CustomerInvoice = { merchantName: string; number: number; amount: number; description: string; dueDate: Date | null; id?: string };
 
+/**
+ * `fromQuery`: the failure was learnt from M-PESA's status query (reconciliation), not from the
+ * payment's own callback. The query has been reported to say failed for payments that went
+ * through (PROVIDERS.md), so the customer is told not to pay again if M-PESA confirmed it to
+ * them, and the merchant to check their statement before asking for the money again.
+ */
+export type Unconfirmed = { fromQuery: boolean };
+
 export type Texts = {
   // onboarding
   askBusinessName(): MessageContent; // first contact: welcome + "what is your business called?"
@@ -79,9 +87,9 @@ export type Texts = {
   receiptToCustomer(merchantName: string, number: number, amount: number, receipt: string | null): MessageContent; // "Paid. M-PESA receipt NLJ7RT61SV. Thank you!" (receipt null: "confirmed by M-PESA")
   receiptToCustomerSms(merchantName: string, number: number, amount: number, receipt: string | null): string; // <= 160 chars
   paidToMerchant(number: number, amount: number, payerPhone: string, receipt: string | null, options?: { wasCancelled: boolean }): MessageContent; // payer's number MASKED like 0712 *** 678; wasCancelled: the merchant had cancelled it (the prompt was already on the phone): it is now paid; refund one if another invoice replaced it
-  paymentFailedToCustomer(merchantName: string, number: number, amount: number): MessageContent; // "not completed; reply PAY to try again" + button pay:INV-0007 "Pay now"
-  paymentFailedToCustomerSms(merchantName: string, number: number, amount: number): string; // <= 160 chars, "reply PAY"
-  paymentFailedToMerchant(number: number, reason: PaymentFailureReason): MessageContent; // the reason in words
+  paymentFailedToCustomer(merchantName: string, number: number, amount: number, options?: Unconfirmed): MessageContent; // "not completed; reply PAY to try again" + button pay:INV-0007 "Pay now"
+  paymentFailedToCustomerSms(merchantName: string, number: number, amount: number, options?: Unconfirmed): string; // <= 160 chars, "reply PAY"
+  paymentFailedToMerchant(number: number, reason: PaymentFailureReason, options?: Unconfirmed): MessageContent; // the reason in words
   paidTwiceToMerchant(number: number, amount: number, receipt: string | null): MessageContent; // to the merchant: a second payment came in for an invoice already paid; it stays paid; refund one (the receipt finds it)
   paymentNeedsReview(number: number, expected: number, received: number, options?: { alreadyPaid: boolean }): MessageContent; // to the merchant: amount paid differs; not marked paid (alreadyPaid: the invoice stays paid as M-PESA confirmed before); recorded for review
   reminderDue(merchantName: string, number: number, amount: number, dueDate: Date, when: 'tomorrow' | 'today'): MessageContent; // with pay button

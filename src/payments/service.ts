@@ -385,7 +385,11 @@ export function createPayments(deps: PaymentsDeps): Payments {
     result_desc: `Paid twice: refund M-PESA ${receipt ?? '(receipt not known yet)'}`,
   });
   type LockedAttempt = Selectable<PaymentAttemptsTable>;
-  type ResultInput = { attempt: LockedAttempt; result: Omit<PaymentResult, 'checkoutRequestId'>; amountRequired: boolean };
+  /**
+   * `source`: where the result was learnt. The STK query has been reported to say failed for
+   * payments that went through, so a failure it reports is told to people with that caveat.
+   */
+  type ResultInput = { attempt: LockedAttempt; result: Omit<PaymentResult, 'checkoutRequestId'>; amountRequired: boolean; source: 'callback' | 'query' };
   type Applied = { status: 'applied' | 'duplicate' | 'review' | 'ignored'; plan: ResultPlan };
 
   /**
@@ -428,7 +432,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
     const receiptsForInvoices: Array<{ id: string; receipt: string | null }> = [];
     const events: Array<{ invoice_id: string; actor: string; type: string; data: Record<string, unknown> }> = [];
     const drafts: OutboundDraft[] = [];
-    const applied = inputs.map(({ attempt, result }, index): Applied => {
+    const applied = inputs.map(({ attempt, result, source }, index): Applied => {
       const plan = plans[index]!;
       const f = facts.get(attempt.invoice_id)!;
       const customerTexts = texts[f.customer_language ?? 'en'];
@@ -476,8 +480,9 @@ export function createPayments(deps: PaymentsDeps): Payments {
           });
           return { status: 'review', plan };
         }
-        case 'mark_failed':
+        case 'mark_failed': {
           attemptRows.set(attempt.id, { ...row, status: 'failed' });
+          const unconfirmed = { fromQuery: source === 'query' };
           events.push({ invoice_id: f.id, actor: 'mpesa', type: 'payment_failed', data: { result_code: result.resultCode } });
           if (plan.notify) {
             drafts.push(
@@ -485,12 +490,16 @@ export function createPayments(deps: PaymentsDeps): Payments {
                 recipient: f.customer_phone,
                 kind: 'notice',
                 invoiceId: f.id,
-                payload: { message: customerTexts.paymentFailedToCustomer(merchantName, f.number, amount), sms: customerTexts.paymentFailedToCustomerSms(merchantName, f.number, amount) },
+                payload: {
+                  message: customerTexts.paymentFailedToCustomer(merchantName, f.number, amount, unconfirmed),
+                  sms: customerTexts.paymentFailedToCustomerSms(merchantName, f.number, amount, unconfirmed),
+                },
               },
-              { recipient: f.merchant_phone, kind: 'notice', invoiceId: f.id, payload: { message: merchantTexts.paymentFailedToMerchant(f.number, failureReason(result.resultCode)) } },
+              { recipient: f.merchant_phone, kind: 'notice', invoiceId: f.id, payload: { message: merchantTexts.paymentFailedToMerchant(f.number, failureReason(result.resultCode), unconfirmed) } },
             );
           }
           return { status: 'applied', plan };
+        }
         case 'paid_twice':
           // Paid already through another attempt: the customer paid twice. A person must refund,
           // and the receipt is kept on this attempt to find the money.
@@ -651,7 +660,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
       const fresh = new Set(recorded.map((row) => row.external_key));
       const toApply = accepted.filter(({ key }) => fresh.delete(key));
       // A genuine success callback always carries the amount: one without it is not trusted.
-      const { applied, outbound } = await applyResults(trx, toApply.map(({ attempt, result }) => ({ attempt, result, amountRequired: true })));
+      const { applied, outbound } = await applyResults(trx, toApply.map(({ attempt, result }) => ({ attempt, result, amountRequired: true, source: 'callback' as const })));
       toApply.forEach(({ index }, i) => {
         outcomes[index] = { status: applied[i]!.status };
         if (appliedHere !== undefined) appliedHere[index] = true;
@@ -875,7 +884,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
         const locked = await trx.selectFrom('payment_attempts').selectAll().where('id', '=', attempt.id).forUpdate().executeTakeFirstOrThrow();
         // The STK query carries no amount: the attempt's own amount stands.
         const result = { resultCode: answer.resultCode, resultDesc: answer.resultDesc, amount: null, receipt: null, phone: null };
-        const done = await applyResults(trx, [{ attempt: locked, result, amountRequired: false }]);
+        const done = await applyResults(trx, [{ attempt: locked, result, amountRequired: false, source: 'query' }]);
         results = done.applied;
         return done.outbound;
       }
