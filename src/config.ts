@@ -49,6 +49,8 @@ const EnvSchema = z.object({
   WABA_API_VERSION: z.string().trim().regex(/^v\d+\.\d+$/, 'must look like v21.0').default('v21.0'),
   // At most 60 s each: the outbox's claim timeout (src/delivery/outbox.ts) counts on it.
   WABA_TIMEOUT_MS: z.coerce.number({ error: 'must be a number' }).int().min(100).max(60_000).default(5_000),
+  // Meta's throughput per business number: 80 messages a second by default (1,000 on request). 0: no pacing.
+  WABA_MAX_SENDS_PER_SECOND: z.coerce.number({ error: 'must be a number' }).int().min(0).max(10_000).default(80),
   WABA_TEMPLATE_INVOICE: optionalString,
   WABA_TEMPLATE_RECEIPT: optionalString,
   WABA_TEMPLATE_REMINDER: optionalString,
@@ -197,6 +199,8 @@ export type Config = Readonly<{
     apiBaseUrl: string;
     apiVersion: string;
     timeoutMs: number;
+    /** WhatsApp sends this process starts in any one second at most (src/delivery/pace.ts); 0: no pacing. */
+    maxSendsPerSecond: number;
     templates: Readonly<{ invoice: string | undefined; receipt: string | undefined; reminder: string | undefined }>;
     templateLanguage: string;
   }>;
@@ -306,6 +310,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       apiBaseUrl: e.WABA_API_BASE_URL.replace(/\/+$/, ''),
       apiVersion: e.WABA_API_VERSION,
       timeoutMs: e.WABA_TIMEOUT_MS,
+      maxSendsPerSecond: e.WABA_MAX_SENDS_PER_SECOND,
       templates: { invoice: e.WABA_TEMPLATE_INVOICE, receipt: e.WABA_TEMPLATE_RECEIPT, reminder: e.WABA_TEMPLATE_REMINDER },
       templateLanguage: e.WABA_TEMPLATE_LANGUAGE,
     },

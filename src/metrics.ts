@@ -53,6 +53,12 @@ export function createMetrics() {
       labelNames: ['reason'] as const,
       registers: [registry],
     }),
+    whatsappPaced: new Counter({
+      name: 'invoiceiq_whatsapp_sends_paced_total',
+      help: 'WhatsApp sends held back by the send pace (WABA_MAX_SENDS_PER_SECOND): waited for their slot, or deferred (put back for later, no try counted)',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
     deliveryRetries: new Counter({
       name: 'invoiceiq_delivery_retries_total',
       help: 'Deliveries scheduled again after a retryable failure, by channel',

@@ -20,6 +20,7 @@ import type { Config } from '../config.js';
 import type { Channel, Database } from '../db/schema.js';
 import { invoicesReachedStatement, markInvoicesUnreached } from './invoice-reach.js';
 import { afterSmsFailure, afterWhatsAppFailure, chooseRoute, type FailureDecision } from '../domain/delivery.js';
+import { createSendPace } from './pace.js';
 import { OutboundPayload, smsText, type OutboundDraft, type OutboundKind } from '../domain/outbound.js';
 import { scheduledJob, type JobDefinition, type JobQueue, type NoJobData } from '../jobs/queue.js';
 import type { Logger } from '../logger.js';
@@ -30,12 +31,18 @@ import type { WhatsAppClient } from '../providers/whatsapp/client.js';
 
 /** A claim older than this is renewed before its send (one send can take a WhatsApp and an SMS timeout). */
 export const CLAIM_RENEW_AFTER_MS = 20_000;
+/**
+ * The longest a WhatsApp send waits for its slot in the send pace (src/delivery/pace.ts); one
+ * whose slot is further away is put back for later, no try counted.
+ */
+export const PACE_MAX_WAIT_MS = 10_000;
 /** The longest WABA_TIMEOUT_MS and SMS_TIMEOUT_MS the configuration accepts (src/config.ts). */
 export const LONGEST_PROVIDER_TIMEOUT_MS = 60_000;
 /**
  * A claim is never taken over while its send is in flight: a message is claimed (or its claim
- * renewed) less than CLAIM_RENEW_AFTER_MS before its send, which can take a WhatsApp timeout and
- * then an SMS timeout: at most 20 + 60 + 60 = 140 s, well inside this.
+ * renewed) less than CLAIM_RENEW_AFTER_MS before its send, which can wait PACE_MAX_WAIT_MS for
+ * its slot and take a WhatsApp timeout and then an SMS timeout: at most 20 + 10 + 60 + 60 =
+ * 150 s, inside this.
  */
 export const CLAIM_TIMEOUT_SECONDS = 180;
 
@@ -202,6 +209,8 @@ export type OutboxDeps = {
   claimRenewAfterMs?: number;
   /** How long a send that went is tried to be recorded when the database refuses (default RECORD_SENT_PATIENCE_MS; tests shorten it). */
   recordSentPatienceMs?: number;
+  /** The longest a WhatsApp send waits for its slot in the pace (default PACE_MAX_WAIT_MS; tests shorten it). */
+  paceMaxWaitMs?: number;
 };
 
 export function createOutbox(deps: OutboxDeps): Outbox {
@@ -209,6 +218,9 @@ export function createOutbox(deps: OutboxDeps): Outbox {
   const random = deps.random ?? (() => randomInt(0, 1_000_000) / 1_000_000);
   const { db, metrics, logger } = deps;
   const renewAfterMs = deps.claimRenewAfterMs ?? CLAIM_RENEW_AFTER_MS;
+  /** WhatsApp sends go out at most config.whatsapp.maxSendsPerSecond a second (Meta's per-number throughput). */
+  const pace = createSendPace(deps.config.whatsapp.maxSendsPerSecond);
+  const paceMaxWaitMs = deps.paceMaxWaitMs ?? PACE_MAX_WAIT_MS;
   const inFlight = new Set<Promise<unknown>>();
   const dispatchQueue: string[] = [];
   /**
@@ -662,6 +674,28 @@ export function createOutbox(deps: OutboxDeps): Outbox {
   }
 
   /**
+   * A claimed message whose slot in the send pace is further away than a send may wait: queued
+   * again (only while the claim is ours) to go once the pace has room, by its job or the next
+   * dispatch, with no try counted (the provider never saw it) and its error left as it was.
+   * The person's later messages wait for it, as behind any retry.
+   */
+  async function deferForPace(message: Claimed): Promise<DeliveryOutcome> {
+    metrics.whatsappPaced.inc({ outcome: 'deferred' });
+    // When the pace has room again, spread over up to half again so the deferred do not all come back at once.
+    const delaySeconds = Math.max(1, Math.round(((pace.backlogMs() / 1000) * (1 + random() / 2)) * 10) / 10);
+    return db.transaction().execute(async (trx): Promise<DeliveryOutcome> => {
+      if (!(await holdsClaim(trx, message.id, message.updated_at))) return 'busy';
+      await trx
+        .updateTable('outbound_messages')
+        .set({ status: 'queued', updated_at: sql`now()`, next_attempt_at: sql`now() + make_interval(secs => ${delaySeconds})` })
+        .where('id', '=', message.id)
+        .execute();
+      await scheduleJob(trx, message.id, delaySeconds);
+      return 'retry_scheduled';
+    });
+  }
+
+  /**
    * Ends for good, at once, a claimed message whose stored content OutboundPayload no longer
    * accepts (a row written by an older version, or edited by hand). Left claimed it would be
    * taken again after every claim timeout, fail again, forever, and hold back all of the
@@ -886,6 +920,13 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     });
 
     if (route.channel === 'whatsapp') {
+      // Its turn in the send pace: waited for if near, otherwise put back for later.
+      const turn = pace.take(paceMaxWaitMs);
+      if (turn === false) return deferForPace(message);
+      if (turn !== true) {
+        metrics.whatsappPaced.inc({ outcome: 'waited' });
+        await turn;
+      }
       try {
         const { wamid } =
           route.mode === 'freeform'

@@ -54,8 +54,13 @@ export function captureLogs(level = 'debug'): LogCapture {
   };
 }
 
+/**
+ * The configuration of a test app. Sends are not paced (WABA_MAX_SENDS_PER_SECOND 0) unless a
+ * test asks: suites send bursts to the fake Graph API, and the pace has tests of its own
+ * (test/pace.test.ts, test/outbox-pace.test.ts).
+ */
 export function testConfig(env: Record<string, string> = {}): Config {
-  return loadConfig({ APP_ENV: 'development', LOG_LEVEL: 'debug', ...env });
+  return loadConfig({ APP_ENV: 'development', LOG_LEVEL: 'debug', WABA_MAX_SENDS_PER_SECOND: '0', ...env });
 }
 
 export type TestApp = {

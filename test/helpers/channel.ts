@@ -3,6 +3,7 @@
  * against a fake Graph server on 127.0.0.1, and Africa's Talking intercepted with nock
  * (the SDK hard-codes its host).
  */
+import { after, before, beforeEach } from 'node:test';
 import { sql } from 'kysely';
 import nock from 'nock';
 import type { ConversationHandler } from '../../src/conversation/port.js';
@@ -35,7 +36,7 @@ export type ChannelFixture = TestApp & {
   /** Another worker holds a live claim on message `id` (sending, stamped now), as if sending it. */
   claimedElsewhere(id: string): Promise<void>;
   /** An outbox of its own (as another process's, or with other options) over the same database and providers. */
-  anotherOutbox(options?: Pick<OutboxDeps, 'claimRenewAfterMs' | 'recordSentPatienceMs'>): Outbox;
+  anotherOutbox(options?: Pick<OutboxDeps, 'claimRenewAfterMs' | 'recordSentPatienceMs' | 'paceMaxWaitMs'>): Outbox;
   close(): Promise<void>;
 };
 
@@ -44,6 +45,24 @@ export const textDrafts = (to: string, n: number, from = 0): OutboundDraft[] =>
   Array.from({ length: n }, (_, i) => ({ recipient: to, kind: 'reply', payload: { message: { type: 'text', body: `part ${from + i}` } } }));
 
 let smsCounter = 0;
+
+/**
+ * A channel fixture for a whole test file: started before its tests, closed after them, and
+ * between tests idle (no delivery left running) with the fake Graph API's script reset.
+ * Returns the fixture once started.
+ */
+export function channelSuite(options: Parameters<typeof startChannelFixture>[0] = {}): () => ChannelFixture {
+  let f: ChannelFixture | undefined;
+  before(async () => {
+    f = await startChannelFixture(options);
+  });
+  after(() => f?.close());
+  beforeEach(async () => {
+    await f!.deps.outbox.idle();
+    f!.graph.reset();
+  });
+  return () => f!;
+}
 
 export async function startChannelFixture(
   options: {

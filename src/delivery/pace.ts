@@ -1,0 +1,74 @@
+/**
+ * The pace of WhatsApp sends from this process. Meta takes about 80 messages a second per
+ * business number (raised to 1,000 on request) and refuses the rest with 130429: a burst of
+ * reminders or receipts above that came back limited, each refusal spent one of a message's
+ * tries, and a message that ran out of tries went by paid SMS. So sends are let go one at a
+ * time, in the order they asked, each at least 1/perSecond after the one before (measured
+ * when it is let go, so a late timer never bunches two together): never more than `perSecond`
+ * start in any one second.
+ *
+ * A send that would wait longer than the caller allows is not queued: `take` answers false and
+ * the caller puts the message back for later (the outbox does, without counting a try), so no
+ * claim is held for long. The clock and the timer are passed in (tests drive them).
+ */
+
+export type SendPace = {
+  /**
+   * true: go now. A promise: queued, go when it resolves. false: the wait would be longer than
+   * `maxWaitMs`; nothing queued.
+   */
+  take(maxWaitMs: number): boolean | Promise<void>;
+  /** How long from now until a send asking now would go (ms): the queue ahead and the gap. */
+  backlogMs(): number;
+};
+
+export type PaceClock = { now(): number; setTimer(callback: () => void, ms: number): void };
+
+const realClock: PaceClock = { now: () => performance.now(), setTimer: (callback, ms) => void setTimeout(callback, ms) };
+
+/** `perSecond` 0: no pacing (every take answers true). */
+export function createSendPace(perSecond: number, clock: PaceClock = realClock): SendPace {
+  if (!Number.isFinite(perSecond) || perSecond < 0) throw new RangeError(`sends per second must be 0 or more, got ${perSecond}`);
+  if (perSecond === 0) return { take: () => true, backlogMs: () => 0 };
+  const interval = 1000 / perSecond;
+  /** When the last send was let go. */
+  let last = Number.NEGATIVE_INFINITY;
+  const queue: Array<() => void> = [];
+  let timerSet = false;
+
+  const gapLeft = (at: number) => Math.max(0, last + interval - at);
+
+  function schedule(): void {
+    if (timerSet || queue.length === 0) return;
+    timerSet = true;
+    clock.setTimer(release, gapLeft(clock.now()));
+  }
+
+  /** Lets the first in line go if its gap has passed, then waits for the next one's. */
+  function release(): void {
+    timerSet = false;
+    const at = clock.now();
+    if (queue.length > 0 && gapLeft(at) === 0) {
+      last = at;
+      queue.shift()!();
+    }
+    schedule();
+  }
+
+  return {
+    take(maxWaitMs) {
+      const at = clock.now();
+      if (queue.length === 0 && gapLeft(at) === 0) {
+        last = at;
+        return true;
+      }
+      if (gapLeft(at) + queue.length * interval > maxWaitMs) return false;
+      const turn = new Promise<void>((resolve) => queue.push(resolve));
+      schedule();
+      return turn;
+    },
+    backlogMs() {
+      return gapLeft(clock.now()) + queue.length * interval;
+    },
+  };
+}

@@ -1,0 +1,109 @@
+/**
+ * The outbox pacing WhatsApp sends (WABA_MAX_SENDS_PER_SECOND, src/delivery/pace.ts): a burst
+ * goes out spaced at the rate, and a send whose slot is too far away is put back for later with
+ * no try counted and no SMS, then goes when its time comes. Real database (both kinds), a fake
+ * Graph API on 127.0.0.1 that records when each request arrived.
+ */
+import assert from 'node:assert/strict';
+import { beforeEach, test } from 'node:test';
+import { createOutbox } from '../src/delivery/outbox.js';
+import type { WhatsAppClient } from '../src/providers/whatsapp/client.js';
+import { channelSuite, startChannelFixture, textDrafts, waitFor, type ChannelFixture } from './helpers/channel.js';
+
+const PER_SECOND = 20;
+const INTERVAL_MS = 1000 / PER_SECOND;
+
+// No safety-net job racing the sends under test (it would deliver the same rows first).
+const fixture = channelSuite({ env: { WABA_MAX_SENDS_PER_SECOND: String(PER_SECOND), DELIVERY_SAFETY_NET_SECONDS: '3600' } });
+let f: ChannelFixture;
+beforeEach(() => {
+  f = fixture();
+});
+
+let next = 100;
+const phone = () => `2547033${String((next += 1)).padStart(5, '0')}`;
+
+/** One message to each of `n` new people (inside their 24-hour window). */
+async function oneEach(n: number): Promise<{ people: string[]; ids: string[] }> {
+  const people = Array.from({ length: n }, phone);
+  const ids: string[] = [];
+  for (const to of people) {
+    await f.chatting(to);
+    ids.push(...(await f.database.handle.db.transaction().execute((trx) => f.deps.outbox.enqueue(trx, textDrafts(to, 1)))));
+  }
+  return { people, ids };
+}
+
+async function paced(outcome: 'waited' | 'deferred'): Promise<number> {
+  const text = await f.deps.metrics.registry.metrics();
+  const line = text.split('\n').find((l) => l.startsWith('invoiceiq_whatsapp_sends_paced_total{') && l.includes(`outcome="${outcome}"`));
+  return line === undefined ? 0 : Number(line.split(' ').at(-1));
+}
+
+const rows = (ids: string[]) =>
+  f.database.handle.db.selectFrom('outbound_messages').select(['id', 'status', 'attempts', 'channel', 'next_attempt_at']).where('id', 'in', ids).execute();
+
+test('a burst to many people goes out spaced at the rate, each message once and on its first try', async () => {
+  const { people, ids } = await oneEach(12);
+  const waitedBefore = await paced('waited');
+  // When each send starts, as the outbox calls the (real) WhatsApp client: the fake Graph's
+  // arrival times would not do, as this process's event loop (PGlite runs on it) can hold
+  // one arrival back and bunch it with the next.
+  const starts: number[] = [];
+  const timed: WhatsAppClient = {
+    configured: f.deps.whatsapp.configured,
+    send: (to, content) => (starts.push(performance.now()), f.deps.whatsapp.send(to, content)),
+    sendTemplate: (to, template) => (starts.push(performance.now()), f.deps.whatsapp.sendTemplate(to, template)),
+  };
+  const outbox = createOutbox({ db: f.database.handle.db, jobs: f.deps.jobs, whatsapp: timed, sms: f.deps.sms, config: f.deps.config, metrics: f.deps.metrics, logger: f.deps.logger });
+  const outcomes = await outbox.deliverMany(ids);
+  assert.deepEqual([...new Set(outcomes.values())], ['sent']);
+  assert.equal(starts.length, 12);
+  // At most one send per interval (a timer may fire up to a millisecond early).
+  starts.sort((a, b) => a - b);
+  for (let i = 1; i < starts.length; i += 1) assert.ok(starts[i]! - starts[i - 1]! >= INTERVAL_MS - 1.5, `gap ${i}: ${starts[i]! - starts[i - 1]!} ms`);
+  assert.ok((await paced('waited')) - waitedBefore >= 11);
+  for (const to of people) assert.equal(f.graph.sentTo(to).length, 1, to);
+  for (const row of await rows(ids)) assert.deepEqual([row.status, row.attempts, row.channel], ['sent', 1, 'whatsapp']);
+  assert.equal(f.sms.length, 0);
+});
+
+test('a send whose slot is further than it may wait is put back, no try counted, no SMS; it goes when its time comes', async () => {
+  const { people, ids } = await oneEach(12);
+  const deferredBefore = await paced('deferred');
+  // An outbox that waits at most 120 ms for a slot: at 20 a second the slots at 0, 50 and 100 ms.
+  const outbox = f.anotherOutbox({ paceMaxWaitMs: 120 });
+  const outcomes = await outbox.deliverMany(ids);
+  const counts = new Map<string, number>();
+  for (const outcome of outcomes.values()) counts.set(String(outcome), (counts.get(String(outcome)) ?? 0) + 1);
+  assert.deepEqual(Object.fromEntries(counts), { sent: 3, retry_scheduled: 9 });
+  assert.equal(people.filter((to) => f.graph.sentTo(to).length > 0).length, 3);
+  assert.equal((await paced('deferred')) - deferredBefore, 9);
+  const putBack = (await rows(ids)).filter((row) => row.status !== 'sent');
+  assert.equal(putBack.length, 9);
+  for (const row of putBack) {
+    assert.deepEqual([row.status, row.attempts, row.channel], ['queued', 0, null], 'not counted as a try');
+    assert.ok(row.next_attempt_at !== null && row.next_attempt_at.getTime() > Date.now() - 1_000);
+  }
+  // Their jobs send them (the fixture's own outbox, which waits up to 10 s for a slot).
+  await waitFor(async () => (await rows(ids)).every((row) => row.status === 'sent'), 30_000, 'the deferred messages sent by their jobs');
+  for (const row of await rows(ids)) assert.deepEqual([row.status, row.attempts, row.channel], ['sent', 1, 'whatsapp']);
+  for (const to of people) assert.equal(f.graph.sentTo(to).length, 1, to);
+  assert.equal(f.sms.length, 0, 'pacing never sends by SMS');
+});
+
+test('with the pace off (0) a burst is not held back', async () => {
+  const unpaced = await startChannelFixture({ env: { WABA_MAX_SENDS_PER_SECOND: '0', DELIVERY_SAFETY_NET_SECONDS: '3600' } });
+  try {
+    const people = Array.from({ length: 20 }, phone);
+    const ids: string[] = [];
+    for (const to of people) {
+      await unpaced.chatting(to);
+      ids.push(...(await unpaced.database.handle.db.transaction().execute((trx) => unpaced.deps.outbox.enqueue(trx, textDrafts(to, 1)))));
+    }
+    const outcomes = await unpaced.anotherOutbox({ paceMaxWaitMs: 0 }).deliverMany(ids);
+    assert.deepEqual([...new Set(outcomes.values())], ['sent']);
+  } finally {
+    await unpaced.close();
+  }
+});
