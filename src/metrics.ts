@@ -55,7 +55,7 @@ export function createMetrics() {
     }),
     whatsappPaced: new Counter({
       name: 'invoiceiq_whatsapp_sends_paced_total',
-      help: 'WhatsApp sends held back by the send pace (WABA_MAX_SENDS_PER_SECOND): waited for their slot, or deferred (put back for later, no try counted)',
+      help: 'WhatsApp sends held back by the send pace (WABA_MAX_SENDS_PER_SECOND): waited for their turn, or deferred (put back for later, no try counted); slowed_down: Meta answered 130429 and the pace halved for a minute',
       labelNames: ['outcome'] as const,
       registers: [registry],
     }),

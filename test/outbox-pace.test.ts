@@ -34,10 +34,26 @@ async function oneEach(n: number): Promise<{ people: string[]; ids: string[] }> 
   return { people, ids };
 }
 
-async function paced(outcome: 'waited' | 'deferred'): Promise<number> {
+async function paced(outcome: 'waited' | 'deferred' | 'slowed_down'): Promise<number> {
   const text = await f.deps.metrics.registry.metrics();
   const line = text.split('\n').find((l) => l.startsWith('invoiceiq_whatsapp_sends_paced_total{') && l.includes(`outcome="${outcome}"`));
   return line === undefined ? 0 : Number(line.split(' ').at(-1));
+}
+
+/**
+ * An outbox of its own (its own pace) that records when each send starts, as it calls the
+ * real WhatsApp client: the fake Graph's arrival times would not do, as this process's event
+ * loop (PGlite runs on it) can hold one arrival back and bunch it with the next.
+ */
+function timedOutbox() {
+  const starts: number[] = [];
+  const timed: WhatsAppClient = {
+    configured: f.deps.whatsapp.configured,
+    send: (to, content) => (starts.push(performance.now()), f.deps.whatsapp.send(to, content)),
+    sendTemplate: (to, template) => (starts.push(performance.now()), f.deps.whatsapp.sendTemplate(to, template)),
+  };
+  const outbox = createOutbox({ db: f.database.handle.db, jobs: f.deps.jobs, whatsapp: timed, sms: f.deps.sms, config: f.deps.config, metrics: f.deps.metrics, logger: f.deps.logger });
+  return { outbox, starts };
 }
 
 const rows = (ids: string[]) =>
@@ -46,16 +62,7 @@ const rows = (ids: string[]) =>
 test('a burst to many people goes out spaced at the rate, each message once and on its first try', async () => {
   const { people, ids } = await oneEach(12);
   const waitedBefore = await paced('waited');
-  // When each send starts, as the outbox calls the (real) WhatsApp client: the fake Graph's
-  // arrival times would not do, as this process's event loop (PGlite runs on it) can hold
-  // one arrival back and bunch it with the next.
-  const starts: number[] = [];
-  const timed: WhatsAppClient = {
-    configured: f.deps.whatsapp.configured,
-    send: (to, content) => (starts.push(performance.now()), f.deps.whatsapp.send(to, content)),
-    sendTemplate: (to, template) => (starts.push(performance.now()), f.deps.whatsapp.sendTemplate(to, template)),
-  };
-  const outbox = createOutbox({ db: f.database.handle.db, jobs: f.deps.jobs, whatsapp: timed, sms: f.deps.sms, config: f.deps.config, metrics: f.deps.metrics, logger: f.deps.logger });
+  const { outbox, starts } = timedOutbox();
   const outcomes = await outbox.deliverMany(ids);
   assert.deepEqual([...new Set(outcomes.values())], ['sent']);
   assert.equal(starts.length, 12);
@@ -90,6 +97,22 @@ test('a send whose slot is further than it may wait is put back, no try counted,
   for (const row of await rows(ids)) assert.deepEqual([row.status, row.attempts, row.channel], ['sent', 1, 'whatsapp']);
   for (const to of people) assert.equal(f.graph.sentTo(to).length, 1, to);
   assert.equal(f.sms.length, 0, 'pacing never sends by SMS');
+});
+
+test('Meta answering 130429 halves the pace: the sends after it go at least twice the interval apart', async () => {
+  const { people, ids } = await oneEach(6);
+  const { outbox, starts } = timedOutbox();
+  f.graph.queue({ kind: 'error', status: 429, code: 130429, message: '(#130429) Rate limit hit' });
+  const slowedBefore = await paced('slowed_down');
+  const first = await outbox.deliverMany(ids.slice(0, 1));
+  assert.equal(first.get(ids[0]!), 'retry_scheduled');
+  assert.equal((await paced('slowed_down')) - slowedBefore, 1);
+  const rest = await outbox.deliverMany(ids.slice(1));
+  assert.deepEqual([...new Set(rest.values())], ['sent']);
+  const after429 = starts.slice(1).sort((a, b) => a - b);
+  assert.equal(after429.length, 5);
+  for (let i = 1; i < after429.length; i += 1) assert.ok(after429[i]! - after429[i - 1]! >= 2 * INTERVAL_MS - 1.5, `gap ${i}: ${after429[i]! - after429[i - 1]!} ms`);
+  for (const to of people.slice(1)) assert.equal(f.graph.sentTo(to).length, 1, to);
 });
 
 test('with the pace off (0) a burst is not held back', async () => {

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { createSendPace, type PaceClock } from '../src/delivery/pace.js';
+import { SLOW_FOR_MS, createSendPace, type PaceClock } from '../src/delivery/pace.js';
 
 /** A clock the test moves; a timer fires at its time plus `lateness` (a busy event loop). */
 function manualClock(lateness = () => 0) {
@@ -86,6 +86,31 @@ describe('send pace', () => {
     await m.runUntil(5_000);
     assert.equal(starts.length, 6);
     for (let i = 1; i < starts.length; i += 1) assert.ok(starts[i]! - starts[i - 1]! >= 50, `${starts}`);
+  });
+
+  test('Meta says too fast: the rate halves, at most once a second, never below 1 a second, and comes back after a quiet minute', async () => {
+    const m = manualClock();
+    const pace = createSendPace(20, m.clock);
+    const starts: number[] = [];
+    const send = sender(pace, m.now, starts);
+    assert.equal(pace.slowDown(), true);
+    assert.equal(pace.slowDown(), false, 'a burst of refusals halves once');
+    assert.equal(pace.rate(), 10);
+    for (let i = 0; i < 3; i += 1) send(10_000);
+    await m.runUntil(m.now() + 1_000);
+    assert.deepEqual(starts.map((t, i) => (i === 0 ? 0 : t - starts[i - 1]!)), [0, 100, 100]);
+    assert.equal(pace.slowDown(), true);
+    assert.equal(pace.rate(), 5);
+    for (let i = 0; i < 10; i += 1) {
+      await m.runUntil(m.now() + 1_000);
+      pace.slowDown();
+    }
+    assert.equal(pace.rate(), 1, 'the floor');
+    await m.runUntil(m.now() + SLOW_FOR_MS - 1);
+    assert.equal(pace.rate(), 1, 'still slow just before a quiet minute');
+    await m.runUntil(m.now() + 1);
+    assert.equal(pace.rate(), 20, 'back to the configured rate');
+    assert.equal(createSendPace(0).slowDown(), false, 'pacing off stays off');
   });
 
   test('0 means no pacing; a negative or non-finite rate is refused', () => {

@@ -25,7 +25,7 @@ import { OutboundPayload, smsText, type OutboundDraft, type OutboundKind } from 
 import { scheduledJob, type JobDefinition, type JobQueue, type NoJobData } from '../jobs/queue.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
-import { describeDeliveryError, isDeliveryError, type DeliveryError } from '../providers/errors.js';
+import { ProviderError, describeDeliveryError, isDeliveryError, type DeliveryError } from '../providers/errors.js';
 import type { SmsClient } from '../providers/sms/client.js';
 import type { WhatsAppClient } from '../providers/whatsapp/client.js';
 
@@ -943,6 +943,11 @@ export function createOutbox(deps: OutboxDeps): Outbox {
         return 'sent';
       } catch (error) {
         if (!isDeliveryError(error)) throw error;
+        // Meta says too fast (several machines at the full rate, a lower tier): this process slows down for a while.
+        if (error instanceof ProviderError && (error.code === '130429' || error.httpStatus === 429) && pace.slowDown()) {
+          metrics.whatsappPaced.inc({ outcome: 'slowed_down' });
+          logger.warn({ per_second: pace.rate() }, 'whatsapp answered too fast (130429): sending slower for a minute');
+        }
         logger.warn({ message_id: messageId, attempt, error: describeDeliveryError(error) }, 'whatsapp send failed');
         metrics.messagesSent.inc({ channel: 'whatsapp', outcome: error.retryable ? 'error_retryable' : 'error_final' });
         const decision = afterWhatsAppFailure(

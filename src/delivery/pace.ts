@@ -10,6 +10,11 @@
  * A send that would wait longer than the caller allows is not queued: `take` answers false and
  * the caller puts the message back for later (the outbox does, without counting a try), so no
  * claim is held for long. The clock and the timer are passed in (tests drive them).
+ *
+ * When Meta says too fast anyway (several machines each at the full rate, a lower tier than
+ * configured), `slowDown` halves this process's rate, at most once a second and never below one
+ * send a second, until a minute passes without another such answer: the machines then share the
+ * number's throughput without being told how many they are.
  */
 
 export type SendPace = {
@@ -20,7 +25,14 @@ export type SendPace = {
   take(maxWaitMs: number): boolean | Promise<void>;
   /** How long from now until a send asking now would go (ms): the queue ahead and the gap. */
   backlogMs(): number;
+  /** Meta refused a send as too fast (130429): halve the rate for a while (see above). False: it was halved less than a second ago, or pacing is off. */
+  slowDown(): boolean;
+  /** The rate now (sends a second). */
+  rate(): number;
 };
+
+/** A slowed pace goes back to the configured rate after this long without another refusal. */
+export const SLOW_FOR_MS = 60_000;
 
 export type PaceClock = { now(): number; setTimer(callback: () => void, ms: number): void };
 
@@ -29,14 +41,21 @@ const realClock: PaceClock = { now: () => performance.now(), setTimer: (callback
 /** `perSecond` 0: no pacing (every take answers true). */
 export function createSendPace(perSecond: number, clock: PaceClock = realClock): SendPace {
   if (!Number.isFinite(perSecond) || perSecond < 0) throw new RangeError(`sends per second must be 0 or more, got ${perSecond}`);
-  if (perSecond === 0) return { take: () => true, backlogMs: () => 0 };
-  const interval = 1000 / perSecond;
+  if (perSecond === 0) return { take: () => true, backlogMs: () => 0, slowDown: () => false, rate: () => 0 };
+  /** The rate now: halved by slowDown, the configured one again SLOW_FOR_MS after the last. */
+  let current = perSecond;
+  let slowedAt = Number.NEGATIVE_INFINITY;
+  const rateAt = (at: number) => {
+    if (current !== perSecond && at - slowedAt >= SLOW_FOR_MS) current = perSecond;
+    return current;
+  };
+  const intervalAt = (at: number) => 1000 / rateAt(at);
   /** When the last send was let go. */
   let last = Number.NEGATIVE_INFINITY;
   const queue: Array<() => void> = [];
   let timerSet = false;
 
-  const gapLeft = (at: number) => Math.max(0, last + interval - at);
+  const gapLeft = (at: number) => Math.max(0, last + intervalAt(at) - at);
 
   function schedule(): void {
     if (timerSet || queue.length === 0) return;
@@ -62,13 +81,22 @@ export function createSendPace(perSecond: number, clock: PaceClock = realClock):
         last = at;
         return true;
       }
-      if (gapLeft(at) + queue.length * interval > maxWaitMs) return false;
+      if (gapLeft(at) + queue.length * intervalAt(at) > maxWaitMs) return false;
       const turn = new Promise<void>((resolve) => queue.push(resolve));
       schedule();
       return turn;
     },
     backlogMs() {
-      return gapLeft(clock.now()) + queue.length * interval;
+      const at = clock.now();
+      return gapLeft(at) + queue.length * intervalAt(at);
     },
+    slowDown() {
+      const at = clock.now();
+      if (at - slowedAt < 1_000) return false;
+      current = Math.max(1, rateAt(at) / 2);
+      slowedAt = at;
+      return true;
+    },
+    rate: () => rateAt(clock.now()),
   };
 }
