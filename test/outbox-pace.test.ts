@@ -115,6 +115,27 @@ test('Meta answering 130429 halves the pace: the sends after it go at least twic
   for (const to of people.slice(1)) assert.equal(f.graph.sentTo(to).length, 1, to);
 });
 
+test('shutdown puts back the sends still waiting for their turn (no try counted) and starts none of them; their jobs send them after', async () => {
+  const { people, ids } = await oneEach(8);
+  const { outbox, starts } = timedOutbox();
+  const delivering = outbox.deliverMany(ids);
+  await waitFor(() => starts.length >= 2, 5_000, 'two sends started');
+  await outbox.stop();
+  const startedBeforeStop = starts.length;
+  const outcomes = await delivering;
+  assert.ok(startedBeforeStop < 8, `${startedBeforeStop} started`);
+  const counts = new Map<string, number>();
+  for (const outcome of outcomes.values()) counts.set(String(outcome), (counts.get(String(outcome)) ?? 0) + 1);
+  assert.equal(counts.get('sent'), startedBeforeStop);
+  assert.equal(counts.get('retry_scheduled'), 8 - startedBeforeStop);
+  assert.equal(starts.length, startedBeforeStop, 'nothing started once stopped');
+  const putBack = (await rows(ids)).filter((row) => row.status !== 'sent');
+  assert.equal(putBack.length, 8 - startedBeforeStop);
+  for (const row of putBack) assert.deepEqual([row.status, row.attempts], ['queued', 0]);
+  await waitFor(async () => (await rows(ids)).every((row) => row.status === 'sent'), 30_000, 'the put-back messages sent by their jobs');
+  for (const to of people) assert.equal(f.graph.sentTo(to).length, 1, to);
+});
+
 test('with the pace off (0) a burst is not held back', async () => {
   const unpaced = await startChannelFixture({ env: { WABA_MAX_SENDS_PER_SECOND: '0', DELIVERY_SAFETY_NET_SECONDS: '3600' } });
   try {

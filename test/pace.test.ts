@@ -37,7 +37,10 @@ function sender(pace: ReturnType<typeof createSendPace>, now: () => number, star
     const slot = pace.take(maxWaitMs);
     if (slot === false) return false;
     if (slot === true) starts.push(now());
-    else void slot.then(() => starts.push(now()));
+    else
+      void slot.then((go) => {
+        if (go) starts.push(now());
+      });
     return true;
   };
 }
@@ -111,6 +114,19 @@ describe('send pace', () => {
     await m.runUntil(m.now() + 1);
     assert.equal(pace.rate(), 20, 'back to the configured rate');
     assert.equal(createSendPace(0).slowDown(), false, 'pacing off stays off');
+  });
+
+  test('closing (shutdown) answers every queued send false at once, and every later take', async () => {
+    const m = manualClock();
+    const pace = createSendPace(10, m.clock);
+    assert.equal(pace.take(10_000), true);
+    const queued = [pace.take(10_000), pace.take(10_000)];
+    assert.ok(queued.every((turn) => turn instanceof Promise));
+    pace.close();
+    assert.deepEqual(await Promise.all(queued), [false, false]);
+    assert.equal(pace.take(10_000), false);
+    await m.runUntil(m.now() + 10_000);
+    assert.equal(pace.backlogMs(), 0);
   });
 
   test('0 means no pacing; a negative or non-finite rate is refused', () => {

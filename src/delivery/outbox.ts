@@ -925,7 +925,8 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       if (turn === false) return deferForPace(message);
       if (turn !== true) {
         metrics.whatsappPaced.inc({ outcome: 'waited' });
-        await turn;
+        // Shutdown closes the pace: a send still waiting is put back instead of started.
+        if (!(await turn)) return deferForPace(message);
       }
       try {
         const { wamid } =
@@ -1220,6 +1221,9 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     idle,
     async stop() {
       stopping = true;
+      // Sends waiting for their turn in the pace are put back (queued, no try counted) instead
+      // of started: shutdown has seconds, and a send cut off mid-call may go twice.
+      pace.close();
       await idle();
     },
   };

@@ -19,10 +19,13 @@
 
 export type SendPace = {
   /**
-   * true: go now. A promise: queued, go when it resolves. false: the wait would be longer than
-   * `maxWaitMs`; nothing queued.
+   * true: go now. A promise: queued; go when it resolves true (false: the pace was closed
+   * meanwhile, do not send). false: the wait would be longer than `maxWaitMs`, or the pace is
+   * closed; nothing queued.
    */
-  take(maxWaitMs: number): boolean | Promise<void>;
+  take(maxWaitMs: number): boolean | Promise<boolean>;
+  /** Shutdown: every send still queued is answered false at once, and so is every later take. */
+  close(): void;
   /** How long from now until a send asking now would go (ms): the queue ahead and the gap. */
   backlogMs(): number;
   /** Meta refused a send as too fast (130429): halve the rate for a while (see above). False: it was halved less than a second ago, or pacing is off. */
@@ -41,7 +44,7 @@ const realClock: PaceClock = { now: () => performance.now(), setTimer: (callback
 /** `perSecond` 0: no pacing (every take answers true). */
 export function createSendPace(perSecond: number, clock: PaceClock = realClock): SendPace {
   if (!Number.isFinite(perSecond) || perSecond < 0) throw new RangeError(`sends per second must be 0 or more, got ${perSecond}`);
-  if (perSecond === 0) return { take: () => true, backlogMs: () => 0, slowDown: () => false, rate: () => 0 };
+  if (perSecond === 0) return { take: () => true, close: () => undefined, backlogMs: () => 0, slowDown: () => false, rate: () => 0 };
   /** The rate now: halved by slowDown, the configured one again SLOW_FOR_MS after the last. */
   let current = perSecond;
   let slowedAt = Number.NEGATIVE_INFINITY;
@@ -52,8 +55,9 @@ export function createSendPace(perSecond: number, clock: PaceClock = realClock):
   const intervalAt = (at: number) => 1000 / rateAt(at);
   /** When the last send was let go. */
   let last = Number.NEGATIVE_INFINITY;
-  const queue: Array<() => void> = [];
+  const queue: Array<(go: boolean) => void> = [];
   let timerSet = false;
+  let closed = false;
 
   const gapLeft = (at: number) => Math.max(0, last + intervalAt(at) - at);
 
@@ -69,22 +73,27 @@ export function createSendPace(perSecond: number, clock: PaceClock = realClock):
     const at = clock.now();
     if (queue.length > 0 && gapLeft(at) === 0) {
       last = at;
-      queue.shift()!();
+      queue.shift()!(true);
     }
     schedule();
   }
 
   return {
     take(maxWaitMs) {
+      if (closed) return false;
       const at = clock.now();
       if (queue.length === 0 && gapLeft(at) === 0) {
         last = at;
         return true;
       }
       if (gapLeft(at) + queue.length * intervalAt(at) > maxWaitMs) return false;
-      const turn = new Promise<void>((resolve) => queue.push(resolve));
+      const turn = new Promise<boolean>((resolve) => queue.push(resolve));
       schedule();
       return turn;
+    },
+    close() {
+      closed = true;
+      for (const answer of queue.splice(0)) answer(false);
     },
     backlogMs() {
       const at = clock.now();
