@@ -328,6 +328,13 @@ describe('by SMS (the sender is only the network\'s word): pay, read and answer,
     assert.deepEqual(beside.state, states.awaiting_confirmation);
     // On WhatsApp the same text inside the confirmation is the flow's hint.
     assert.equal(converse(states.awaiting_confirmation, text('status 7'), context()).effects[0]?.type, 'reply');
+    // Where the flow would take the words as its answer (a description takes any text), a read by SMS is still a read.
+    for (const [input, effect] of [['list', { type: 'list_invoices' }], ['status 7', { type: 'show_invoice', number: 7 }], ['orodha', { type: 'list_invoices' }], ['summary', { type: 'show_summary' }]] as const) {
+      const result = converse(states.awaiting_description, text(input), sms());
+      assert.deepEqual(result.effects, [effect], input);
+      assert.deepEqual(result.state, states.awaiting_description);
+    }
+    assert.equal(converse(states.awaiting_description, text('status 7'), context()).state.step, 'awaiting_confirmation', 'on WhatsApp it is the description');
   });
 
   test('paying, help and language work by SMS for everyone, inside a draft too', () => {

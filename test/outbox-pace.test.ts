@@ -136,6 +136,18 @@ test('shutdown puts back the sends still waiting for their turn (no try counted)
   for (const to of people) assert.equal(f.graph.sentTo(to).length, 1, to);
 });
 
+test('once shutdown has begun (before the job workers stop: src/service.ts) a job\'s delivery starts no send either: put back for later', async () => {
+  const { people, ids } = await oneEach(3);
+  const { outbox, starts } = timedOutbox();
+  outbox.beginStop();
+  const outcomes = await outbox.deliverMany(ids);
+  assert.deepEqual([...new Set(outcomes.values())], ['retry_scheduled']);
+  assert.equal(starts.length, 0);
+  for (const row of await rows(ids)) assert.deepEqual([row.status, row.attempts], ['queued', 0]);
+  await waitFor(async () => (await rows(ids)).every((row) => row.status === 'sent'), 30_000, 'sent by their jobs');
+  for (const to of people) assert.equal(f.graph.sentTo(to).length, 1, to);
+});
+
 test('with the pace off (0) a burst is not held back', async () => {
   const unpaced = await startChannelFixture({ env: { WABA_MAX_SENDS_PER_SECOND: '0', DELIVERY_SAFETY_NET_SECONDS: '3600' } });
   try {

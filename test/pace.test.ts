@@ -116,6 +116,30 @@ describe('send pace', () => {
     assert.equal(createSendPace(0).slowDown(), false, 'pacing off stays off');
   });
 
+  test('a slow-down puts back the queued sends the slower rate would keep past the wait they allowed', async () => {
+    const m = manualClock();
+    const pace = createSendPace(20, m.clock);
+    assert.equal(pace.take(500), true);
+    const queued = Array.from({ length: 9 }, () => pace.take(500));
+    assert.ok(queued.every((turn) => turn instanceof Promise), 'at 50 ms apart all nine fit in 500 ms');
+    const answers: Array<boolean | undefined> = queued.map(() => undefined);
+    queued.forEach((turn, i) => void (turn as Promise<boolean>).then((go) => (answers[i] = go)));
+    assert.equal(pace.slowDown(), true);
+    await Promise.resolve();
+    // At 100 ms apart the first five still go within 500 ms (at 100, 200, 300, 400, 500); the rest are put back.
+    assert.deepEqual(answers, [undefined, undefined, undefined, undefined, undefined, false, false, false, false]);
+    await m.runUntil(m.now() + 1_000);
+    assert.deepEqual(answers, [true, true, true, true, true, false, false, false, false]);
+  });
+
+  test('sends put back come back one turn apart, not all at once', () => {
+    const m = manualClock();
+    const pace = createSendPace(10, m.clock);
+    pace.take(0);
+    assert.deepEqual([pace.laterTurnMs(), pace.laterTurnMs(), pace.laterTurnMs()], [200, 300, 400]);
+    assert.equal(createSendPace(0).laterTurnMs(), 0);
+  });
+
   test('closing (shutdown) answers every queued send false at once, and every later take', async () => {
     const m = manualClock();
     const pace = createSendPace(10, m.clock);
@@ -135,6 +159,40 @@ describe('send pace', () => {
     assert.equal(pace.backlogMs(), 0);
     assert.throws(() => createSendPace(-1), RangeError);
     assert.throws(() => createSendPace(Number.NaN), RangeError);
+  });
+
+  test('with slow-downs among the arrivals, every send taken goes (or is put back) within the wait it allowed, never closer than the interval (fast-check)', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 50 }),
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: 3_000 }), fc.boolean()), { minLength: 1, maxLength: 120 }),
+        async (perSecond, arrivals) => {
+          const m = manualClock();
+          const pace = createSendPace(perSecond, m.clock);
+          const starts: number[] = [];
+          const settled: Promise<void>[] = [];
+          for (const [gap, maxWait, slow] of arrivals) {
+            await m.runUntil(m.now() + gap);
+            if (slow) pace.slowDown();
+            const askedAt = m.now();
+            const slot = pace.take(maxWait);
+            if (slot === true) starts.push(askedAt);
+            else if (slot !== false)
+              settled.push(
+                slot.then((go) => {
+                  if (!go) return;
+                  assert.ok(m.now() <= askedAt + maxWait + 1e-9, `went at ${m.now()}, allowed until ${askedAt + maxWait}`);
+                  starts.push(m.now());
+                }),
+              );
+          }
+          await m.runUntil(m.now() + 10_000_000);
+          await Promise.all(settled);
+          for (let i = 1; i < starts.length; i += 1) assert.ok(starts[i]! - starts[i - 1]! >= 1000 / perSecond - 1e-9);
+        },
+      ),
+      { numRuns: 200 },
+    );
   });
 
   test('never more than perSecond sends start within any one second, whatever the arrivals, waits and timer lateness (fast-check)', async () => {

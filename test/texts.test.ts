@@ -632,6 +632,15 @@ for (const language of languages) {
       assert.ok(body(language, 'paymentFailedToMerchant', 'cancelled').includes(language === 'en' ? 'remind 7' : 'kumbusha 7'));
     });
 
+    test('the refusals by SMS fit one SMS and point to WhatsApp', () => {
+      for (const fn of ['merchantOnWhatsApp', 'registerOnWhatsApp'] as const) {
+        const shown = body(language, fn, 'by SMS');
+        assert.ok(shown.length <= 160, `${fn}: ${shown.length} characters`);
+        assert.match(shown, /WhatsApp/);
+      }
+      assert.match(body(language, 'registerOnWhatsApp', 'by SMS'), language === 'en' ? /reply PAY/ : /jibu LIPA/);
+    });
+
     test('a failure M-PESA\'s status query reported: the customer is told not to pay again if M-PESA confirmed it, the merchant to check the statement', () => {
       const [notAgain, statement] = language === 'en' ? [/do not pay again/, /check your M-PESA statement/] : [/usilipe tena/, /taarifa yako ya M-PESA/];
       const smsNotAgain = language === 'en' ? /unless M-PESA already confirmed it/ : /isipokuwa M-PESA imekwisha/;

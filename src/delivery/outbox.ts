@@ -19,7 +19,7 @@ import { z } from 'zod';
 import type { Config } from '../config.js';
 import type { Channel, Database } from '../db/schema.js';
 import { invoicesReachedStatement, markInvoicesUnreached } from './invoice-reach.js';
-import { afterSmsFailure, afterWhatsAppFailure, chooseRoute, type FailureDecision } from '../domain/delivery.js';
+import { RETRY_CAP_SECONDS, afterSmsFailure, afterWhatsAppFailure, chooseRoute, type FailureDecision } from '../domain/delivery.js';
 import { createSendPace } from './pace.js';
 import { OutboundPayload, smsText, type OutboundDraft, type OutboundKind } from '../domain/outbound.js';
 import { scheduledJob, type JobDefinition, type JobQueue, type NoJobData } from '../jobs/queue.js';
@@ -146,9 +146,12 @@ export type Outbox = {
    */
   idle(): Promise<void>;
   /**
-   * Shutdown: from now on a message that cannot go yet is left to its job at once (no more
-   * eager tries, which may span seconds), then as idle().
+   * Shutdown's first step (before the job workers stop): a message that cannot go yet is left
+   * to its job at once (no more eager tries, which may span seconds), and WhatsApp sends still
+   * waiting for their turn in the pace, and any later ones, are put back for their jobs.
    */
+  beginStop(): void;
+  /** Shutdown: beginStop(), then as idle(). */
   stop(): Promise<void>;
   readonly job: JobDefinition<typeof DeliverJobData>;
   /** The safety net of a write: one job for the messages one write wrote. */
@@ -681,8 +684,9 @@ export function createOutbox(deps: OutboxDeps): Outbox {
    */
   async function deferForPace(message: Claimed): Promise<DeliveryOutcome> {
     metrics.whatsappPaced.inc({ outcome: 'deferred' });
-    // When the pace has room again, spread over up to half again so the deferred do not all come back at once.
-    const delaySeconds = Math.max(1, Math.round(((pace.backlogMs() / 1000) * (1 + random() / 2)) * 10) / 10);
+    // Its own later turn (the ones put back together come back spread at the rate), within the
+    // longest any retry waits: it holds up the person's later messages meanwhile.
+    const delaySeconds = Math.min(RETRY_CAP_SECONDS, Math.max(1, Math.round(pace.laterTurnMs() / 100) / 10));
     return db.transaction().execute(async (trx): Promise<DeliveryOutcome> => {
       if (!(await holdsClaim(trx, message.id, message.updated_at))) return 'busy';
       await trx
@@ -925,8 +929,12 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       if (turn === false) return deferForPace(message);
       if (turn !== true) {
         metrics.whatsappPaced.inc({ outcome: 'waited' });
-        // Shutdown closes the pace: a send still waiting is put back instead of started.
+        const waitedFrom = performance.now();
+        // Shutdown closes the pace, and a slow-down puts back who would wait too long: such a send is put back instead of started.
         if (!(await turn)) return deferForPace(message);
+        // The claim's arithmetic counts PACE_MAX_WAIT_MS for this wait: should a late timer have
+        // stretched it, the claim is renewed first (and the message left alone if it was taken over).
+        if (performance.now() - waitedFrom > paceMaxWaitMs + 1_000 && !(await renewClaim(message))) return 'busy';
       }
       try {
         const { wamid } =
@@ -945,7 +953,8 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       } catch (error) {
         if (!isDeliveryError(error)) throw error;
         // Meta says too fast (several machines at the full rate, a lower tier): this process slows down for a while.
-        if (error instanceof ProviderError && (error.code === '130429' || error.httpStatus === 429) && pace.slowDown()) {
+        // (130429 only: a 429 may also be a limit on one recipient, 131056, which a slower pace does not help.)
+        if (error instanceof ProviderError && error.code === '130429' && pace.slowDown()) {
           metrics.whatsappPaced.inc({ outcome: 'slowed_down' });
           logger.warn({ per_second: pace.rate() }, 'whatsapp answered too fast (130429): sending slower for a minute');
         }
@@ -1203,6 +1212,16 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     dispatchSoon(written.queued.filter(({ id, recipient }) => !waitIfSending(recipient, id)).map(({ id }) => id));
   }
 
+  /**
+   * Shutdown's first step: eager tries end, and WhatsApp sends waiting for their turn in the
+   * pace are put back (queued, no try counted) instead of started, as is every later one:
+   * shutdown has seconds, and a send cut off mid-call may go twice. Their jobs send them.
+   */
+  function beginStop(): void {
+    stopping = true;
+    pace.close();
+  }
+
   return {
     job,
     writeJob,
@@ -1219,11 +1238,9 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     dispatchSoon,
     dispatchWritten,
     idle,
+    beginStop,
     async stop() {
-      stopping = true;
-      // Sends waiting for their turn in the pace are put back (queued, no try counted) instead
-      // of started: shutdown has seconds, and a send cut off mid-call may go twice.
-      pace.close();
+      beginStop();
       await idle();
     },
   };

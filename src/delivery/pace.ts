@@ -28,7 +28,18 @@ export type SendPace = {
   close(): void;
   /** How long from now until a send asking now would go (ms): the queue ahead and the gap. */
   backlogMs(): number;
-  /** Meta refused a send as too fast (130429): halve the rate for a while (see above). False: it was halved less than a second ago, or pacing is off. */
+  /**
+   * For a send put back (take answered false): how long from now its turn might come (ms), each
+   * call a turn later than the one before, so the sends put back together come back spread at
+   * the rate instead of all at once. No turn is taken.
+   */
+  laterTurnMs(): number;
+  /**
+   * Meta refused a send as too fast (130429): halve the rate for a while (see above). The sends
+   * queued that the slower rate would keep past the wait they allowed are answered false (put
+   * back), so none waits longer than it asked to. False: it was halved less than a second ago,
+   * or pacing is off.
+   */
   slowDown(): boolean;
   /** The rate now (sends a second). */
   rate(): number;
@@ -44,7 +55,7 @@ const realClock: PaceClock = { now: () => performance.now(), setTimer: (callback
 /** `perSecond` 0: no pacing (every take answers true). */
 export function createSendPace(perSecond: number, clock: PaceClock = realClock): SendPace {
   if (!Number.isFinite(perSecond) || perSecond < 0) throw new RangeError(`sends per second must be 0 or more, got ${perSecond}`);
-  if (perSecond === 0) return { take: () => true, close: () => undefined, backlogMs: () => 0, slowDown: () => false, rate: () => 0 };
+  if (perSecond === 0) return { take: () => true, close: () => undefined, backlogMs: () => 0, laterTurnMs: () => 0, slowDown: () => false, rate: () => 0 };
   /** The rate now: halved by slowDown, the configured one again SLOW_FOR_MS after the last. */
   let current = perSecond;
   let slowedAt = Number.NEGATIVE_INFINITY;
@@ -55,9 +66,12 @@ export function createSendPace(perSecond: number, clock: PaceClock = realClock):
   const intervalAt = (at: number) => 1000 / rateAt(at);
   /** When the last send was let go. */
   let last = Number.NEGATIVE_INFINITY;
-  const queue: Array<(go: boolean) => void> = [];
+  /** Sends waiting, first in line first, each with the latest time it agreed to go by. */
+  const queue: Array<{ answer: (go: boolean) => void; by: number }> = [];
   let timerSet = false;
   let closed = false;
+  /** The latest turn handed to a send put back (laterTurnMs). */
+  let horizon = Number.NEGATIVE_INFINITY;
 
   const gapLeft = (at: number) => Math.max(0, last + intervalAt(at) - at);
 
@@ -73,7 +87,7 @@ export function createSendPace(perSecond: number, clock: PaceClock = realClock):
     const at = clock.now();
     if (queue.length > 0 && gapLeft(at) === 0) {
       last = at;
-      queue.shift()!(true);
+      queue.shift()!.answer(true);
     }
     schedule();
   }
@@ -87,23 +101,35 @@ export function createSendPace(perSecond: number, clock: PaceClock = realClock):
         return true;
       }
       if (gapLeft(at) + queue.length * intervalAt(at) > maxWaitMs) return false;
-      const turn = new Promise<boolean>((resolve) => queue.push(resolve));
+      const turn = new Promise<boolean>((resolve) => queue.push({ answer: resolve, by: at + maxWaitMs }));
       schedule();
       return turn;
     },
     close() {
       closed = true;
-      for (const answer of queue.splice(0)) answer(false);
+      for (const { answer } of queue.splice(0)) answer(false);
     },
     backlogMs() {
       const at = clock.now();
       return gapLeft(at) + queue.length * intervalAt(at);
+    },
+    laterTurnMs() {
+      const at = clock.now();
+      horizon = Math.max(horizon, at + gapLeft(at) + queue.length * intervalAt(at)) + intervalAt(at);
+      return horizon - at;
     },
     slowDown() {
       const at = clock.now();
       if (at - slowedAt < 1_000) return false;
       current = Math.max(1, rateAt(at) / 2);
       slowedAt = at;
+      // At the slower rate, those that would go after the time they agreed to are put back.
+      const kept: typeof queue = [];
+      for (const waiting of queue) {
+        if (at + gapLeft(at) + kept.length * intervalAt(at) > waiting.by) waiting.answer(false);
+        else kept.push(waiting);
+      }
+      queue.splice(0, queue.length, ...kept);
       return true;
     },
     rate: () => rateAt(clock.now()),

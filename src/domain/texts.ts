@@ -797,8 +797,8 @@ const sw: Texts = {
   draftExpired: () => text('Ankara uliyokuwa ukitengeneza imeisha muda baada ya dakika 30 bila jibu, kwa hivyo nimeiacha. Hakuna kilichotumwa.'),
   nothingToCancel: () => text('Hakuna cha kughairi sasa hivi. Kughairi ankara uliyotuma, andika mfano ghairi 7.'),
   merchantOnWhatsApp: () =>
-    text('Kwa usalama wako, ankara hutengenezwa, hukumbushwa na kughairiwa kwenye WhatsApp pekee: tafadhali tuandikie huko. Kwa SMS unaweza kutumia orodha, hali 7 na muhtasari.'),
-  registerOnWhatsApp: () => text('Kusajili biashara yako, tafadhali tuandikie kwenye WhatsApp. Kwa SMS unaweza kulipa ankara: jibu PAY.'),
+    text('Kwa usalama wako, ankara hutengenezwa, hukumbushwa na kughairiwa kwenye WhatsApp pekee: tuandikie huko. Kwa SMS tumia orodha, hali 7 au muhtasari.'),
+  registerOnWhatsApp: () => text('Kusajili biashara yako, tafadhali tuandikie kwenye WhatsApp. Kwa SMS unaweza kulipa ankara: jibu LIPA.'),
 
   invalidInvoiceNumber: (command) =>
     text(`Ankara ipi? Andika nambari yake, mfano ${SW_COMMAND[command]} 7 au ${SW_COMMAND[command]} INV-0007.`),

@@ -400,9 +400,11 @@ function bySms(turn: Transition, before: ConversationState, input: Read, d: Dial
   const refused = (): Transition => ({ state: before, effects: [...notices, reply(d.context.isMerchant ? d.t.merchantOnWhatsApp() : d.t.registerOnWhatsApp())] });
   const command = input.kind === 'text' || input.kind === 'command' ? input.command : null;
   if (before.step === 'idle' || command?.kind === 'help' || command?.kind === 'language') return changesBusiness(turn, before) ? refused() : turn;
-  // Inside a flow: an answer for the flow is refused, a PAY pays (as from the menu), and
-  // anything else the flow would only hint at is answered as from the menu.
-  if (command?.kind !== 'pay' && changesBusiness(turn, before)) return refused();
+  // Inside a flow: a PAY or a read is answered as from the menu (even where the flow would take
+  // its words as its next answer: a description takes any text); another answer for the flow
+  // is refused; anything else the flow would only hint at is answered as from the menu.
+  const fromMenuFirst = command?.kind === 'pay' || command?.kind === 'list' || command?.kind === 'status' || command?.kind === 'summary';
+  if (!fromMenuFirst && changesBusiness(turn, before)) return refused();
   const fromMenu = runTurn(new Dialogue(d.context), IDLE, input);
   if (changesBusiness(fromMenu, IDLE)) return refused();
   return { state: before, effects: [...notices, ...fromMenu.effects] };
