@@ -163,8 +163,9 @@ export async function startService(givenConfig: Config, logger: Logger, options:
         drain();
         await closed;
         clearTimeout(deadline);
-        // No send starts from the pace any more (the workers' included: a send cut off by the
-        // kill timeout may go twice); then the workers, then the deliveries in flight.
+        // No send starts any more (the workers' included: a send cut off by the kill timeout
+        // may go twice; theirs are put back for their jobs); then the workers, then the
+        // deliveries in flight.
         deps.outbox.beginStop();
         await jobsStarted.catch(() => undefined);
         await jobs.stop(config.shutdownTimeoutMs / 2);

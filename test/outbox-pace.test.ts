@@ -5,7 +5,7 @@
  * Graph API on 127.0.0.1 that records when each request arrived.
  */
 import assert from 'node:assert/strict';
-import { beforeEach, test } from 'node:test';
+import { test } from 'node:test';
 import { createOutbox } from '../src/delivery/outbox.js';
 import type { WhatsAppClient } from '../src/providers/whatsapp/client.js';
 import { channelSuite, startChannelFixture, textDrafts, waitFor, type ChannelFixture } from './helpers/channel.js';
@@ -14,11 +14,8 @@ const PER_SECOND = 20;
 const INTERVAL_MS = 1000 / PER_SECOND;
 
 // No safety-net job racing the sends under test (it would deliver the same rows first).
-const fixture = channelSuite({ env: { WABA_MAX_SENDS_PER_SECOND: String(PER_SECOND), DELIVERY_SAFETY_NET_SECONDS: '3600' } });
 let f: ChannelFixture;
-beforeEach(() => {
-  f = fixture();
-});
+channelSuite({ env: { WABA_MAX_SENDS_PER_SECOND: String(PER_SECOND), DELIVERY_SAFETY_NET_SECONDS: '3600' } }, (started) => (f = started));
 
 let next = 100;
 const phone = () => `2547033${String((next += 1)).padStart(5, '0')}`;
@@ -120,8 +117,10 @@ test('shutdown puts back the sends still waiting for their turn (no try counted)
   const { outbox, starts } = timedOutbox();
   const delivering = outbox.deliverMany(ids);
   await waitFor(() => starts.length >= 2, 5_000, 'two sends started');
-  await outbox.stop();
+  const stopped = outbox.stop();
+  // Counted as stop() begins (it closes the pace at once): nothing may start after this.
   const startedBeforeStop = starts.length;
+  await stopped;
   const outcomes = await delivering;
   assert.ok(startedBeforeStop < 8, `${startedBeforeStop} started`);
   const counts = new Map<string, number>();
@@ -157,8 +156,14 @@ test('with the pace off (0) a burst is not held back', async () => {
       await unpaced.chatting(to);
       ids.push(...(await unpaced.database.handle.db.transaction().execute((trx) => unpaced.deps.outbox.enqueue(trx, textDrafts(to, 1)))));
     }
-    const outcomes = await unpaced.anotherOutbox({ paceMaxWaitMs: 0 }).deliverMany(ids);
+    const outcomes = await unpaced.anotherOutbox({ paceMaxWaitMs: 0 }).deliverMany(ids.slice(0, 17));
     assert.deepEqual([...new Set(outcomes.values())], ['sent']);
+    // Off or not, once shutdown has begun no send starts: the rest are put back for their jobs.
+    const closing = unpaced.anotherOutbox();
+    closing.beginStop();
+    const late = await closing.deliverMany(ids.slice(17));
+    assert.deepEqual([...new Set(late.values())], ['retry_scheduled']);
+    for (const to of people.slice(17)) assert.equal(unpaced.graph.sentTo(to).length, 0, to);
   } finally {
     await unpaced.close();
   }

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { SLOW_FOR_MS, createSendPace, type PaceClock } from '../src/delivery/pace.js';
+import { SLOW_FOR_MS, SPREAD_MS, createSendPace, type PaceClock } from '../src/delivery/pace.js';
 
 /** A clock the test moves; a timer fires at its time plus `lateness` (a busy event loop). */
 function manualClock(lateness = () => 0) {
@@ -138,6 +138,11 @@ describe('send pace', () => {
     pace.take(0);
     assert.deepEqual([pace.laterTurnMs(), pace.laterTurnMs(), pace.laterTurnMs()], [200, 300, 400]);
     assert.equal(createSendPace(0).laterTurnMs(), 0);
+    // Put back again and again (or at a slowed rate), never further than SPREAD_MS past the queue's end.
+    const slow = createSendPace(1, m.clock);
+    slow.take(0);
+    const turns = Array.from({ length: 500 }, () => slow.laterTurnMs());
+    assert.equal(Math.max(...turns), 1_000 + SPREAD_MS);
   });
 
   test('closing (shutdown) answers every queued send false at once, and every later take', async () => {

@@ -146,12 +146,15 @@ export type Outbox = {
    */
   idle(): Promise<void>;
   /**
-   * Shutdown's first step (before the job workers stop): a message that cannot go yet is left
-   * to its job at once (no more eager tries, which may span seconds), and WhatsApp sends still
-   * waiting for their turn in the pace, and any later ones, are put back for their jobs.
+   * Shutdown's first step (before the job workers stop): no send starts any more. Sends waiting
+   * for their turn in the pace, and every message claimed from now on, are put back for their
+   * jobs (no try counted); sends in flight finish and are recorded.
    */
   beginStop(): void;
-  /** Shutdown: beginStop(), then as idle(). */
+  /**
+   * Shutdown: beginStop(); a message that cannot go yet is left to its job at once (no more
+   * eager tries, which may span seconds); then as idle().
+   */
   stop(): Promise<void>;
   readonly job: JobDefinition<typeof DeliverJobData>;
   /** The safety net of a write: one job for the messages one write wrote. */
@@ -240,6 +243,8 @@ export function createOutbox(deps: OutboxDeps): Outbox {
   const waitingFor = new Map<string, Set<string>>();
   /** Set by stop(): busy messages are left to their jobs instead of being tried again. */
   let stopping = false;
+  /** Set by beginStop(): no send starts any more; a claimed message is put back for its job. */
+  let sendsClosed = false;
 
   /**
    * Message `id` goes when this process's sends to `recipient` are over, if any is running
@@ -677,12 +682,12 @@ export function createOutbox(deps: OutboxDeps): Outbox {
   }
 
   /**
-   * A claimed message whose slot in the send pace is further away than a send may wait: queued
-   * again (only while the claim is ours) to go once the pace has room, by its job or the next
-   * dispatch, with no try counted (the provider never saw it) and its error left as it was.
-   * The person's later messages wait for it, as behind any retry.
+   * A claimed message that does not go now: its turn in the send pace is further away than a
+   * send may wait, or shutdown has begun. Queued again (only while the claim is ours) for a later
+   * turn, by its job or the next dispatch, with no try counted (the provider never saw it) and
+   * its error left as it was. The person's later messages wait for it, as behind any retry.
    */
-  async function deferForPace(message: Claimed): Promise<DeliveryOutcome> {
+  async function putBack(message: Claimed): Promise<DeliveryOutcome> {
     metrics.whatsappPaced.inc({ outcome: 'deferred' });
     // Its own later turn (the ones put back together come back spread at the rate), within the
     // longest any retry waits: it holds up the person's later messages meanwhile.
@@ -923,18 +928,23 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       hasTemplateParameters: payload.template !== undefined,
     });
 
+    // Shutdown has begun: no send starts here any more (one cut off by the kill timeout may go twice).
+    if (sendsClosed) return putBack(message);
     if (route.channel === 'whatsapp') {
       // Its turn in the send pace: waited for if near, otherwise put back for later.
       const turn = pace.take(paceMaxWaitMs);
-      if (turn === false) return deferForPace(message);
+      if (turn === false) return putBack(message);
       if (turn !== true) {
         metrics.whatsappPaced.inc({ outcome: 'waited' });
         const waitedFrom = performance.now();
         // Shutdown closes the pace, and a slow-down puts back who would wait too long: such a send is put back instead of started.
-        if (!(await turn)) return deferForPace(message);
+        if (!(await turn)) return putBack(message);
         // The claim's arithmetic counts PACE_MAX_WAIT_MS for this wait: should a late timer have
         // stretched it, the claim is renewed first (and the message left alone if it was taken over).
-        if (performance.now() - waitedFrom > paceMaxWaitMs + 1_000 && !(await renewClaim(message))) return 'busy';
+        if (performance.now() - waitedFrom > paceMaxWaitMs + 1_000) {
+          if (!(await renewClaim(message))) return 'busy';
+          if (sendsClosed) return putBack(message);
+        }
       }
       try {
         const { wamid } =
@@ -1213,12 +1223,14 @@ export function createOutbox(deps: OutboxDeps): Outbox {
   }
 
   /**
-   * Shutdown's first step: eager tries end, and WhatsApp sends waiting for their turn in the
-   * pace are put back (queued, no try counted) instead of started, as is every later one:
-   * shutdown has seconds, and a send cut off mid-call may go twice. Their jobs send them.
+   * Shutdown's first step: no send starts any more. WhatsApp sends waiting for their turn in the
+   * pace, and every message claimed from now on (a job's, an eager dispatch's; WhatsApp or SMS),
+   * are put back (queued, no try counted) instead of started: shutdown has seconds, and a send
+   * cut off mid-call may go twice. Their jobs send them, here after a restart or elsewhere.
+   * Sends already in flight finish, and are recorded as usual.
    */
   function beginStop(): void {
-    stopping = true;
+    sendsClosed = true;
     pace.close();
   }
 
@@ -1241,6 +1253,7 @@ export function createOutbox(deps: OutboxDeps): Outbox {
     beginStop,
     async stop() {
       beginStop();
+      stopping = true;
       await idle();
     },
   };

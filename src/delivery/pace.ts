@@ -31,7 +31,8 @@ export type SendPace = {
   /**
    * For a send put back (take answered false): how long from now its turn might come (ms), each
    * call a turn later than the one before, so the sends put back together come back spread at
-   * the rate instead of all at once. No turn is taken.
+   * the rate instead of all at once, but never more than SPREAD_MS past the queue's end. No turn
+   * is taken.
    */
   laterTurnMs(): number;
   /**
@@ -47,6 +48,8 @@ export type SendPace = {
 
 /** A slowed pace goes back to the configured rate after this long without another refusal. */
 export const SLOW_FOR_MS = 60_000;
+/** The furthest past the queue's end that laterTurnMs spreads the sends put back. */
+export const SPREAD_MS = 60_000;
 
 export type PaceClock = { now(): number; setTimer(callback: () => void, ms: number): void };
 
@@ -115,7 +118,10 @@ export function createSendPace(perSecond: number, clock: PaceClock = realClock):
     },
     laterTurnMs() {
       const at = clock.now();
-      horizon = Math.max(horizon, at + gapLeft(at) + queue.length * intervalAt(at)) + intervalAt(at);
+      const end = at + gapLeft(at) + queue.length * intervalAt(at);
+      // Never further than SPREAD_MS past the queue's end: the same message put back again and
+      // again, or turns handed out at a slowed rate, must not push every later one minutes away.
+      horizon = Math.min(Math.max(horizon, end) + intervalAt(at), end + SPREAD_MS);
       return horizon - at;
     },
     slowDown() {
