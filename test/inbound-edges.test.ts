@@ -6,20 +6,13 @@
  * both databases.
  */
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { DeliveryReport } from '../src/inbound/sms-report.js';
 import { envelope, signed, textMessage, wamid } from './fixtures/whatsapp.js';
-import { startChannelFixture, type ChannelFixture } from './helpers/channel.js';
+import { channelSuite, type ChannelFixture } from './helpers/channel.js';
 
 let f: ChannelFixture;
-before(async () => {
-  f = await startChannelFixture({ env: { DELIVERY_SAFETY_NET_SECONDS: '3600' } });
-});
-after(() => f.close());
-beforeEach(async () => {
-  await f.deps.outbox.idle();
-  f.graph.reset();
-});
+channelSuite({ env: { DELIVERY_SAFETY_NET_SECONDS: '3600' } }, (started) => (f = started));
 
 let next = 500;
 const phone = () => `2547022${String((next += 1)).padStart(5, '0')}`;

@@ -6,21 +6,14 @@
  * broken message failing only its own job. Real database (both kinds), fake Graph API on 127.0.0.1.
  */
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, test } from 'node:test';
+import { test } from 'node:test';
 import { sql } from 'kysely';
 import pg from 'pg';
 import type { OutboundDraft } from '../src/domain/outbound.js';
-import { startChannelFixture, textDrafts, waitFor, type ChannelFixture } from './helpers/channel.js';
+import { channelSuite, textDrafts, waitFor, type ChannelFixture } from './helpers/channel.js';
 
 let f: ChannelFixture;
-before(async () => {
-  f = await startChannelFixture({ env: { DELIVERY_SAFETY_NET_SECONDS: '3600', WABA_TIMEOUT_MS: '1000' } });
-});
-after(() => f.close());
-beforeEach(async () => {
-  await f.deps.outbox.idle();
-  f.graph.reset();
-});
+channelSuite({ env: { DELIVERY_SAFETY_NET_SECONDS: '3600', WABA_TIMEOUT_MS: '1000' } }, (started) => (f = started));
 
 let next = 500;
 const phone = () => `2547022${String((next += 1)).padStart(5, '0')}`;

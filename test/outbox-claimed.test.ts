@@ -23,7 +23,7 @@
  * Real database (both kinds; the overlapping writes need Postgres), fake Graph API on 127.0.0.1.
  */
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, test } from 'node:test';
+import { test } from 'node:test';
 import { sql, type Transaction } from 'kysely';
 import { CLAIM_TIMEOUT_SECONDS, IDS_PER_JOB, type Written } from '../src/delivery/outbox.js';
 import type { Database } from '../src/db/schema.js';
@@ -31,18 +31,11 @@ import { createProviderHttp } from '../src/providers/http.js';
 import { createWhatsAppClient } from '../src/providers/whatsapp/client.js';
 import type { OutboundDraft } from '../src/domain/outbound.js';
 import { z } from 'zod';
-import { startChannelFixture, textDrafts, waitFor, type ChannelFixture } from './helpers/channel.js';
+import { channelSuite, textDrafts, waitFor, type ChannelFixture } from './helpers/channel.js';
 
 let f: ChannelFixture;
-before(async () => {
-  // A long timeout: one test sends 300 messages at once to the fake Graph API on a busy machine.
-  f = await startChannelFixture({ env: { DELIVERY_SAFETY_NET_SECONDS: '3600', WABA_TIMEOUT_MS: '20000' } });
-});
-after(() => f.close());
-beforeEach(async () => {
-  await f.deps.outbox.idle();
-  f.graph.reset();
-});
+// A long timeout: one test sends 300 messages at once to the fake Graph API on a busy machine.
+channelSuite({ env: { DELIVERY_SAFETY_NET_SECONDS: '3600', WABA_TIMEOUT_MS: '20000' } }, (started) => (f = started));
 
 let next = 700;
 const phone = () => `2547033${String((next += 1)).padStart(5, '0')}`;

@@ -9,21 +9,14 @@
  * Real database (both kinds), fake Graph API and SMS on 127.0.0.1.
  */
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, test } from 'node:test';
+import { test } from 'node:test';
 import { sql } from 'kysely';
 import { CLAIM_TIMEOUT_SECONDS } from '../src/delivery/outbox.js';
 import type { OutboundDraft } from '../src/domain/outbound.js';
-import { startChannelFixture, textDrafts, waitFor, type ChannelFixture } from './helpers/channel.js';
+import { channelSuite, textDrafts, waitFor, type ChannelFixture } from './helpers/channel.js';
 
 let f: ChannelFixture;
-before(async () => {
-  f = await startChannelFixture({ env: { DELIVERY_SAFETY_NET_SECONDS: '3600', WABA_TIMEOUT_MS: '20000' } });
-});
-after(() => f.close());
-beforeEach(async () => {
-  await f.deps.outbox.idle();
-  f.graph.reset();
-});
+channelSuite({ env: { DELIVERY_SAFETY_NET_SECONDS: '3600', WABA_TIMEOUT_MS: '20000' } }, (started) => (f = started));
 
 let next = 0;
 const phone = () => `2547055${String((next += 1)).padStart(5, '0')}`;

@@ -6,20 +6,13 @@
  * sent for the first few tries. Both databases, fake Graph API on 127.0.0.1.
  */
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, test } from 'node:test';
+import { test } from 'node:test';
 import { sql } from 'kysely';
 import type { OutboundDraft } from '../src/domain/outbound.js';
-import { startChannelFixture, textDrafts, type ChannelFixture } from './helpers/channel.js';
+import { channelSuite, textDrafts, type ChannelFixture } from './helpers/channel.js';
 
 let f: ChannelFixture;
-before(async () => {
-  f = await startChannelFixture({ env: { DELIVERY_SAFETY_NET_SECONDS: '3600', WABA_TIMEOUT_MS: '1000' } });
-});
-after(() => f.close());
-beforeEach(async () => {
-  await f.deps.outbox.idle();
-  f.graph.reset();
-});
+channelSuite({ env: { DELIVERY_SAFETY_NET_SECONDS: '3600', WABA_TIMEOUT_MS: '1000' } }, (started) => (f = started));
 
 let next = 700;
 const phone = () => `2547023${String((next += 1)).padStart(5, '0')}`;

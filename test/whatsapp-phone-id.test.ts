@@ -15,12 +15,12 @@
  * fake Graph server are the fixture's.
  */
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { sql } from 'kysely';
 import { createApp } from '../src/app.js';
 import { createWhatsAppInbound } from '../src/inbound/whatsapp.js';
 import { envelope, inboundText, PHONE_ID, signed, statusUpdate, textMessage, wamid } from './fixtures/whatsapp.js';
-import { startChannelFixture, textDrafts, waitFor, type ChannelFixture } from './helpers/channel.js';
+import { channelSuite, textDrafts, waitFor, type ChannelFixture } from './helpers/channel.js';
 import { menuHandler } from './helpers/menu-conversation.js';
 
 const OTHER_PHONE_ID = '105550009999123';
@@ -29,32 +29,30 @@ let f: ChannelFixture;
 let app: ReturnType<typeof createApp>;
 let inbound: ReturnType<typeof createWhatsAppInbound>;
 
-before(async () => {
-  f = await startChannelFixture({
+channelSuite(
+  {
     conversation: menuHandler,
     // Three tries; the safety net waits (rows written here stay queued until a test moves them);
     // no retry worker: the tests run retries by hand.
     env: { INBOUND_MAX_ATTEMPTS: '3', DELIVERY_SAFETY_NET_SECONDS: '3600' },
     idleQueues: ['retry-inbound-event'],
-  });
-  inbound = createWhatsAppInbound({
-    db: f.database.handle.db,
-    jobs: f.deps.jobs,
-    outbox: f.deps.outbox,
-    conversation: menuHandler,
-    metrics: f.deps.metrics,
-    logger: f.deps.logger,
-    maxAttempts: f.deps.config.delivery.inboundMaxAttempts,
-    retryJobs: { mpesa_callback: f.deps.payments.callbackRetryJob },
-    phoneId: f.deps.config.whatsapp.phoneId,
-  });
-  app = createApp({ ...f.deps, inbound });
-});
-after(() => f.close());
-beforeEach(async () => {
-  await f.deps.outbox.idle();
-  f.graph.reset();
-});
+  },
+  (started) => {
+    f = started;
+    inbound = createWhatsAppInbound({
+      db: f.database.handle.db,
+      jobs: f.deps.jobs,
+      outbox: f.deps.outbox,
+      conversation: menuHandler,
+      metrics: f.deps.metrics,
+      logger: f.deps.logger,
+      maxAttempts: f.deps.config.delivery.inboundMaxAttempts,
+      retryJobs: { mpesa_callback: f.deps.payments.callbackRetryJob },
+      phoneId: f.deps.config.whatsapp.phoneId,
+    });
+    app = createApp({ ...f.deps, inbound });
+  },
+);
 
 let next = 0;
 const phone = () => `2547033${String((next += 1)).padStart(5, '0')}`;

@@ -47,14 +47,15 @@ export const textDrafts = (to: string, n: number, from = 0): OutboundDraft[] =>
 let smsCounter = 0;
 
 /**
- * A channel fixture for a whole test file: started before its tests, closed after them, and
- * between tests idle (no delivery left running) with the fake Graph API's script reset.
- * Returns the fixture once started.
+ * A channel fixture for a whole test file: started before its tests (and handed to `use`, with
+ * anything else the file builds from it), closed after them, and between tests idle (no
+ * delivery left running) with the fake Graph API's script reset. Returns the fixture once started.
  */
-export function channelSuite(options: Parameters<typeof startChannelFixture>[0] = {}): () => ChannelFixture {
+export function channelSuite(options: Parameters<typeof startChannelFixture>[0] = {}, use: (f: ChannelFixture) => void = () => undefined): () => ChannelFixture {
   let f: ChannelFixture | undefined;
   before(async () => {
     f = await startChannelFixture(options);
+    use(f);
   });
   after(() => f?.close());
   beforeEach(async () => {
