@@ -77,6 +77,8 @@ export function createSendPace(perSecond: number, clock: PaceClock = realClock):
   let horizon = Number.NEGATIVE_INFINITY;
 
   const gapLeft = (at: number) => Math.max(0, last + intervalAt(at) - at);
+  /** How long from `at` until a send asking then would go: the gap, then the queue ahead. */
+  const backlogAt = (at: number) => gapLeft(at) + queue.length * intervalAt(at);
 
   function schedule(): void {
     if (timerSet || queue.length === 0) return;
@@ -103,7 +105,7 @@ export function createSendPace(perSecond: number, clock: PaceClock = realClock):
         last = at;
         return true;
       }
-      if (gapLeft(at) + queue.length * intervalAt(at) > maxWaitMs) return false;
+      if (backlogAt(at) > maxWaitMs) return false;
       const turn = new Promise<boolean>((resolve) => queue.push({ answer: resolve, by: at + maxWaitMs }));
       schedule();
       return turn;
@@ -112,13 +114,10 @@ export function createSendPace(perSecond: number, clock: PaceClock = realClock):
       closed = true;
       for (const { answer } of queue.splice(0)) answer(false);
     },
-    backlogMs() {
-      const at = clock.now();
-      return gapLeft(at) + queue.length * intervalAt(at);
-    },
+    backlogMs: () => backlogAt(clock.now()),
     laterTurnMs() {
       const at = clock.now();
-      const end = at + gapLeft(at) + queue.length * intervalAt(at);
+      const end = at + backlogAt(at);
       // Never further than SPREAD_MS past the queue's end: the same message put back again and
       // again, or turns handed out at a slowed rate, must not push every later one minutes away.
       horizon = Math.min(Math.max(horizon, end) + intervalAt(at), end + SPREAD_MS);

@@ -47,11 +47,11 @@ export const textDrafts = (to: string, n: number, from = 0): OutboundDraft[] =>
 let smsCounter = 0;
 
 /**
- * A channel fixture for a whole test file: started before its tests (and handed to `use`, with
+ * A channel fixture for a whole test file: started before its tests and handed to `use` (with
  * anything else the file builds from it), closed after them, and between tests idle (no
- * delivery left running) with the fake Graph API's script reset. Returns the fixture once started.
+ * delivery left running) with the fake Graph API's script reset.
  */
-export function channelSuite(options: Parameters<typeof startChannelFixture>[0] = {}, use: (f: ChannelFixture) => void = () => undefined): () => ChannelFixture {
+export function channelSuite(options: Parameters<typeof startChannelFixture>[0], use: (f: ChannelFixture) => void): void {
   let f: ChannelFixture | undefined;
   before(async () => {
     f = await startChannelFixture(options);
@@ -62,7 +62,6 @@ export function channelSuite(options: Parameters<typeof startChannelFixture>[0] 
     await f!.deps.outbox.idle();
     f!.graph.reset();
   });
-  return () => f!;
 }
 
 export async function startChannelFixture(
