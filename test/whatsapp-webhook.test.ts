@@ -224,6 +224,62 @@ describe('POST /whatsapp/webhook processing', () => {
     assert.equal((await f.database.handle.db.selectFrom('inbound_events').select('id').where('source', '=', 'whatsapp_payload').execute()).length, 2);
   });
 
+  test('a payload whose envelope is not a WhatsApp webhook is stored whole as rejected', async () => {
+    const res = await f.post({ object: 'page', entry: [] });
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { status: 'rejected' });
+    const row = await f.database.handle.db.selectFrom('inbound_events').selectAll().where('source', '=', 'whatsapp_payload').where('last_error', 'like', 'object:%').executeTakeFirstOrThrow();
+    assert.equal(row.status, 'rejected');
+  });
+
+  test('one message or status we cannot read costs the others in its payload nothing: they are applied, it is kept as rejected (was a defect: the whole payload was rejected)', async () => {
+    const [a, b] = ['254700000041', '254700000042'];
+    const [idA, idB] = [wamid(), wamid()];
+    const now = String(Math.floor(Date.now() / 1000));
+    const payload = envelope({
+      contacts: [{ wa_id: a, profile: { name: 'Akinyi' } }, { wa_id: 254700000043 }],
+      messages: [
+        textMessage(a, 'hello', idA),
+        { id: wamid(), timestamp: now, type: 'text', text: { body: 'no sender' } },
+        textMessage(b, 'hello', idB),
+        { from: b, id: wamid(), timestamp: now, type: 'text', text: {} },
+      ],
+      statuses: [{ id: 'wamid.unknown', status: 'pending', timestamp: now, recipient_id: a }],
+    });
+    const rejectedBefore = await metric('invoiceiq_inbound_events_total', 'outcome="rejected"');
+    const earlier = new Set<string>();
+    const kept = async () => {
+      const rows = await f.database.handle.db.selectFrom('inbound_events').select(['id', 'payload', 'last_error']).where('source', '=', 'whatsapp_payload').orderBy('last_error').execute();
+      return rows.filter((r) => !earlier.has(r.id));
+    };
+    for (const r of await kept()) earlier.add(r.id);
+    const res = await f.post(payload);
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { status: 'received', rejected: 4 });
+    const applied = await f.database.handle.db.selectFrom('inbound_events').select(['external_key', 'status']).where('external_key', 'in', [idA, idB]).execute();
+    assert.deepEqual(applied.map((e) => e.status), ['processed', 'processed']);
+    await f.deps.outbox.idle();
+    assert.equal(f.graph.sentTo(a).length, 1, 'A is answered');
+    assert.equal(f.graph.sentTo(b).length, 1, 'B is answered');
+
+    const rejected = await kept();
+    assert.deepEqual(
+      rejected.map((r) => (r.payload as { at: string }).at),
+      ['entry.0.changes.0.value.contacts.1', 'entry.0.changes.0.value.messages.1', 'entry.0.changes.0.value.messages.3', 'entry.0.changes.0.value.statuses.0'],
+    );
+    assert.match(rejected[3]!.last_error ?? '', /statuses\.0: status: /);
+    assert.deepEqual((rejected[3]!.payload as { item: unknown }).item, { id: 'wamid.unknown', status: 'pending', timestamp: now, recipient_id: a });
+    assert.equal(await metric('invoiceiq_inbound_events_total', 'outcome="rejected"'), rejectedBefore + 4);
+    assert.ok(!f.logs.text().includes('no sender'), 'message text stays out of the logs');
+
+    // Meta sending it again stores nothing twice and answers nobody twice.
+    assert.equal((await f.post(payload)).status, 200);
+    assert.equal((await kept()).length, 4);
+    await f.deps.outbox.idle();
+    assert.equal(f.graph.sentTo(a).length, 1);
+    assert.equal(f.graph.sentTo(b).length, 1);
+  });
+
   test('a failing event is kept, retried from the stored copy and then processed', async () => {
     const from = '254700000030';
     const id = wamid();

@@ -1,13 +1,14 @@
 /**
  * `GET /whatsapp/webhook`: Meta's subscription check.
  * `POST /whatsapp/webhook`: signature on the raw bytes first (nothing is stored for a
- * forged request), then zod, then one transaction per event; answered as soon as the
- * events are committed. Replies go out after the answer (eager dispatch), never before.
+ * forged request), then zod (the envelope, then each message and status on its own), then
+ * one transaction per event; answered as soon as the events are committed. Replies go out
+ * after the answer (eager dispatch), never before.
  */
 import { JsonTooDeepError, parseStorableJson } from '../db/json.js';
 import { Hono } from 'hono';
 import type { Deps } from '../deps.js';
-import { WebhookPayload } from '../providers/whatsapp/schemas.js';
+import { WebhookEnvelope, splitWebhook } from '../providers/whatsapp/schemas.js';
 import { verifySignature } from '../providers/whatsapp/signature.js';
 import { sameSecret } from '../security.js';
 import { describeIssues, errorBody } from './errors.js';
@@ -48,22 +49,30 @@ export function whatsappRoutes(deps: Pick<Deps, 'config' | 'inbound' | 'metrics'
       c.get('logger').warn({ reason }, 'signed webhook body not accepted as JSON; stored as rejected');
       return c.json({ status: 'rejected' }, 200);
     }
-    const parsed = WebhookPayload.safeParse(json);
+    const parsed = WebhookEnvelope.safeParse(json);
     if (!parsed.success) {
       const reason = describeIssues(parsed.error);
       await deps.inbound.storeRejected(raw, json, reason);
       c.get('logger').warn({ reason }, 'signed webhook payload does not match the schema; stored as rejected');
       return c.json({ status: 'rejected' }, 200);
     }
+    // Each message and status is read on its own: one we cannot read is kept as rejected, and
+    // costs the others nothing (Meta does not send a payload again once answered 200).
+    const { payload, rejected } = splitWebhook(parsed.data);
+    if (rejected.length > 0) {
+      const items = rejected.map(({ at, list, item, issues }) => ({ at, list, item, reason: describeIssues(issues) }));
+      await deps.inbound.storeRejectedItems(items);
+      c.get('logger').warn({ items: items.map(({ at, reason }) => ({ at, reason })) }, 'signed webhook items do not match the schema; stored as rejected, the others applied');
+    }
 
     // Right after start-up the server listens before the job queues exist; a webhook that
     // arrives in that moment waits for them (before opening any transaction).
     await deps.jobs.ready;
-    const result = await deps.inbound.handlePayload(parsed.data);
+    const result = await deps.inbound.handlePayload(payload);
     c.get('logger').info({ processed: result.processed, duplicates: result.duplicates, retrying: result.retrying }, 'webhook events committed');
     // Everything is committed: the replies go out after the answer (the jobs are the safety net).
     deps.outbox.dispatchSoon(result.outboundIds);
-    return c.json({ status: 'received' }, 200);
+    return c.json(rejected.length > 0 ? { status: 'received', rejected: rejected.length } : { status: 'received' }, 200);
   });
 
   return routes;

@@ -44,6 +44,9 @@ class NotOurMessageError extends Error {}
 const NOT_OURS = 'unknown wamid: no message of ours has it and no WhatsApp send is in flight';
 const NOT_OURS_SMS = 'unknown SMS id: no message of ours has it and no SMS send is in flight';
 
+/** A webhook item that did not match its schema: where it was in its payload, itself, and why. */
+export type RejectedItemRecord = { readonly at: string; readonly list: string; readonly item: unknown; readonly reason: string };
+
 export type InboundResult = { processed: number; duplicates: number; retrying: number; outboundIds: string[] };
 
 export type WhatsAppInbound = {
@@ -51,6 +54,11 @@ export type WhatsAppInbound = {
   handlePayload(payload: WebhookPayload): Promise<InboundResult>;
   /** Stores a signed payload that did not parse: rejected, answered 200, counted. */
   storeRejected(rawBody: Uint8Array, parsed: unknown, reason: string): Promise<void>;
+  /**
+   * Stores the items of a signed payload that did not parse (its other items are applied):
+   * each rejected once (keyed by its content), counted.
+   */
+  storeRejectedItems(items: readonly RejectedItemRecord[]): Promise<void>;
   /**
    * Applies an SMS delivery report once; one that may be about an SMS whose success is not
    * recorded yet is kept and retried. Throws UnknownReportError for one about nothing of ours.
@@ -598,6 +606,25 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
         .onConflict((oc) => oc.columns(['source', 'external_key']).doNothing())
         .execute();
       metrics.inboundEvents.inc({ source: 'whatsapp_payload', outcome: 'rejected' });
+    },
+    async storeRejectedItems(items) {
+      if (items.length === 0) return;
+      // Keyed by the item itself: Meta sending the payload again (after a 500 for its other
+      // items) stores nothing twice. The same bytes as another payload's item are the same item.
+      await db
+        .insertInto('inbound_events')
+        .values(
+          items.map(({ at, list, item, reason }) => ({
+            source: 'whatsapp_payload' as const,
+            external_key: sha256Hex(`${list}:${JSON.stringify(item)}`),
+            payload: jsonb({ at, list, item }),
+            status: 'rejected' as const,
+            last_error: `${at}: ${reason}`.slice(0, 500),
+          })),
+        )
+        .onConflict((oc) => oc.columns(['source', 'external_key']).doNothing())
+        .execute();
+      metrics.inboundEvents.inc({ source: 'whatsapp_payload', outcome: 'rejected' }, items.length);
     },
   };
 }

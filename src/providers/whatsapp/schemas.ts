@@ -71,10 +71,13 @@ export const MessageStatus = z.looseObject({
 });
 export type MessageStatus = z.infer<typeof MessageStatus>;
 
+/** Who sent a message: the name the person gave WhatsApp. */
+const Contact = z.looseObject({ wa_id: z.string().optional(), profile: z.looseObject({ name: z.string().optional() }).optional() });
+
 export const ChangeValue = z.looseObject({
   messaging_product: z.literal('whatsapp').optional(),
   metadata: z.looseObject({ display_phone_number: z.string().optional(), phone_number_id: z.string().optional() }).optional(),
-  contacts: z.array(z.looseObject({ wa_id: z.string().optional(), profile: z.looseObject({ name: z.string().optional() }).optional() })).optional(),
+  contacts: z.array(Contact).optional(),
   messages: z.array(InboundMessage).optional(),
   statuses: z.array(MessageStatus).optional(),
   errors: z.array(StatusError).optional(),
@@ -90,6 +93,59 @@ export const WebhookPayload = z.looseObject({
   ),
 });
 export type WebhookPayload = z.infer<typeof WebhookPayload>;
+
+/**
+ * A webhook's envelope, its items unread: one POST can carry several people's messages and
+ * statuses, and one item Meta shapes in a way we do not know (a new status value, a message
+ * without a field we expect) must not cost the others (splitWebhook).
+ */
+const LooseChangeValue = ChangeValue.extend({
+  contacts: z.array(z.unknown()).optional(),
+  messages: z.array(z.unknown()).optional(),
+  statuses: z.array(z.unknown()).optional(),
+  errors: z.array(z.unknown()).optional(),
+});
+export const WebhookEnvelope = z.looseObject({
+  object: z.literal('whatsapp_business_account'),
+  entry: z.array(z.looseObject({ id: z.string(), changes: z.array(z.looseObject({ field: z.string(), value: LooseChangeValue })) })),
+});
+export type WebhookEnvelope = z.infer<typeof WebhookEnvelope>;
+
+type ItemList = 'contacts' | 'messages' | 'statuses' | 'errors';
+
+/** An item of a webhook that does not match its schema: where it was, itself, and why. */
+export type RejectedItem = { readonly at: string; readonly list: ItemList; readonly item: unknown; readonly issues: z.ZodError };
+
+/**
+ * Reads each item of an envelope on its own: the payload of the items that match, and the
+ * ones that do not (to be kept as rejected). Pure.
+ */
+export function splitWebhook(envelope: WebhookEnvelope): { payload: WebhookPayload; rejected: RejectedItem[] } {
+  const rejected: RejectedItem[] = [];
+  const keep = <T>(schema: z.ZodType<T>, list: ItemList, items: readonly unknown[] | undefined, at: string): T[] | undefined =>
+    items?.flatMap((item, k) => {
+      const read = schema.safeParse(item);
+      if (read.success) return [read.data];
+      rejected.push({ at: `${at}.${list}.${k}`, list, item, issues: read.error });
+      return [];
+    });
+  const entry = envelope.entry.map((e, i) => ({
+    ...e,
+    changes: e.changes.map((change, j) => {
+      const at = `entry.${i}.changes.${j}.value`;
+      const { contacts, messages, statuses, errors, ...rest } = change.value;
+      const value: z.infer<typeof ChangeValue> = {
+        ...rest,
+        ...(contacts === undefined ? {} : { contacts: keep(Contact, 'contacts', contacts, at) }),
+        ...(messages === undefined ? {} : { messages: keep(InboundMessage, 'messages', messages, at) }),
+        ...(statuses === undefined ? {} : { statuses: keep(MessageStatus, 'statuses', statuses, at) }),
+        ...(errors === undefined ? {} : { errors: keep(StatusError, 'errors', errors, at) }),
+      };
+      return { ...change, value };
+    }),
+  }));
+  return { payload: { ...envelope, entry }, rejected };
+}
 
 /** What a successful send returns. */
 export const SendResponse = z.looseObject({
