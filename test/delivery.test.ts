@@ -218,6 +218,31 @@ describe('status webhooks', () => {
     assert.equal(await counter('invoiceiq_message_fallbacks_total', 'reason="status_failed"'), fallbacksBefore + 1);
   });
 
+  test('a delivered report kept because it came before our send was recorded still wins over a later failed: no SMS (was a defect: the person got it again by SMS)', async () => {
+    const to = nextPhone();
+    await contact(to, new Date());
+    const [id] = await write(draft(to, 'invoice'));
+    const wamid = `wamid.delivered-early-${to}`;
+    // Our send is in flight (claimed, not recorded) when Meta's delivered report comes: it is kept.
+    await f.database.handle.db.updateTable('outbound_messages').set({ status: 'sending', updated_at: sql`now()` }).where('id', '=', id!).execute();
+    await f.post(statusUpdate(wamid, 'delivered', to));
+    const kept = await f.database.handle.db.selectFrom('inbound_events').select(['id', 'status']).where('external_key', '=', `${wamid}:delivered`).executeTakeFirstOrThrow();
+    assert.equal(kept.status, 'retrying');
+    // The send is recorded, then Meta reports failed (another device, say).
+    await f.database.handle.db.updateTable('outbound_messages').set({ status: 'sent', channel: 'whatsapp', provider_message_id: wamid }).where('id', '=', id!).execute();
+    await f.post(statusUpdate(wamid, 'failed', to, 131026));
+    await f.deps.outbox.idle();
+    assert.equal(f.sms.filter((s) => s.to === `+${to}`).length, 0, 'no SMS for a delivered message');
+    let r = await row(id!);
+    assert.equal(r.channel, 'whatsapp');
+    assert.equal(r.status, 'delivered');
+    // The kept report, retried, changes nothing more.
+    assert.equal(await f.deps.inbound.retryEvent(kept.id), 'processed');
+    r = await row(id!);
+    assert.equal(r.status, 'delivered');
+    assert.equal(r.fell_back_at, null);
+  });
+
   test('a failed status for a message that already fell back does not send another SMS', async () => {
     const to = nextPhone();
     await contact(to, new Date());

@@ -207,7 +207,18 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
       { notYet: () => new UnknownMessageError('no outbound message with this wamid yet (a WhatsApp send is in flight)'), notOurs: () => new NotOurMessageError(NOT_OURS) },
     );
     if (row.channel === 'sms') return []; // Already went by SMS: WhatsApp's reports no longer decide.
-    const next = combineStatus(row.status, status.status);
+    let next = combineStatus(row.status, status.status);
+    if (next === 'failed') {
+      // A delivered or read report that came before our send was recorded is kept for a retry,
+      // not yet applied: it still proves the delivery, so this failure sends no SMS.
+      const delivery = await trx
+        .selectFrom('inbound_events')
+        .select('external_key')
+        .where('source', '=', 'whatsapp_status')
+        .where('external_key', 'in', [`${status.id}:read`, `${status.id}:delivered`])
+        .execute();
+      if (delivery.length > 0) next = combineStatus(row.status, delivery.some((e) => e.external_key.endsWith(':read')) ? 'read' : 'delivered');
+    }
     if (next === null) return [];
     const code = status.errors?.[0]?.code;
     // Whatever the code (outside the window, not on WhatsApp, spam limits, a template problem,
