@@ -292,6 +292,20 @@ describe('SMS', () => {
     assert.equal(f.sms.filter((s) => s.to === `+${to}`).length, 2);
   });
 
+  test('an SMS refused for the account (405 balance, HTTP 401 key) fails at once, as any final answer, and logs an error that calls a person', async () => {
+    const before = f.logs.lines.filter((l) => /sms refused for the account/.test(JSON.stringify(l))).length;
+    for (const answer of [{ statusCode: 405 }, { httpStatus: 401 }]) {
+      const to = nextPhone();
+      f.smsAnswers.push(answer);
+      const [id] = await write(draft(to, 'receipt'));
+      assert.equal(await f.deps.outbox.deliver(id!), 'failed');
+      assert.equal((await row(id!)).status, 'failed');
+    }
+    const errors = f.logs.lines.filter((l) => /sms refused for the account/.test(JSON.stringify(l)));
+    assert.equal(errors.length - before, 2);
+    assert.ok(errors.every((l) => JSON.stringify(l).includes('"level":"error"')), JSON.stringify(errors[0]));
+  });
+
   test('a message routed to SMS after its WhatsApp tries (the window closed meanwhile) gets its own SMS tries, as after any fallback', async () => {
     const to = nextPhone();
     await contact(to, new Date());

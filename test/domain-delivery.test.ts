@@ -14,6 +14,7 @@ import {
   chooseRoute,
   combineStatus,
   insideWindow,
+  isSmsAccountProblem,
   retryDelaySeconds,
   type FailureDecision,
   type FailureFacts,
@@ -356,10 +357,17 @@ describe('afterSmsFailure', () => {
     { name: 'retryable, attempts used up -> fail', error: facts(true, '502'), attempt: 5, max: 5, random: 0, expected: { action: 'fail', reason: 'sms_error_502' } },
     { name: 'retryable without a code, exhausted -> fail sms_error_unknown', error: facts(true), attempt: 6, max: 5, random: 0, expected: { action: 'fail', reason: 'sms_error_unknown' } },
     { name: '403 invalid number -> fail at once', error: facts(false, '403'), attempt: 1, max: 5, random: 0, expected: { action: 'fail', reason: 'sms_error_403' } },
-    { name: '405 insufficient balance -> fail at once', error: facts(false, '405'), attempt: 1, max: 5, random: 0, expected: { action: 'fail', reason: 'sms_error_405' } },
+    { name: '405 insufficient balance -> fail at once (waiting would hold the person\'s later messages)', error: facts(false, '405'), attempt: 1, max: 5, random: 0, expected: { action: 'fail', reason: 'sms_error_405' } },
     { name: '406 blacklisted -> fail at once', error: facts(false, '406'), attempt: 2, max: 5, random: 0, expected: { action: 'fail', reason: 'sms_error_406' } },
     { name: 'not configured (no code) -> fail sms_error_unknown', error: facts(false), attempt: 1, max: 5, random: 0, expected: { action: 'fail', reason: 'sms_error_unknown' } },
   ];
+
+  test('the account\'s problems are told apart from the person\'s: 401, 402, 405 and HTTP 401; not 403, 406, 500 or HTTP 403', () => {
+    for (const code of ['401', '402', '405']) assert.equal(isSmsAccountProblem(facts(false, code)), true, code);
+    assert.equal(isSmsAccountProblem({ ...facts(false), httpStatus: 401 }), true);
+    for (const code of ['403', '406', '500', undefined]) assert.equal(isSmsAccountProblem(facts(false, code)), false, String(code));
+    assert.equal(isSmsAccountProblem({ ...facts(false), httpStatus: 403 }), false);
+  });
 
   for (const c of cases) {
     test(c.name, () => {

@@ -19,7 +19,7 @@ import { z } from 'zod';
 import type { Config } from '../config.js';
 import type { Channel, Database } from '../db/schema.js';
 import { invoicesReachedStatement, markInvoicesUnreached } from './invoice-reach.js';
-import { RETRY_CAP_SECONDS, afterSmsFailure, afterWhatsAppFailure, chooseRoute, type FailureDecision } from '../domain/delivery.js';
+import { RETRY_CAP_SECONDS, afterSmsFailure, afterWhatsAppFailure, chooseRoute, isSmsAccountProblem, type FailureDecision } from '../domain/delivery.js';
 import { createSendPace } from './pace.js';
 import { OutboundPayload, smsText, type OutboundDraft, type OutboundKind } from '../domain/outbound.js';
 import { scheduledJob, type JobDefinition, type JobQueue, type NoJobData } from '../jobs/queue.js';
@@ -1008,9 +1008,14 @@ export function createOutbox(deps: OutboxDeps): Outbox {
       return 'sent';
     } catch (error) {
       if (!isDeliveryError(error)) throw error;
-      logger.warn({ message_id: messageId, attempt, error: describeDeliveryError(error) }, 'sms send failed');
+      const facts = { retryable: error.retryable, code: 'code' in error ? error.code : undefined, retryAfterSeconds: undefined, httpStatus: 'httpStatus' in error ? error.httpStatus : undefined };
+      if (isSmsAccountProblem(facts)) {
+        logger.error({ message_id: messageId, attempt, error: describeDeliveryError(error) }, "sms refused for the account (Africa's Talking balance, sender id, risk hold or API key): every SMS fails until a person fixes it");
+      } else {
+        logger.warn({ message_id: messageId, attempt, error: describeDeliveryError(error) }, 'sms send failed');
+      }
       const decision = afterSmsFailure(
-        { retryable: error.retryable, code: 'code' in error ? error.code : undefined, retryAfterSeconds: undefined },
+        facts,
         attempt,
         deps.config.delivery.maxAttempts,
         random(),

@@ -47,7 +47,7 @@ export function backoffSeconds(attempt: number, random: number, baseSeconds = 2,
   return Math.round((ceiling / 2 + (random * ceiling) / 2) * 10) / 10;
 }
 
-export type FailureFacts = { retryable: boolean; code: string | undefined; retryAfterSeconds: number | undefined };
+export type FailureFacts = { retryable: boolean; code: string | undefined; retryAfterSeconds: number | undefined; httpStatus?: number | undefined };
 
 /** A Retry-After worth reading: NaN, negative or missing counts as none (0); +Infinity stays (longer than any cap). */
 function usableRetryAfter(retryAfterSeconds: number | undefined): number {
@@ -94,6 +94,16 @@ export function afterWhatsAppFailure(error: FailureFacts, attempt: number, maxAt
   }
   return { action: 'fallback', reason: error.retryable ? 'whatsapp_retries_exhausted' : `whatsapp_error_${error.code ?? 'unknown'}` };
 }
+
+/**
+ * Africa's Talking answers about our account, not about the person: 401 risk hold, 402 sender
+ * id not valid, 405 balance too low (a recipient's statusCode), or HTTP 401 (the API key
+ * refused). The message still fails at once, as for any final answer: waiting for a top-up
+ * would hold the person's later messages (WhatsApp replies included) behind it for as long as
+ * the account stays broken. It is told apart so that the log can call a person.
+ */
+const SMS_ACCOUNT_CODES: ReadonlySet<string> = new Set(['401', '402', '405']);
+export const isSmsAccountProblem = (error: FailureFacts): boolean => (error.code !== undefined && SMS_ACCOUNT_CODES.has(error.code)) || error.httpStatus === 401;
 
 /** After an SMS send fails: retry gateway trouble while attempts remain; otherwise the message failed. */
 export function afterSmsFailure(error: FailureFacts, attempt: number, maxAttempts: number, random: number): FailureDecision {
