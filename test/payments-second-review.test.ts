@@ -15,7 +15,7 @@
  *   other token it is refused as forged.
  */
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { sql } from 'kysely';
 import type { PaymentInitiator } from '../src/db/schema.js';
 import { EXPIRE_AFTER_MS, PUSH_STALE_AFTER_MS } from '../src/domain/payment.js';
@@ -23,9 +23,9 @@ import { texts } from '../src/domain/texts.js';
 import { createPayments } from '../src/payments/service.js';
 import type { DarajaClient } from '../src/providers/mpesa/client.js';
 import { sha256Hex } from '../src/security.js';
-import { startFakeDaraja, type FakeDaraja } from './fakes/daraja.js';
-import { startChannelFixture, waitFor, type ChannelFixture } from './helpers/channel.js';
-import { MPESA_TEST, mpesaEnv } from './helpers/mpesa-env.js';
+import type { FakeDaraja } from './fakes/daraja.js';
+import { waitFor, type ChannelFixture } from './helpers/channel.js';
+import { mpesaSuite } from './helpers/mpesa-env.js';
 
 
 let clock = new Date('2026-11-22T07:00:00.000Z').getTime();
@@ -33,15 +33,10 @@ const now = () => new Date(clock);
 
 let f: ChannelFixture;
 let daraja: FakeDaraja;
-before(async () => {
-  daraja = await startFakeDaraja({ consumerKey: MPESA_TEST.consumerKey, consumerSecret: MPESA_TEST.consumerSecret });
-  f = await startChannelFixture({ now, env: mpesaEnv(daraja.baseUrl) });
+mpesaSuite(now, (fixture, fake) => {
+  f = fixture;
+  daraja = fake;
 });
-after(async () => {
-  await f.close();
-  await daraja.close();
-});
-beforeEach(() => daraja.reset());
 
 const db = () => f.database.handle.db;
 let seq = 0;

@@ -301,6 +301,8 @@ const cases: Cases = {
   paymentNeedsReview: (t) => [
     { label: 'ordinary', out: t.paymentNeedsReview(7, 1500, 1000), ids: [] },
     { label: 'extreme', out: t.paymentNeedsReview(99999, MAX, 1), ids: [] },
+    { label: 'amount unknown', out: t.paymentNeedsReview(7, 1500, null), ids: [] },
+    { label: 'amount unknown, already paid', out: t.paymentNeedsReview(99999, MAX, null, { alreadyPaid: true }), ids: [] },
   ],
   reminderDue: (t) => [
     { label: 'ordinary', out: t.reminderDue(NAME, 7, 1500, DUE, 'tomorrow'), ids: pay('INV-0007') },
@@ -672,6 +674,18 @@ for (const language of languages) {
       for (const fn of ['paymentNeedsReview', 'paidTwiceToMerchant'] as const) {
         assert.ok(body(language, fn, 'ordinary').includes(language === 'en' ? 'status 7' : 'hali 7'));
       }
+    });
+
+    test('a payment whose amount M-PESA did not give is said as unknown, never as KES 0', () => {
+      for (const label of ['amount unknown', 'amount unknown, already paid']) {
+        const shown = body(language, 'paymentNeedsReview', label);
+        assert.doesNotMatch(shown, /KES 0\b|null|undefined|NaN/, shown);
+        assert.match(shown, language === 'en' ? /M-PESA did not say how much was paid/ : /M-PESA haikutaja kiasi kilicholipwa/, shown);
+        assert.match(shown, language === 'en' ? /settle any difference/ : /tofauti yoyote/, shown);
+        assert.ok(shown.includes(language === 'en' ? 'status ' : 'hali '), shown);
+      }
+      assert.ok(body(language, 'paymentNeedsReview', 'amount unknown').includes('*KES 1,500*'), 'the amount asked is still shown');
+      assert.match(body(language, 'paymentNeedsReview', 'amount unknown, already paid'), language === 'en' ? /stays marked paid/ : /inabaki kama imelipwa/);
     });
 
     test('invoiceUnreached tells the merchant the invoice reached nobody on either channel, and what to do next', () => {

@@ -10,9 +10,9 @@ import type { PaymentFailureReason } from './texts.types.js';
  * customer's phone: for this long after it was asked for or its push started.
  */
 export const PROMPT_COOLDOWN_MS = 2 * 60 * 1000;
-/** Attempts still pending this long are asked about (STK query). */
+/** Attempts still pending this long after their push started (never pushed: after they were asked for) are asked about (STK query). */
 export const RECONCILE_AFTER_MS = 3 * 60 * 1000;
-/** Attempts M-PESA still calls unfinished (or that cannot be asked about) this long are expired. */
+/** Attempts M-PESA still calls unfinished (or that cannot be asked about) this long after their push started (never pushed: after they were asked for) are expired. */
 export const EXPIRE_AFTER_MS = 30 * 60 * 1000;
 /**
  * A prompt not started this long after it was asked for is not sent any more (its push job
@@ -24,7 +24,7 @@ export const EXPIRE_AFTER_MS = 30 * 60 * 1000;
 export const PUSH_STALE_AFTER_MS = 10 * 60 * 1000;
 /**
  * Attempts whose STK queries all went unanswered (Daraja down, our credentials refused) are
- * given up this long after they started: until then the money may have moved, and the next
+ * given up this long after their push started: until then the money may have moved, and the next
  * answer settles them.
  */
 export const GIVE_UP_UNANSWERED_MS = 24 * 60 * 60 * 1000;

@@ -635,11 +635,16 @@ const en: Texts = {
   },
   paymentNeedsReview: (number, expected, received, options = { alreadyPaid: false }) =>
     text(
-      `⚠️ A payment of ${money(received)} came in for ${inv(number)}, but the invoice is for ${money(expected)}.\n\n` +
+      (received === null
+        ? `⚠️ A payment came in for ${inv(number)}, but M-PESA did not say how much was paid; the invoice is for ${money(expected)}.\n\n`
+        : `⚠️ A payment of ${money(received)} came in for ${inv(number)}, but the invoice is for ${money(expected)}.\n\n`) +
         (options.alreadyPaid
           ? 'The invoice stays marked paid, as M-PESA confirmed it earlier; this payment is recorded for review. '
           : "I haven't marked it paid; the payment is recorded for review. ") +
-        `Check your M-PESA messages and settle the difference with the customer. Type status ${number} to see the attempts.`,
+        (received === null
+          ? 'Check your M-PESA messages for the amount, and settle any difference with the customer. '
+          : 'Check your M-PESA messages and settle the difference with the customer. ') +
+        `Type status ${number} to see the attempts.`,
     ),
   reminderDue: (merchantName, number, amount, dueDate, when) =>
     buttons(
@@ -1036,11 +1041,16 @@ const sw: Texts = {
   },
   paymentNeedsReview: (number, expected, received, options = { alreadyPaid: false }) =>
     text(
-      `⚠️ Malipo ya ${money(received)} yamepokelewa kwa ${inv(number)}, lakini ankara ni ya ${money(expected)}.\n\n` +
+      (received === null
+        ? `⚠️ Malipo yamepokelewa kwa ${inv(number)}, lakini M-PESA haikutaja kiasi kilicholipwa; ankara ni ya ${money(expected)}.\n\n`
+        : `⚠️ Malipo ya ${money(received)} yamepokelewa kwa ${inv(number)}, lakini ankara ni ya ${money(expected)}.\n\n`) +
         (options.alreadyPaid
           ? 'Ankara inabaki kama imelipwa, kama M-PESA ilivyothibitisha awali; malipo haya yamehifadhiwa ili yakaguliwe. '
           : 'Sijaiweka kama imelipwa; malipo haya yamehifadhiwa ili yakaguliwe. ') +
-        `Angalia jumbe zako za M-PESA na umalizane na mteja kuhusu tofauti hiyo. Andika hali ${number} uone majaribio.`,
+        (received === null
+          ? 'Angalia jumbe zako za M-PESA uone kiasi kilicholipwa, na umalizane na mteja kuhusu tofauti yoyote. '
+          : 'Angalia jumbe zako za M-PESA na umalizane na mteja kuhusu tofauti hiyo. ') +
+        `Andika hali ${number} uone majaribio.`,
     ),
   reminderDue: (merchantName, number, amount, dueDate, when) =>
     buttons(

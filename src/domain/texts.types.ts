@@ -91,7 +91,7 @@ export type Texts = {
   paymentFailedToCustomerSms(merchantName: string, number: number, amount: number, options?: Unconfirmed): string; // <= 160 chars, "reply PAY"
   paymentFailedToMerchant(number: number, reason: PaymentFailureReason, options?: Unconfirmed): MessageContent; // the reason in words
   paidTwiceToMerchant(number: number, amount: number, receipt: string | null): MessageContent; // to the merchant: a second payment came in for an invoice already paid; it stays paid; refund one (the receipt finds it)
-  paymentNeedsReview(number: number, expected: number, received: number, options?: { alreadyPaid: boolean }): MessageContent; // to the merchant: amount paid differs; not marked paid (alreadyPaid: the invoice stays paid as M-PESA confirmed before); recorded for review
+  paymentNeedsReview(number: number, expected: number, received: number | null, options?: { alreadyPaid: boolean }): MessageContent; // to the merchant: amount paid differs, or unknown (received null: M-PESA did not say; never "KES 0"); not marked paid (alreadyPaid: the invoice stays paid as M-PESA confirmed before); recorded for review
   reminderDue(merchantName: string, number: number, amount: number, dueDate: Date, when: 'tomorrow' | 'today'): MessageContent; // with pay button
   reminderDueSms(merchantName: string, number: number, amount: number, dueDate: Date, when: 'tomorrow' | 'today'): string; // <= 160 chars, "reply PAY"
   // dashboard

@@ -25,7 +25,7 @@ import { NoJobData, scheduledJob, type JobDefinition, type JobQueue } from '../j
 import { afterFailedTry, retryJob, scheduleRetry, type RetryDeps, type RetryJob } from '../inbound/retry.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
-import type { DarajaClient } from '../providers/mpesa/client.js';
+import type { DarajaClient, StkPushAccepted } from '../providers/mpesa/client.js';
 import type { StkCallbackResult } from '../providers/mpesa/schemas.js';
 import { ProviderError, TransportError, isDeliveryError, type DeliveryError } from '../providers/errors.js';
 
@@ -58,10 +58,11 @@ export type Payments = {
    */
   storeUnreadableCallback(token: string, raw: string, reason: string): Promise<'stored' | 'duplicate' | 'unknown_token'>;
   /**
-   * Asks M-PESA about every attempt still pending after `olderThanMs` (default: 3 minutes) and
-   * not asked within its pause (none with `askAgainNow`: the simulator's "ask now"); applies
-   * answers like callbacks and expires those M-PESA still calls unfinished after 30 minutes, or
-   * that no query could reach for a day.
+   * Asks M-PESA about every attempt still pending `olderThanMs` (default: 3 minutes) after its
+   * push started (never pushed: after it was asked for) and not asked within its pause (none
+   * with `askAgainNow`: the simulator's "ask now"); applies answers like callbacks and expires
+   * those M-PESA still calls unfinished 30 minutes after their push, or that no query could
+   * reach for a day.
    */
   reconcile(options?: { olderThanMs?: number; askAgainNow?: boolean }): Promise<{ queried: number; applied: number; expired: number }>;
   /** Applies a callback kept for retry (the retry job): processed, kept again, parked as dead, or nothing to do. */
@@ -85,6 +86,8 @@ export type PaymentsDeps = {
   random?: () => number;
   /** How long one reconciliation run may take (tests shorten it); RECONCILE_BUDGET_MS by default. */
   reconcileBudgetMs?: number;
+  /** How long a write after Daraja's answer to a push is tried while the database refuses (tests shorten it); PUSH_WRITE_PATIENCE_MS by default. */
+  pushWritePatienceMs?: number;
 };
 
 /**
@@ -126,6 +129,16 @@ const QUERY_CONCURRENCY = 4;
  * goes on). The queries in flight then end within their own timeout (MPESA_TIMEOUT_MS).
  */
 const RECONCILE_BUDGET_MS = 45_000;
+/**
+ * What the push learnt from Daraja (the CheckoutRequestID of a prompt now on the phone; a "not
+ * now" that frees the attempt for its job's retry) is written again and again (waits doubling
+ * from 0.2 s to 5 s) for this long when the database refuses. Lost, it strands the attempt:
+ * the claim of every later try needs push_started_at null, and reconciliation cannot ask
+ * about a prompt without its CheckoutRequestID (the money may move and its callback be lost).
+ * As RECORD_SENT_PATIENCE_MS in src/delivery/outbox.ts: the first statement that works once the
+ * database is back is usually this one.
+ */
+export const PUSH_WRITE_PATIENCE_MS = 5 * 60_000;
 
 /**
  * Whether a failed push proves that nothing reached the phone: Daraja (or the client, before
@@ -145,6 +158,7 @@ function definitelyRefused(error: DeliveryError): boolean {
 export function createPayments(deps: PaymentsDeps): Payments {
   const { db, metrics, logger } = deps;
   const now = deps.now ?? (() => new Date());
+  const pushWritePatienceMs = deps.pushWritePatienceMs ?? PUSH_WRITE_PATIENCE_MS;
   const retrying: RetryDeps = { jobs: deps.jobs, metrics, logger, maxAttempts: deps.config.mpesa.callbackMaxAttempts, random: deps.random ?? Math.random };
 
   const pushJob: JobDefinition<typeof PushJobData> = {
@@ -260,20 +274,51 @@ export function createPayments(deps: PaymentsDeps): Payments {
     return q.selectFrom('payment_attempts').select(['id', 'checkout_request_id']).where('callback_token_hash', '=', tokenHash).executeTakeFirst();
   }
 
+  /**
+   * A write the push must not lose to a database blip once Daraja has answered (PUSH_WRITE_PATIENCE_MS):
+   * tried until it goes or the patience runs out, each failure logged (the error's message only:
+   * the attempt's id names it, and no phone number reaches the logs). Gives up with an error log
+   * (`context` says what a person needs) and the last error.
+   */
+  async function writePatiently<T>(attemptId: string, what: string, write: () => Promise<T>, context: Record<string, string> = {}): Promise<T> {
+    const giveUpAt = performance.now() + pushWritePatienceMs;
+    const errorText = (error: unknown) => (error instanceof Error ? error.message : String(error)).slice(0, 300);
+    let waitMs = 200;
+    for (let tries = 1; ; tries += 1) {
+      try {
+        const written = await write();
+        if (tries > 1) logger.info({ attempt_id: attemptId, tries }, `${what}: written after the database refused`);
+        return written;
+      } catch (error) {
+        if (performance.now() + waitMs >= giveUpAt) {
+          logger.error({ attempt_id: attemptId, tries, error: errorText(error), ...context }, `${what}: never written, the database refused for too long`);
+          throw error;
+        }
+        logger.warn({ attempt_id: attemptId, tries, error: errorText(error) }, `${what}: the database refused; trying again`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, waitMs));
+      waitMs = Math.min(waitMs * 2, 5_000);
+    }
+  }
+
   async function push(attemptId: string, options: { lastTry?: boolean } = {}): Promise<'pushed' | 'not_pending' | 'failed'> {
     const token = randomBytes(32).toString('base64url');
     // Asked for before this, the prompt is stale (PUSH_STALE_AFTER_MS): not sent any more.
     const staleBefore = new Date(now().getTime() - PUSH_STALE_AFTER_MS);
+    // The invoice's number comes with the claim: a statement of its own after the claim could
+    // fail, and leave the attempt taken (push_started_at set) with no prompt sent, for good.
     const claimed = await db
       .updateTable('payment_attempts')
+      .from('invoices')
       // The service's clock, like created_at: the 2-minute rule compares it with now().
       .set({ push_started_at: now(), callback_token_hash: sha256Hex(token), updated_at: sql`now()` })
-      .where('id', '=', attemptId)
-      .where('status', '=', 'pending')
-      .where('push_started_at', 'is', null)
-      .where('created_at', '>', staleBefore)
+      .whereRef('invoices.id', '=', 'payment_attempts.invoice_id')
+      .where('payment_attempts.id', '=', attemptId)
+      .where('payment_attempts.status', '=', 'pending')
+      .where('payment_attempts.push_started_at', 'is', null)
+      .where('payment_attempts.created_at', '>', staleBefore)
       // Never prompt for an invoice paid or cancelled while this push waited (e.g. a job retry).
-      .where('invoice_id', 'in', (eb) => eb.selectFrom('invoices').select('id').where('status', 'not in', ['paid', 'cancelled']))
+      .where('invoices.status', 'not in', ['paid', 'cancelled'])
       // Nor once a newer attempt exists for the invoice (started while this one waited for a
       // retry): one prompt at a time, or the customer could pay twice.
       .where(({ not, exists, selectFrom }) =>
@@ -286,7 +331,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
           ),
         ),
       )
-      .returning(['id', 'invoice_id', 'amount', 'phone', 'initiated_by'])
+      .returning(['payment_attempts.invoice_id', 'payment_attempts.amount', 'payment_attempts.phone', 'payment_attempts.initiated_by', 'invoices.number'])
       .executeTakeFirst();
     if (claimed === undefined) {
       const ids = await db.transaction().execute(async (trx) => {
@@ -314,37 +359,28 @@ export function createPayments(deps: PaymentsDeps): Payments {
       deps.outbox.dispatchSoon(ids);
       return 'not_pending';
     }
-    const invoice = await db.selectFrom('invoices').select(['number']).where('id', '=', claimed.invoice_id).executeTakeFirstOrThrow();
-    const reference = formatInvoiceNumber(invoice.number);
+    const reference = formatInvoiceNumber(claimed.number);
     const callbackBase = deps.config.mpesa.callbackUrl?.replace(/\/+$/, '') ?? '';
+    let accepted: StkPushAccepted;
     try {
-      const accepted = await deps.daraja.stkPush({
+      accepted = await deps.daraja.stkPush({
         amount: Number(claimed.amount),
         phone: claimed.phone,
         accountReference: reference,
         description: reference,
         callbackUrl: `${callbackBase}/${token}`,
       });
-      const named = await db
-        .updateTable('payment_attempts')
-        .set({ checkout_request_id: accepted.checkoutRequestId, merchant_request_id: accepted.merchantRequestId, updated_at: sql`now()` })
-        .where('id', '=', attemptId)
-        .returning('status')
-        .executeTakeFirst();
-      // Nothing expires an attempt whose push is in flight (reconciliation expires one without a
-      // CheckoutRequestID only long after PUSH_STALE_AFTER_MS; a fast callback may have settled
-      // it, which is fine): if something did, a person should look (a callback still applies).
-      if (named === undefined || named.status === 'expired') logger.error({ attempt_id: attemptId }, 'stk prompt accepted for an attempt already expired');
-      metrics.paymentAttempts.inc({ outcome: 'pushed' });
-      return 'pushed';
     } catch (error) {
       if (!isDeliveryError(error)) throw error;
       // Only Daraja's own "not now" codes prove nothing reached the phone; a bare 5xx from a
       // gateway is as unclear as a timeout, so it keeps this attempt's token and ends here.
       const refusedForNow = options.lastTry !== true && error instanceof ProviderError && error.code !== undefined && SAFE_TO_RETRY.has(error.code);
       if (refusedForNow) {
-        // Safaricom said no (busy, spike arrest): nothing reached the phone, so a later try is safe.
-        await db.updateTable('payment_attempts').set({ push_started_at: null }).where('id', '=', attemptId).execute();
+        // Safaricom said no (busy, spike arrest): nothing reached the phone, so a later try is
+        // safe, once the attempt is free again: the job's retry can claim it only then.
+        await writePatiently(attemptId, 'releasing an stk push refused for now, for its retry', () =>
+          db.updateTable('payment_attempts').set({ push_started_at: null }).where('id', '=', attemptId).execute(),
+        );
         metrics.paymentAttempts.inc({ outcome: 'push_retry' });
         throw error;
       }
@@ -377,6 +413,27 @@ export function createPayments(deps: PaymentsDeps): Payments {
       logger.warn({ attempt_id: attemptId, error: error.message, unclear: !refused }, refused ? 'stk push not accepted' : 'stk push unanswered');
       return 'failed';
     }
+    // The prompt is on the phone: without its CheckoutRequestID reconciliation could never ask
+    // how it ended, and the job's retry cannot help (the attempt is taken). Given up, the log
+    // carries the CheckoutRequestID for a person to ask M-PESA.
+    const named = await writePatiently(
+      attemptId,
+      'recording the CheckoutRequestID of an accepted stk push',
+      () =>
+        db
+          .updateTable('payment_attempts')
+          .set({ checkout_request_id: accepted.checkoutRequestId, merchant_request_id: accepted.merchantRequestId, updated_at: sql`now()` })
+          .where('id', '=', attemptId)
+          .returning('status')
+          .executeTakeFirst(),
+      { checkout_request_id: accepted.checkoutRequestId },
+    );
+    // Nothing expires an attempt whose push is in flight (reconciliation expires one without a
+    // CheckoutRequestID only EXPIRE_AFTER_MS after its push started; a fast callback may have
+    // settled it, which is fine): if something did, a person should look (a callback still applies).
+    if (named === undefined || named.status === 'expired') logger.error({ attempt_id: attemptId }, 'stk prompt accepted for an attempt already expired');
+    metrics.paymentAttempts.inc({ outcome: 'pushed' });
+    return 'pushed';
   }
 
   /** How a second payment of a paid invoice reads on its attempt (also to the merchant, in the invoice's details). */
@@ -453,7 +510,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
             kind: 'notice',
             invoiceId: f.id,
             // Paid by another attempt (before, or in this same group): the text must not say it is not.
-            payload: { message: merchantTexts.paymentNeedsReview(f.number, asked, result.amount ?? 0, { alreadyPaid: f.status === 'paid' || paying.has(f.id) }) },
+            payload: { message: merchantTexts.paymentNeedsReview(f.number, asked, result.amount, { alreadyPaid: f.status === 'paid' || paying.has(f.id) }) },
           });
           return { status: 'review', plan };
         case 'review_receipt': {
@@ -476,7 +533,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
             kind: 'notice',
             invoiceId: f.id,
             // The invoice is paid (by this attempt or another): the text must not say it is not.
-            payload: { message: merchantTexts.paymentNeedsReview(f.number, asked, result.amount ?? 0, { alreadyPaid: true }) },
+            payload: { message: merchantTexts.paymentNeedsReview(f.number, asked, result.amount, { alreadyPaid: true }) },
           });
           return { status: 'review', plan };
         }
@@ -820,33 +877,38 @@ export function createPayments(deps: PaymentsDeps): Payments {
   }
 
   /**
-   * Claims the next attempts to ask about: pending, older than `olderThanMs`, and not asked
-   * within their pause, least recently asked
-   * first so that none waits behind others that keep going unanswered. Stamped as asked at
-   * `at` in the same statement (skipping rows another run has locked), so a concurrent run on
-   * another instance takes different ones, and this run never takes one twice.
+   * Claims the next attempts to ask about: pending, with their prompt out (or, never pushed,
+   * asked for) longer than `olderThanMs`, and not asked within their pause, least recently asked
+   * first so that none waits behind others that keep going unanswered. The age counts from the
+   * push (`since`): a push that waited for its job minutes after the attempt was asked for
+   * would otherwise be queried seconds after its prompt went out, and the query's early
+   * answers include failures that are not (the customer is still typing the PIN). Stamped as
+   * asked at `at` in the same statement (skipping rows another run has locked), so a concurrent
+   * run on another instance takes different ones, and this run never takes one twice.
    *
    * The pause after the n-th query is 1, 2, 4, 8, 16, then 30 minutes (none with `askAgainNow`):
    * a run every minute would otherwise ask Daraja about every unanswered attempt every minute
    * for a day. Each comes back with the stamp it had before (`previous`), for giveBackUnasked.
    */
   async function claimForQuery(at: Date, olderThanMs: number, askAgainNow: boolean) {
-    const { rows } = await sql<{ id: string; checkout_request_id: string | null; created_at: Date; previous: Date | null }>`
+    const before = new Date(at.getTime() - olderThanMs);
+    // On created_at as well: a push starts after its attempt is asked for, and the index of pending attempts is on created_at.
+    const { rows } = await sql<{ id: string; checkout_request_id: string | null; since: Date; previous: Date | null }>`
       update payment_attempts a set last_queried_at = ${at}, query_count = a.query_count + 1
       from (
         select id, last_queried_at as previous from payment_attempts
-        where status = 'pending' and created_at < ${new Date(at.getTime() - olderThanMs)}
+        where status = 'pending' and created_at < ${before} and coalesce(push_started_at, created_at) < ${before}
           and (last_queried_at is null or ${
             askAgainNow
               ? sql`last_queried_at < ${at}`
               : // Capped before the power: 2^31 minutes as an int overflows (32 queries, about 14 hours into an outage).
                 sql`last_queried_at <= ${at}::timestamptz - make_interval(mins => least(power(2, greatest(least(query_count, 6) - 1, 0)), 30)::int)`
           })
-        order by coalesce(last_queried_at, created_at), id
+        order by coalesce(last_queried_at, push_started_at, created_at), id
         limit ${RECONCILE_PAGE}
         for update skip locked) picked
       where a.id = picked.id and a.status = 'pending'
-      returning a.id, a.checkout_request_id, a.created_at, picked.previous`.execute(db);
+      returning a.id, a.checkout_request_id, coalesce(a.push_started_at, a.created_at) as since, picked.previous`.execute(db);
     return rows;
   }
 
@@ -862,7 +924,8 @@ export function createPayments(deps: PaymentsDeps): Payments {
       where a.id = r.id and a.status = 'pending' and a.last_queried_at = ${at}`.execute(db);
   }
 
-  async function reconcileOne(attempt: { id: string; checkout_request_id: string | null; created_at: Date }, at: Date, totals: { queried: number; applied: number; expired: number }): Promise<void> {
+  /** `since`: when its prompt went out (or, never pushed, when it was asked for): what its expiry counts from. */
+  async function reconcileOne(attempt: { id: string; checkout_request_id: string | null; since: Date }, at: Date, totals: { queried: number; applied: number; expired: number }): Promise<void> {
     let answer: Awaited<ReturnType<DarajaClient['stkQuery']>> | undefined;
     if (attempt.checkout_request_id !== null) {
       try {
@@ -888,7 +951,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
         results = done.applied;
         return done.outbound;
       }
-      if (!expiresAfterQuery(at.getTime() - attempt.created_at.getTime(), unsettled)) return NOTHING_WRITTEN;
+      if (!expiresAfterQuery(at.getTime() - attempt.since.getTime(), unsettled)) return NOTHING_WRITTEN;
       const ended = await trx
         .updateTable('payment_attempts')
         .set({
@@ -941,13 +1004,16 @@ export function createPayments(deps: PaymentsDeps): Payments {
         break;
       }
     }
-    // What is left pending past the usual end is waiting on M-PESA to answer at all: the gauge
-    // an operator alerts on (an outage, or credentials Daraja refuses).
+    // What is left pending past the usual end (counted from the push, as the expiry is) is
+    // waiting on M-PESA to answer at all: the gauge an operator alerts on (an outage, or
+    // credentials Daraja refuses).
+    const usualEnd = new Date(at.getTime() - EXPIRE_AFTER_MS);
     const unsettled = await db
       .selectFrom('payment_attempts')
       .select(sql<string>`count(*)`.as('n'))
       .where('status', '=', 'pending')
-      .where('created_at', '<', new Date(at.getTime() - EXPIRE_AFTER_MS))
+      .where('created_at', '<', usualEnd)
+      .where(sql<boolean>`coalesce(push_started_at, created_at) < ${usualEnd}`)
       .executeTakeFirstOrThrow();
     metrics.paymentsUnsettled.set(Number(unsettled.n));
     return totals;

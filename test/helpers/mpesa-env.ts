@@ -1,3 +1,7 @@
+import { after, before, beforeEach } from 'node:test';
+import { startFakeDaraja, type FakeDaraja } from '../fakes/daraja.js';
+import { startChannelFixture, type ChannelFixture } from './channel.js';
+
 /**
  * The M-PESA settings of a test app that talks to a fake Daraja (test/fakes/daraja.ts), with the
  * credentials the fake expects; the callback URL's base is what tokens are cut from.
@@ -22,4 +26,24 @@ export function mpesaEnv(darajaBaseUrl: string): Record<string, string> {
     MPESA_API_BASE_URL: darajaBaseUrl,
     MPESA_TIMEOUT_MS: '2000',
   };
+}
+
+/**
+ * A file's channel fixture (on the test clock `now`) whose pushes go to a fake Daraja: both
+ * started before the file's tests and handed to `use`, closed after them; the fake's records
+ * cleared before each test.
+ */
+export function mpesaSuite(now: () => Date, use: (fixture: ChannelFixture, daraja: FakeDaraja) => void): void {
+  let fixture: ChannelFixture | undefined;
+  let daraja: FakeDaraja | undefined;
+  before(async () => {
+    daraja = await startFakeDaraja({ consumerKey: MPESA_TEST.consumerKey, consumerSecret: MPESA_TEST.consumerSecret });
+    fixture = await startChannelFixture({ now, env: mpesaEnv(daraja.baseUrl) });
+    use(fixture, daraja);
+  });
+  after(async () => {
+    await fixture?.close();
+    await daraja?.close();
+  });
+  beforeEach(() => daraja?.reset());
 }
