@@ -39,7 +39,7 @@ describe('pure machine', () => {
 
   test('help / msaada while being asked the business name shows help, not registered as business "help"', () => {
     for (const word of ['help', 'msaada', 'menu']) {
-      const result = converse({ version: 1, step: 'awaiting_business_name' }, text(word), context({ isMerchant: false }));
+      const result = converse({ version: 1, step: 'awaiting_business_name', askedAt: NOW.toISOString() }, text(word), context({ isMerchant: false }));
       assert.ok(!result.effects.some((e) => e.type === 'register_merchant'), `"${word}" registered as the business name: ${JSON.stringify(result.effects[0])}`);
     }
   });

@@ -15,7 +15,7 @@ const touchedAt = new Date(NOW.getTime() - 60_000).toISOString();
 
 const states: Record<ConversationState['step'], ConversationState> = {
   idle: IDLE,
-  awaiting_business_name: { version: 1, step: 'awaiting_business_name' },
+  awaiting_business_name: { version: 1, step: 'awaiting_business_name', askedAt: touchedAt },
   awaiting_customer: { version: 1, step: 'awaiting_customer', draft: {}, touchedAt },
   awaiting_amount: { version: 1, step: 'awaiting_amount', draft: { customerPhone: '254712345678' }, touchedAt },
   awaiting_description: { version: 1, step: 'awaiting_description', draft: { customerPhone: '254712345678', amount: 1500 }, touchedAt },
@@ -120,6 +120,33 @@ describe('onboarding', () => {
     const result = converse(states.awaiting_business_name, text('x'.repeat(61)), context({ isMerchant: false }));
     assert.equal(result.state.step, 'awaiting_business_name');
     assert.ok(!result.effects.some((e) => e.type === 'register_merchant'));
+  });
+
+  test('the business-name question expires as a draft does: a customer asked it once, replying "ok" to a new invoice a week later, is not registered as business "ok" (was a defect)', () => {
+    const weekAgo = { version: 1, step: 'awaiting_business_name', askedAt: new Date(NOW.getTime() - 7 * 86_400_000).toISOString() } as const;
+    for (const reply of ['ok', 'Asante', 'nimelipa', 'list', 'status 7']) {
+      const result = converse(weekAgo, text(reply), context({ isMerchant: false, isCustomer: true }));
+      assert.ok(!result.effects.some((e) => e.type === 'register_merchant'), `"${reply}" registered a business`);
+      assert.equal(result.state.step, 'idle', reply);
+    }
+    assert.deepEqual(converse(weekAgo, text('ok'), context({ isMerchant: false, isCustomer: true })).effects, [{ type: 'customer_help' }]);
+    // A newcomer who is nobody's customer is simply asked again, the question fresh.
+    const again = converse(weekAgo, text('Mama Mboga'), context({ isMerchant: false }));
+    assert.ok(!again.effects.some((e) => e.type === 'register_merchant'));
+    assert.deepEqual(again.state, { version: 1, step: 'awaiting_business_name', askedAt: NOW.toISOString() });
+    // Stored before the question had a time: expired too.
+    const old = converse({ version: 1, step: 'awaiting_business_name' }, text('ok'), context({ isMerchant: false, isCustomer: true }));
+    assert.deepEqual(old.effects, [{ type: 'customer_help' }]);
+  });
+
+  test('within 30 minutes of the question (each answer renews it), the answer is the business name', () => {
+    const asked = converse({ version: 0 }, text('hi'), context({ isMerchant: false }));
+    assert.deepEqual(asked.state, { version: 1, step: 'awaiting_business_name', askedAt: NOW.toISOString() });
+    const later = (ms: number) => context({ isMerchant: false, isCustomer: true, now: new Date(NOW.getTime() + ms) });
+    const invalid = converse(asked.state, text('x'.repeat(61)), later(DRAFT_TTL_MS - 1_000));
+    assert.equal(invalid.state.step, 'awaiting_business_name');
+    const named = converse(invalid.state, text('Mama Mboga'), later(2 * DRAFT_TTL_MS - 2_000));
+    assert.deepEqual(named.effects[0], { type: 'register_merchant', businessName: 'Mama Mboga' });
   });
 
   test('a customer who writes pay is routed to the customer side, not onboarded', () => {

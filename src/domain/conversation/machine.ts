@@ -33,7 +33,7 @@ const touchedAt = z.iso.datetime();
 
 export const ConversationStateSchema = z.discriminatedUnion('step', [
   z.object({ version: z.literal(STATE_VERSION), step: z.literal('idle') }),
-  z.object({ version: z.literal(STATE_VERSION), step: z.literal('awaiting_business_name') }),
+  z.object({ version: z.literal(STATE_VERSION), step: z.literal('awaiting_business_name'), askedAt: touchedAt.optional() }),
   z.object({ version: z.literal(STATE_VERSION), step: z.literal('awaiting_customer'), draft: z.object({}), touchedAt }),
   // The description too when a one-line invoice gave a good one and a bad amount.
   z.object({ version: z.literal(STATE_VERSION), step: z.literal('awaiting_amount'), draft: z.object({ customerPhone: msisdn, description: description.optional() }), touchedAt }),
@@ -332,8 +332,11 @@ function merchantTurn(d: Dialogue, state: ConversationState, input: Read): Trans
 /** A number that is not (yet) a merchant: onboarding, or the customer side. */
 function newcomerTurn(d: Dialogue, state: ConversationState, input: Read): Transition {
   const command = input.kind === 'text' || input.kind === 'command' ? input.command : null;
+  // Still onboarding: the question asked again now (it expires as a draft does).
+  const stillAsking = (): ConversationState => ({ version: STATE_VERSION, step: 'awaiting_business_name', askedAt: d.touched() });
   if (command?.kind === 'language') {
-    const answered = d.global(command, state) ?? d.done(state);
+    const kept = state.step === 'awaiting_business_name' ? stillAsking() : state;
+    const answered = d.global(command, kept) ?? d.done(kept);
     // Mid-onboarding the question still stands: ask it again, in the new language.
     if (state.step === 'awaiting_business_name' && command.language !== null) d.say(d.t.askBusinessName());
     return answered;
@@ -341,19 +344,19 @@ function newcomerTurn(d: Dialogue, state: ConversationState, input: Read): Trans
   if (command?.kind === 'pay') return d.global(command, IDLE) ?? d.done(IDLE);
 
   if (state.step === 'awaiting_business_name') {
-    if (input.kind !== 'text') return d.say(d.t.onlyTextAndButtons()).say(d.t.askBusinessName()).done(state);
+    if (input.kind !== 'text') return d.say(d.t.onlyTextAndButtons()).say(d.t.askBusinessName()).done(stillAsking());
     if (command?.kind === 'cancel') return d.say(d.t.draftCancelled()).done(IDLE);
     // "help" is a question, not a business name: the question stands.
-    if (command?.kind === 'help') return d.say(d.t.askBusinessName()).done(state);
+    if (command?.kind === 'help') return d.say(d.t.askBusinessName()).done(stillAsking());
     const name = parseBusinessName(input.text);
-    if (name === null) return d.say(d.t.businessNameInvalid()).done(state);
+    if (name === null) return d.say(d.t.businessNameInvalid()).done(stillAsking());
     return d.do({ type: 'register_merchant', businessName: name }).say(d.t.registered(name)).done(IDLE);
   }
   // Media, stickers, reactions...: a polite word, and nothing changes (no onboarding started).
   if (input.kind === 'other') return d.say(d.t.onlyTextAndButtons()).done(state);
   // A customer talks to the customer side unless they ask to start a business of their own.
   if (d.context.isCustomer && command?.kind !== 'new_invoice') return d.do({ type: 'customer_help' }).done(IDLE);
-  return d.say(d.t.askBusinessName()).done({ version: STATE_VERSION, step: 'awaiting_business_name' });
+  return d.say(d.t.askBusinessName()).done(stillAsking());
 }
 
 export function converse(stored: unknown, input: MachineInput, context: MachineContext): Transition {
@@ -362,6 +365,12 @@ export function converse(stored: unknown, input: MachineInput, context: MachineC
   if (reset) d.say(d.t.stateReset());
   if (isDraftStep(state) && context.now.getTime() - Date.parse(state.touchedAt) > DRAFT_TTL_MS) {
     d.say(d.t.draftExpired());
+    state = IDLE;
+  }
+  // A business name asked for long ago is no longer what the next message answers (a customer
+  // who said "thanks" once, replying "ok" to a new invoice a week later, is not naming a
+  // business): the turn starts afresh, without a word (a newcomer is simply asked again).
+  if (state.step === 'awaiting_business_name' && (state.askedAt === undefined || context.now.getTime() - Date.parse(state.askedAt) > DRAFT_TTL_MS)) {
     state = IDLE;
   }
   d.noticeCount = d.effects.length;

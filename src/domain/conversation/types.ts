@@ -18,7 +18,11 @@ export type CompleteDraft = { customerPhone: string; amount: number; description
 
 export type ConversationState =
   | { version: 1; step: 'idle' }
-  | { version: 1; step: 'awaiting_business_name' }
+  /**
+   * `askedAt`: when the question was last asked or answered; it expires as a draft does. A row
+   * stored before it existed has none and counts as expired.
+   */
+  | { version: 1; step: 'awaiting_business_name'; askedAt?: string }
   | { version: 1; step: 'awaiting_customer'; draft: Draft; touchedAt: string }
   | { version: 1; step: 'awaiting_amount'; draft: Draft & { customerPhone: string }; touchedAt: string }
   | { version: 1; step: 'awaiting_description'; draft: Draft & { customerPhone: string; amount: number }; touchedAt: string }
