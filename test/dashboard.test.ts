@@ -233,6 +233,41 @@ describe('merchant link', () => {
   });
 });
 
+describe('sign-in links that are not opened by the person (found by a review)', () => {
+  test('a HEAD (a link checker) does not use up the link', async () => {
+    const link = await t.deps.auth.createLink(database.handle.db, merchantId);
+    const head = await t.app.request(`/dashboard/login?link=${link}`, { method: 'HEAD', headers: from() });
+    assert.equal(head.status, 200);
+    assert.equal(head.headers.get('set-cookie'), null);
+    assert.equal((await get(`/dashboard/login?link=${link}`)).status, 303);
+  });
+
+  test('opened from another site\'s page, a link signs nobody in until the person confirms on this site', async () => {
+    const cookie = await adminCookie();
+    const link = await t.deps.auth.createLink(database.handle.db, merchantId);
+    for (const site of ['cross-site', 'same-site']) {
+      const res = await get(`/dashboard/login?link=${link}`, { cookie, 'sec-fetch-site': site });
+      assert.equal(res.status, 200, site);
+      assert.equal(res.headers.get('set-cookie'), null, 'the session the browser had stays');
+      const page = await res.text();
+      assert.match(page, /<form method="post" action="\/dashboard\/login"><input type="hidden" name="link" value="[A-Za-z0-9_-]+">/);
+    }
+    // Still the admin: the link was not used.
+    assert.equal((await get('/stats/summary', { cookie })).status, 200);
+    // The form posted from another site is refused; from this site it signs in, once.
+    assert.equal((await postForm(t.app, '/dashboard/login', { link }, { 'sec-fetch-site': 'cross-site' })).status, 403);
+    const confirmed = await postForm(t.app, '/dashboard/login', { link }, { 'sec-fetch-site': 'same-origin' });
+    assert.equal(confirmed.status, 303);
+    assert.notEqual(confirmed.headers.get('set-cookie'), null);
+    assert.equal((await postForm(t.app, '/dashboard/login', { link }, { 'sec-fetch-site': 'same-origin' })).status, 401);
+  });
+
+  test('a tap in WhatsApp (no site) or a typed link signs in at once, as before', async () => {
+    const link = await t.deps.auth.createLink(database.handle.db, merchantId);
+    assert.equal((await get(`/dashboard/login?link=${link}`, { 'sec-fetch-site': 'none' })).status, 303);
+  });
+});
+
 describe('logout', () => {
   test('POST /dashboard/logout ends the session: cookie cleared, 303 /dashboard, the old cookie no longer works', async () => {
     for (const cookie of [await adminCookie(), await linkCookie()]) {

@@ -223,15 +223,8 @@ ${status('cancelled', 'Cancelled')}
   });
   routes.get('/dashboard/', (c) => c.redirect('/dashboard', 301));
 
-  routes.get('/dashboard/login', async (c) => {
-    const link = c.req.query('link') ?? '';
-    if (PREVIEW_FETCHER.test(c.req.header('user-agent') ?? '')) {
-      return messagePage(c, 200, 'Dashboard sign-in', html`<p>Open this link on your phone to see your InvoiceIQ dashboard.</p>`);
-    }
-    const key = callerKey(c);
-    if (limiter.blocked(key)) {
-      return messagePage(c, 429, 'Too many attempts', html`<p>Too many failed sign-ins from here. Wait a minute, then try again.</p>`);
-    }
+  /** A sign-in link used (or refused): the session and the dashboard, or the expired page. */
+  async function useLink(c: Context<AppEnv>, link: string, key: string) {
     if (link !== '' && link.length <= 200 && (await deps.auth.signInWithLink(c, link))) {
       c.header('Cache-Control', 'no-store');
       return c.redirect('/dashboard', 303);
@@ -244,6 +237,33 @@ ${status('cancelled', 'Cancelled')}
       html`<p>This sign-in link has expired or was already used. Each link works once, for ${LINK_TTL_MS / 60_000} minutes.</p>
 <p>Ask for a new one: type <strong>dashboard</strong> on WhatsApp.</p>`,
     );
+  }
+
+  routes.get('/dashboard/login', async (c) => {
+    const link = c.req.query('link') ?? '';
+    // A link checker's HEAD and a chat app's preview fetch must never use up a single-use link.
+    if (c.req.method === 'HEAD' || PREVIEW_FETCHER.test(c.req.header('user-agent') ?? '')) {
+      return messagePage(c, 200, 'Dashboard sign-in', html`<p>Open this link on your phone to see your InvoiceIQ dashboard.</p>`);
+    }
+    const key = callerKey(c);
+    if (limiter.blocked(key)) {
+      return messagePage(c, 429, 'Too many attempts', html`<p>Too many failed sign-ins from here. Wait a minute, then try again.</p>`);
+    }
+    // Sent here by another site's page (with a link of its own, say, to sign the browser in as
+    // somebody else): nothing happens until the person confirms on this site. A link tapped in
+    // WhatsApp or typed opens with no site (Sec-Fetch-Site: none) and signs in at once.
+    const site = c.req.header('sec-fetch-site');
+    if ((site === 'cross-site' || site === 'same-site') && link !== '' && link.length <= 200) {
+      c.header('Cache-Control', 'no-store');
+      return messagePage(
+        c,
+        200,
+        'Dashboard sign-in',
+        html`<p>Sign in to your InvoiceIQ dashboard?</p>
+<form method="post" action="/dashboard/login"><input type="hidden" name="link" value="${link}"><button type="submit">Sign in</button></form>`,
+      );
+    }
+    return useLink(c, link, key);
   });
 
   routes.post('/dashboard/login', async (c) => {
@@ -252,6 +272,8 @@ ${status('cancelled', 'Cancelled')}
     if (limiter.blocked(key)) return signInPage(c, 429, 'Too many failed attempts. Wait a minute, then try again.');
     // A body that does not read (a broken multipart, say) is a failed attempt like a wrong token, not a 500.
     const form = await c.req.parseBody().catch(() => ({}) as Record<string, unknown>);
+    // The confirmation of a link opened from another site (above).
+    if (typeof form.link === 'string') return useLink(c, form.link.trim(), key);
     const token = typeof form.token === 'string' ? form.token.trim() : '';
     if (token === '' || token.length > 1024 || !(await deps.auth.signInAsAdmin(c, token))) {
       limiter.fail(key);
