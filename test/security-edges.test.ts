@@ -71,6 +71,19 @@ describe('production configuration', () => {
     assert.notEqual(res.status, 200, `public GET /metrics answered 200 and shows e.g. ${body.split('\n').find((l) => l.startsWith('invoiceiq_payment_attempts_total{'))}`);
   });
 
+  test('without METRICS_TOKEN, /metrics is not served off Fly either: not to a public address, nor through a proxy (found by a review)', async () => {
+    const prod = buildTestApp(database, { env: PRODUCTION });
+    prod.deps.metrics.paymentAttempts.inc({ outcome: 'succeeded' }, 3);
+    const direct = await prod.app.request('/metrics', {}, socket('203.0.113.5'));
+    assert.equal(direct.status, 404, 'a VM with a public address');
+    const relayed = await prod.app.request('/metrics', { headers: { 'x-forwarded-for': '203.0.113.5' } }, socket('10.0.0.9'));
+    assert.equal(relayed.status, 404, 'through a proxy on a private network (Docker, Kubernetes)');
+    for (const res of [direct, relayed]) assert.doesNotMatch(await res.text(), /invoiceiq_payment_attempts_total/);
+    // Fly's scraper (its private network, IPv6), and a local call: served.
+    assert.equal((await prod.app.request('/metrics', {}, socket('fdaa:0:1:a7b:1::2'))).status, 200);
+    assert.equal((await prod.app.request('/metrics', {}, socket('::ffff:127.0.0.1'))).status, 200);
+  });
+
   test('METRICS_TOKEN: /metrics then needs it as a bearer token (a scraper off Fly), compared whole; never through Fly\'s edge', async () => {
     const metricsToken = 'metrics-token-0123456789abcdef-xyz';
     const prod = buildTestApp(database, { env: { ...PRODUCTION, METRICS_TOKEN: metricsToken } });

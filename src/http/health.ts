@@ -4,8 +4,11 @@ import type { Config } from '../config.js';
 import type { DatabaseHandle } from '../db/connect.js';
 import type { Metrics } from '../metrics.js';
 import { bearerToken, sameSecret } from '../security.js';
+import { PRIVATE_NETWORKS, proxyTrust, socketAddress } from './client-address.js';
 import { errorBody } from './errors.js';
 import type { AppEnv } from './middleware.js';
+
+const privateNetwork = proxyTrust(PRIVATE_NETWORKS);
 
 /** Readiness fails when the database does not answer within this long. */
 export const READY_TIMEOUT_MS = 1_000;
@@ -25,7 +28,15 @@ export function healthRoutes(deps: { database: Pick<DatabaseHandle, 'ping'>; met
     if (c.req.header('fly-client-ip') !== undefined) return c.json(errorBody(c, 'not_found', `No route for GET ${c.req.path}.`), 404);
     // Off Fly (no private network to rely on), METRICS_TOKEN: the scraper sends it as a bearer token.
     const token = deps.config.metrics.token;
-    if (token !== undefined) {
+    if (token === undefined) {
+      // Without one, only a caller on a private network reaching this process directly (Fly's
+      // scraper over its private network): not one from a public address, nor one relayed by a
+      // proxy (X-Forwarded-For), which is how the internet reaches a deployment off Fly.
+      const socket = socketAddress(c);
+      if (c.req.header('x-forwarded-for') !== undefined || (socket !== undefined && !privateNetwork(socket))) {
+        return c.json(errorBody(c, 'not_found', `No route for GET ${c.req.path}.`), 404);
+      }
+    } else {
       const offered = bearerToken(c.req.header('authorization'));
       if (offered === undefined || !sameSecret(offered, token)) {
         c.header('WWW-Authenticate', 'Bearer realm="metrics"');
