@@ -86,7 +86,8 @@ const EnvSchema = z.object({
   MPESA_SHORTCODE: optionalString.pipe(z.string().regex(/^\d{5,7}$/, 'must be 5 to 7 digits').optional()),
   MPESA_PASSKEY: optionalString,
   MPESA_CALLBACK_URL: optionalString.pipe(httpUrl.optional()),
-  MPESA_ENVIRONMENT: z.enum(['sandbox', 'production']).default('sandbox'),
+  // Unset: the sandbox (in development; production must set it, see ProductionRules).
+  MPESA_ENVIRONMENT: z.enum(['sandbox', 'production']).optional(),
   MPESA_API_BASE_URL: optionalString.pipe(httpUrl.optional()),
   MPESA_TRANSACTION_TYPE: z.enum(['paybill', 'till']).default('paybill'),
   MPESA_PARTY_B: optionalString.pipe(z.string().regex(/^\d{5,7}$/, 'must be 5 to 7 digits').optional()),
@@ -176,6 +177,15 @@ const ProductionRules = EnvSchema.superRefine((env, ctx) => {
   if (env.SMS_USE_SANDBOX) {
     ctx.addIssue({ code: 'custom', path: ['SMS_USE_SANDBOX'], message: 'must be false in production' });
   }
+  // Its default is the sandbox, where no money moves: a production deployment says which it means.
+  if (env.MPESA_ENVIRONMENT === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['MPESA_ENVIRONMENT'], message: 'is required when APP_ENV=production (production, or sandbox for a staging app)' });
+  }
+  // The access token and the consumer secret travel to these hosts: never over plain HTTP.
+  for (const name of ['WABA_API_BASE_URL', 'MPESA_API_BASE_URL'] as const) {
+    const url = env[name];
+    if (url !== undefined && !url.startsWith('https://')) ctx.addIssue({ code: 'custom', path: [name], message: 'must be https in production' });
+  }
 });
 
 type Env = z.infer<typeof EnvSchema>;
@@ -223,7 +233,7 @@ export type Config = Readonly<{
     shortcode: string | undefined;
     passkey: string | undefined;
     callbackUrl: string | undefined;
-    environment: Env['MPESA_ENVIRONMENT'];
+    environment: 'sandbox' | 'production';
     apiBaseUrl: string;
     transactionType: 'CustomerPayBillOnline' | 'CustomerBuyGoodsOnline';
     partyB: string | undefined;
@@ -335,8 +345,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       shortcode: e.MPESA_SHORTCODE,
       passkey: e.MPESA_PASSKEY,
       callbackUrl: e.MPESA_CALLBACK_URL,
-      environment: e.MPESA_ENVIRONMENT,
-      apiBaseUrl: (e.MPESA_API_BASE_URL ?? mpesaBaseUrls[e.MPESA_ENVIRONMENT]).replace(/\/+$/, ''),
+      environment: e.MPESA_ENVIRONMENT ?? 'sandbox',
+      apiBaseUrl: (e.MPESA_API_BASE_URL ?? mpesaBaseUrls[e.MPESA_ENVIRONMENT ?? 'sandbox']).replace(/\/+$/, ''),
       transactionType: e.MPESA_TRANSACTION_TYPE === 'till' ? 'CustomerBuyGoodsOnline' : 'CustomerPayBillOnline',
       partyB: e.MPESA_PARTY_B,
       timeoutMs: e.MPESA_TIMEOUT_MS,

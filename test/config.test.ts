@@ -166,6 +166,7 @@ test('production rules: https callback, long stats token, no SMS sandbox', () =>
   const error = configError({
     ...productionSecrets,
     APP_ENV: 'production',
+    MPESA_ENVIRONMENT: 'production',
     MPESA_CALLBACK_URL: 'http://invoiceiq.example.com/mpesa/callback',
     STATS_API_TOKEN: 'short-token',
     SMS_USE_SANDBOX: 'true',

@@ -62,6 +62,19 @@ describe('production configuration', () => {
     assert.throws(() => loadConfig({ ...PRODUCTION, PUBLIC_BASE_URL: 'http://invoiceiq.example' }), /PUBLIC_BASE_URL/);
   });
 
+  test('MPESA_ENVIRONMENT must be said in production (its default, the sandbox, moves no money), and the provider hosts must be https (tokens travel there) (found by a security review)', () => {
+    const { MPESA_ENVIRONMENT: _said, ...unsaid } = PRODUCTION;
+    assert.throws(() => loadConfig(unsaid), (error: Error) => /MPESA_ENVIRONMENT is required when APP_ENV=production/.test(error.message));
+    assert.equal(loadConfig({ ...PRODUCTION, MPESA_ENVIRONMENT: 'production' }).mpesa.environment, 'production');
+    assert.equal(loadConfig({ ...PRODUCTION, MPESA_ENVIRONMENT: 'sandbox' }).mpesa.environment, 'sandbox');
+    assert.equal(loadConfig({}).mpesa.environment, 'sandbox', 'development keeps the sandbox default');
+    for (const name of ['WABA_API_BASE_URL', 'MPESA_API_BASE_URL']) {
+      assert.throws(() => loadConfig({ ...PRODUCTION, [name]: 'http://graph.example' }), new RegExp(`${name} must be https in production`));
+      assert.doesNotThrow(() => loadConfig({ ...PRODUCTION, [name]: 'https://graph.example' }));
+      assert.doesNotThrow(() => loadConfig({ [name]: 'http://127.0.0.1:9999' }), 'development may use a local fake');
+    }
+  });
+
   test('GET /metrics is not served to the public internet in production (payment and message volumes)', async () => {
     const prod = buildTestApp(database, { env: PRODUCTION });
     prod.deps.metrics.paymentAttempts.inc({ outcome: 'succeeded' }, 3);

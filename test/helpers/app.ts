@@ -28,6 +28,7 @@ export function productionEnv(statsToken: string): Record<string, string> {
     MPESA_SHORTCODE: '174379',
     MPESA_PASSKEY: 'passkey',
     MPESA_CALLBACK_URL: 'https://invoiceiq.example/payments/stk/callback',
+    MPESA_ENVIRONMENT: 'sandbox',
     STATS_API_TOKEN: statsToken,
   };
 }
