@@ -15,7 +15,7 @@ import { whatsappRoutes } from './http/whatsapp.js';
 
 export function createApp(deps: Deps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
-  applyCommonMiddleware(app, { ...deps, proxyTrust: proxyTrust(deps.config.trustedProxies) });
+  applyCommonMiddleware(app, { ...deps, proxyTrust: proxyTrust(deps.config.trustedProxies), onFly: deps.config.onFly });
   app.route('/', healthRoutes(deps));
   app.route('/', whatsappRoutes(deps));
   app.route('/', smsRoutes(deps));

@@ -111,6 +111,9 @@ const EnvSchema = z.object({
     .refine((items) => items.every((item) => parseNetwork(item) !== undefined), { error: 'must be a comma-separated list of addresses or networks (address/prefix)' })
     .transform((networks) => (networks.length === 0 ? [...PRIVATE_NETWORKS] : networks)),
 
+  // Set by Fly.io on every machine: its proxy then writes Fly-Client-IP itself, and only then is
+  // that header believed (anywhere else a client could send it through a proxy that keeps it).
+  FLY_APP_NAME: optionalString,
   STATS_API_TOKEN: optionalString,
   // Set: GET /metrics needs Authorization: Bearer <it> (a scraper off Fly's private network).
   METRICS_TOKEN: optionalString.pipe(z.string().min(24, 'must be at least 24 characters').optional()),
@@ -244,6 +247,8 @@ export type Config = Readonly<{
   }>;
   /** Proxies whose Fly-Client-IP / X-Forwarded-For are believed (addresses or address/prefix networks). */
   trustedProxies: readonly string[];
+  /** Running on Fly.io (FLY_APP_NAME set): Fly-Client-IP from a trusted proxy is believed. */
+  onFly: boolean;
   stats: Readonly<{ apiToken: string | undefined; publicBaseUrl: string | undefined }>;
   /** GET /metrics: the bearer token it needs, if any (always refused through Fly's public edge). */
   metrics: Readonly<{ token: string | undefined }>;
@@ -354,6 +359,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       callbackMaxAttempts: e.MPESA_CALLBACK_MAX_ATTEMPTS,
     },
     trustedProxies: e.TRUSTED_PROXIES,
+    onFly: e.FLY_APP_NAME !== undefined,
     stats: { apiToken: e.STATS_API_TOKEN, publicBaseUrl: e.PUBLIC_BASE_URL?.replace(/\/+$/, '') },
     metrics: { token: e.METRICS_TOKEN },
     simulator: e.APP_ENV === 'development' && e.SIMULATOR === 'auto' && providerCredentials.every((name) => e[name] === undefined),

@@ -860,6 +860,29 @@ describe('source allow-list', () => {
     assert.equal(await post({ TRUSTED_PROXIES: '127.0.0.1' }), 404, 'from the trusted proxy, the header is believed (through to the token check)');
   });
 
+  test('off Fly (no FLY_APP_NAME), a client\'s own Fly-Client-IP passed on by a proxy is not believed: X-Forwarded-For is (found by a security review; real HTTP from 127.0.0.1)', async () => {
+    const post = async (env: Record<string, string>) => {
+      const guarded = buildTestApp(f.database, { env: { MPESA_CALLBACK_ALLOWED_IPS: '196.201.214.206', TRUSTED_PROXIES: '127.0.0.1', ...env } });
+      const server = serve({ fetch: guarded.app.fetch, port: 0, hostname: '127.0.0.1' });
+      await new Promise<void>((resolve) => server.once('listening', () => resolve()));
+      const { port } = server.address() as AddressInfo;
+      const send = (headers: Record<string, string>) =>
+        fetch(`http://127.0.0.1:${port}/payments/stk/callback/some-token`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: '{}' }).then((r) => r.status);
+      try {
+        return {
+          spoofed: await send({ 'fly-client-ip': '196.201.214.206', 'x-forwarded-for': '198.51.100.66' }),
+          forwarded: await send({ 'x-forwarded-for': '196.201.214.206' }),
+        };
+      } finally {
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      }
+    };
+    assert.deepEqual(await post({ FLY_APP_NAME: '' }), { spoofed: 403, forwarded: 404 }, 'off Fly: the proxy\'s X-Forwarded-For decides');
+    assert.deepEqual(await post({}), { spoofed: 404, forwarded: 404 }, 'on Fly: Fly\'s proxy wrote Fly-Client-IP itself');
+    assert.equal(clientAddress('10.0.0.5', { fly: '196.201.214.206', forwarded: '198.51.100.66' }, undefined, false), '198.51.100.66');
+    assert.equal(clientAddress('10.0.0.5', { fly: '196.201.214.206' }, undefined, false), '10.0.0.5', 'off Fly, only the header nobody checks: the socket');
+  });
+
   test('proxyTrust: networks of either family, IPv4-mapped sockets as their IPv4, nothing else', () => {
     const trusted = proxyTrust(['172.16.0.0/12', 'fdaa::/16', '10.1.2.3']);
     assert.equal(clientAddress('172.31.255.1', { fly: '196.201.214.200' }, trusted), '196.201.214.200');

@@ -41,16 +41,20 @@ const privateNetwork = proxyTrust(PRIVATE_NETWORKS);
 
 /**
  * The caller's address: the socket's, or, when the socket is a trusted proxy (TRUSTED_PROXIES;
- * by default any private network), the address that proxy reports. Fly's proxy sets Fly-Client-IP itself; of X-Forwarded-For only the
- * last entry (the one our proxy appended) is believed, never what the client wrote before it.
+ * by default any private network), the address that proxy reports. On Fly (`onFly`) Fly's
+ * proxy sets Fly-Client-IP itself; anywhere else that header is only what the client sent
+ * (a proxy that appends to X-Forwarded-For passes it on), so it is not read. Of
+ * X-Forwarded-For only the last entry (the one our proxy appended) is believed, never what
+ * the client wrote before it.
  */
 export function clientAddress(
   socketAddress: string | undefined,
   headers: { fly?: string | undefined; forwarded?: string | undefined },
   trusted: ProxyTrust = privateNetwork,
+  onFly = true,
 ): string | undefined {
   if (socketAddress !== undefined && trusted(socketAddress)) {
-    const forwarded = headers.fly ?? headers.forwarded?.split(',').at(-1);
+    const forwarded = (onFly ? headers.fly : undefined) ?? headers.forwarded?.split(',').at(-1);
     if (forwarded !== undefined && forwarded.trim() !== '') return forwarded.trim();
   }
   return socketAddress?.replace(/^::ffff:/, '');
@@ -63,8 +67,8 @@ export function socketAddress(c: Context): string | undefined {
 
 /** clientAddress() of a Hono request, with the proxies the app was configured to trust (middleware.ts). */
 export function requestAddress(c: Context): string | undefined {
-  const trusted = (c.var as { proxyTrust?: ProxyTrust }).proxyTrust;
-  return clientAddress(socketAddress(c), { fly: c.req.header('fly-client-ip'), forwarded: c.req.header('x-forwarded-for') }, trusted);
+  const { proxyTrust: trusted, onFly } = c.var as { proxyTrust?: ProxyTrust; onFly?: boolean };
+  return clientAddress(socketAddress(c), { fly: c.req.header('fly-client-ip'), forwarded: c.req.header('x-forwarded-for') }, trusted, onFly ?? true);
 }
 
 /**

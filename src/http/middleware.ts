@@ -15,7 +15,7 @@ import type { Metrics } from '../metrics.js';
 import type { ProxyTrust } from './client-address.js';
 import { ApiError, errorBody } from './errors.js';
 
-export type AppEnv = { Variables: { requestId: string; logger: Logger; proxyTrust?: ProxyTrust } };
+export type AppEnv = { Variables: { requestId: string; logger: Logger; proxyTrust?: ProxyTrust; onFly?: boolean } };
 
 /** Webhook payloads from Meta can reach about 3 MB; nothing else we accept is large. */
 export const WEBHOOK_BODY_LIMIT = 3 * 1024 * 1024;
@@ -53,7 +53,7 @@ export function loggablePath(routePath: string, path: string): { path?: string }
   return { path };
 }
 
-function requestContext(logger: Logger, proxyTrust: ProxyTrust | undefined): MiddlewareHandler<AppEnv> {
+function requestContext(logger: Logger, proxyTrust: ProxyTrust | undefined, onFly: boolean | undefined): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const offered = [c.req.header('x-request-id'), c.req.header('x-correlation-id')].find((id) => id !== undefined && saneRequestId.test(id));
     const requestId = offered ?? randomUUID();
@@ -62,6 +62,7 @@ function requestContext(logger: Logger, proxyTrust: ProxyTrust | undefined): Mid
     c.set('logger', requestLogger);
     // The proxies whose address headers are believed (client-address.ts requestAddress).
     if (proxyTrust !== undefined) c.set('proxyTrust', proxyTrust);
+    if (onFly !== undefined) c.set('onFly', onFly);
     const started = performance.now();
     // Set before the handler runs, so the response is built with it. Setting a header on a
     // finished response makes hono rebuild it (and the node adapter then streams it the slow way).
@@ -105,8 +106,8 @@ function sizedBodyLimit(): MiddlewareHandler<AppEnv> {
 }
 
 /** Installs the common middleware, the JSON 404 and the JSON error handler on `app`. */
-export function applyCommonMiddleware(app: Hono<AppEnv>, deps: { logger: Logger; metrics: Metrics; proxyTrust?: ProxyTrust }): void {
-  app.use('*', requestContext(deps.logger, deps.proxyTrust));
+export function applyCommonMiddleware(app: Hono<AppEnv>, deps: { logger: Logger; metrics: Metrics; proxyTrust?: ProxyTrust; onFly?: boolean }): void {
+  app.use('*', requestContext(deps.logger, deps.proxyTrust, deps.onFly));
   app.use('*', secureHeaders());
   app.use('*', deps.metrics.httpMiddleware);
   app.use('*', sizedBodyLimit());

@@ -61,7 +61,8 @@ export function captureLogs(level = 'debug'): LogCapture {
  * (test/pace.test.ts, test/outbox-pace.test.ts).
  */
 export function testConfig(env: Record<string, string> = {}): Config {
-  return loadConfig({ APP_ENV: 'development', LOG_LEVEL: 'debug', WABA_MAX_SENDS_PER_SECOND: '0', ...env });
+  // As deployed, on Fly (Fly-Client-IP believed from a trusted proxy); FLY_APP_NAME: '' for off Fly.
+  return loadConfig({ APP_ENV: 'development', LOG_LEVEL: 'debug', WABA_MAX_SENDS_PER_SECOND: '0', FLY_APP_NAME: 'invoiceiq-test', ...env });
 }
 
 export type TestApp = {
