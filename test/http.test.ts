@@ -9,7 +9,7 @@ import { createApp } from '../src/app.js';
 import { openDatabase, type DatabaseHandle } from '../src/db/connect.js';
 import { parseJsonBody, type ErrorBody } from '../src/http/errors.js';
 import { READY_TIMEOUT_MS } from '../src/http/health.js';
-import { applyCommonMiddleware, type AppEnv } from '../src/http/middleware.js';
+import { LARGE_BODIES_BUDGET, applyCommonMiddleware, type AppEnv } from '../src/http/middleware.js';
 import { createMetrics } from '../src/metrics.js';
 import { buildTestApp, captureLogs, type LogCapture, type LogLine, type TestApp } from './helpers/app.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';
@@ -427,4 +427,43 @@ test('an STK callback token never reaches the request log, whether its route ans
     assert.equal(line.path, '/payments/stk/callback/…', JSON.stringify(line));
   }
   assert.ok(!t.logs.text().includes(token));
+});
+
+test('large webhook bodies held in memory at once are bounded: one past LARGE_BODIES_BUDGET is answered 503 before its body is read, small ones never wait (found by a security review)', async () => {
+  const server = serve({ fetch: t.app.fetch, port: 0, hostname: '127.0.0.1' });
+  await new Promise<void>((resolve) => server.once('listening', () => resolve()));
+  const { port } = server.address() as AddressInfo;
+  const size = 3_000_000;
+  /** A slow upload: headers and a first piece now, the rest when told. */
+  const slow = () => {
+    const req = httpRequest({ host: '127.0.0.1', port, path: '/whatsapp/webhook', method: 'POST', headers: { 'content-type': 'application/json', 'content-length': size } });
+    const status = new Promise<number>((resolve, reject) => {
+      req.on('response', (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
+      req.on('error', reject);
+    });
+    req.write('x'.repeat(1024));
+    return { finish: () => (req.end('x'.repeat(size - 1024)), status) };
+  };
+  const post = (body: string, headers: Record<string, string> = {}) =>
+    fetch(`http://127.0.0.1:${port}/whatsapp/webhook`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body }).then(async (r) => ({ status: r.status, retryAfter: r.headers.get('retry-after'), body: await r.text() }));
+  try {
+    const held = Array.from({ length: Math.floor(LARGE_BODIES_BUDGET / size) }, slow);
+    // Let the server see every held request's headers.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const refused = await post('x'.repeat(size));
+    assert.equal(refused.status, 503);
+    assert.equal(refused.retryAfter, '5');
+    assert.equal((JSON.parse(refused.body) as ErrorBody).code, 'busy');
+    // A webhook of ordinary size goes through meanwhile (here unsigned: 401, not 503).
+    assert.equal((await post('{"object":"whatsapp_business_account","entry":[]}')).status, 401);
+    // Once the held ones are done (unsigned: 401), a large body is read again.
+    assert.deepEqual(await Promise.all(held.map((h) => h.finish())), held.map(() => 401));
+    assert.equal((await post('x'.repeat(size))).status, 401);
+  } finally {
+    (server as import('node:http').Server).closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
 });

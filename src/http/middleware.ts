@@ -20,6 +20,13 @@ export type AppEnv = { Variables: { requestId: string; logger: Logger; proxyTrus
 /** Webhook payloads from Meta can reach about 3 MB; nothing else we accept is large. */
 export const WEBHOOK_BODY_LIMIT = 3 * 1024 * 1024;
 export const DEFAULT_BODY_LIMIT = 64 * 1024;
+/**
+ * Bodies over DEFAULT_BODY_LIMIT (webhooks only) held in memory at once, at most: each is read
+ * whole before its signature can be checked, so anyone could otherwise fill a 512 MB machine
+ * with slow 3 MB uploads. One past it is answered 503 at once, before its body is read (Meta
+ * sends it again later); real webhooks are a few kilobytes and never wait for this.
+ */
+export const LARGE_BODIES_BUDGET = 24 * 1024 * 1024;
 const largeBodyPrefixes = ['/whatsapp/'];
 
 const saneRequestId = /^[A-Za-z0-9._:\-]{1,128}$/;
@@ -86,11 +93,13 @@ function requestContext(logger: Logger, proxyTrust: ProxyTrust | undefined, onFl
   };
 }
 
-function sizedBodyLimit(): MiddlewareHandler<AppEnv> {
+function sizedBodyLimit(budgetBytes: number): MiddlewareHandler<AppEnv> {
   const onError: Parameters<typeof bodyLimit>[0]['onError'] = (c) =>
     c.json(errorBody(c, 'payload_too_large', 'The request body is too large.'), 413);
   const large = bodyLimit({ maxSize: WEBHOOK_BODY_LIMIT, onError });
   const small = bodyLimit({ maxSize: DEFAULT_BODY_LIMIT, onError });
+  // Bytes of large bodies being read or handled now (LARGE_BODIES_BUDGET).
+  let largeInFlight = 0;
   return async (c, next) => {
     const isLarge = largeBodyPrefixes.some((prefix) => c.req.path.startsWith(prefix));
     // Node's parser reads exactly Content-Length bytes, so a declared length is checked from
@@ -98,19 +107,34 @@ function sizedBodyLimit(): MiddlewareHandler<AppEnv> {
     // the raw body stream, which makes the node adapter build a whole web Request.
     if (c.req.method === 'GET' || c.req.method === 'HEAD') return next();
     const declared = c.req.header('content-length');
-    if (declared !== undefined && c.req.header('transfer-encoding') === undefined && /^\d{1,15}$/.test(declared)) {
-      return Number(declared) > (isLarge ? WEBHOOK_BODY_LIMIT : DEFAULT_BODY_LIMIT) ? onError(c) : next();
+    const known = declared !== undefined && c.req.header('transfer-encoding') === undefined && /^\d{1,15}$/.test(declared);
+    if (known && Number(declared) > (isLarge ? WEBHOOK_BODY_LIMIT : DEFAULT_BODY_LIMIT)) return onError(c);
+    // A body of unknown length may grow to the limit: it counts as that much.
+    const size = known ? Number(declared) : isLarge ? WEBHOOK_BODY_LIMIT : DEFAULT_BODY_LIMIT;
+    if (!isLarge || size <= DEFAULT_BODY_LIMIT) return known ? next() : isLarge ? large(c, next) : small(c, next);
+    if (largeInFlight + size > budgetBytes) {
+      c.get('logger').warn({ bytes: size, in_flight_bytes: largeInFlight }, 'large request body refused for now: too many large bodies in memory');
+      c.header('Retry-After', '5');
+      return c.json(errorBody(c, 'busy', 'Too many large requests at once; try again shortly.'), 503);
     }
-    return isLarge ? large(c, next) : small(c, next);
+    largeInFlight += size;
+    try {
+      return await (known ? next() : large(c, next));
+    } finally {
+      largeInFlight -= size;
+    }
   };
 }
 
 /** Installs the common middleware, the JSON 404 and the JSON error handler on `app`. */
-export function applyCommonMiddleware(app: Hono<AppEnv>, deps: { logger: Logger; metrics: Metrics; proxyTrust?: ProxyTrust; onFly?: boolean }): void {
+export function applyCommonMiddleware(
+  app: Hono<AppEnv>,
+  deps: { logger: Logger; metrics: Metrics; proxyTrust?: ProxyTrust; onFly?: boolean; largeBodiesBudget?: number },
+): void {
   app.use('*', requestContext(deps.logger, deps.proxyTrust, deps.onFly));
   app.use('*', secureHeaders());
   app.use('*', deps.metrics.httpMiddleware);
-  app.use('*', sizedBodyLimit());
+  app.use('*', sizedBodyLimit(deps.largeBodiesBudget ?? LARGE_BODIES_BUDGET));
 
   app.notFound((c) => {
     deps.metrics.httpErrors.inc({ code: 'not_found' });
