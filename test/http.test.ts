@@ -447,6 +447,17 @@ test('large webhook bodies held in memory at once are bounded: one past LARGE_BO
     req.write('x'.repeat(1024));
     return { finish: () => (req.end('x'.repeat(size - 1024)), status) };
   };
+  /** A body of `bytes` written in 64 KB pieces with no length (chunked); its answer's status. */
+  const chunked = (bytes: number) =>
+    new Promise<number>((resolve, reject) => {
+      const req = httpRequest({ host: '127.0.0.1', port, path: '/whatsapp/webhook', method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
+      req.on('error', reject);
+      for (let i = 0; i < bytes; i += 65_536) req.write('x'.repeat(Math.min(65_536, bytes - i)));
+      req.end();
+    });
   const post = (body: string, headers: Record<string, string> = {}) =>
     fetch(`http://127.0.0.1:${port}/whatsapp/webhook`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body }).then(async (r) => ({ status: r.status, retryAfter: r.headers.get('retry-after'), body: await r.text() }));
   try {
@@ -459,9 +470,14 @@ test('large webhook bodies held in memory at once are bounded: one past LARGE_BO
     assert.equal((JSON.parse(refused.body) as ErrorBody).code, 'busy');
     // A webhook of ordinary size goes through meanwhile (here unsigned: 401, not 503).
     assert.equal((await post('{"object":"whatsapp_business_account","entry":[]}')).status, 401);
+    // So is a body of unknown length (chunked), counted as it arrives.
+    assert.equal(await chunked(2_000_000), 503);
+    assert.equal(await chunked(10_000), 401);
     // Once the held ones are done (unsigned: 401), a large body is read again.
     assert.deepEqual(await Promise.all(held.map((h) => h.finish())), held.map(() => 401));
     assert.equal((await post('x'.repeat(size))).status, 401);
+    assert.equal(await chunked(2_000_000), 401);
+    assert.equal(await chunked(3_200_000), 413, 'past the webhook limit');
   } finally {
     (server as import('node:http').Server).closeAllConnections();
     await new Promise<void>((resolve) => server.close(() => resolve()));

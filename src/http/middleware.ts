@@ -5,7 +5,7 @@
  * limit, per-route metrics, and JSON errors.
  */
 import { randomUUID } from 'node:crypto';
-import type { Hono, MiddlewareHandler } from 'hono';
+import type { Context, Hono, MiddlewareHandler, Next } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import { secureHeaders } from 'hono/secure-headers';
@@ -94,12 +94,49 @@ function requestContext(logger: Logger, proxyTrust: ProxyTrust | undefined, onFl
 }
 
 function sizedBodyLimit(budgetBytes: number): MiddlewareHandler<AppEnv> {
-  const onError: Parameters<typeof bodyLimit>[0]['onError'] = (c) =>
-    c.json(errorBody(c, 'payload_too_large', 'The request body is too large.'), 413);
-  const large = bodyLimit({ maxSize: WEBHOOK_BODY_LIMIT, onError });
+  const onError = (c: Context<AppEnv>, _bytes?: number) => c.json(errorBody(c, 'payload_too_large', 'The request body is too large.'), 413);
   const small = bodyLimit({ maxSize: DEFAULT_BODY_LIMIT, onError });
+  const busy = (c: Context<AppEnv>, bytes: number) => {
+    c.get('logger').warn({ bytes, in_flight_bytes: largeInFlight }, 'large request body refused for now: too many large bodies in memory');
+    c.header('Retry-After', '5');
+    return c.json(errorBody(c, 'busy', 'Too many large requests at once; try again shortly.'), 503);
+  };
   // Bytes of large bodies being read or handled now (LARGE_BODIES_BUDGET).
   let largeInFlight = 0;
+
+  /** A large route's body of unknown length (chunked): read here, counted as it arrives. */
+  async function readCounted(c: Context<AppEnv>, next: Next) {
+    const body = c.req.raw.body;
+    if (body === null) return next();
+    const reader = body.getReader();
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        size += value.byteLength;
+        largeInFlight += value.byteLength;
+        const refusal = size > WEBHOOK_BODY_LIMIT ? onError : size > DEFAULT_BODY_LIMIT && largeInFlight > budgetBytes ? busy : undefined;
+        if (refusal !== undefined) {
+          // The rest is read and dropped (up to a bound), so that the client gets the answer
+          // instead of a connection reset while it is still writing.
+          for (let dropped = 0; dropped < 2 * WEBHOOK_BODY_LIMIT; ) {
+            const more = await reader.read();
+            if (more.done) break;
+            dropped += more.value.byteLength;
+          }
+          return refusal(c, size);
+        }
+        chunks.push(value);
+      }
+      c.req.raw = new Request(c.req.raw, { body: Buffer.concat(chunks) });
+      return await next();
+    } finally {
+      largeInFlight -= size;
+    }
+  }
+
   return async (c, next) => {
     const isLarge = largeBodyPrefixes.some((prefix) => c.req.path.startsWith(prefix));
     // Node's parser reads exactly Content-Length bytes, so a declared length is checked from
@@ -108,18 +145,15 @@ function sizedBodyLimit(budgetBytes: number): MiddlewareHandler<AppEnv> {
     if (c.req.method === 'GET' || c.req.method === 'HEAD') return next();
     const declared = c.req.header('content-length');
     const known = declared !== undefined && c.req.header('transfer-encoding') === undefined && /^\d{1,15}$/.test(declared);
-    if (known && Number(declared) > (isLarge ? WEBHOOK_BODY_LIMIT : DEFAULT_BODY_LIMIT)) return onError(c);
-    // A body of unknown length may grow to the limit: it counts as that much.
-    const size = known ? Number(declared) : isLarge ? WEBHOOK_BODY_LIMIT : DEFAULT_BODY_LIMIT;
-    if (!isLarge || size <= DEFAULT_BODY_LIMIT) return known ? next() : isLarge ? large(c, next) : small(c, next);
-    if (largeInFlight + size > budgetBytes) {
-      c.get('logger').warn({ bytes: size, in_flight_bytes: largeInFlight }, 'large request body refused for now: too many large bodies in memory');
-      c.header('Retry-After', '5');
-      return c.json(errorBody(c, 'busy', 'Too many large requests at once; try again shortly.'), 503);
-    }
+    if (!known) return isLarge ? readCounted(c, next) : small(c, next);
+    const size = Number(declared);
+    if (size > (isLarge ? WEBHOOK_BODY_LIMIT : DEFAULT_BODY_LIMIT)) return onError(c);
+    if (size <= DEFAULT_BODY_LIMIT) return next();
+    // A large declared body is counted before it is read: one past the budget is not read at all.
+    if (largeInFlight + size > budgetBytes) return busy(c, size);
     largeInFlight += size;
     try {
-      return await (known ? next() : large(c, next));
+      return await next();
     } finally {
       largeInFlight -= size;
     }
