@@ -108,7 +108,7 @@ describe('a push whose job waited out an outage', () => {
     assert.equal(row.status, 'expired');
     assert.match(row.result_desc ?? '', /^not prompted: asked for more than 10 minutes/);
     await waitFor(async () => (await noticesTo(inv.customer)).length === 1, 5_000, 'the customer told');
-    assert.deepEqual((await noticesTo(inv.customer))[0], texts.en.promptNotStarted(inv.number, 'refused'));
+    assert.deepEqual((await noticesTo(inv.customer))[0], texts.en.promptNotStarted(inv.number, 'refused', inv.id));
     assert.equal(await metric('push_stale'), before + 1);
     // Its job runs again (a retry): nothing more happens.
     assert.equal(await f.deps.payments.push(stale.id), 'not_pending');
@@ -149,7 +149,7 @@ describe("Daraja's answer to a push", () => {
     assert.match(row.result_desc ?? '', /^no answer to the push/);
     // Told what to do either way, not that the prompt failed.
     await waitFor(async () => (await noticesTo(inv.customer)).length === 1, 5_000, 'the customer told');
-    assert.deepEqual((await noticesTo(inv.customer))[0], texts.en.promptNotStarted(inv.number, 'unclear'));
+    assert.deepEqual((await noticesTo(inv.customer))[0], texts.en.promptNotStarted(inv.number, 'unclear', inv.id));
   });
 
   test('a 4xx with a code is a refusal: nothing reached the phone', async () => {
@@ -182,7 +182,7 @@ describe("Daraja's \"not now\" (spike arrest) on the push job's tries", () => {
     assert.match(row.result_desc ?? '', /^push not accepted/);
     assert.equal(pushesTo(inv.customer), (job.retryLimit ?? 0) + 1);
     await waitFor(async () => (await noticesTo(inv.customer)).length === 1, 5_000, 'the customer told');
-    assert.deepEqual((await noticesTo(inv.customer))[0], texts.en.promptNotStarted(inv.number, 'refused'));
+    assert.deepEqual((await noticesTo(inv.customer))[0], texts.en.promptNotStarted(inv.number, 'refused', inv.id));
   });
 });
 

@@ -741,14 +741,14 @@ describe('review: the 2-minute guard and a push whose answer never came', () => 
     await say(p.customer, 'pay');
     await waitFor(async () => (await attemptsOf(invoice.id))[1]?.status === 'failed', 10_000, 'customer push refused');
     await waitFor(async () => (await contentsTo(p.customer, 'notice')).length === 1, 5_000, 'refusal notice');
-    assert.deepEqual((await contentsTo(p.customer, 'notice'))[0], texts.en.promptNotStarted(invoice.number));
+    assert.deepEqual((await contentsTo(p.customer, 'notice'))[0], texts.en.promptNotStarted(invoice.number, 'refused', invoice.id));
     // Then no answer at all: the prompt may be on the phone, so it is not called a failure.
     daraja.queuePush({ kind: 'hang' });
     await say(p.customer, 'pay');
     await waitFor(async () => (await attemptsOf(invoice.id))[2]?.status === 'failed', 10_000, 'customer push timed out');
     await waitFor(async () => (await contentsTo(p.customer, 'notice')).length === 2, 5_000, 'unclear notice');
     const unclear = (await contentsTo(p.customer, 'notice'))[1];
-    assert.deepEqual(unclear, texts.en.promptNotStarted(invoice.number, 'unclear'));
+    assert.deepEqual(unclear, texts.en.promptNotStarted(invoice.number, 'unclear', invoice.id));
     assert.doesNotMatch(JSON.stringify(unclear), /couldn't send/);
   });
 });

@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { MessageContent } from '../src/domain/outbound.js';
-import { templateName, texts } from '../src/domain/texts.js';
+import { converse, IDLE } from '../src/domain/conversation/machine.js';
+import { payButtonId, templateName, texts } from '../src/domain/texts.js';
 import type { CustomerInvoice, InvoiceDetail, InvoiceLine, PaymentFailureReason, Texts } from '../src/domain/texts.types.js';
 
 type Language = keyof typeof texts;
@@ -172,7 +173,12 @@ const cases: Cases = {
     { label: 'overdue', out: t.invoiceDetail(detail({ overdue: true })), ids: [] },
   ],
   invoiceNotFound: (t) => [{ label: '7', out: t.invoiceNotFound(7), ids: [] }],
-  reminderSent: (t) => [{ label: 'sent', out: t.reminderSent(7, PHONE), ids: [] }],
+  reminderSent: (t) => [
+    { label: 'sent', out: t.reminderSent(7, PHONE), ids: [] },
+    { label: 'new prompt', out: t.reminderSent(7, PHONE, 'new'), ids: [] },
+    { label: 'earlier prompt pending', out: t.reminderSent(7, PHONE, 'pending'), ids: [] },
+    { label: 'earlier prompt pending, extreme', out: t.reminderSent(99999, OTHER_PHONE, 'pending'), ids: [] },
+  ],
   invoiceUnreachedSms: (t) => [
     { label: 'ordinary', out: t.invoiceUnreachedSms(7, PHONE), ids: [] },
     { label: 'extreme', out: t.invoiceUnreachedSms(99999, OTHER_PHONE), ids: [] },
@@ -834,4 +840,59 @@ test('templateName: at most 60 characters, never half an emoji, the service name
   assert.equal(templateName('Duka la Mama'), 'Duka la Mama');
   assert.equal(templateName('   '), 'InvoiceIQ');
   assert.equal(templateName(''), 'InvoiceIQ');
+});
+
+describe('reminderSent says whether a new prompt went with the reminder', () => {
+  for (const language of languages) {
+    test(`${language}: 'pending' (an earlier prompt may still be on the phone) does not claim a new prompt; the default does`, () => {
+      const t = texts[language];
+      const newPrompt = language === 'en' ? 'with a new M-PESA prompt' : 'kumtumia ombi jipya la M-PESA';
+      assert.deepEqual(t.reminderSent(7, PHONE), t.reminderSent(7, PHONE, 'new'));
+      assert.ok(bodyOf(t.reminderSent(7, PHONE)).includes(newPrompt));
+      const pending = bodyOf(t.reminderSent(7, PHONE, 'pending'));
+      assert.ok(!pending.includes(newPrompt), pending);
+      for (const shown of ['*INV-0007*', SHOWN_PHONE, 'M-PESA', 'PIN', language === 'en' ? '2 minutes' : 'dakika 2', language === 'en' ? 'Pay now' : 'Lipa sasa']) {
+        assert.ok(pending.includes(shown), `${shown} in ${pending}`);
+      }
+    });
+  }
+});
+
+describe("a Pay button given the invoice's id names that invoice", () => {
+  const ID = '1A2B3C4D-0000-4000-8000-00000000abcd';
+  const TAGGED = 'pay:INV-0007~1a2b3c4d';
+  const customerContext = { now: CREATED, language: 'en' as const, isMerchant: false, isCustomer: true, recentInvoices: [], maxAmount: MAX };
+
+  test('payButtonId: the number alone without an id; with one, ~ and its first 8 hex digits (lower case), far inside 256 and 200 characters', () => {
+    assert.equal(payButtonId(7), 'pay:INV-0007');
+    assert.equal(payButtonId(7, ID), TAGGED);
+    assert.equal(payButtonId(99999, 'ffffffff-ffff-4fff-bfff-ffffffffffff'), 'pay:INV-99999~ffffffff');
+    assert.ok(payButtonId(99_999_999, ID).length <= 200);
+  });
+
+  for (const language of languages) {
+    test(`${language}: every message with a Pay button carries the tag, parses (WhatsApp's limits), and the conversation reads the tap as that invoice`, () => {
+      const t = texts[language];
+      const tagged: Array<[string, MessageContent]> = [
+        ['invoiceToCustomer', t.invoiceToCustomer(NAME, 7, 1500, DESCRIPTION, DUE, PHONE, ID)],
+        ['reminderToCustomer', t.reminderToCustomer(NAME, 7, 1500, DUE, ID)],
+        ['customerInvoices, one', t.customerInvoices([customerInvoice(7, { id: ID })])],
+        ['promptNotStarted', t.promptNotStarted(7, 'refused', ID)],
+        ['promptNotStarted, unclear', t.promptNotStarted(7, 'unclear', ID)],
+        ['paymentFailedToCustomer', t.paymentFailedToCustomer(NAME, 7, 1500, undefined, ID)],
+        ['paymentFailedToCustomer, unconfirmed', t.paymentFailedToCustomer(NAME, 7, 1500, { fromQuery: true }, ID)],
+        ['reminderDue', t.reminderDue(NAME, 7, 1500, DUE, 'today', ID)],
+      ];
+      for (const [label, out] of tagged) {
+        const parsed = MessageContent.safeParse(out);
+        assert.ok(parsed.success, `${label}: ${parsed.success ? '' : parsed.error.message}`);
+        assert.deepEqual(idsOf(out), [TAGGED], label);
+        assert.ok(out.type === 'buttons' && out.buttons[0]!.title === contractTitles[language].pay, label);
+      }
+      const { effects } = converse(IDLE, { kind: 'button', id: TAGGED, title: 'Pay now' }, { ...customerContext, language });
+      assert.deepEqual(effects, [{ type: 'customer_pay', number: 7, tag: '1a2b3c4d' }]);
+      // The same texts without an id: the number alone, as before the tag.
+      assert.deepEqual(idsOf(t.promptNotStarted(7, 'refused')), ['pay:INV-0007']);
+    });
+  }
 });

@@ -7,14 +7,14 @@
 import { jsonb, rowsOf } from '../db/json.js';
 import { sql, type RawBuilder, type Transaction } from 'kysely';
 import { allocateInvoiceNumber } from '../db/repositories/invoices.js';
-import type { Database } from '../db/schema.js';
+import type { Database, InvoiceStatus } from '../db/schema.js';
 import { converse } from '../domain/conversation/machine.js';
 import type { Effect, Language, MachineContext, RecentInvoice } from '../domain/conversation/types.js';
 import { DUPLICATE_WINDOW_MS } from '../domain/conversation/types.js';
-import { decideCancel, decideRemind, dueDateFor, INVOICE_DUE_DAYS, isOverdue, nairobiMidnight, nairobiToday } from '../domain/invoice.js';
+import { decideCancel, decideRemind, dueDateFor, INVOICE_DUE_DAYS, isOverdue, isUnpaid, nairobiMidnight, nairobiToday } from '../domain/invoice.js';
 import type { MessageContent, OutboundDraft } from '../domain/outbound.js';
 import { DEFAULT_MAX_AMOUNT, formatAmount, formatInvoiceNumber } from '../domain/parse.js';
-import { templateName, texts } from '../domain/texts.js';
+import { payButtonId, templateName, texts } from '../domain/texts.js';
 import type { CustomerInvoice, InvoiceDetail, InvoiceLine } from '../domain/texts.types.js';
 import type { Payments } from '../payments/service.js';
 import type { ConversationBatch, ConversationHandler, ConversationMessage, SenderFacts } from './port.js';
@@ -132,8 +132,8 @@ export function createConversationHandler(options: ConversationShellOptions = {}
       const due = invoice.due_date === null ? nairobiMidnight(dueDateFor(at, dueDays)) : nairobiMidnight(dayOf(invoice.due_date)!);
       const content =
         kind === 'invoice'
-          ? ct.invoiceToCustomer(name, invoice.number, amount, invoice.description, due, invoice.customer_phone)
-          : ct.reminderToCustomer(name, invoice.number, amount, due);
+          ? ct.invoiceToCustomer(name, invoice.number, amount, invoice.description, due, invoice.customer_phone, invoice.id)
+          : ct.reminderToCustomer(name, invoice.number, amount, due, invoice.id);
       out.push({
         recipient: invoice.customer_phone,
         kind,
@@ -144,33 +144,57 @@ export function createConversationHandler(options: ConversationShellOptions = {}
           template: {
             // One layout per template kind: the reminder template takes the due date where the invoice takes the description.
             parameters: [templateName(name), formatInvoiceNumber(invoice.number), formatAmount(amount), kind === 'invoice' ? invoice.description : nairobiToday(due)],
-            buttonPayload: `pay:${formatInvoiceNumber(invoice.number)}`,
+            // Tagged with the invoice's id, as the message's own button: merchants share numbers.
+            buttonPayload: payButtonId(invoice.number, invoice.id),
           },
         },
       });
     }
 
-    async function customerInvoices(number: number | null, tag?: string): Promise<Array<CustomerInvoice & { id: string }>> {
+    type CustomerRow = CustomerInvoice & { id: string; status: InvoiceStatus };
+
+    /**
+     * The sender's invoices, newest first: the unpaid ones (`number` null), or every one of that
+     * number whatever its status (and, with `tag`, only the one whose id begins with it).
+     */
+    async function customerInvoices(number: number | null, tag?: string): Promise<CustomerRow[]> {
       let query = trx
         .selectFrom('invoices')
         .innerJoin('merchants', 'merchants.id', 'invoices.merchant_id')
-        .select(['invoices.id', 'merchants.business_name', 'invoices.number', 'invoices.amount', 'invoices.description', 'invoices.due_date'])
+        .select(['invoices.id', 'invoices.status', 'merchants.business_name', 'invoices.number', 'invoices.amount', 'invoices.description', 'invoices.due_date'])
         .where('invoices.customer_phone', '=', phone)
-        .where('invoices.status', 'in', ['pending', 'sent', 'failed'])
         .orderBy('invoices.created_at', 'desc')
         // The list shows 10 rows but says how many there are ("You have 12 ... the first 10").
         .limit(100);
-      if (number !== null) query = query.where('invoices.number', '=', number);
-      // The tag is hex from our own list row (the machine checked it): the id's first 8 digits.
+      // A number is looked up among settled invoices too: a tap on a paid (or cancelled) invoice's
+      // button must find that invoice, not another merchant's unpaid one of the same number.
+      query = number === null ? query.where('invoices.status', 'in', ['pending', 'sent', 'failed']) : query.where('invoices.number', '=', number);
+      // The tag is hex from our own button or list row (the machine checked it): the id's first 8 digits.
       if (tag !== undefined) query = query.where(sql<boolean>`left(invoices.id::text, 8) = ${tag}`);
       return (await query.execute()).map((r) => ({
         id: r.id,
+        status: r.status,
         merchantName: r.business_name ?? '',
         number: r.number,
         amount: Number(r.amount),
         description: r.description,
         dueDate: r.due_date === null ? null : nairobiMidnight(dayOf(r.due_date)!),
       }));
+    }
+
+    /** What a settled invoice's Pay button answers: paid, or cancelled (naming its merchant). */
+    const settledReply = (invoice: CustomerRow) =>
+      invoice.status === 'cancelled' ? t().invoiceCancelledToCustomer(invoice.merchantName, invoice.number) : t().alreadyPaid(invoice.number);
+
+    /** A prompt for this one invoice (its status read again, locked, by requestPayment). */
+    async function pay(invoice: CustomerRow): Promise<void> {
+      if (options.payments === undefined) return void toMe(t().customerPayPending(invoice));
+      const decision = await options.payments.requestPayment(trx, invoice.id, 'customer');
+      if (decision === 'start') toMe(t().promptSent(invoice, phone));
+      else if (decision === 'prompt_pending') toMe(t().promptStillPending(invoice.number));
+      else if (decision === 'already_paid') toMe(t().alreadyPaid(invoice.number));
+      // Cancelled since it was read (the merchant's cancel committed meanwhile).
+      else toMe(t().invoiceCancelledToCustomer(invoice.merchantName, invoice.number));
     }
 
     const apply = async (effect: Effect): Promise<void> => {
@@ -269,9 +293,13 @@ export function createConversationHandler(options: ConversationShellOptions = {}
           if (!decision.ok) return void toMe(t().cannotRemind(invoice.number, decision.reason));
           await sendInvoiceToCustomer(invoice, 'reminder');
           await audit(trx, invoice.id, `merchant:${phone}`, 'reminded');
-          // A new prompt too, unless one is already waiting on the customer's phone.
-          await options.payments?.requestPayment(trx, invoice.id, 'merchant_remind');
-          toMe(t().reminderSent(invoice.number, invoice.customer_phone));
+          // A new prompt too, unless one may still be on the customer's phone (under 2 minutes
+          // old, or a push with no clear answer): the merchant is told which. The invoice is
+          // locked and unpaid (decideRemind), so 'start' or 'prompt_pending' are the answers.
+          // Without a payment service (a shell built without one) the prompt is promised, as
+          // customerPayPending promises it.
+          const prompt = options.payments === undefined ? 'start' : await options.payments.requestPayment(trx, invoice.id, 'merchant_remind');
+          toMe(t().reminderSent(invoice.number, invoice.customer_phone, prompt === 'start' ? 'new' : 'pending'));
           return;
         }
         case 'cancel_invoice': {
@@ -325,15 +353,29 @@ export function createConversationHandler(options: ConversationShellOptions = {}
           return;
         }
         case 'customer_pay': {
-          const invoices = await customerInvoices(effect.number, effect.tag);
-          const [only] = invoices;
-          if (invoices.length !== 1 || only === undefined) return void toMe(t().customerInvoices(invoices));
-          if (options.payments === undefined) return void toMe(t().customerPayPending(only));
-          const decision = await options.payments.requestPayment(trx, only.id, 'customer');
-          if (decision === 'start') toMe(t().promptSent(only, phone));
-          else if (decision === 'prompt_pending') toMe(t().promptStillPending(only.number));
-          else if (decision === 'already_paid') toMe(t().alreadyPaid(only.number));
-          else toMe(t().customerInvoices([]));
+          if (effect.number === null) {
+            const unpaid = await customerInvoices(null);
+            const [only] = unpaid;
+            if (unpaid.length !== 1 || only === undefined) return void toMe(t().customerInvoices(unpaid));
+            return pay(only);
+          }
+          // Every merchant numbers from INV-0001: a number (typed, or an untagged button sent
+          // before buttons carried the tag) may name several of this customer's invoices. It is
+          // paid only when it names one unpaid invoice and nothing settled (the button may be
+          // that settled invoice's); a tag names exactly one invoice, whatever its status.
+          const named = await customerInvoices(effect.number, effect.tag);
+          const unpaid = named.filter((invoice) => isUnpaid(invoice.status));
+          const settled = named.filter((invoice) => !isUnpaid(invoice.status));
+          const [onlyUnpaid] = unpaid;
+          const [onlySettled] = settled;
+          if (unpaid.length === 1 && settled.length === 0 && onlyUnpaid !== undefined) return pay(onlyUnpaid);
+          if (unpaid.length === 0 && settled.length === 1 && onlySettled !== undefined) return void toMe(settledReply(onlySettled));
+          // Several of that number, all paid: "already paid" is true of whichever was meant.
+          if (unpaid.length === 0 && settled.length > 1 && settled.every((invoice) => invoice.status === 'paid')) return void toMe(t().alreadyPaid(effect.number));
+          // Anything else (none of that number, or more than one it could mean): the customer
+          // chooses among their unpaid invoices (tagged where they share a number), never a
+          // prompt for an invoice they did not name.
+          toMe(t().customerInvoices(await customerInvoices(null)));
           return;
         }
         case 'dashboard_link': {

@@ -172,12 +172,28 @@ function buttons(body: string, choices: readonly Button[]): MessageContent {
   return { type: 'buttons', body: clip(body.trim(), BODY_MAX), buttons: choices.map(([id, title]) => ({ id, title })) };
 }
 
-const payId = (n: number) => `pay:${formatInvoiceNumber(n)}`;
+/**
+ * The id of a Pay button (or the payload of a template's quick reply): `pay:INV-0007`, and with
+ * the invoice's id `pay:INV-0007~<first 8 hex digits of it>`. Every merchant numbers from
+ * INV-0001, so a customer may owe one merchant's INV-0007 and have paid (or seen cancelled)
+ * another's: a tap on the old message must name its own invoice, never the other one (the
+ * conversation pays only the invoice a tag names). 21 characters for INV-0007, 25 for the
+ * largest number: far inside WhatsApp's 256 for a button id or quick-reply payload and 200 for a
+ * list row id. Without an id (an invoice not
+ * known here), the number alone, which the conversation reads only when it is unambiguous.
+ */
+export function payButtonId(number: number, invoiceId?: string): string {
+  return `pay:${formatInvoiceNumber(number)}${invoiceId === undefined ? '' : `~${invoiceId.slice(0, 8).toLowerCase()}`}`;
+}
+const payId = payButtonId;
 
 /**
  * Several unpaid invoices for one customer: a list whose rows are `pay:INV-0007`. Two merchants
  * may both have an INV-0007: those rows are `pay:INV-0007~<first 8 hex digits of the invoice's
  * id>`, so each names its own invoice (row ids must be unique, and a tap must pay that one).
+ * The others stay untagged, so an SMS reader is asked to type `PAY INV-0007`, not the tag: the
+ * list is this moment's unpaid invoices, and an untagged number is paid only while it names one
+ * unpaid invoice and no settled one (the conversation shows the list again otherwise).
  */
 function payList(body: string, button: string, invoices: readonly CustomerInvoice[]): MessageContent {
   const numbers = invoices.map((invoice) => invoice.number);
@@ -185,8 +201,7 @@ function payList(body: string, button: string, invoices: readonly CustomerInvoic
   const seen = new Set<string>();
   const rows: Array<{ id: string; title: string; description: string }> = [];
   for (const invoice of invoices) {
-    const tag = shared.has(invoice.number) && invoice.id !== undefined ? `~${invoice.id.slice(0, 8)}` : '';
-    const id = `${payId(invoice.number)}${tag}`;
+    const id = payId(invoice.number, shared.has(invoice.number) ? invoice.id : undefined);
     if (seen.has(id) || rows.length >= LIST_ROWS_MAX) continue;
     seen.add(id);
     rows.push({
@@ -269,7 +284,7 @@ const LANGUAGE_BUTTONS: readonly Button[] = [
   ['lang:en', 'English'],
   ['lang:sw', 'Kiswahili'],
 ];
-const enPay = (n: number): Button => [payId(n), 'Pay now'];
+const enPay = (n: number, invoiceId?: string): Button => [payId(n, invoiceId), 'Pay now'];
 
 const EN_STATUS: InvoiceStatusWords = {
   pending: 'Pending',
@@ -460,7 +475,13 @@ const en: Texts = {
     );
   },
   invoiceNotFound: (number) => text(`I can't find ${inv(number)} in your invoices. Type list to see your latest ones.`),
-  reminderSent: (number, customerPhone) => text(`Reminder for ${inv(number)} sent to ${phone(customerPhone)}, with a new M-PESA prompt.`),
+  reminderSent: (number, customerPhone, prompt = 'new') =>
+    prompt === 'new'
+      ? text(`Reminder for ${inv(number)} sent to ${phone(customerPhone)}, with a new M-PESA prompt.`)
+      : text(
+          `Reminder for ${inv(number)} sent to ${phone(customerPhone)}. An M-PESA prompt sent less than 2 minutes ago may still be on their phone, ` +
+            "so I didn't send a new one: they can enter their PIN on it, or tap Pay now on the reminder after 2 minutes to get a new one.",
+        ),
   invoiceUnreachedSms: (number, customerPhone) =>
     `InvoiceIQ: invoice ${formatInvoiceNumber(number)} could not reach ${phone(customerPhone)} by WhatsApp or SMS. Check the number; reply status ${number} to see it.`,
   invoiceUnreached: (number, customerPhone) =>
@@ -493,7 +514,7 @@ const en: Texts = {
       ].join('\n'),
     ),
 
-  invoiceToCustomer: (merchantName, number, amount, description, dueDate, customerPhone) =>
+  invoiceToCustomer: (merchantName, number, amount, description, dueDate, customerPhone, invoiceId) =>
     buttons(
       [
         `Hello! You have an invoice from ${businessName(merchantName)}.`,
@@ -506,7 +527,7 @@ const en: Texts = {
         `You will get an M-PESA prompt on ${phone(customerPhone)}. Enter your PIN to pay.`,
         'No prompt? Tap Pay now.',
       ].join('\n'),
-      [enPay(number)],
+      [enPay(number, invoiceId)],
     ),
   invoiceToCustomerSms: (merchantName, number, amount, description, dueDate) =>
     fitSms(
@@ -518,16 +539,16 @@ const en: Texts = {
     ),
   invoiceCancelledToCustomer: (merchantName, number) =>
     text(`Invoice ${inv(number)} from ${businessName(merchantName)} has been cancelled. You don't need to pay it.`),
-  reminderToCustomer: (merchantName, number, amount, dueDate) =>
+  reminderToCustomer: (merchantName, number, amount, dueDate, invoiceId) =>
     buttons(
       `Reminder: invoice ${inv(number)} from ${businessName(merchantName)} for ${money(amount)} is due on ${dayEn(dueDate)}.\n\n` +
         'Tap Pay now to get an M-PESA prompt, then enter your PIN.',
-      [enPay(number)],
+      [enPay(number, invoiceId)],
     ),
   customerInvoices: (invoices) => {
     const [only] = invoices;
     if (only === undefined) return text('You have no invoices to pay right now.');
-    if (invoices.length === 1) return buttons(enCustomerInvoice(only, 'Tap Pay now to get an M-PESA prompt, then enter your PIN.'), [enPay(only.number)]);
+    if (invoices.length === 1) return buttons(enCustomerInvoice(only, 'Tap Pay now to get an M-PESA prompt, then enter your PIN.'), [enPay(only.number, only.id)]);
     const more = invoices.length > LIST_ROWS_MAX ? ` Here are the first ${LIST_ROWS_MAX}.` : '';
     return payList(`You have ${invoices.length} unpaid invoices.${more} Tap Choose invoice and pick the one to pay.`, 'Choose invoice', invoices);
   },
@@ -545,18 +566,18 @@ const en: Texts = {
       `An M-PESA prompt for ${inv(number)} was sent less than 2 minutes ago. Check your phone and enter your PIN, ` +
         "or if it didn't arrive, reply PAY again in a couple of minutes.",
     ),
-  promptNotStarted: (number, outcome = 'refused') =>
+  promptNotStarted: (number, outcome = 'refused', invoiceId) =>
     outcome === 'refused'
       ? buttons(
           `Sorry, M-PESA couldn't send the payment prompt for ${inv(number)} just now. ` +
             'Please wait a minute, then tap Pay now (or reply PAY) to try again.',
-          [enPay(number)],
+          [enPay(number, invoiceId)],
         )
       : // No answer came: the prompt may well be on the phone, so it is not called a failure.
         buttons(
           `M-PESA didn't confirm the payment prompt for ${inv(number)}. If a prompt came to your phone, enter your PIN to pay. ` +
             'If none came, wait 2 minutes, then tap Pay now (or reply PAY) to try again.',
-          [enPay(number)],
+          [enPay(number, invoiceId)],
         ),
   alreadyPaid: (number) => text(`${inv(number)} is already paid, so there's nothing more to pay. Thank you!`),
   dashboardLink: (url) => text(`Your dashboard: ${url}\n\nThe link works once and expires in 15 minutes. Don't share it: it opens your figures.`),
@@ -592,18 +613,18 @@ const en: Texts = {
       ].join('\n'),
     );
   },
-  paymentFailedToCustomer: (merchantName, number, amount, options) =>
+  paymentFailedToCustomer: (merchantName, number, amount, options, invoiceId) =>
     options?.fromQuery === true
       ? buttons(
           `M-PESA did not confirm your payment of ${money(amount)} for invoice ${inv(number)} from ${businessName(merchantName)}.\n\n` +
             `If M-PESA already sent you a confirmation SMS for it, do not pay again: show that SMS to ${businessName(merchantName)}. ` +
             'Otherwise tap Pay now (or reply PAY) to get a new M-PESA prompt and try again.',
-          [enPay(number)],
+          [enPay(number, invoiceId)],
         )
       : buttons(
           `Your payment of ${money(amount)} for invoice ${inv(number)} from ${businessName(merchantName)} was not completed.\n\n` +
             'Tap Pay now (or reply PAY) to get a new M-PESA prompt and try again.',
-          [enPay(number)],
+          [enPay(number, invoiceId)],
         ),
   paymentFailedToCustomerSms: (merchantName, number, amount, options) =>
     options?.fromQuery === true
@@ -646,12 +667,12 @@ const en: Texts = {
           : 'Check your M-PESA messages and settle the difference with the customer. ') +
         `Type status ${number} to see the attempts.`,
     ),
-  reminderDue: (merchantName, number, amount, dueDate, when) =>
+  reminderDue: (merchantName, number, amount, dueDate, when, invoiceId) =>
     buttons(
       `Reminder: invoice ${inv(number)} from ${businessName(merchantName)} for ${money(amount)} is due ` +
         `${when === 'today' ? 'today' : 'tomorrow'}, ${dayEn(dueDate)}.\n\n` +
         'Tap Pay now to get an M-PESA prompt, then enter your PIN.',
-      [enPay(number)],
+      [enPay(number, invoiceId)],
     ),
   reminderDueSms: (merchantName, number, amount, dueDate, when) =>
     fitSmsName(
@@ -675,7 +696,7 @@ const SW_CONFIRM: readonly Button[] = [
   ['confirm_send', 'Tuma'],
   ['cancel_draft', 'Ghairi'],
 ];
-const swPay = (n: number): Button => [payId(n), 'Lipa sasa'];
+const swPay = (n: number, invoiceId?: string): Button => [payId(n, invoiceId), 'Lipa sasa'];
 
 const SW_STATUS: InvoiceStatusWords = {
   pending: 'Inasubiri',
@@ -867,7 +888,13 @@ const sw: Texts = {
     );
   },
   invoiceNotFound: (number) => text(`Sijapata ${inv(number)} kwenye ankara zako. Andika orodha uone za hivi karibuni.`),
-  reminderSent: (number, customerPhone) => text(`Nimemkumbusha ${phone(customerPhone)} kuhusu ${inv(number)} na kumtumia ombi jipya la M-PESA.`),
+  reminderSent: (number, customerPhone, prompt = 'new') =>
+    prompt === 'new'
+      ? text(`Nimemkumbusha ${phone(customerPhone)} kuhusu ${inv(number)} na kumtumia ombi jipya la M-PESA.`)
+      : text(
+          `Nimemkumbusha ${phone(customerPhone)} kuhusu ${inv(number)}. Ombi la M-PESA lililotumwa chini ya dakika 2 zilizopita huenda bado liko kwenye simu yake, ` +
+            'kwa hivyo sijamtumia jipya: anaweza kuweka PIN yake kwenye ombi hilo, au kubonyeza Lipa sasa kwenye kikumbusho baada ya dakika 2 apate ombi jipya.',
+        ),
   invoiceUnreachedSms: (number, customerPhone) =>
     `InvoiceIQ: ankara ${formatInvoiceNumber(number)} haikumfikia ${phone(customerPhone)} kwa WhatsApp wala SMS. Hakikisha nambari; jibu hali ${number} uione.`,
   invoiceUnreached: (number, customerPhone) =>
@@ -900,7 +927,7 @@ const sw: Texts = {
       ].join('\n'),
     ),
 
-  invoiceToCustomer: (merchantName, number, amount, description, dueDate, customerPhone) =>
+  invoiceToCustomer: (merchantName, number, amount, description, dueDate, customerPhone, invoiceId) =>
     buttons(
       [
         `Habari! Umepokea ankara kutoka kwa ${businessName(merchantName)}.`,
@@ -913,7 +940,7 @@ const sw: Texts = {
         `Utapokea ombi la M-PESA kwenye ${phone(customerPhone)}. Weka PIN yako kulipa.`,
         'Hujapata ombi? Bonyeza Lipa sasa.',
       ].join('\n'),
-      [swPay(number)],
+      [swPay(number, invoiceId)],
     ),
   invoiceToCustomerSms: (merchantName, number, amount, description, dueDate) =>
     fitSms(
@@ -925,16 +952,16 @@ const sw: Texts = {
     ),
   invoiceCancelledToCustomer: (merchantName, number) =>
     text(`Ankara ${inv(number)} kutoka kwa ${businessName(merchantName)} imeghairiwa. Huhitaji kuilipa.`),
-  reminderToCustomer: (merchantName, number, amount, dueDate) =>
+  reminderToCustomer: (merchantName, number, amount, dueDate, invoiceId) =>
     buttons(
       `Kikumbusho: ankara ${inv(number)} kutoka kwa ${businessName(merchantName)} ya ${money(amount)} inapaswa kulipwa kufikia tarehe ${daySw(dueDate)}.\n\n` +
         'Bonyeza Lipa sasa upokee ombi la M-PESA, kisha weka PIN yako.',
-      [swPay(number)],
+      [swPay(number, invoiceId)],
     ),
   customerInvoices: (invoices) => {
     const [only] = invoices;
     if (only === undefined) return text('Huna ankara ya kulipa kwa sasa.');
-    if (invoices.length === 1) return buttons(swCustomerInvoice(only, 'Bonyeza Lipa sasa upokee ombi la M-PESA, kisha weka PIN yako.'), [swPay(only.number)]);
+    if (invoices.length === 1) return buttons(swCustomerInvoice(only, 'Bonyeza Lipa sasa upokee ombi la M-PESA, kisha weka PIN yako.'), [swPay(only.number, only.id)]);
     const more = invoices.length > LIST_ROWS_MAX ? ` Hizi ni ${LIST_ROWS_MAX} za kwanza.` : '';
     return payList(`Una ankara ${invoices.length} ambazo hazijalipwa.${more} Bonyeza Chagua ankara uchague utakayolipa.`, 'Chagua ankara', invoices);
   },
@@ -952,17 +979,17 @@ const sw: Texts = {
       `Ombi la M-PESA la ${inv(number)} lilitumwa chini ya dakika 2 zilizopita. Angalia simu yako na uweke PIN yako, ` +
         'au kama halijafika, jibu LIPA tena baada ya dakika chache.',
     ),
-  promptNotStarted: (number, outcome = 'refused') =>
+  promptNotStarted: (number, outcome = 'refused', invoiceId) =>
     outcome === 'refused'
       ? buttons(
           `Samahani, M-PESA haikuweza kutuma ombi la malipo la ${inv(number)} sasa hivi. ` +
             'Tafadhali subiri dakika moja, kisha bonyeza Lipa sasa (au jibu LIPA) ujaribu tena.',
-          [swPay(number)],
+          [swPay(number, invoiceId)],
         )
       : buttons(
           `M-PESA haikuthibitisha ombi la malipo la ${inv(number)}. Kama ombi limefika kwenye simu yako, weka PIN yako ulipe. ` +
             'Kama halijafika, subiri dakika 2, kisha bonyeza Lipa sasa (au jibu LIPA) ujaribu tena.',
-          [swPay(number)],
+          [swPay(number, invoiceId)],
         ),
   alreadyPaid: (number) => text(`${inv(number)} imeshalipwa, kwa hivyo hakuna cha kulipa zaidi. Asante!`),
   dashboardLink: (url) => text(`Dashibodi yako: ${url}\n\nKiungo hiki kinatumika mara moja tu na kinaisha baada ya dakika 15. Usimpe mtu mwingine: kinafungua takwimu zako.`),
@@ -998,18 +1025,18 @@ const sw: Texts = {
       ].join('\n'),
     );
   },
-  paymentFailedToCustomer: (merchantName, number, amount, options) =>
+  paymentFailedToCustomer: (merchantName, number, amount, options, invoiceId) =>
     options?.fromQuery === true
       ? buttons(
           `M-PESA haijathibitisha malipo yako ya ${money(amount)} kwa ankara ${inv(number)} kutoka kwa ${businessName(merchantName)}.\n\n` +
             `Kama M-PESA tayari ilikutumia SMS ya uthibitisho kwa malipo haya, usilipe tena: mwonyeshe ${businessName(merchantName)} SMS hiyo. ` +
             'La sivyo bonyeza Lipa sasa (au jibu LIPA) upokee ombi jipya la M-PESA ujaribu tena.',
-          [swPay(number)],
+          [swPay(number, invoiceId)],
         )
       : buttons(
           `Malipo yako ya ${money(amount)} kwa ankara ${inv(number)} kutoka kwa ${businessName(merchantName)} hayajakamilika.\n\n` +
             'Bonyeza Lipa sasa (au jibu LIPA) upokee ombi jipya la M-PESA ujaribu tena.',
-          [swPay(number)],
+          [swPay(number, invoiceId)],
         ),
   paymentFailedToCustomerSms: (merchantName, number, amount, options) =>
     options?.fromQuery === true
@@ -1052,12 +1079,12 @@ const sw: Texts = {
           : 'Angalia jumbe zako za M-PESA na umalizane na mteja kuhusu tofauti hiyo. ') +
         `Andika hali ${number} uone majaribio.`,
     ),
-  reminderDue: (merchantName, number, amount, dueDate, when) =>
+  reminderDue: (merchantName, number, amount, dueDate, when, invoiceId) =>
     buttons(
       `Kikumbusho: ankara ${inv(number)} kutoka kwa ${businessName(merchantName)} ya ${money(amount)} inapaswa kulipwa ` +
         `${when === 'today' ? 'leo' : 'kesho'}, tarehe ${daySw(dueDate)}.\n\n` +
         'Bonyeza Lipa sasa upokee ombi la M-PESA, kisha weka PIN yako.',
-      [swPay(number)],
+      [swPay(number, invoiceId)],
     ),
   reminderDueSms: (merchantName, number, amount, dueDate, when) =>
     fitSmsName(

@@ -29,6 +29,12 @@ export type CustomerInvoice = { merchantName: string; number: number; amount: nu
  */
 export type Unconfirmed = { fromQuery: boolean };
 
+/**
+ * PayButton: every message with a Pay button takes the invoice's id last (`invoiceId`), and its
+ * button is `pay:INV-0007~<first 8 hex digits of the id>` (payButtonId in texts.ts): merchants
+ * share invoice numbers, so a tap on an old message must name exactly its own invoice. Given no
+ * id, the button carries the number alone (as buttons sent before the tag did).
+ */
 export type Texts = {
   // onboarding
   askBusinessName(): MessageContent; // first contact: welcome + "what is your business called?"
@@ -65,7 +71,12 @@ export type Texts = {
   invoiceList(lines: readonly InvoiceLine[]): MessageContent; // latest 10; empty -> "no invoices yet" + new_invoice button
   invoiceDetail(detail: InvoiceDetail): MessageContent;
   invoiceNotFound(number: number): MessageContent; // identical for "not yours" and "does not exist"
-  reminderSent(number: number, customerPhone: string): MessageContent;
+  /**
+   * `prompt`: 'new' (default): a new M-PESA prompt went with the reminder; 'pending': none did, as an
+   * earlier prompt (under 2 minutes old, or one whose push got no clear answer) may still be on the
+   * customer's phone: the merchant is not told of a prompt that was never sent.
+   */
+  reminderSent(number: number, customerPhone: string, prompt?: 'new' | 'pending'): MessageContent;
   invoiceUnreachedSms(number: number, customerPhone: string): string; // the same by SMS: plain GSM text, <= 160 chars
   invoiceUnreached(number: number, customerPhone: string): MessageContent; // the invoice reached the customer on neither WhatsApp nor SMS: check the number; "status 7" to see it, or make a new invoice with the right number
   cannotRemind(number: number, status: 'paid' | 'cancelled'): MessageContent;
@@ -73,26 +84,26 @@ export type Texts = {
   cannotCancel(number: number, status: 'paid' | 'cancelled'): MessageContent; // paid: "it is paid; refunds go through M-PESA" ; cancelled: already
   summary(summary: MerchantSummary): MessageContent;
   // customer side
-  invoiceToCustomer(merchantName: string, number: number, amount: number, description: string, dueDate: Date, customerPhone: string): MessageContent; // button pay:INV-0007 "Pay now"; "You will get an M-PESA prompt on 0712 345 678. Enter your PIN to pay."
+  invoiceToCustomer(merchantName: string, number: number, amount: number, description: string, dueDate: Date, customerPhone: string, invoiceId?: string): MessageContent; // button pay:INV-0007~<id8> "Pay now" (PayButton); "You will get an M-PESA prompt on 0712 345 678. Enter your PIN to pay."
   invoiceToCustomerSms(merchantName: string, number: number, amount: number, description: string, dueDate: Date): string; // <= 160 chars where possible, says "reply PAY"
   invoiceCancelledToCustomer(merchantName: string, number: number): MessageContent;
-  reminderToCustomer(merchantName: string, number: number, amount: number, dueDate: Date): MessageContent; // with the pay button
-  customerInvoices(invoices: readonly CustomerInvoice[]): MessageContent; // several unpaid: a list (rows id pay:INV-0007); one: its detail with the pay button; none: "nothing to pay"
+  reminderToCustomer(merchantName: string, number: number, amount: number, dueDate: Date, invoiceId?: string): MessageContent; // with the pay button
+  customerInvoices(invoices: readonly CustomerInvoice[]): MessageContent; // several unpaid: a list (rows id pay:INV-0007, tagged ~<id8> where two share a number); one: its detail with the pay button (tagged with its id); none: "nothing to pay"
   customerPayPending(invoice: CustomerInvoice): MessageContent; // until payments land: the invoice details + "an M-PESA prompt will follow"
   // payments (M-PESA STK push)
   promptSent(invoice: CustomerInvoice, customerPhone: string): MessageContent; // "check your phone 0712 345 678 and enter your M-PESA PIN to pay INV-0007 (KES 1,500)"
   promptStillPending(number: number): MessageContent; // an earlier prompt for this invoice is under 2 minutes old: "check your phone, or try again in a couple of minutes"
-  promptNotStarted(number: number, outcome?: 'refused' | 'unclear'): MessageContent; // 'refused' (default): M-PESA refused to start the prompt: "reply PAY in a minute to try again"; 'unclear': no answer came, the prompt may be on the phone: "enter your PIN if it came, else reply PAY in 2 minutes" (both with pay button pay:INV-0007)
+  promptNotStarted(number: number, outcome?: 'refused' | 'unclear', invoiceId?: string): MessageContent; // 'refused' (default): M-PESA refused to start the prompt: "reply PAY in a minute to try again"; 'unclear': no answer came, the prompt may be on the phone: "enter your PIN if it came, else reply PAY in 2 minutes" (both with pay button pay:INV-0007)
   alreadyPaid(number: number): MessageContent;
   receiptToCustomer(merchantName: string, number: number, amount: number, receipt: string | null): MessageContent; // "Paid. M-PESA receipt NLJ7RT61SV. Thank you!" (receipt null: "confirmed by M-PESA")
   receiptToCustomerSms(merchantName: string, number: number, amount: number, receipt: string | null): string; // <= 160 chars
   paidToMerchant(number: number, amount: number, payerPhone: string, receipt: string | null, options?: { wasCancelled: boolean }): MessageContent; // payer's number MASKED like 0712 *** 678; wasCancelled: the merchant had cancelled it (the prompt was already on the phone): it is now paid; refund one if another invoice replaced it
-  paymentFailedToCustomer(merchantName: string, number: number, amount: number, options?: Unconfirmed): MessageContent; // "not completed; reply PAY to try again" + button pay:INV-0007 "Pay now"
+  paymentFailedToCustomer(merchantName: string, number: number, amount: number, options?: Unconfirmed, invoiceId?: string): MessageContent; // "not completed; reply PAY to try again" + button pay:INV-0007 "Pay now"
   paymentFailedToCustomerSms(merchantName: string, number: number, amount: number, options?: Unconfirmed): string; // <= 160 chars, "reply PAY"
   paymentFailedToMerchant(number: number, reason: PaymentFailureReason, options?: Unconfirmed): MessageContent; // the reason in words
   paidTwiceToMerchant(number: number, amount: number, receipt: string | null): MessageContent; // to the merchant: a second payment came in for an invoice already paid; it stays paid; refund one (the receipt finds it)
   paymentNeedsReview(number: number, expected: number, received: number | null, options?: { alreadyPaid: boolean }): MessageContent; // to the merchant: amount paid differs, or unknown (received null: M-PESA did not say; never "KES 0"); not marked paid (alreadyPaid: the invoice stays paid as M-PESA confirmed before); recorded for review
-  reminderDue(merchantName: string, number: number, amount: number, dueDate: Date, when: 'tomorrow' | 'today'): MessageContent; // with pay button
+  reminderDue(merchantName: string, number: number, amount: number, dueDate: Date, when: 'tomorrow' | 'today', invoiceId?: string): MessageContent; // with pay button
   reminderDueSms(merchantName: string, number: number, amount: number, dueDate: Date, when: 'tomorrow' | 'today'): string; // <= 160 chars, "reply PAY"
   // dashboard
   dashboardLink(url: string): MessageContent; // personal sign-in link, valid 15 minutes, single use; do not share it

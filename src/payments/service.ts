@@ -19,7 +19,7 @@ import type { OutboundDraft } from '../domain/outbound.js';
 import { dueDateFor, nairobiMidnight, nairobiToday } from '../domain/invoice.js';
 import { EXPIRE_AFTER_MS, PUSH_STALE_AFTER_MS, RECONCILE_AFTER_MS, decidePaymentRequest, expiresAfterQuery, failureReason, planResults, type PaymentRequestDecision, type ResultPlan, type UnsettledQuery } from '../domain/payment.js';
 import { formatAmount, formatInvoiceNumber } from '../domain/parse.js';
-import { templateName, texts } from '../domain/texts.js';
+import { payButtonId, templateName, texts } from '../domain/texts.js';
 import { NOTHING_WRITTEN, type AlongsideWrite, type Outbox, type Written } from '../delivery/outbox.js';
 import { NoJobData, scheduledJob, type JobDefinition, type JobQueue } from '../jobs/queue.js';
 import { afterFailedTry, retryJob, scheduleRetry, type RetryDeps, type RetryJob } from '../inbound/retry.js';
@@ -266,7 +266,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
     const facts = await invoiceFacts(trx, invoiceId);
     if (options.unlessSettled === true && (facts.status === 'paid' || facts.status === 'cancelled')) return [];
     const t = texts[facts.customer_language ?? 'en'];
-    return notify(trx, [{ recipient: facts.customer_phone, kind: 'notice', invoiceId: facts.id, payload: { message: t.promptNotStarted(facts.number, outcome) } }]);
+    return notify(trx, [{ recipient: facts.customer_phone, kind: 'notice', invoiceId: facts.id, payload: { message: t.promptNotStarted(facts.number, outcome, facts.id) } }]);
   }
 
   /** The attempt whose callback token hashes to `tokenHash`: what a callback's token names. */
@@ -308,17 +308,33 @@ export function createPayments(deps: PaymentsDeps): Payments {
     // The invoice's number comes with the claim: a statement of its own after the claim could
     // fail, and leave the attempt taken (push_started_at set) with no prompt sent, for good.
     const claimed = await db
+      // Never prompt for an invoice paid or cancelled while this push waited (e.g. a job retry).
+      // Its status is read locked (FOR SHARE): a cancel or a payment in progress holds the invoice
+      // (FOR UPDATE), so the claim waits for it to commit and then reads its new status. Read
+      // through UPDATE ... FROM alone the invoice is not locked: a claim between a cancel's status
+      // update and its expiry of the attempts not yet pushed read 'sent', took the attempt (which
+      // the cancel then left alone, as pushed), and the prompt went out for a cancelled invoice.
+      // Not FOR KEY SHARE: that does not wait for an update of the status. Lock order: the
+      // invoice, then the attempt, as a cancel and requestPayment take them; the callback path
+      // (attempt, then invoice) has no callback for an attempt not pushed: its token reaches
+      // M-PESA with the push (a push released after "not now" was refused, so none comes).
+      .with('invoice', (q) =>
+        q
+          .selectFrom('invoices')
+          .select(['invoices.id', 'invoices.number'])
+          .where('invoices.id', '=', (eb) => eb.selectFrom('payment_attempts').select('payment_attempts.invoice_id').where('payment_attempts.id', '=', attemptId))
+          .where('invoices.status', 'not in', ['paid', 'cancelled'])
+          .forShare(),
+      )
       .updateTable('payment_attempts')
-      .from('invoices')
+      .from('invoice')
       // The service's clock, like created_at: the 2-minute rule compares it with now().
       .set({ push_started_at: now(), callback_token_hash: sha256Hex(token), updated_at: sql`now()` })
-      .whereRef('invoices.id', '=', 'payment_attempts.invoice_id')
+      .whereRef('invoice.id', '=', 'payment_attempts.invoice_id')
       .where('payment_attempts.id', '=', attemptId)
       .where('payment_attempts.status', '=', 'pending')
       .where('payment_attempts.push_started_at', 'is', null)
       .where('payment_attempts.created_at', '>', staleBefore)
-      // Never prompt for an invoice paid or cancelled while this push waited (e.g. a job retry).
-      .where('invoices.status', 'not in', ['paid', 'cancelled'])
       // Nor once a newer attempt exists for the invoice (started while this one waited for a
       // retry): one prompt at a time, or the customer could pay twice.
       .where(({ not, exists, selectFrom }) =>
@@ -331,7 +347,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
           ),
         ),
       )
-      .returning(['payment_attempts.invoice_id', 'payment_attempts.amount', 'payment_attempts.phone', 'payment_attempts.initiated_by', 'invoices.number'])
+      .returning(['payment_attempts.invoice_id', 'payment_attempts.amount', 'payment_attempts.phone', 'payment_attempts.initiated_by', 'invoice.number'])
       .executeTakeFirst();
     if (claimed === undefined) {
       const ids = await db.transaction().execute(async (trx) => {
@@ -548,7 +564,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
                 kind: 'notice',
                 invoiceId: f.id,
                 payload: {
-                  message: customerTexts.paymentFailedToCustomer(merchantName, f.number, amount, unconfirmed),
+                  message: customerTexts.paymentFailedToCustomer(merchantName, f.number, amount, unconfirmed, f.id),
                   sms: customerTexts.paymentFailedToCustomerSms(merchantName, f.number, amount, unconfirmed),
                 },
               },
@@ -1058,9 +1074,10 @@ export function createPayments(deps: PaymentsDeps): Payments {
               kind: 'reminder',
               invoiceId: id,
               payload: {
-                message: t.reminderDue(name, facts.number, amount, dueDate, when),
+                message: t.reminderDue(name, facts.number, amount, dueDate, when, id),
                 sms: t.reminderDueSms(name, facts.number, amount, dueDate, when),
-                template: { parameters: [templateName(name), formatInvoiceNumber(facts.number), formatAmount(amount), day], buttonPayload: `pay:${formatInvoiceNumber(facts.number)}` },
+                // Tagged with the invoice's id, as the message's own button: merchants share numbers.
+                template: { parameters: [templateName(name), formatInvoiceNumber(facts.number), formatAmount(amount), day], buttonPayload: payButtonId(facts.number, id) },
               },
             },
           ]);
