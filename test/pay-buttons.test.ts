@@ -208,6 +208,27 @@ describe("a Pay button names its own invoice: two merchants' INV-0001 to one cus
   });
 });
 
+test("the list's rows are all tagged: with another merchant's paid INV-0001, a row for the unpaid INV-0001 pays it instead of showing the same list for good (found by a review of this change)", async () => {
+  const customer = newCustomer();
+  const a = await merchant('Duka A');
+  const b = await merchant('Duka B');
+  const paidA = await invoiceFrom(a, customer, 1500, 'flour');
+  clock += 3 * 60_000;
+  await payByCallback(paidA, customer, 1500);
+  const b1 = await invoiceFrom(b, customer, 9000, 'cement');
+  clock += 3 * 60_000;
+  await invoiceFrom(b, customer, 700, 'sugar');
+  clock += 3 * 60_000;
+  await say(customer, 'pay');
+  const list = await lastReply(customer);
+  assert.equal(list.type, 'list');
+  const row = rowIds(list).find((id) => id.startsWith('pay:INV-0001'));
+  assert.equal(row, payButtonId(1, b1));
+  await tap(customer, row!);
+  assert.equal((await customerAttempts(b1)).length, 1, "B's INV-0001 is prompted");
+  assert.deepEqual(await customerAttempts(paidA), [], "no prompt for A's paid invoice");
+});
+
 describe('pay N (typed or tapped) for an invoice that is not unpaid', () => {
   /** A merchant (seeded) with INV-0001 paid and INV-0002, INV-0003 unpaid to one customer. */
   async function seeded(unpaid: number) {
@@ -251,7 +272,7 @@ describe('pay N (typed or tapped) for an invoice that is not unpaid', () => {
       await say(customer, asked);
       const list = await lastReply(customer);
       assert.equal(list.type, 'list', `${asked}: ${list.body}`);
-      assert.deepEqual(rowIds(list), ['pay:INV-0003', 'pay:INV-0002']);
+      assert.deepEqual(rowIds(list), [payButtonId(3, ids[2]!), payButtonId(2, ids[1]!)]);
     }
     for (const id of ids) assert.deepEqual(await customerAttempts(id), []);
 

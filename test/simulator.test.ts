@@ -273,7 +273,7 @@ describe('simulator mode: the whole story with no accounts', () => {
     assert.equal(list.content.type, 'list');
     const rows = list.content.type === 'list' ? list.content.sections.flatMap((section) => section.rows) : [];
     assert.ok(rows.length >= 2, JSON.stringify(rows));
-    const row = rows.find((r) => r.id === 'pay:INV-0003');
+    const row = rows.find((r) => r.id.startsWith('pay:INV-0003~'));
     assert.ok(row, JSON.stringify(rows));
     assert.equal((await sim.send('customer', { listReply: { id: row.id, title: row.title } })).status, 200);
     await sim.waitFor('the prompt for INV-0003', (s) => waitingPrompt(s, 'INV-0003'));

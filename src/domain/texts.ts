@@ -188,20 +188,18 @@ export function payButtonId(number: number, invoiceId?: string): string {
 const payId = payButtonId;
 
 /**
- * Several unpaid invoices for one customer: a list whose rows are `pay:INV-0007`. Two merchants
- * may both have an INV-0007: those rows are `pay:INV-0007~<first 8 hex digits of the invoice's
- * id>`, so each names its own invoice (row ids must be unique, and a tap must pay that one).
- * The others stay untagged, so an SMS reader is asked to type `PAY INV-0007`, not the tag: the
- * list is this moment's unpaid invoices, and an untagged number is paid only while it names one
- * unpaid invoice and no settled one (the conversation shows the list again otherwise).
+ * Several unpaid invoices for one customer: a list whose rows are `pay:INV-0007~<first 8 hex
+ * digits of the invoice's id>`, each naming its own invoice. Every merchant numbers from
+ * INV-0001, and an untagged number is paid only while it names one unpaid invoice of the
+ * customer's and no settled one: an untagged row for an INV-0001 whose number a paid invoice
+ * of another merchant shares sent the customer back to this same list, for good (found by a
+ * review). An SMS reader is asked to type the row's `PAY INV-0007~...` (smsReply).
  */
 function payList(body: string, button: string, invoices: readonly CustomerInvoice[]): MessageContent {
-  const numbers = invoices.map((invoice) => invoice.number);
-  const shared = new Set(numbers.filter((n, i) => numbers.indexOf(n) !== i));
   const seen = new Set<string>();
   const rows: Array<{ id: string; title: string; description: string }> = [];
   for (const invoice of invoices) {
-    const id = payId(invoice.number, shared.has(invoice.number) ? invoice.id : undefined);
+    const id = payId(invoice.number, invoice.id);
     if (seen.has(id) || rows.length >= LIST_ROWS_MAX) continue;
     seen.add(id);
     rows.push({
