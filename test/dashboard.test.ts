@@ -256,6 +256,7 @@ describe('sign-in links that are not opened by the person (found by a review)', 
     assert.equal((await get('/stats/summary', { cookie })).status, 200);
     // The form posted from another site is refused; from this site it signs in, once.
     assert.equal((await postForm(t.app, '/dashboard/login', { link }, { 'sec-fetch-site': 'cross-site' })).status, 403);
+    assert.equal((await postForm(t.app, '/dashboard/login', { link }, { 'sec-fetch-site': 'same-site' })).status, 403, 'a sibling subdomain either');
     const confirmed = await postForm(t.app, '/dashboard/login', { link }, { 'sec-fetch-site': 'same-origin' });
     assert.equal(confirmed.status, 303);
     assert.notEqual(confirmed.headers.get('set-cookie'), null);

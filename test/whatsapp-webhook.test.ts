@@ -275,6 +275,7 @@ describe('POST /whatsapp/webhook processing', () => {
     // Meta sending it again stores nothing twice and answers nobody twice.
     assert.equal((await f.post(payload)).status, 200);
     assert.equal((await kept()).length, 4);
+    assert.equal(await metric('invoiceiq_inbound_events_total', 'outcome="rejected"'), rejectedBefore + 4, 'counted once');
     await f.deps.outbox.idle();
     assert.equal(f.graph.sentTo(a).length, 1);
     assert.equal(f.graph.sentTo(b).length, 1);

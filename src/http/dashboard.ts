@@ -272,8 +272,12 @@ ${status('cancelled', 'Cancelled')}
     if (limiter.blocked(key)) return signInPage(c, 429, 'Too many failed attempts. Wait a minute, then try again.');
     // A body that does not read (a broken multipart, say) is a failed attempt like a wrong token, not a 500.
     const form = await c.req.parseBody().catch(() => ({}) as Record<string, unknown>);
-    // The confirmation of a link opened from another site (above).
-    if (typeof form.link === 'string') return useLink(c, form.link.trim(), key);
+    // The confirmation of a link opened from another site (above): posted from this origin only
+    // (a sibling subdomain is same-site, and must not sign a browser in with its own link).
+    if (typeof form.link === 'string') {
+      if (c.req.header('sec-fetch-site') === 'same-site') return messagePage(c, 403, 'Not allowed', html`<p>Sign in from the InvoiceIQ page itself.</p>`);
+      return useLink(c, form.link.trim(), key);
+    }
     const token = typeof form.token === 'string' ? form.token.trim() : '';
     if (token === '' || token.length > 1024 || !(await deps.auth.signInAsAdmin(c, token))) {
       limiter.fail(key);

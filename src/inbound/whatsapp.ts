@@ -622,7 +622,7 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
       if (items.length === 0) return;
       // Keyed by the item itself: Meta sending the payload again (after a 500 for its other
       // items) stores nothing twice. The same bytes as another payload's item are the same item.
-      await db
+      const stored = await db
         .insertInto('inbound_events')
         .values(
           items.map(({ at, list, item, reason }) => ({
@@ -634,8 +634,10 @@ export function createWhatsAppInbound(deps: InboundDeps): WhatsAppInbound {
           })),
         )
         .onConflict((oc) => oc.columns(['source', 'external_key']).doNothing())
+        .returning('id')
         .execute();
-      metrics.inboundEvents.inc({ source: 'whatsapp_payload', outcome: 'rejected' }, items.length);
+      // Counted once each: a redelivery stores (and counts) nothing again.
+      if (stored.length > 0) metrics.inboundEvents.inc({ source: 'whatsapp_payload', outcome: 'rejected' }, stored.length);
     },
   };
 }
