@@ -89,6 +89,9 @@ async function invoiceFrom(m: { phone: string }, customer: string, amount: numbe
     .where('invoices.customer_phone', '=', customer)
     .orderBy('invoices.created_at', 'desc')
     .executeTakeFirstOrThrow();
+  // Its prompt's push runs on the job queue; wait for it to start, or a later tap (after the
+  // test moves the clock) could find a push that started at that later time, and so is young.
+  await waitFor(async () => (await attempts(row.id))[0]?.push_started_at != null, 10_000, 'the invoice prompt pushed');
   return row.id;
 }
 function newCustomer(): string {
@@ -289,7 +292,6 @@ describe('remind N: the merchant is told whether a new prompt went', () => {
     const customer = newCustomer();
     const m = await merchant('Duka R');
     const invoiceId = await invoiceFrom(m, customer, 1500, 'flour');
-    await waitFor(async () => (await attempts(invoiceId))[0]?.push_started_at != null, 10_000, 'the invoice prompt pushed');
 
     clock += 30_000;
     await say(m.phone, 'remind 1');
