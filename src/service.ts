@@ -167,6 +167,7 @@ export async function startService(givenConfig: Config, logger: Logger, options:
         // may go twice; theirs are put back for their jobs); then the workers, then the
         // deliveries in flight.
         deps.outbox.beginStop();
+        deps.payments.beginStop();
         await jobsStarted.catch(() => undefined);
         await jobs.stop(config.shutdownTimeoutMs / 2);
         await deps.outbox.stop();

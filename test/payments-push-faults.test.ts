@@ -180,6 +180,50 @@ describe('the push: what Daraja answered is written through a database blip', ()
   });
 });
 
+describe('the push: when a write after Daraja answered is given up', () => {
+  test('a refusal no retry can fix (the CheckoutRequestID is already another attempt\'s: 23505) is given up at once, with the CheckoutRequestID in the error log', async () => {
+    const first = await seed();
+    const second = await seed();
+    await onlyPending(first.attemptId, second.attemptId);
+    const checkout = `ws_CO_faults_dup_${seq}`;
+    daraja.queuePush({ kind: 'ok', checkoutRequestId: checkout });
+    assert.equal(await payments().push(first.attemptId), 'pushed');
+    // Daraja answers the second push with the same CheckoutRequestID: the unique index refuses it.
+    daraja.queuePush({ kind: 'ok', checkoutRequestId: checkout });
+    await assert.rejects(payments({ pushWritePatienceMs: 60_000 }).push(second.attemptId), (error: { code?: string }) => error.code === '23505');
+    const lines = linesAbout(second.attemptId);
+    assert.equal(lines.filter((line) => /trying again/.test(line.message)).length, 0, 'not tried again');
+    const given = lines.find((line) => line.level === 'error' && /never written, the database refused it in a way no retry can fix/.test(line.message));
+    assert.ok(given, JSON.stringify(lines));
+    assert.equal(given.tries, 1);
+    assert.equal(given.checkout_request_id, checkout, 'what a person needs to ask M-PESA');
+  });
+
+  test('the service stopping: the wait is cut short, one more try, then the error log with the CheckoutRequestID (not cut off by the kill timeout without it)', async () => {
+    const s = await seed();
+    await onlyPending(s.attemptId);
+    const checkout = `ws_CO_faults_stop_${seq}`;
+    daraja.queuePush({ kind: 'ok', checkoutRequestId: checkout });
+    const restore = await refuseAttemptUpdates(`new.id = '${s.attemptId}' and new.checkout_request_id is not null`, 1_000_000);
+    const w = payments({ pushWritePatienceMs: 10 * 60_000 });
+    try {
+      const pushing = w.push(s.attemptId);
+      const settled = pushing.then(() => 'resolved', () => 'rejected');
+      const refusedThrice = () => linesAbout(s.attemptId).filter((line) => /database refused; trying again/.test(line.message)).length >= 3;
+      while (!refusedThrice()) await new Promise((resolve) => setTimeout(resolve, 20));
+      // Its next wait is 1.6 s; the stop ends it.
+      w.beginStop();
+      assert.equal(await Promise.race([settled, new Promise((resolve) => setTimeout(() => resolve('still waiting'), 1_000))]), 'rejected');
+    } finally {
+      await restore();
+    }
+    const given = linesAbout(s.attemptId).find((line) => line.level === 'error' && /never written, the database refused, and the service is stopping/.test(line.message));
+    assert.ok(given, JSON.stringify(linesAbout(s.attemptId)));
+    assert.equal(given.tries, 4, 'three refusals, then one more try at the stop');
+    assert.equal(given.checkout_request_id, checkout);
+  });
+});
+
 describe('reconciliation counts from the push', () => {
   test('an attempt asked for 9 minutes before its push started is not queried until 3 minutes after the push', async () => {
     const s = await seed({ createdAt: new Date(clock - 9 * 60_000) });

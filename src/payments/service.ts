@@ -72,6 +72,12 @@ export type Payments = {
   /** Queues the due-tomorrow and due-today reminders not sent yet. */
   sendReminders(): Promise<number>;
   readonly jobs: readonly JobDefinition[];
+  /**
+   * Shutdown has begun: a write after Daraja's answer that the database refuses is tried once
+   * more at once and then given up, with its error log (what a person needs to finish it),
+   * rather than cut off by the kill timeout without one.
+   */
+  beginStop(): void;
 };
 
 export type PaymentsDeps = {
@@ -155,8 +161,35 @@ function definitelyRefused(error: DeliveryError): boolean {
 }
 
 
+/**
+ * Whether a database error says the statement itself is wrong, so the same statement can only
+ * fail again: SQLSTATE classes 22 (data exception), 23 (integrity constraint violation, e.g. a
+ * CheckoutRequestID already recorded for another attempt), 42 (syntax error or access rule
+ * violation), 0A (feature not supported). Anything else (a lost connection, with no SQLSTATE;
+ * 08, 40, 53, 57; an error raised by a trigger) may pass on a later try.
+ */
+export function retryCannotFix(error: unknown): boolean {
+  const code = typeof error === 'object' && error !== null && 'code' in error ? (error as { code: unknown }).code : undefined;
+  return typeof code === 'string' && /^(22|23|42|0A)[0-9A-Z]{3}$/.test(code);
+}
+
+/** Waits `ms`, or less if `signal` aborts (at once if it has). */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
 export function createPayments(deps: PaymentsDeps): Payments {
   const { db, metrics, logger } = deps;
+  const stopping = new AbortController();
   const now = deps.now ?? (() => new Date());
   const pushWritePatienceMs = deps.pushWritePatienceMs ?? PUSH_WRITE_PATIENCE_MS;
   const retrying: RetryDeps = { jobs: deps.jobs, metrics, logger, maxAttempts: deps.config.mpesa.callbackMaxAttempts, random: deps.random ?? Math.random };
@@ -285,18 +318,27 @@ export function createPayments(deps: PaymentsDeps): Payments {
     const errorText = (error: unknown) => (error instanceof Error ? error.message : String(error)).slice(0, 300);
     let waitMs = 200;
     for (let tries = 1; ; tries += 1) {
+      const stoppedBefore = stopping.signal.aborted;
       try {
         const written = await write();
         if (tries > 1) logger.info({ attempt_id: attemptId, tries }, `${what}: written after the database refused`);
         return written;
       } catch (error) {
-        if (performance.now() + waitMs >= giveUpAt) {
-          logger.error({ attempt_id: attemptId, tries, error: errorText(error), ...context }, `${what}: never written, the database refused for too long`);
+        const why = retryCannotFix(error)
+          ? 'the database refused it in a way no retry can fix'
+          : stoppedBefore
+            ? 'the database refused, and the service is stopping'
+            : performance.now() + waitMs >= giveUpAt
+              ? 'the database refused for too long'
+              : undefined;
+        if (why !== undefined) {
+          logger.error({ attempt_id: attemptId, tries, error: errorText(error), ...context }, `${what}: never written, ${why}`);
           throw error;
         }
         logger.warn({ attempt_id: attemptId, tries, error: errorText(error) }, `${what}: the database refused; trying again`);
       }
-      await new Promise((resolve) => setTimeout(resolve, waitMs));
+      // A stop cuts the wait short: one more try at once, then the error log above.
+      await sleep(waitMs, stopping.signal);
       waitMs = Math.min(waitMs * 2, 5_000);
     }
   }
@@ -1092,5 +1134,16 @@ export function createPayments(deps: PaymentsDeps): Payments {
     return sent;
   }
 
-  return { requestPayment, push, handleCallback, storeUnreadableCallback, reconcile, retryCallback, callbackRetryJob, sendReminders, jobs: [pushJob, reconcileJob, remindersJob, callbackRetryJob] };
+  return {
+    requestPayment,
+    push,
+    handleCallback,
+    storeUnreadableCallback,
+    reconcile,
+    retryCallback,
+    callbackRetryJob,
+    sendReminders,
+    jobs: [pushJob, reconcileJob, remindersJob, callbackRetryJob],
+    beginStop: () => stopping.abort(),
+  };
 }
