@@ -60,8 +60,15 @@ function isSecretKey(key: string): boolean {
  * group can be twelve digits) and other identifiers intact.
  */
 const phoneInText = /(?<![\dA-Za-z-])\+?\d{9,15}(?![\dA-Za-z-])/g;
-/** Kenyan mobile numbers as people write them, in groups: `0712 345 678`, `+254-712-345-678`. */
-const groupedKenyanPhone = /(?<![\dA-Za-z-])(?:\+?254|0)[ -]?[17]\d{2}[ -]?\d{3}[ -]?\d{3}(?![\dA-Za-z-])/g;
+/** Between the digits of a number as people write it: spaces (no-break too), dots, hyphens, brackets. */
+const sep = '[ .\\u00a0()-]{0,2}';
+/**
+ * Kenyan mobile numbers as people write them, grouped any way: `0712 345 678`, `07 12 34 56 78`,
+ * `(0712) 345 678`, `+254 (0) 712 345 678`, `254.712.345.678`, `+254-712-345-678`. Nine digits
+ * from the 7 or 1, after 254, 0 or nothing. Dates, times and amounts do not read so
+ * (`2026-12-02`, `10:15`, `3 000 000`); a run glued to letters or hyphens (an id) is left alone.
+ */
+const groupedKenyanPhone = new RegExp(`(?<![\\dA-Za-z-])(?:\\+${sep})?(?:2${sep}5${sep}4${sep}(?:\\(0\\)${sep})?|\\(?0${sep})?[17](?:${sep}\\d){8}(?![\\dA-Za-z-])`, 'g');
 /** A Kenyan MSISDN held as a number (Daraja's callback items carry `PhoneNumber` so): 254 and nine digits. */
 const kenyanMsisdn = /^254\d{9}$/;
 
@@ -74,7 +81,7 @@ export function maskPhone(value: string): string {
 
 /** Masks every phone-looking run of digits inside a free-text string. */
 export function maskPhonesInText(text: string): string {
-  return text.replace(groupedKenyanPhone, (match) => maskPhone(match.replace(/[ -]/g, ''))).replace(phoneInText, (match) => maskPhone(match));
+  return text.replace(groupedKenyanPhone, (match) => maskPhone(match.replace(/\(0\)|[^\d+]/g, ''))).replace(phoneInText, (match) => maskPhone(match));
 }
 
 /**
