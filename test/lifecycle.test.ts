@@ -197,7 +197,7 @@ test('stop() lets an in-flight request finish, then refuses new connections', as
     const warm = await fetch(`http://127.0.0.1:${String(service.port)}/healthz`);
     assert.equal(warm.status, 200);
     await warm.text();
-    const busy = database.pool.query('select pg_sleep(0.6)');
+    const busy = database.pool.query('select pg_sleep(0.2)');
     const inFlight = fetch(`http://127.0.0.1:${String(service.port)}/readyz`);
     await entered;
     const stopping = service.stop();

@@ -94,7 +94,7 @@ test('the SMS fallback of an older message, dispatched eagerly in a batch while 
   // Two fallbacks answered in one turn of the event loop: one deliverMany of both.
   f.deps.outbox.dispatchSoon([a, x]);
   try {
-    await waitFor(async () => (await status(a)) === 'sent', 3_000, "A's SMS fallback sent by the eager dispatch");
+    await waitFor(async () => (await status(a)) === 'sent', 10_000, "A's SMS fallback sent by the eager dispatch");
   } catch (error) {
     assert.fail(`${(error as Error).message}: A is ${await status(a)}, given back on every try while B (newer) is sending elsewhere`);
   } finally {
@@ -114,7 +114,7 @@ test('was a defect: the SMS fallback of an older message, dispatched eagerly wit
   // Answered in one turn of the event loop (a status webhook's fallback, a reply): one deliverMany.
   f.deps.outbox.dispatchSoon([a, qNewer!]);
   try {
-    await waitFor(async () => (await status(a)) === 'sent', 3_000, "A's SMS fallback sent by the eager dispatch");
+    await waitFor(async () => (await status(a)) === 'sent', 10_000, "A's SMS fallback sent by the eager dispatch");
     assert.equal(smsTo(to).length, smsBefore + 1);
   } catch (error) {
     assert.fail(`${(error as Error).message}: A is ${await status(a)} (given back on each try: B, newer, is sending elsewhere; the eager tries then give up and leave A to its job)`);

@@ -210,19 +210,20 @@ describe('reconciliation against a slow Daraja', () => {
     // Only these attempts pending: reconciliation asks about every pending attempt.
     await db().updateTable('payment_attempts').set({ status: 'failed' }).where('status', '=', 'pending').where('invoice_id', '<>', s.invoice.id).execute();
     const asked: string[] = [];
-    // Each query takes 300 ms and answers "still being processed".
+    // Each query takes 1 s and answers "still being processed".
     const slow: DarajaClient = {
       ...noDaraja,
       stkQuery: async (checkout) => {
         asked.push(checkout);
-        await new Promise((resolve) => setTimeout(resolve, 300));
+        await new Promise((resolve) => setTimeout(resolve, 1_000));
         return { state: 'pending' };
       },
     };
-    // 450 ms: the first four queries start at once, four more when those end if that is before
-    // the deadline, and none after (a third four could start at 600 ms at the earliest); without
-    // the check within the page all twelve would be asked.
-    await payments(slow, { reconcileBudgetMs: 450 }).reconcile();
+    // 1.5 s: the first four queries start at once, four more when those end if that is before
+    // the deadline, and none after (a third four could start at 2 s at the earliest); without
+    // the check within the page all twelve would be asked. (Seconds, not a few hundred ms: on a
+    // loaded machine the claim alone could outlast a shorter run, and nothing would be asked.)
+    await payments(slow, { reconcileBudgetMs: 1_500 }).reconcile();
     assert.ok(asked.length > 0 && asked.length < 12, `asked ${asked.length} of 12 within the run's time`);
     const rows = await db().selectFrom('payment_attempts').select(['checkout_request_id', 'last_queried_at', 'query_count']).where('invoice_id', '=', s.invoice.id).execute();
     const unasked = rows.filter((row) => !asked.includes(row.checkout_request_id!));

@@ -158,7 +158,7 @@ describe('was a defect (review of c63dcfc)', () => {
     assert.deepEqual(await (await incoming(smsFromCustomer(customer, choice))).json(), { status: 'processed' });
     await f.deps.outbox.idle();
     const reply = smsTo(customer).at(-1)!;
-    await waitFor(() => pushes(customer).length === 3, 4_000, `a new prompt for the chosen invoice (the answer was: ${JSON.stringify(reply)})`);
+    await waitFor(() => pushes(customer).length === 3, 10_000, `a new prompt for the chosen invoice (the answer was: ${JSON.stringify(reply)})`);
     assert.equal(pushes(customer).at(-1)!.body.Amount, 700);
   });
 
