@@ -14,6 +14,9 @@ before(async () => {
     // The safety-net job waits an hour here so each test drives delivery itself; one test
     // below makes a job due to show the worker delivering.
     env: { DELIVERY_MAX_ATTEMPTS: '2', DELIVERY_SAFETY_NET_SECONDS: '3600', WABA_TEMPLATE_INVOICE: 'invoice_v1', WABA_TEMPLATE_LANGUAGE: 'en' },
+    // No inbound retry worker: the tests that keep a report retry it by hand, and a worker taking
+    // its retry job (due 1-2 s after it was kept) first would answer them not_pending.
+    idleQueues: ['retry-inbound-event'],
   });
 });
 after(() => f.close());

@@ -71,6 +71,8 @@ test('a person with an older unsent message: the new one is written queued and g
   const to = phone();
   await contact(to);
   const [older] = await f.database.handle.db.transaction().execute((trx) => f.deps.outbox.enqueue(trx, texts(to, 1)));
+  // PGlite's clock has millisecond resolution and a person's messages are ordered by created_at: 2 ms apart, the new ones are the later.
+  await sleep(2);
   const written = await writeClaimed(texts(to, 2, 1));
   assert.deepEqual(written.claimed, [], 'nothing claimed while an older message waits');
   assert.deepEqual((await rows(written.ids)).map((r) => r.status), ['queued', 'queued']);
@@ -298,6 +300,9 @@ test("was a defect: a write's safety-net job goes to a queue of its own (deliver
     `select data from pgboss.job where name = 'deliver-message' and data->>'messageId' = any($1)`,
     [ids],
   );
+  // That retry is due in 1-2 s: the fixture's worker would resend the message during a later test
+  // (an extra request to the fake Graph API). Not needed here: deleted.
+  await f.database.handle.pool.query(`delete from pgboss.job where name = 'deliver-message' and data->>'messageId' = any($1)`, [ids]);
   assert.equal(rows.length, 1);
   // src/jobs/queue.ts (unchanged): data that fails the schema is logged and the job completes.
   for (const { data } of rows) {
@@ -503,6 +508,8 @@ test("a message waiting behind another worker's send is tried again within milli
     // Another worker holds the claim on an older message to `to`.
     const [older] = await f.database.handle.db.transaction().execute((trx) => f.deps.outbox.enqueue(trx, texts(to, 1)));
     await f.claimedElsewhere(older!);
+    // PGlite's clock has millisecond resolution and a person's messages are ordered by created_at: 2 ms apart, the newer is the later.
+    await sleep(2);
     const newer = await writeClaimed(texts(to, 1, 1));
     assert.deepEqual(newer.claimed, []);
     f.deps.outbox.dispatchWritten(newer);
@@ -544,6 +551,8 @@ const enqueue = (drafts: OutboundDraft[]): Promise<string[]> => db().transaction
 async function eagerPathStillWorksFor(to: string): Promise<void> {
   const [older] = await enqueue(texts(to, 1, 90));
   await f.claimedElsewhere(older!);
+  // PGlite's clock has millisecond resolution and a person's messages are ordered by created_at: 2 ms apart, the newer is the later.
+  await sleep(2);
   const newer = await writeClaimed(texts(to, 1, 91));
   assert.equal(newer.claimed.length, 0, 'written queued behind the other worker');
   f.deps.outbox.dispatchWritten(newer);
@@ -673,6 +682,8 @@ test('stop() (shutdown) leaves a message that cannot go yet to its job at once, 
   // Another worker holds a live claim on an older message to this person.
   const [older] = await enqueue(texts(to, 1));
   await f.claimedElsewhere(older!);
+  // PGlite's clock has millisecond resolution and a person's messages are ordered by created_at: 2 ms apart, the newer is the later.
+  await sleep(2);
   const newer = await db().transaction().execute((trx) => outbox.enqueueClaimed(trx, texts(to, 1, 1)));
   outbox.dispatchWritten(newer);
   await sleep(50);

@@ -738,12 +738,16 @@ describe('review: the 2-minute guard and a push whose answer never came', () => 
     await waitFor(async () => (await attemptsOf(invoice.id))[0]?.status === 'failed', 10_000, 'first push refused');
     // The customer's own prompt is refused by Daraja: "couldn't send" is the truth.
     daraja.queuePush({ kind: 'error', status: 400, code: '400.002.02', message: 'Bad Request - Invalid PhoneNumber' });
+    // A second later on the test clock, so each attempt has its own created_at and attemptsOf's
+    // [1] and [2] are the customer's prompts (a refused prompt holds off nothing, at any age).
+    clock += 1_000;
     await say(p.customer, 'pay');
     await waitFor(async () => (await attemptsOf(invoice.id))[1]?.status === 'failed', 10_000, 'customer push refused');
     await waitFor(async () => (await contentsTo(p.customer, 'notice')).length === 1, 5_000, 'refusal notice');
     assert.deepEqual((await contentsTo(p.customer, 'notice'))[0], texts.en.promptNotStarted(invoice.number, 'refused', invoice.id));
     // Then no answer at all: the prompt may be on the phone, so it is not called a failure.
     daraja.queuePush({ kind: 'hang' });
+    clock += 1_000;
     await say(p.customer, 'pay');
     await waitFor(async () => (await attemptsOf(invoice.id))[2]?.status === 'failed', 10_000, 'customer push timed out');
     await waitFor(async () => (await contentsTo(p.customer, 'notice')).length === 2, 5_000, 'unclear notice');
