@@ -56,32 +56,42 @@ function isSecretKey(key: string): boolean {
 
 /**
  * Kenyan and other E.164-looking numbers: 9 to 15 digits, optional leading +.
- * A run glued to letters, digits or hyphens is not a phone: that keeps UUIDs (whose last
- * group can be twelve digits) and other identifiers intact.
+ * A run glued to letters, digits, hyphens or a dot before it is not a phone: that keeps UUIDs
+ * (whose last group can be twelve digits), decimals' fractions and other identifiers intact.
  */
-const phoneInText = /(?<![\dA-Za-z-])\+?\d{9,15}(?![\dA-Za-z-])/g;
-/** Between the digits of a number as people write it: spaces (no-break too), dots, hyphens, brackets. */
-const sep = '[ .\\u00a0()-]{0,2}';
+const phoneInText = /(?<![\dA-Za-z.-])\+?\d{9,15}(?![\dA-Za-z-])/g;
+/** Between the digits of a number as people write it: spaces (no-break too), hyphens, brackets. */
+const sep = '[ \\u00a0()-]{0,2}';
 /**
  * Kenyan mobile numbers as people write them, grouped any way: `0712 345 678`, `07 12 34 56 78`,
- * `(0712) 345 678`, `+254 (0) 712 345 678`, `254.712.345.678`, `+254-712-345-678`. Nine digits
- * from the 7 or 1, after 254, 0 or nothing. Dates, times and amounts do not read so
+ * `(0712) 345 678`, `+254 (0) 712 345 678`, `+254-0712-345-678`, `+254-712-345-678`. Nine
+ * digits from the 7 or 1, after 254, 0 or nothing. Dates, times and amounts do not read so
  * (`2026-12-02`, `10:15`, `3 000 000`); a run glued to letters or hyphens (an id) is left alone.
  */
-const groupedKenyanPhone = new RegExp(`(?<![\\dA-Za-z-])(?:\\+${sep})?(?:2${sep}5${sep}4${sep}(?:\\(0\\)${sep})?|\\(?0${sep})?[17](?:${sep}\\d){8}(?![\\dA-Za-z-])`, 'g');
+const groupedKenyanPhone = new RegExp(`(?<![\\dA-Za-z.-])(?:\\+${sep})?(?:2${sep}5${sep}4${sep}(?:\\(?0\\)?${sep})?|\\(?0${sep})?[17](?:${sep}\\d){8}(?![\\dA-Za-z-])`, 'g');
+/**
+ * Dotted only in three groups of three (`254.712.345.678`, `0712.345.678`): dots between other
+ * groups are IP addresses (`172.16.254.1`), versions and decimals.
+ */
+const dottedKenyanPhone = /(?<![\dA-Za-z.-])(?:\+?254\.|0)?[17]\d{2}\.\d{3}\.\d{3}(?![\dA-Za-z.-])/g;
 /** A Kenyan MSISDN held as a number (Daraja's callback items carry `PhoneNumber` so): 254 and nine digits. */
 const kenyanMsisdn = /^254\d{9}$/;
 
-/** `254712345678` -> `2547****678`. Short values are masked whole. */
+/**
+ * Keeps the last three digits and those before the last eight, so five are always hidden:
+ * `254712345678` -> `2547****678`, `0712345678` -> `07****678`, `712345678` -> `7****678`
+ * (the same subscriber digits shown whatever the form). Short values are masked whole.
+ */
 export function maskPhone(value: string): string {
   const digits = value.replace(/^\+/, '');
   if (digits.length < 8) return '****';
-  return `${value.startsWith('+') ? '+' : ''}${digits.slice(0, 4)}****${digits.slice(-3)}`;
+  return `${value.startsWith('+') ? '+' : ''}${digits.slice(0, digits.length - 8)}****${digits.slice(-3)}`;
 }
 
 /** Masks every phone-looking run of digits inside a free-text string. */
 export function maskPhonesInText(text: string): string {
-  return text.replace(groupedKenyanPhone, (match) => maskPhone(match.replace(/\(0\)|[^\d+]/g, ''))).replace(phoneInText, (match) => maskPhone(match));
+  const digitsOf = (match: string) => maskPhone(match.replace(/^(\+?)[ \u00a0()-]*254[ \u00a0.()-]*\(?0\)?(?=[ \u00a0()-]*[17])/, '$1254').replace(/[^\d+]/g, ''));
+  return text.replace(groupedKenyanPhone, digitsOf).replace(dottedKenyanPhone, digitsOf).replace(phoneInText, (match) => maskPhone(match));
 }
 
 /**

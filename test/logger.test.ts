@@ -55,10 +55,11 @@ test('the level threshold applies', () => {
   );
 });
 
-test('maskPhone keeps the first four and last three digits', () => {
+test('maskPhone keeps the last three digits and those before the last eight: five always hidden, the same ones whatever the form', () => {
   assert.equal(maskPhone(phone), masked);
   assert.equal(maskPhone(`+${phone}`), `+${masked}`);
-  assert.equal(maskPhone('0712345678'), '0712****678');
+  assert.equal(maskPhone('0712345678'), '07****678');
+  assert.equal(maskPhone('712345678'), '7****678');
   assert.equal(maskPhone('12345'), '****');
   assert.equal(maskPhonesInText(`call ${phone} or +254798765432 today`), `call ${masked} or +2547****432 today`);
 });
@@ -191,16 +192,18 @@ test('phone numbers inside the message text and inside string values are masked'
 });
 
 test('phone numbers as people group them, and Kenyan numbers held as numbers under any key, are masked; other numbers are not', () => {
-  assert.equal(maskPhonesInText('call 0712 345 678 or +254-712-345-678 or 254 712 345 678'), 'call 0712****678 or +2547****678 or 2547****678');
+  assert.equal(maskPhonesInText('call 0712 345 678 or +254-712-345-678 or 254 712 345 678'), 'call 07****678 or +2547****678 or 2547****678');
   assert.equal(maskPhonesInText('on 2026-12-02 at 10:15, 3 000 000 KES'), 'on 2026-12-02 at 10:15, 3 000 000 KES');
   // Grouped other ways (each was logged whole before).
   assert.equal(
-    maskPhonesInText('call 07 12 34 56 78, (0712) 345 678, +254 (0) 712 345 678, 254.712.345.678, 0712\u00a0345\u00a0678 or 2547 1234 5678'),
-    'call 0712****678, 0712****678, +2547****678, 2547****678, 0712****678 or 2547****678',
+    maskPhonesInText('call 07 12 34 56 78, (0712) 345 678, +254 (0) 712 345 678, +254-0712-345-678, 254.712.345.678, 0712.345.678, 0712\u00a0345\u00a0678, 712 345 678 or 2547 1234 5678'),
+    'call 07****678, 07****678, +2547****678, +2547****678, 2547****678, 07****678, 07****678, 7****678 or 2547****678',
   );
   // A number right after a phone is not taken into it; ids, dates, times and amounts are left alone.
-  assert.equal(maskPhonesInText('invoice 0712 345 678 1500 flour'), 'invoice 0712****678 1500 flour');
-  const untouched = 'id e4f1c2d3-0712-4345-8678-123456789012 at 2026-12-02T10:15:00.000Z, 1 500 000 KES, 12.5 ms, ws_CO_191220191020363925';
+  assert.equal(maskPhonesInText('invoice 0712 345 678 1500 flour'), 'invoice 07****678 1500 flour');
+  const untouched =
+    'id e4f1c2d3-0712-4345-8678-123456789012 at 2026-12-02T10:15:00.000Z, 1 500 000 KES, 12.5 ms, ws_CO_191220191020363925, ' +
+    'connect ECONNREFUSED 172.16.254.1:5432, 192.168.100.10, took 1234.56789 ms, 0.123456789, 1 500 000.00 KES on 07.12.2026 14:30';
   assert.equal(maskPhonesInText(untouched), untouched);
   const logs = captureLogs();
   // Daraja's callback items carry the payer's number as a number, under Value.
