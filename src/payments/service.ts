@@ -73,9 +73,9 @@ export type Payments = {
   sendReminders(): Promise<number>;
   readonly jobs: readonly JobDefinition[];
   /**
-   * Shutdown has begun: a write after Daraja's answer that the database refuses is tried once
-   * more at once and then given up, with its error log (what a person needs to finish it),
-   * rather than cut off by the kill timeout without one.
+   * Shutdown has begun: a write after Daraja's answer that the database refuses is tried for
+   * STOP_PATIENCE_MS more (a wait under way is cut short) and then given up, with its error log
+   * (what a person needs to finish it), rather than cut off by the kill timeout without one.
    */
   beginStop(): void;
 };
@@ -145,6 +145,15 @@ const RECONCILE_BUDGET_MS = 45_000;
  * database is back is usually this one.
  */
 export const PUSH_WRITE_PATIENCE_MS = 5 * 60_000;
+/**
+ * Once the service is stopping, such a write is tried for this much longer (at most
+ * STOP_WAIT_MS apart), then given up with its error log: the job queue's stop waits
+ * SHUTDOWN_TIMEOUT_MS / 2 (4 s by default) for the running jobs, and the process is killed
+ * soon after, without the log that names the CheckoutRequestID for a person. A failover
+ * during a deploy usually drops a pooled connection once: the next try goes.
+ */
+export const STOP_PATIENCE_MS = 1_500;
+const STOP_WAIT_MS = 250;
 
 /**
  * Whether a failed push proves that nothing reached the phone: Daraja (or the client, before
@@ -190,6 +199,8 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 export function createPayments(deps: PaymentsDeps): Payments {
   const { db, metrics, logger } = deps;
   const stopping = new AbortController();
+  /** When beginStop was called (performance.now()). */
+  let stoppedAt: number | undefined;
   const now = deps.now ?? (() => new Date());
   const pushWritePatienceMs = deps.pushWritePatienceMs ?? PUSH_WRITE_PATIENCE_MS;
   const retrying: RetryDeps = { jobs: deps.jobs, metrics, logger, maxAttempts: deps.config.mpesa.callbackMaxAttempts, random: deps.random ?? Math.random };
@@ -318,27 +329,31 @@ export function createPayments(deps: PaymentsDeps): Payments {
     const errorText = (error: unknown) => (error instanceof Error ? error.message : String(error)).slice(0, 300);
     let waitMs = 200;
     for (let tries = 1; ; tries += 1) {
-      const stoppedBefore = stopping.signal.aborted;
       try {
         const written = await write();
         if (tries > 1) logger.info({ attempt_id: attemptId, tries }, `${what}: written after the database refused`);
         return written;
       } catch (error) {
+        // Stopping (since before this try, or during it): short waits, until STOP_PATIENCE_MS after the stop.
+        const stopped = stoppedAt !== undefined;
+        const until = stoppedAt === undefined ? giveUpAt : Math.min(giveUpAt, stoppedAt + STOP_PATIENCE_MS);
+        if (stopped) waitMs = Math.min(waitMs, STOP_WAIT_MS);
         const why = retryCannotFix(error)
           ? 'the database refused it in a way no retry can fix'
-          : stoppedBefore
-            ? 'the database refused, and the service is stopping'
-            : performance.now() + waitMs >= giveUpAt
-              ? 'the database refused for too long'
-              : undefined;
+          : performance.now() + waitMs >= until
+            ? stopped
+              ? 'the database refused, and the service is stopping'
+              : 'the database refused for too long'
+            : undefined;
         if (why !== undefined) {
           logger.error({ attempt_id: attemptId, tries, error: errorText(error), ...context }, `${what}: never written, ${why}`);
           throw error;
         }
         logger.warn({ attempt_id: attemptId, tries, error: errorText(error) }, `${what}: the database refused; trying again`);
       }
-      // A stop cuts the wait short: one more try at once, then the error log above.
-      await sleep(waitMs, stopping.signal);
+      // A stop cuts a long wait short; after it the tries go on at short waits for a little longer.
+      if (stoppedAt === undefined) await sleep(waitMs, stopping.signal);
+      else await new Promise((resolve) => setTimeout(resolve, waitMs));
       waitMs = Math.min(waitMs * 2, 5_000);
     }
   }
@@ -1144,6 +1159,9 @@ export function createPayments(deps: PaymentsDeps): Payments {
     callbackRetryJob,
     sendReminders,
     jobs: [pushJob, reconcileJob, remindersJob, callbackRetryJob],
-    beginStop: () => stopping.abort(),
+    beginStop: () => {
+      stoppedAt ??= performance.now();
+      stopping.abort();
+    },
   };
 }
