@@ -39,6 +39,8 @@ const EnvSchema = z.object({
     z.string().regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://').optional(),
   ),
   DATABASE_POOL_MAX: z.coerce.number({ error: 'must be a number' }).int().min(1).max(100).default(10),
+  // Postgres ends a session left idle inside a transaction this long (0: never), releasing its locks.
+  DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS: z.coerce.number({ error: 'must be a number' }).int().min(0).max(3_600_000).default(60_000),
   DATA_DIR: z.string().trim().min(1).default('./.data'),
 
   WABA_TOKEN: optionalString,
@@ -201,7 +203,7 @@ export type Config = Readonly<{
   logFormat: Env['LOG_FORMAT'];
   shutdownTimeoutMs: number;
   database: Readonly<
-    | { kind: 'postgres'; url: string; poolMax: number }
+    | { kind: 'postgres'; url: string; poolMax: number; idleInTransactionTimeoutMs: number }
     | { kind: 'embedded'; dataDir: string }
   >;
   whatsapp: Readonly<{
@@ -316,7 +318,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     database:
       e.DATABASE_URL === undefined
         ? { kind: 'embedded', dataDir: e.DATA_DIR }
-        : { kind: 'postgres', url: e.DATABASE_URL, poolMax: e.DATABASE_POOL_MAX },
+        : { kind: 'postgres', url: e.DATABASE_URL, poolMax: e.DATABASE_POOL_MAX, idleInTransactionTimeoutMs: e.DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS },
     whatsapp: {
       token: e.WABA_TOKEN,
       phoneId: e.WABA_PHONE_ID,

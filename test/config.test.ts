@@ -66,7 +66,12 @@ test('DATABASE_URL selects Postgres; DATA_DIR moves the embedded database', () =
     kind: 'postgres',
     url: 'postgresql://u@h/db',
     poolMax: 4,
+    idleInTransactionTimeoutMs: 60_000,
   });
+  const idle = (value: string) => loadConfig({ DATABASE_URL: 'postgresql://u@h/db', DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS: value }).database;
+  assert.deepEqual(idle('0'), { kind: 'postgres', url: 'postgresql://u@h/db', poolMax: 10, idleInTransactionTimeoutMs: 0 });
+  assert.deepEqual(idle('15000'), { kind: 'postgres', url: 'postgresql://u@h/db', poolMax: 10, idleInTransactionTimeoutMs: 15_000 });
+  for (const bad of ['-1', 'soon', '1.5']) assert.throws(() => idle(bad), /DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS/);
   assert.deepEqual(loadConfig({ DATA_DIR: '/var/lib/invoiceiq' }).database, { kind: 'embedded', dataDir: '/var/lib/invoiceiq' });
 });
 
@@ -201,7 +206,7 @@ test('a full, valid production environment parses', () => {
   const config: Config = loadConfig({ APP_ENV: 'production', MPESA_ENVIRONMENT: 'production', LOG_LEVEL: 'warn', ...productionSecrets });
   assert.equal(config.appEnv, 'production');
   assert.equal(config.logLevel, 'warn');
-  assert.deepEqual(config.database, { kind: 'postgres', url: productionSecrets.DATABASE_URL, poolMax: 10 });
+  assert.deepEqual(config.database, { kind: 'postgres', url: productionSecrets.DATABASE_URL, poolMax: 10, idleInTransactionTimeoutMs: 60_000 });
   assert.equal(config.whatsapp.token, productionSecrets.WABA_TOKEN);
   assert.equal(config.whatsapp.phoneId, productionSecrets.WABA_PHONE_ID);
   assert.equal(config.whatsapp.verifyToken, productionSecrets.WABA_VERIFY_TOKEN);

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { sql } from 'kysely';
 import { DataDirLockedError, openDatabase, type DatabaseHandle } from '../src/db/connect.js';
-import { createTestDatabase, type TestDatabase } from './helpers/database.js';
+import { createTestDatabase, testDatabaseUrl, type TestDatabase } from './helpers/database.js';
 import { runNode } from './helpers/process.js';
 
 const fixture = fileURLToPath(new URL('./fixtures/open-embedded.ts', import.meta.url));
@@ -119,6 +119,44 @@ test('a statement that fails inside a transaction rolls it back and the connecti
   const ok = await sql<{ one: number }>`select 1 as one`.execute(db);
   assert.deepEqual(ok.rows, [{ one: 1 }]);
   assert.equal(await database.handle.ping(1_000), true);
+});
+
+test('Postgres: a session left idle inside a transaction is ended after DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS, and its row locks with it; 0 never ends it', async (t) => {
+  if (testDatabaseUrl === undefined) {
+    t.skip('a setting of Postgres sessions (TEST_DATABASE_URL)');
+    return;
+  }
+  const url = testDatabaseUrl;
+  const timed = await openDatabase({ kind: 'postgres', url, poolMax: 2, idleInTransactionTimeoutMs: 300 });
+  const never = await openDatabase({ kind: 'postgres', url, poolMax: 2, idleInTransactionTimeoutMs: 0 });
+  try {
+    assert.equal((await timed.pool.query<{ v: string }>("select current_setting('idle_in_transaction_session_timeout') as v")).rows[0]?.v, '300ms');
+    assert.equal((await never.pool.query<{ v: string }>("select current_setting('idle_in_transaction_session_timeout') as v")).rows[0]?.v, '0');
+    // A machine stopped mid-transaction, holding a lock (here an advisory one any session sees).
+    const stuck = await timed.pool.connect();
+    // Postgres ending the session is an 'error' on the checked-out client: handled, not a crash.
+    stuck.on('error', () => undefined);
+    await stuck.query('begin');
+    await stuck.query('select pg_advisory_xact_lock(424242)');
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    // Ended by Postgres: the lock is free for another session, and the stuck client's next statement fails.
+    const free = (await never.pool.query<{ got: boolean }>('select pg_try_advisory_lock(424242) as got')).rows[0]?.got;
+    assert.equal(free, true, 'the lock was released with the session');
+    await never.pool.query('select pg_advisory_unlock(424242)');
+    await assert.rejects(stuck.query('select 1'));
+    stuck.release(true);
+
+    // With 0 the same transaction lives on.
+    const patient = await never.pool.connect();
+    await patient.query('begin');
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    assert.deepEqual((await patient.query<{ n: number }>('select 1 as n')).rows, [{ n: 1 }]);
+    await patient.query('rollback');
+    patient.release();
+  } finally {
+    await timed.close();
+    await never.close();
+  }
 });
 
 test('the embedded database takes a lock; a second process is refused clearly and nothing is corrupted', async () => {

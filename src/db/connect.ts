@@ -26,7 +26,21 @@ export type DatabaseHandle = {
 };
 
 export type DatabaseSettings =
-  | { kind: 'postgres'; url: string; poolMax: number; connectTimeoutMs?: number }
+  | {
+      kind: 'postgres';
+      url: string;
+      poolMax: number;
+      connectTimeoutMs?: number;
+      /**
+       * Set on every connection: Postgres ends a session left idle inside a transaction this
+       * long (unset or 0: never). A machine that stops mid-transaction (paused, cut off from the
+       * network, stuck on an await) would otherwise hold its row locks (an invoice, a payment
+       * attempt) until TCP gives up, minutes later, and every other machine's callbacks and
+       * sends for those rows wait. Set by a statement on connect, not a startup option: a
+       * session-mode PgBouncer refuses startup options it does not know.
+       */
+      idleInTransactionTimeoutMs?: number;
+    }
   | { kind: 'embedded'; dataDir: string }
   /** An already-open PGlite (tests): the handle closes it on close(). */
   | { kind: 'pglite-instance'; pglite: PGlite };
@@ -180,6 +194,13 @@ export async function openDatabase(settings: DatabaseSettings): Promise<Database
       });
       // An idle client losing its server must not crash the process; the next query reconnects.
       pool.on('error', () => undefined);
+      const idleMs = settings.idleInTransactionTimeoutMs ?? 0;
+      if (idleMs > 0) {
+        // Queued on the new client before anything it is given for (pg runs a client's queries in order).
+        pool.on('connect', (client) => {
+          client.query(`set idle_in_transaction_session_timeout = ${Math.floor(idleMs)}`).catch(() => undefined);
+        });
+      }
       return buildHandle('postgres', pool, async () => undefined);
     }
     case 'embedded': {
