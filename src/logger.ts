@@ -90,7 +90,8 @@ export function maskPhone(value: string): string {
 
 /** Masks every phone-looking run of digits inside a free-text string. */
 export function maskPhonesInText(text: string): string {
-  const digitsOf = (match: string) => maskPhone(match.replace(/^(\+?)[ \u00a0()-]*254[ \u00a0.()-]*\(?0\)?(?=[ \u00a0()-]*[17])/, '$1254').replace(/[^\d+]/g, ''));
+  // Its digits, without the trunk 0 some write after 254 (`+254 (0) 712...`).
+  const digitsOf = (match: string) => maskPhone(match.replace(/[^\d+]/g, '').replace(/^(\+?254)0(?=[17])/, '$1'));
   return text.replace(groupedKenyanPhone, digitsOf).replace(dottedKenyanPhone, digitsOf).replace(phoneInText, (match) => maskPhone(match));
 }
 

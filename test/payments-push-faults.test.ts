@@ -95,6 +95,19 @@ async function refuseAttemptUpdates(when: string, times: number): Promise<() => 
     await sql.raw('drop sequence if exists push_faults_seq').execute(db());
   };
 }
+/**
+ * A seeded attempt whose push Daraja accepts (CheckoutRequestID `ws_CO_faults_<tag>_<seq>`)
+ * while the write recording that ID is refused `times` times; `restore` removes the fault.
+ */
+async function acceptedButRecordRefused(tag: string, times: number) {
+  const s = await seed();
+  await onlyPending(s.attemptId);
+  const checkout = `ws_CO_faults_${tag}_${seq}`;
+  daraja.queuePush({ kind: 'ok', checkoutRequestId: checkout });
+  const restore = await refuseAttemptUpdates(`new.id = '${s.attemptId}' and new.checkout_request_id is not null`, times);
+  return { s, checkout, restore };
+}
+
 /** The log lines about one attempt. */
 const linesAbout = (attemptId: string) => f.logs.lines.filter((line) => line.attempt_id === attemptId);
 
@@ -200,11 +213,7 @@ describe('the push: when a write after Daraja answered is given up', () => {
   });
 
   test('the service stopping: a long wait is cut short, the write tried at short waits for STOP_PATIENCE_MS more, then the error log with the CheckoutRequestID (not cut off by the kill timeout without it)', async () => {
-    const s = await seed();
-    await onlyPending(s.attemptId);
-    const checkout = `ws_CO_faults_stop_${seq}`;
-    daraja.queuePush({ kind: 'ok', checkoutRequestId: checkout });
-    const restore = await refuseAttemptUpdates(`new.id = '${s.attemptId}' and new.checkout_request_id is not null`, 1_000_000);
+    const { s, checkout, restore } = await acceptedButRecordRefused('stop', 1_000_000);
     const w = payments({ pushWritePatienceMs: 10 * 60_000 });
     let triesAtStop = 0;
     try {
@@ -227,11 +236,7 @@ describe('the push: when a write after Daraja answered is given up', () => {
   });
 
   test('a stop during the push, then one refusal (a connection dropped by a failover): written on the next try, not given up', async () => {
-    const s = await seed();
-    await onlyPending(s.attemptId);
-    const checkout = `ws_CO_faults_stopblip_${seq}`;
-    daraja.queuePush({ kind: 'ok', checkoutRequestId: checkout });
-    const restore = await refuseAttemptUpdates(`new.id = '${s.attemptId}' and new.checkout_request_id is not null`, 1);
+    const { s, checkout, restore } = await acceptedButRecordRefused('stopblip', 1);
     const w = payments({ pushWritePatienceMs: 10 * 60_000 });
     let outcome: string;
     try {

@@ -9,6 +9,7 @@
  */
 import { anyOf, jsonb, rowsOf } from '../db/json.js';
 import { randomBytes } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
 import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import { createBatcher } from '../batch.js';
 import { z } from 'zod';
@@ -177,23 +178,9 @@ function definitelyRefused(error: DeliveryError): boolean {
  * violation), 0A (feature not supported). Anything else (a lost connection, with no SQLSTATE;
  * 08, 40, 53, 57; an error raised by a trigger) may pass on a later try.
  */
-export function retryCannotFix(error: unknown): boolean {
+function retryCannotFix(error: unknown): boolean {
   const code = typeof error === 'object' && error !== null && 'code' in error ? (error as { code: unknown }).code : undefined;
   return typeof code === 'string' && /^(22|23|42|0A)[0-9A-Z]{3}$/.test(code);
-}
-
-/** Waits `ms`, or less if `signal` aborts (at once if it has). */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
 
 export function createPayments(deps: PaymentsDeps): Payments {
@@ -335,13 +322,12 @@ export function createPayments(deps: PaymentsDeps): Payments {
         return written;
       } catch (error) {
         // Stopping (since before this try, or during it): short waits, until STOP_PATIENCE_MS after the stop.
-        const stopped = stoppedAt !== undefined;
         const until = stoppedAt === undefined ? giveUpAt : Math.min(giveUpAt, stoppedAt + STOP_PATIENCE_MS);
-        if (stopped) waitMs = Math.min(waitMs, STOP_WAIT_MS);
+        if (stoppedAt !== undefined) waitMs = Math.min(waitMs, STOP_WAIT_MS);
         const why = retryCannotFix(error)
           ? 'the database refused it in a way no retry can fix'
           : performance.now() + waitMs >= until
-            ? stopped
+            ? stoppedAt !== undefined
               ? 'the database refused, and the service is stopping'
               : 'the database refused for too long'
             : undefined;
@@ -352,8 +338,7 @@ export function createPayments(deps: PaymentsDeps): Payments {
         logger.warn({ attempt_id: attemptId, tries, error: errorText(error) }, `${what}: the database refused; trying again`);
       }
       // A stop cuts a long wait short; after it the tries go on at short waits for a little longer.
-      if (stoppedAt === undefined) await sleep(waitMs, stopping.signal);
-      else await new Promise((resolve) => setTimeout(resolve, waitMs));
+      await delay(waitMs, undefined, stoppedAt === undefined ? { signal: stopping.signal } : {}).catch(() => undefined);
       waitMs = Math.min(waitMs * 2, 5_000);
     }
   }
