@@ -16,10 +16,18 @@
  * together are group-committed (src/payments/service.ts); each level's mean group size is
  * reported, and the receipts' delivery state at the end.
  * Writes bench/results/callbacks.json. Traffic goes to 127.0.0.1 only; bounded in time.
+ *
+ * BENCH_RECEIPTS=held: the callback path apart from the receipts' delivery. The app writes,
+ * commits and claims both receipts of every callback as above, but sends none of them during
+ * the sweep (bench/webhook-server.ts BENCH_HOLD_WRITES), and its turns end at the last answer.
+ * After the sweep every held receipt is sent through the real dispatch and the run checks that
+ * each paid invoice has both receipts sent: the figure is what the callbacks cost up to their
+ * durable answer, and `delivery` what their receipts cost afterwards (sends a second, alone).
+ * Writes bench/results/callbacks-held.json.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import pg from 'pg';
-import { closeAgent, concurrencyLevels, concurrencySweep, freshDatabase, groupCommitsSince, outboxDrained, outboxState, startGraph, startServer, stopServer, type BenchRequest } from './lib.js';
+import { closeAgent, concurrencyLevels, concurrencySweep, freshDatabase, groupCommitsSince, outboxDrained, outboxState, post, startGraph, startServer, stopServer, type BenchRequest } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 /** The concurrency levels (closed-loop clients), each measured in turn (lib.ts concurrencySweep). */
@@ -33,6 +41,10 @@ const SEEDED = Number(process.env.BENCH_ATTEMPTS ?? 200_000);
 const MERCHANTS = Number(process.env.BENCH_MERCHANTS ?? 200);
 /** Turns each contender takes (BENCH_SECONDS in all, each). */
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 4);
+/** `held`: the receipts are sent after the sweep, not during it (see above). */
+const RECEIPTS = process.env.BENCH_RECEIPTS ?? 'sent';
+if (RECEIPTS !== 'sent' && RECEIPTS !== 'held') throw new Error(`BENCH_RECEIPTS: sent or held, got ${RECEIPTS}`);
+const HELD = RECEIPTS === 'held';
 
 /**
  * N pending attempts whose tokens are `tok-<i>` (hash stored, as the app does), for invoices
@@ -91,25 +103,66 @@ function callbacks(): () => BenchRequest {
   };
 }
 
+/**
+ * Held receipts (BENCH_RECEIPTS=held): sent through the app's own dispatch once the sweep is
+ * over, then waited for until none is queued or sending. Not a delivery rate: a merchant's
+ * receipts go one after another (each person's messages in order), and with 200 merchants
+ * each has hundreds waiting, most of them written queued behind the one before.
+ */
+async function releaseHeld(port: number, url: string, drained: () => Promise<void>): Promise<Record<string, number>> {
+  const started = performance.now();
+  const cpuBefore = process.cpuUsage();
+  const answer = await post(port, { path: '/__bench/release-held', body: '{}' }, 600_000);
+  if (answer.status !== 200) throw new Error(`release of the held receipts answered ${answer.status}`);
+  await drained();
+  const seconds = (performance.now() - started) / 1000;
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  const { rows } = await client.query<{ n: number }>(`select count(*)::int as n from outbound_messages where kind = 'receipt' and status = 'sent'`);
+  await client.end();
+  const sent = rows[0]!.n;
+  const benchCpu = process.cpuUsage(cpuBefore);
+  return { receipts_sent: sent, drain_seconds: Math.round(seconds * 1000) / 1000, bench_cpu_ms: Math.round((benchCpu.user + benchCpu.system) / 1000) };
+}
+
+/** Nothing held was lost: every invoice the callbacks paid has both its receipts sent. */
+async function everyPaidInvoiceHasItsReceipts(url: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  const { rows } = await client.query<{ short: number; paid: number }>(
+    `select count(*) filter (where coalesce(r.sent, 0) <> 2)::int as short, count(*)::int as paid
+     from invoices i
+     left join (select invoice_id, count(*) filter (where status = 'sent') as sent from outbound_messages where kind = 'receipt' group by invoice_id) r on r.invoice_id = i.id
+     where i.status = 'paid'`,
+  );
+  await client.end();
+  if (rows[0]!.paid === 0 || rows[0]!.short > 0) throw new Error(`held receipts: ${rows[0]!.short} of ${rows[0]!.paid} paid invoices without both receipts sent`);
+}
+
 async function main(): Promise<void> {
-  const results: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, concurrency: LEVELS, seconds: SECONDS };
+  const results: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, receipts_mode: RECEIPTS, concurrency: LEVELS, seconds: SECONDS };
   const graph = await startGraph();
   const baselineDb = await freshDatabase();
   const appDb = await freshDatabase();
   await seed(baselineDb.url);
   await seed(appDb.url);
   const baseline = await startServer('baseline', baselineDb.url, graph.url);
-  const app = await startServer('app', appDb.url, graph.url);
+  const app = await startServer('app', appDb.url, graph.url, HELD ? { BENCH_HOLD_WRITES: '1' } : {});
   const meanGroup = groupCommitsSince(appDb.url, 'mpesa_callback');
   const receiptsOut = outboxDrained(appDb.url);
   const sweep = await concurrencySweep(
-    { baseline: { ...baseline, next: callbacks() }, app: { ...app, next: callbacks(), settle: receiptsOut.settle } },
+    { baseline: { ...baseline, next: callbacks() }, app: { ...app, next: callbacks(), ...(HELD ? {} : { settle: receiptsOut.settle }) } },
     { levels: LEVELS, rounds: ROUNDS, seconds: SECONDS / ROUNDS },
     async () => ({ mean_group: await meanGroup() }),
   );
+  if (HELD) {
+    results.receipts_held = await outboxState(appDb.url);
+    results.delivery = await releaseHeld(app.port, appDb.url, receiptsOut.settle);
+  }
   await receiptsOut.close();
-  // Every turn ended with its receipts gone (outboxDrained): by status, at the end.
+  // Every turn ended with its receipts gone (outboxDrained), or they were all sent after the sweep (held): by status, at the end.
   results.receipts = await outboxState(appDb.url);
+  if (HELD) await everyPaidInvoiceHasItsReceipts(appDb.url);
   await stopServer(baseline.child);
   await stopServer(app.child);
   await graph.close();
@@ -127,7 +180,7 @@ async function main(): Promise<void> {
     return;
   }
   mkdirSync('bench/results', { recursive: true });
-  writeFileSync('bench/results/callbacks.json', `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(`bench/results/${HELD ? 'callbacks-held' : 'callbacks'}.json`, `${JSON.stringify(results, null, 2)}\n`);
   process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
 }
 

@@ -60,10 +60,12 @@ function track(child: ChildProcess): ChildProcess {
 }
 
 /** Starts bench/webhook-server.ts in `mode` (app or baseline) in a child process. */
-export function startServer(mode: 'app' | 'baseline', url: string, graphUrl: string): Promise<{ port: number; child: ChildProcess }> {
+export function startServer(mode: 'app' | 'baseline', url: string, graphUrl: string, env: Record<string, string> = {}): Promise<{ port: number; child: ChildProcess }> {
   const profile = process.env.BENCH_CPU_PROF === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`];
   const flags = mode === 'app' ? APP_NODE_FLAGS : [];
-  const child = track(spawn(process.execPath, [...profile, ...flags, '--import', 'tsx', 'bench/webhook-server.ts', mode, url, graphUrl], { stdio: ['ignore', 'pipe', 'inherit'] }));
+  const child = track(
+    spawn(process.execPath, [...profile, ...flags, '--import', 'tsx', 'bench/webhook-server.ts', mode, url, graphUrl], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } }),
+  );
   return new Promise((resolve, reject) => {
     let out = '';
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -86,7 +88,7 @@ export type BenchRequest = { path: string; body: string; headers?: Record<string
 
 const agent = new Agent({ keepAlive: true, maxSockets: 256 });
 
-export function post(port: number, r: BenchRequest): Promise<{ status: number; ms: number }> {
+export function post(port: number, r: BenchRequest, timeoutMs = 10_000): Promise<{ status: number; ms: number }> {
   const started = performance.now();
   return new Promise((resolve, reject) => {
     const req = request(
@@ -96,7 +98,7 @@ export function post(port: number, r: BenchRequest): Promise<{ status: number; m
         res.on('end', () => resolve({ status: res.statusCode ?? 0, ms: performance.now() - started }));
       },
     );
-    req.setTimeout(10_000, () => req.destroy(new Error('timeout')));
+    req.setTimeout(timeoutMs, () => req.destroy(new Error('timeout')));
     req.on('error', reject);
     req.end(r.body);
   });

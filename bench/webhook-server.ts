@@ -15,12 +15,56 @@ import { loadConfig } from '../src/config.js';
 import { openDatabase } from '../src/db/connect.js';
 import { createDeps } from '../src/deps.js';
 import { createLogger } from '../src/logger.js';
+import type { Outbox, Written } from '../src/delivery/outbox.js';
 import { overOneMerchant, overRollups } from './stats-queries.js';
 
 const [mode, databaseUrl, graphUrl] = process.argv.slice(2);
 if ((mode !== 'app' && mode !== 'baseline') || databaseUrl === undefined) {
   process.stderr.write('usage: webhook-server.ts app|baseline <database-url> [graph-url]\n');
   process.exit(2);
+}
+
+/**
+ * BENCH_HOLD_WRITES=1 (app mode; bench/callbacks.ts BENCH_RECEIPTS=held): the messages a write
+ * leaves to send at once (the receipts of a group of STK callbacks) are written, committed and
+ * claimed exactly as in service, but their dispatch is held until POST /__bench/release-held,
+ * which hands each held write to the real dispatch in the order written, a few at a time, and
+ * answers once all of them have been sent. What the callback path costs is then measured apart
+ * from what delivering its receipts costs, and nothing is dropped: the release sends them all.
+ */
+const holdWrites = process.env.BENCH_HOLD_WRITES === '1';
+const held: Written[] = [];
+let release: ((written: Written) => void) | undefined;
+let outboxIdle: (() => Promise<void>) | undefined;
+let deliverMany: Outbox['deliverMany'] | undefined;
+
+function holdDispatch(outbox: Outbox): void {
+  const dispatch = outbox.dispatchWritten.bind(outbox);
+  release = dispatch;
+  outboxIdle = () => outbox.idle();
+  deliverMany = (ids) => outbox.deliverMany(ids);
+  // Payments calls deps.outbox.dispatchWritten at each commit: replaced on the same object.
+  Object.assign(outbox, { dispatchWritten: (written: Written) => void held.push(written) });
+}
+
+async function releaseHeld(): Promise<number> {
+  let released = 0;
+  while (held.length > 0) {
+    for (const written of held.splice(0, 8)) {
+      release!(written);
+      released += written.claimed.length + written.queued.length;
+    }
+    await outboxIdle!();
+  }
+  // Rows written queued behind an older unsent message to the same person (a merchant's
+  // earlier receipt, held too) that their dispatch could not claim: in service their
+  // safety-net job sends them 15 s later (held here for an hour); its path, now.
+  for (;;) {
+    const { rows } = await database.pool.query<{ id: string }>(`select id from outbound_messages where status = 'queued' order by created_at, id limit 2000`);
+    if (rows.length === 0) return released;
+    const outcomes = await deliverMany!(rows.map((row) => row.id));
+    if (![...outcomes.values()].some((outcome) => outcome === 'sent')) throw new Error(`held receipts: ${rows.length} queued, none could be sent`);
+  }
 }
 
 const database = await openDatabase({ kind: 'postgres', url: databaseUrl, poolMax: Number(process.env.BENCH_POOL ?? 10) });
@@ -69,16 +113,26 @@ if (mode === 'baseline') {
     // per business number, 80 to 1,000 a second) would measure Meta's limit instead.
     WABA_MAX_SENDS_PER_SECOND: '0',
     LOG_LEVEL: 'warn',
+    // Held receipts (below): no safety-net job may send them during the measurement either.
+    ...(holdWrites ? { DELIVERY_SAFETY_NET_SECONDS: '3600' } : {}),
   });
   const logger = createLogger({ level: 'warn', format: 'json' });
   const deps = createDeps({ config, logger, database });
   await deps.jobs.start(deps.jobDefinitions);
+  if (holdWrites) holdDispatch(deps.outbox);
   stopJobs = async () => {
     // Safety-net jobs from a load phase may still be running: let them finish before the pool closes.
     await deps.jobs.stop(10_000);
     await deps.outbox.stop();
   };
-  fetchHandler = createApp(deps).fetch;
+  const app = createApp(deps);
+  if (!holdWrites) fetchHandler = app.fetch;
+  else {
+    const outer = new Hono();
+    outer.post('/__bench/release-held', async (c) => c.json({ released: await releaseHeld() }));
+    outer.route('/', app);
+    fetchHandler = outer.fetch;
+  }
 }
 
 const server = serve({ fetch: fetchHandler, port: 0, hostname: '127.0.0.1' }, (info: AddressInfo) => {
