@@ -41,6 +41,8 @@ const EnvSchema = z.object({
   DATABASE_POOL_MAX: z.coerce.number({ error: 'must be a number' }).int().min(1).max(100).default(10),
   // Postgres ends a session left idle inside a transaction this long (0: never), releasing its locks.
   DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS: z.coerce.number({ error: 'must be a number' }).int().min(0).max(3_600_000).default(60_000),
+  // Postgres cancels any one statement of the service that runs this long (0: never), a wait for a lock included.
+  DATABASE_STATEMENT_TIMEOUT_MS: z.coerce.number({ error: 'must be a number' }).int().min(0).max(3_600_000).default(30_000),
   DATA_DIR: z.string().trim().min(1).default('./.data'),
 
   WABA_TOKEN: optionalString,
@@ -203,7 +205,7 @@ export type Config = Readonly<{
   logFormat: Env['LOG_FORMAT'];
   shutdownTimeoutMs: number;
   database: Readonly<
-    | { kind: 'postgres'; url: string; poolMax: number; idleInTransactionTimeoutMs: number }
+    | { kind: 'postgres'; url: string; poolMax: number; idleInTransactionTimeoutMs: number; statementTimeoutMs: number }
     | { kind: 'embedded'; dataDir: string }
   >;
   whatsapp: Readonly<{
@@ -318,7 +320,13 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     database:
       e.DATABASE_URL === undefined
         ? { kind: 'embedded', dataDir: e.DATA_DIR }
-        : { kind: 'postgres', url: e.DATABASE_URL, poolMax: e.DATABASE_POOL_MAX, idleInTransactionTimeoutMs: e.DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS },
+        : {
+            kind: 'postgres',
+            url: e.DATABASE_URL,
+            poolMax: e.DATABASE_POOL_MAX,
+            idleInTransactionTimeoutMs: e.DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+            statementTimeoutMs: e.DATABASE_STATEMENT_TIMEOUT_MS,
+          },
     whatsapp: {
       token: e.WABA_TOKEN,
       phoneId: e.WABA_PHONE_ID,

@@ -159,6 +159,45 @@ test('Postgres: a session left idle inside a transaction is ended after DATABASE
   }
 });
 
+test('Postgres: a statement that runs longer than DATABASE_STATEMENT_TIMEOUT_MS is cancelled (57014), a wait for a lock too, and the connection serves on; 0 never cancels', async (t) => {
+  if (testDatabaseUrl === undefined) {
+    t.skip('a setting of Postgres sessions (TEST_DATABASE_URL)');
+    return;
+  }
+  const url = testDatabaseUrl;
+  const timed = await openDatabase({ kind: 'postgres', url, poolMax: 1, statementTimeoutMs: 300, idleInTransactionTimeoutMs: 60_000 });
+  const never = await openDatabase({ kind: 'postgres', url, poolMax: 2, statementTimeoutMs: 0 });
+  try {
+    const setting = async (handle: typeof timed, name: string) => (await handle.pool.query<{ v: string }>('select current_setting($1) as v', [name])).rows[0]?.v;
+    assert.equal(await setting(timed, 'statement_timeout'), '300ms');
+    // Both settings reach the same connection (one statement on connect).
+    assert.equal(await setting(timed, 'idle_in_transaction_session_timeout'), '1min');
+    assert.equal(await setting(never, 'statement_timeout'), '0');
+
+    await assert.rejects(timed.pool.query('select pg_sleep(2)'), (error: { code?: string }) => error.code === '57014');
+    // The same (only) connection answers the next statement.
+    assert.deepEqual((await timed.pool.query<{ n: number }>('select 1 as n')).rows, [{ n: 1 }]);
+
+    // A lock held by another session (a machine stuck mid-transaction): the wait is cancelled too.
+    const holder = await never.pool.connect();
+    try {
+      await holder.query('begin');
+      await holder.query('select pg_advisory_xact_lock(434343)');
+      const started = performance.now();
+      await assert.rejects(timed.pool.query('select pg_advisory_xact_lock(434343)'), (error: { code?: string }) => error.code === '57014');
+      assert.ok(performance.now() - started < 1_900, 'cancelled after its timeout, not when the lock came free');
+      await holder.query('rollback');
+    } finally {
+      holder.release();
+    }
+    // With 0 a statement runs as long as it takes.
+    assert.deepEqual((await never.pool.query<{ n: number }>('select 1 as n from pg_sleep(0.5)')).rows, [{ n: 1 }]);
+  } finally {
+    await timed.close();
+    await never.close();
+  }
+});
+
 test('the embedded database takes a lock; a second process is refused clearly and nothing is corrupted', async () => {
   const dataDir = tempDataDir();
   const lockPath = join(dataDir, 'invoiceiq.lock');

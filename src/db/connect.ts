@@ -40,6 +40,15 @@ export type DatabaseSettings =
        * session-mode PgBouncer refuses startup options it does not know.
        */
       idleInTransactionTimeoutMs?: number;
+      /**
+       * Set on every connection the same way: Postgres cancels a statement that runs this long
+       * (unset or 0: never), a wait for a row lock included (SQLSTATE 57014, which every caller
+       * here treats as a failure to retry: an inbound event or a callback kept for its retry
+       * job, a send put back). Nothing the service runs should take a second; without a bound,
+       * a statement stuck behind a lock holds its connection, and the request or job behind it,
+       * for as long as the lock is held. Migrations open their own connection without it.
+       */
+      statementTimeoutMs?: number;
     }
   | { kind: 'embedded'; dataDir: string }
   /** An already-open PGlite (tests): the handle closes it on close(). */
@@ -194,11 +203,15 @@ export async function openDatabase(settings: DatabaseSettings): Promise<Database
       });
       // An idle client losing its server must not crash the process; the next query reconnects.
       pool.on('error', () => undefined);
-      const idleMs = settings.idleInTransactionTimeoutMs ?? 0;
-      if (idleMs > 0) {
+      const timeouts: Array<[string, number]> = [
+        ['idle_in_transaction_session_timeout', settings.idleInTransactionTimeoutMs ?? 0],
+        ['statement_timeout', settings.statementTimeoutMs ?? 0],
+      ];
+      const sessionSettings = timeouts.filter(([, ms]) => ms > 0).map(([name, ms]) => `set ${name} = ${Math.floor(ms)}`);
+      if (sessionSettings.length > 0) {
         // Queued on the new client before anything it is given for (pg runs a client's queries in order).
         pool.on('connect', (client) => {
-          client.query(`set idle_in_transaction_session_timeout = ${Math.floor(idleMs)}`).catch(() => undefined);
+          client.query(sessionSettings.join('; ')).catch(() => undefined);
         });
       }
       return buildHandle('postgres', pool, async () => undefined);
