@@ -74,6 +74,18 @@ const groupedKenyanPhone = new RegExp(`(?<![\\dA-Za-z.-])(?:\\+${sep})?(?:2${sep
  * groups are IP addresses (`172.16.254.1`), versions and decimals.
  */
 const dottedKenyanPhone = /(?<![\dA-Za-z.-])(?:\+?254\.|0)?[17]\d{2}\.\d{3}\.\d{3}(?![\dA-Za-z.-])/g;
+/**
+ * A number after a URL-encoded `+` (`to=%2B254712345678` in a logged URL or form body): the
+ * `B` of `%2B` would otherwise glue it to a letter, which phoneInText leaves alone.
+ */
+const encodedPlusPhone = /%2[Bb](\d{9,15})(?![\dA-Za-z-])/g;
+/**
+ * Digits of other scripts (Arabic-Indic `٠٧١٢٣٤٥٦٧٨`, Devanagari, full-width), as a person may
+ * type them: a run of 9 to 15 decimal digits of any script, with the same boundaries as above.
+ * Only looked for when the text holds such a digit.
+ */
+const anyScriptDigit = /[^\x00-\x7f]/;
+const anyScriptPhone = /(?<![\p{L}\p{Nd}.-])\+?\p{Nd}{9,15}(?![\p{L}\p{Nd}-])/gu;
 /** A Kenyan MSISDN held as a number (Daraja's callback items carry `PhoneNumber` so): 254 and nine digits. */
 const kenyanMsisdn = /^254\d{9}$/;
 
@@ -92,7 +104,12 @@ export function maskPhone(value: string): string {
 export function maskPhonesInText(text: string): string {
   // Its digits, without the trunk 0 some write after 254 (`+254 (0) 712...`).
   const digitsOf = (match: string) => maskPhone(match.replace(/[^\d+]/g, '').replace(/^(\+?254)0(?=[17])/, '$1'));
-  return text.replace(groupedKenyanPhone, digitsOf).replace(dottedKenyanPhone, digitsOf).replace(phoneInText, (match) => maskPhone(match));
+  const masked = text
+    .replace(groupedKenyanPhone, digitsOf)
+    .replace(dottedKenyanPhone, digitsOf)
+    .replace(phoneInText, (match) => maskPhone(match))
+    .replace(encodedPlusPhone, (_match, digits: string) => `%2B${maskPhone(digits)}`);
+  return anyScriptDigit.test(masked) ? masked.replace(anyScriptPhone, (match) => maskPhone(match)) : masked;
 }
 
 /**

@@ -205,6 +205,13 @@ test('phone numbers as people group them, and Kenyan numbers held as numbers und
     'id e4f1c2d3-0712-4345-8678-123456789012 at 2026-12-02T10:15:00.000Z, 1 500 000 KES, 12.5 ms, ws_CO_191220191020363925, ' +
     'connect ECONNREFUSED 172.16.254.1:5432, 192.168.100.10, took 1234.56789 ms, 0.123456789, 1 500 000.00 KES on 07.12.2026 14:30';
   assert.equal(maskPhonesInText(untouched), untouched);
+  // URL-encoded after a plus (a logged URL or form body), and digits of other scripts as people type them.
+  assert.equal(maskPhonesInText('POST /send?to=%2B254712345678&text=hi'), 'POST /send?to=%2B2547****678&text=hi');
+  assert.equal(maskPhonesInText('to=%2b0712345678'), 'to=%2B07****678');
+  assert.equal(maskPhonesInText('namba \u0660\u0667\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668 tafadhali'), 'namba \u0660\u0667****\u0666\u0667\u0668 tafadhali');
+  assert.equal(maskPhonesInText('\uff10\uff17\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18'), '\uff10\uff17****\uff16\uff17\uff18');
+  // Other text with such digits, and short runs of them, stay as they are.
+  assert.equal(maskPhonesInText('bei \u0661\u0665\u0660\u0660 KES, %2B1234'), 'bei \u0661\u0665\u0660\u0660 KES, %2B1234');
   const logs = captureLogs();
   // Daraja's callback items carry the payer's number as a number, under Value.
   logs.logger.info({ items: [{ Name: 'PhoneNumber', Value: 254712345678 }], at: 1796206273741, phone_number_id: 109876543210987, amount: 1500 }, 'callback');
