@@ -22,7 +22,10 @@
  * the sweep (bench/webhook-server.ts BENCH_HOLD_WRITES), and its turns end at the last answer.
  * After the sweep every held receipt is sent through the real dispatch and the run checks that
  * each paid invoice has both receipts sent: the figure is what the callbacks cost up to their
- * durable answer, and `delivery` what their receipts cost afterwards (sends a second, alone).
+ * durable answer; `delivery` says how many were then sent, and how long that catch-up took.
+ * Not run in this mode: the safety-net job of each group's write (in service it runs 15 s
+ * later and finds its receipts sent), and the dispatch's own statements (the overtaking
+ * check after commit, the claim of rows written queued), which go with the sending.
  * Writes bench/results/callbacks-held.json.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
