@@ -41,8 +41,8 @@ const EnvSchema = z.object({
   DATABASE_POOL_MAX: z.coerce.number({ error: 'must be a number' }).int().min(1).max(100).default(10),
   // Postgres ends a session left idle inside a transaction this long (0: never), releasing its locks.
   DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS: z.coerce.number({ error: 'must be a number' }).int().min(0).max(3_600_000).default(60_000),
-  // Postgres cancels any one statement of the service that runs this long (0: never), a wait for a lock included.
-  DATABASE_STATEMENT_TIMEOUT_MS: z.coerce.number({ error: 'must be a number' }).int().min(0).max(3_600_000).default(30_000),
+  // Postgres cancels a statement of the service that waits this long for a lock (0: never).
+  DATABASE_LOCK_TIMEOUT_MS: z.coerce.number({ error: 'must be a number' }).int().min(0).max(3_600_000).default(15_000),
   DATA_DIR: z.string().trim().min(1).default('./.data'),
 
   WABA_TOKEN: optionalString,
@@ -205,7 +205,7 @@ export type Config = Readonly<{
   logFormat: Env['LOG_FORMAT'];
   shutdownTimeoutMs: number;
   database: Readonly<
-    | { kind: 'postgres'; url: string; poolMax: number; idleInTransactionTimeoutMs: number; statementTimeoutMs: number }
+    | { kind: 'postgres'; url: string; poolMax: number; idleInTransactionTimeoutMs: number; lockTimeoutMs: number }
     | { kind: 'embedded'; dataDir: string }
   >;
   whatsapp: Readonly<{
@@ -325,7 +325,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
             url: e.DATABASE_URL,
             poolMax: e.DATABASE_POOL_MAX,
             idleInTransactionTimeoutMs: e.DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS,
-            statementTimeoutMs: e.DATABASE_STATEMENT_TIMEOUT_MS,
+            lockTimeoutMs: e.DATABASE_LOCK_TIMEOUT_MS,
           },
     whatsapp: {
       token: e.WABA_TOKEN,

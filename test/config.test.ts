@@ -67,17 +67,17 @@ test('DATABASE_URL selects Postgres; DATA_DIR moves the embedded database', () =
     url: 'postgresql://u@h/db',
     poolMax: 4,
     idleInTransactionTimeoutMs: 60_000,
-    statementTimeoutMs: 30_000,
+    lockTimeoutMs: 15_000,
   });
-  const base = { kind: 'postgres', url: 'postgresql://u@h/db', poolMax: 10, idleInTransactionTimeoutMs: 60_000, statementTimeoutMs: 30_000 };
+  const base = { kind: 'postgres', url: 'postgresql://u@h/db', poolMax: 10, idleInTransactionTimeoutMs: 60_000, lockTimeoutMs: 15_000 };
   const idle = (value: string) => loadConfig({ DATABASE_URL: 'postgresql://u@h/db', DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS: value }).database;
   assert.deepEqual(idle('0'), { ...base, idleInTransactionTimeoutMs: 0 });
   assert.deepEqual(idle('15000'), { ...base, idleInTransactionTimeoutMs: 15_000 });
   for (const bad of ['-1', 'soon', '1.5']) assert.throws(() => idle(bad), /DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS/);
-  const statement = (value: string) => loadConfig({ DATABASE_URL: 'postgresql://u@h/db', DATABASE_STATEMENT_TIMEOUT_MS: value }).database;
-  assert.deepEqual(statement('0'), { ...base, statementTimeoutMs: 0 });
-  assert.deepEqual(statement('5000'), { ...base, statementTimeoutMs: 5_000 });
-  for (const bad of ['-1', 'soon', '1.5', '3600001']) assert.throws(() => statement(bad), /DATABASE_STATEMENT_TIMEOUT_MS/);
+  const lock = (value: string) => loadConfig({ DATABASE_URL: 'postgresql://u@h/db', DATABASE_LOCK_TIMEOUT_MS: value }).database;
+  assert.deepEqual(lock('0'), { ...base, lockTimeoutMs: 0 });
+  assert.deepEqual(lock('5000'), { ...base, lockTimeoutMs: 5_000 });
+  for (const bad of ['-1', 'soon', '1.5', '3600001']) assert.throws(() => lock(bad), /DATABASE_LOCK_TIMEOUT_MS/);
   assert.deepEqual(loadConfig({ DATA_DIR: '/var/lib/invoiceiq' }).database, { kind: 'embedded', dataDir: '/var/lib/invoiceiq' });
 });
 
@@ -212,7 +212,7 @@ test('a full, valid production environment parses', () => {
   const config: Config = loadConfig({ APP_ENV: 'production', MPESA_ENVIRONMENT: 'production', LOG_LEVEL: 'warn', ...productionSecrets });
   assert.equal(config.appEnv, 'production');
   assert.equal(config.logLevel, 'warn');
-  assert.deepEqual(config.database, { kind: 'postgres', url: productionSecrets.DATABASE_URL, poolMax: 10, idleInTransactionTimeoutMs: 60_000, statementTimeoutMs: 30_000 });
+  assert.deepEqual(config.database, { kind: 'postgres', url: productionSecrets.DATABASE_URL, poolMax: 10, idleInTransactionTimeoutMs: 60_000, lockTimeoutMs: 15_000 });
   assert.equal(config.whatsapp.token, productionSecrets.WABA_TOKEN);
   assert.equal(config.whatsapp.phoneId, productionSecrets.WABA_PHONE_ID);
   assert.equal(config.whatsapp.verifyToken, productionSecrets.WABA_VERIFY_TOKEN);

@@ -159,40 +159,45 @@ test('Postgres: a session left idle inside a transaction is ended after DATABASE
   }
 });
 
-test('Postgres: a statement that runs longer than DATABASE_STATEMENT_TIMEOUT_MS is cancelled (57014), a wait for a lock too, and the connection serves on; 0 never cancels', async (t) => {
+test('Postgres: a statement that waits longer than DATABASE_LOCK_TIMEOUT_MS for a row lock is cancelled (55P03) and the connection serves on; a long statement is not cut short; 0 waits', async (t) => {
   if (testDatabaseUrl === undefined) {
     t.skip('a setting of Postgres sessions (TEST_DATABASE_URL)');
     return;
   }
   const url = testDatabaseUrl;
-  const timed = await openDatabase({ kind: 'postgres', url, poolMax: 1, statementTimeoutMs: 300, idleInTransactionTimeoutMs: 60_000 });
-  const never = await openDatabase({ kind: 'postgres', url, poolMax: 2, statementTimeoutMs: 0 });
+  const timed = await openDatabase({ kind: 'postgres', url, poolMax: 1, lockTimeoutMs: 300, idleInTransactionTimeoutMs: 60_000 });
+  const never = await openDatabase({ kind: 'postgres', url, poolMax: 3, lockTimeoutMs: 0 });
+  const table = `lock_probe_${process.pid}_${Date.now()}`;
   try {
     const setting = async (handle: typeof timed, name: string) => (await handle.pool.query<{ v: string }>('select current_setting($1) as v', [name])).rows[0]?.v;
-    assert.equal(await setting(timed, 'statement_timeout'), '300ms');
+    assert.equal(await setting(timed, 'lock_timeout'), '300ms');
     // Both settings reach the same connection (one statement on connect).
     assert.equal(await setting(timed, 'idle_in_transaction_session_timeout'), '1min');
-    assert.equal(await setting(never, 'statement_timeout'), '0');
+    assert.equal(await setting(never, 'lock_timeout'), '0');
+    await never.pool.query(`create table ${table} (id int primary key, n int not null)`);
+    await never.pool.query(`insert into ${table} values (1, 0)`);
 
-    await assert.rejects(timed.pool.query('select pg_sleep(2)'), (error: { code?: string }) => error.code === '57014');
-    // The same (only) connection answers the next statement.
-    assert.deepEqual((await timed.pool.query<{ n: number }>('select 1 as n')).rows, [{ n: 1 }]);
-
-    // A lock held by another session (a machine stuck mid-transaction): the wait is cancelled too.
+    // A row locked by another session (a machine stuck mid-transaction).
     const holder = await never.pool.connect();
     try {
       await holder.query('begin');
-      await holder.query('select pg_advisory_xact_lock(434343)');
+      await holder.query(`select * from ${table} where id = 1 for update`);
       const started = performance.now();
-      await assert.rejects(timed.pool.query('select pg_advisory_xact_lock(434343)'), (error: { code?: string }) => error.code === '57014');
+      await assert.rejects(timed.pool.query(`update ${table} set n = n + 1 where id = 1`), (error: { code?: string }) => error.code === '55P03');
       assert.ok(performance.now() - started < 1_900, 'cancelled after its timeout, not when the lock came free');
+      // The same (only) connection answers the next statement; a long one is not cut short.
+      assert.deepEqual((await timed.pool.query<{ n: number }>('select 1 as n from pg_sleep(0.6)')).rows, [{ n: 1 }]);
+      // With 0 the wait lasts until the lock is free.
+      const patient = never.pool.query(`update ${table} set n = n + 1 where id = 1`);
+      await new Promise((resolve) => setTimeout(resolve, 600));
       await holder.query('rollback');
+      await patient;
     } finally {
       holder.release();
     }
-    // With 0 a statement runs as long as it takes.
-    assert.deepEqual((await never.pool.query<{ n: number }>('select 1 as n from pg_sleep(0.5)')).rows, [{ n: 1 }]);
+    assert.deepEqual((await never.pool.query<{ n: number }>(`select n from ${table}`)).rows, [{ n: 1 }], 'only the patient update went through');
   } finally {
+    await never.pool.query(`drop table if exists ${table}`).catch(() => undefined);
     await timed.close();
     await never.close();
   }

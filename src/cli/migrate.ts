@@ -9,9 +9,9 @@ import { runMigrateCommand } from '../db/migrate.js';
 
 async function main(): Promise<void> {
   const config = loadConfig(process.env);
-  // A migration may rightly run for minutes (an index on a large table): the service's
-  // statement timeout is not for it.
-  const handle = await openDatabase(config.database.kind === 'postgres' ? { ...config.database, statementTimeoutMs: 0 } : config.database);
+  // The release command waits for its locks as it always has (another release's migration
+  // lock, a table in use): the service's lock timeout is for requests and jobs.
+  const handle = await openDatabase(config.database.kind === 'postgres' ? { ...config.database, lockTimeoutMs: 0 } : config.database);
   try {
     await runMigrateCommand(handle.db, process.argv.slice(2), (line) => process.stdout.write(`${line}\n`));
   } finally {

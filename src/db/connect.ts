@@ -41,14 +41,16 @@ export type DatabaseSettings =
        */
       idleInTransactionTimeoutMs?: number;
       /**
-       * Set on every connection the same way: Postgres cancels a statement that runs this long
-       * (unset or 0: never), a wait for a row lock included (SQLSTATE 57014, which every caller
-       * here treats as a failure to retry: an inbound event or a callback kept for its retry
-       * job, a send put back). Nothing the service runs should take a second; without a bound,
-       * a statement stuck behind a lock holds its connection, and the request or job behind it,
-       * for as long as the lock is held. Migrations open their own connection without it.
+       * Set on every connection the same way: Postgres cancels a statement that has waited this
+       * long for a lock (unset or 0: never), a row's, a table's or an advisory one (SQLSTATE
+       * 55P03, a failure like any other database error to its caller, whose retry job or
+       * reconciliation tries again). Without a bound, statements queued behind a lock another
+       * machine holds keep their connections for as long as it holds it, and a pool of ten
+       * waiting stops this machine. Only waits: a long scan (pg-boss's archive of a large
+       * backlog, the stats fold) is not cut short, since cut short it would fail the same way
+       * at every run. `npm run migrate` opens without it.
        */
-      statementTimeoutMs?: number;
+      lockTimeoutMs?: number;
     }
   | { kind: 'embedded'; dataDir: string }
   /** An already-open PGlite (tests): the handle closes it on close(). */
@@ -205,7 +207,7 @@ export async function openDatabase(settings: DatabaseSettings): Promise<Database
       pool.on('error', () => undefined);
       const timeouts: Array<[string, number]> = [
         ['idle_in_transaction_session_timeout', settings.idleInTransactionTimeoutMs ?? 0],
-        ['statement_timeout', settings.statementTimeoutMs ?? 0],
+        ['lock_timeout', settings.lockTimeoutMs ?? 0],
       ];
       const sessionSettings = timeouts.filter(([, ms]) => ms > 0).map(([name, ms]) => `set ${name} = ${Math.floor(ms)}`);
       if (sessionSettings.length > 0) {
