@@ -80,9 +80,10 @@ const dottedKenyanPhone = /(?<![\dA-Za-z.-])(?:\+?254\.|0)?[17]\d{2}\.\d{3}\.\d{
  */
 const encodedPlusPhone = /%2[Bb](\d{9,15})(?![\dA-Za-z-])/g;
 /**
- * Digits of other scripts (Arabic-Indic `٠٧١٢٣٤٥٦٧٨`, Devanagari, full-width), as a person may
- * type them: a run of 9 to 15 decimal digits of any script, with the same boundaries as above.
- * Only looked for when the text holds such a digit.
+ * Digits of other scripts (Arabic-Indic `٠٧١٢٣٤٥٦٧٨`, Devanagari, full-width, the mathematical
+ * `𝟎𝟕𝟏...` of "fancy text"), as a person may type them: a run of 9 to 15 decimal digits of any
+ * script, with the same boundaries as above. Only looked for when the text holds a character
+ * beyond ASCII.
  */
 const anyScriptDigit = /[^\x00-\x7f]/;
 const anyScriptPhone = /(?<![\p{L}\p{Nd}.-])\+?\p{Nd}{9,15}(?![\p{L}\p{Nd}-])/gu;
@@ -95,9 +96,10 @@ const kenyanMsisdn = /^254\d{9}$/;
  * (the same subscriber digits shown whatever the form). Short values are masked whole.
  */
 export function maskPhone(value: string): string {
-  const digits = value.replace(/^\+/, '');
+  // By characters, not UTF-16 units: a digit of another script may take two (`𝟎`).
+  const digits = Array.from(value.replace(/^\+/, ''));
   if (digits.length < 8) return '****';
-  return `${value.startsWith('+') ? '+' : ''}${digits.slice(0, digits.length - 8)}****${digits.slice(-3)}`;
+  return `${value.startsWith('+') ? '+' : ''}${digits.slice(0, digits.length - 8).join('')}****${digits.slice(-3).join('')}`;
 }
 
 /** Masks every phone-looking run of digits inside a free-text string. */

@@ -210,6 +210,8 @@ test('phone numbers as people group them, and Kenyan numbers held as numbers und
   assert.equal(maskPhonesInText('to=%2b0712345678'), 'to=%2B07****678');
   assert.equal(maskPhonesInText('namba \u0660\u0667\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668 tafadhali'), 'namba \u0660\u0667****\u0666\u0667\u0668 tafadhali');
   assert.equal(maskPhonesInText('\uff10\uff17\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18'), '\uff10\uff17****\uff16\uff17\uff18');
+  // Digits beyond the basic plane (two UTF-16 units each): five still hidden, no character cut in half.
+  assert.equal(maskPhonesInText('\u{1d7ce}\u{1d7d5}\u{1d7cf}\u{1d7d0}\u{1d7d1}\u{1d7d2}\u{1d7d3}\u{1d7d4}\u{1d7d5}\u{1d7d6}'), '\u{1d7ce}\u{1d7d5}****\u{1d7d4}\u{1d7d5}\u{1d7d6}');
   // Other text with such digits, and short runs of them, stay as they are.
   assert.equal(maskPhonesInText('bei \u0661\u0665\u0660\u0660 KES, %2B1234'), 'bei \u0661\u0665\u0660\u0660 KES, %2B1234');
   const logs = captureLogs();
