@@ -50,7 +50,7 @@ function holdDispatch(outbox: Outbox): void {
 async function releaseHeld(): Promise<number> {
   let released = 0;
   while (held.length > 0) {
-    for (const written of held.splice(0, 8)) {
+    for (const written of held.splice(0, 64)) {
       release!(written);
       released += written.claimed.length + written.queued.length;
     }
