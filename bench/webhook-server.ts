@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { Hono } from 'hono';
 import { createApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
-import { openDatabase } from '../src/db/connect.js';
+import { openDatabase, type DatabaseHandle } from '../src/db/connect.js';
 import { createDeps } from '../src/deps.js';
 import { createLogger } from '../src/logger.js';
 import type { Outbox, Written } from '../src/delivery/outbox.js';
@@ -33,38 +33,32 @@ if ((mode !== 'app' && mode !== 'baseline') || databaseUrl === undefined) {
  * from what delivering its receipts costs, and nothing is dropped: the release sends them all.
  */
 const holdWrites = process.env.BENCH_HOLD_WRITES === '1';
-const held: Written[] = [];
-let release: ((written: Written) => void) | undefined;
-let outboxIdle: (() => Promise<void>) | undefined;
-let deliverMany: Outbox['deliverMany'] | undefined;
 
-function holdDispatch(outbox: Outbox): void {
+/** Holds `outbox`'s dispatch of what each write leaves to send; the function returned releases it all. */
+function holdDispatch(outbox: Outbox, pool: DatabaseHandle['pool']): () => Promise<number> {
   const dispatch = outbox.dispatchWritten.bind(outbox);
-  release = dispatch;
-  outboxIdle = () => outbox.idle();
-  deliverMany = (ids) => outbox.deliverMany(ids);
+  const held: Written[] = [];
   // Payments calls deps.outbox.dispatchWritten at each commit: replaced on the same object.
   Object.assign(outbox, { dispatchWritten: (written: Written) => void held.push(written) });
-}
-
-async function releaseHeld(): Promise<number> {
-  let released = 0;
-  while (held.length > 0) {
-    for (const written of held.splice(0, 64)) {
-      release!(written);
-      released += written.claimed.length + written.queued.length;
+  return async () => {
+    let released = 0;
+    while (held.length > 0) {
+      for (const written of held.splice(0, 64)) {
+        dispatch(written);
+        released += written.claimed.length + written.queued.length;
+      }
+      await outbox.idle();
     }
-    await outboxIdle!();
-  }
-  // Rows written queued behind an older unsent message to the same person (a merchant's
-  // earlier receipt, held too) that their dispatch could not claim: in service their
-  // safety-net job sends them 15 s later (held here for an hour); its path, now.
-  for (;;) {
-    const { rows } = await database.pool.query<{ id: string }>(`select id from outbound_messages where status = 'queued' order by created_at, id limit 2000`);
-    if (rows.length === 0) return released;
-    const outcomes = await deliverMany!(rows.map((row) => row.id));
-    if (![...outcomes.values()].some((outcome) => outcome === 'sent')) throw new Error(`held receipts: ${rows.length} queued, none could be sent`);
-  }
+    // Rows written queued behind an older unsent message to the same person (a merchant's
+    // earlier receipt, held too) that their dispatch could not claim: in service their
+    // safety-net job sends them 15 s later (held here for an hour); its path, now.
+    for (;;) {
+      const { rows } = await pool.query<{ id: string }>(`select id from outbound_messages where status = 'queued' order by created_at, id limit 2000`);
+      if (rows.length === 0) return released;
+      const outcomes = await outbox.deliverMany(rows.map((row) => row.id));
+      if (![...outcomes.values()].some((outcome) => outcome === 'sent')) throw new Error(`held receipts: ${rows.length} queued, none could be sent`);
+    }
+  };
 }
 
 const database = await openDatabase({ kind: 'postgres', url: databaseUrl, poolMax: Number(process.env.BENCH_POOL ?? 10) });
@@ -119,14 +113,14 @@ if (mode === 'baseline') {
   const logger = createLogger({ level: 'warn', format: 'json' });
   const deps = createDeps({ config, logger, database });
   await deps.jobs.start(deps.jobDefinitions);
-  if (holdWrites) holdDispatch(deps.outbox);
+  const releaseHeld = holdWrites ? holdDispatch(deps.outbox, database.pool) : undefined;
   stopJobs = async () => {
     // Safety-net jobs from a load phase may still be running: let them finish before the pool closes.
     await deps.jobs.stop(10_000);
     await deps.outbox.stop();
   };
   const app = createApp(deps);
-  if (!holdWrites) fetchHandler = app.fetch;
+  if (releaseHeld === undefined) fetchHandler = app.fetch;
   else {
     const outer = new Hono();
     outer.post('/__bench/release-held', async (c) => c.json({ released: await releaseHeld() }));
